@@ -1,0 +1,231 @@
+"""The callback outbox: replies and reports that survive restarts.
+
+Every reply to an asynchronous command and every report the agent pushes is
+first written to a SQLite outbox, then POSTed by a few sender threads. A
+failed POST is retried with jittered exponential backoff (tenacity's
+``wait_random_exponential``), per destination: while a controller is down its
+items wait together instead of each hammering it. Items older than
+``max_age`` are dropped with an error log. Progress events are transient: sent
+once, best effort, never stored.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httpx
+import tenacity
+
+from agentcore.journal import open_db
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    url       TEXT NOT NULL,
+    headers   TEXT NOT NULL,
+    body      BLOB NOT NULL,
+    attempts  INTEGER NOT NULL DEFAULT 0,
+    created   REAL NOT NULL
+);
+"""
+
+_backoff = tenacity.wait_random_exponential(multiplier=0.25, max=15)
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Jittered exponential wait before retry number ``attempt`` (1-based)."""
+    state = cast(tenacity.RetryCallState, SimpleNamespace(attempt_number=attempt))
+    return float(_backoff(state))
+
+
+@dataclass(order=True)
+class _Item:
+    due: float
+    id: int = field(compare=True)
+    url: str = field(compare=False)
+    headers: dict[str, str] = field(compare=False)
+    body: bytes = field(compare=False)
+    attempts: int = field(compare=False, default=0)
+    created: float = field(compare=False, default=0.0)
+
+
+class CallbackOutbox:
+    """Durable, retrying delivery of POSTs to the controller."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        senders: int = 4,
+        max_age: float = 7 * 24 * 3600,
+        auth_token: str | None = None,
+        on_retry: Callable[[], None] | None = None,
+        on_result: Callable[[str], None] | None = None,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self._db = open_db(path)
+        self._db.executescript(SCHEMA)
+        self._dblock = threading.Lock()
+        self._cv = threading.Condition()
+        self._heap: list[_Item] = []
+        self._transient: deque[tuple[str, dict[str, str], bytes]] = deque(maxlen=1000)
+        self._origin_retry_at: dict[str, float] = {}
+        self._origin_attempts: dict[str, int] = {}
+        self._in_flight = 0
+        self._max_age = max_age
+        self._auth = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
+        self._on_retry = on_retry
+        self._on_result = on_result
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(10.0, connect=3.0),
+            limits=httpx.Limits(max_connections=senders * 2, max_keepalive_connections=senders * 2),
+        )
+        self._senders = senders
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        for row in self._db.execute("SELECT id, url, headers, body, attempts, created FROM outbox"):
+            heapq.heappush(
+                self._heap,
+                _Item(time.monotonic(), row[0], row[1], json.loads(row[2]), row[3], row[4], row[5]),
+            )
+
+    def start(self) -> None:
+        for i in range(self._senders):
+            t = threading.Thread(target=self._sender, name=f"outbox-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+        self._client.close()
+        with self._dblock:
+            self._db.close()
+
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._heap) + self._in_flight
+
+    def enqueue(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        """Store a POST durably and schedule it for delivery."""
+        data = json.dumps(body).encode()
+        now = time.time()
+        with self._dblock:
+            cur = self._db.execute(
+                "INSERT INTO outbox(url, headers, body, created) VALUES (?, ?, ?, ?)",
+                (url, json.dumps(headers), data, now),
+            )
+            item_id = cur.lastrowid
+        assert item_id is not None
+        with self._cv:
+            heapq.heappush(self._heap, _Item(time.monotonic(), item_id, url, headers, data, 0, now))
+            self._cv.notify()
+
+    def send_transient(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        """Send once, best effort (progress events); dropped if the queue is full."""
+        with self._cv:
+            self._transient.append((url, headers, json.dumps(body).encode()))
+            self._cv.notify()
+
+    # -- sender ---------------------------------------------------------
+
+    def _next(self) -> _Item | tuple[str, dict[str, str], bytes] | None:
+        with self._cv:
+            while not self._stopping:
+                if self._transient:
+                    return self._transient.popleft()
+                now = time.monotonic()
+                if self._heap and self._heap[0].due <= now:
+                    item = heapq.heappop(self._heap)
+                    blocked = self._origin_retry_at.get(_origin(item.url), 0.0)
+                    if blocked > now:
+                        item.due = blocked
+                        heapq.heappush(self._heap, item)
+                        continue
+                    self._in_flight += 1
+                    return item
+                wait = self._heap[0].due - now if self._heap else None
+                self._cv.wait(timeout=wait)
+            return None
+
+    def _sender(self) -> None:
+        while (job := self._next()) is not None:
+            if isinstance(job, tuple):
+                url, headers, body = job
+                try:
+                    self._post(url, headers, body)
+                except httpx.HTTPError:
+                    log.debug("transient event to %s dropped", url)
+                continue
+            try:
+                self._deliver(job)
+            finally:
+                with self._cv:
+                    self._in_flight -= 1
+
+    def _post(self, url: str, headers: dict[str, str], body: bytes) -> None:
+        resp = self._client.post(
+            url, content=body, headers={"Content-Type": "application/json", **self._auth, **headers}
+        )
+        if resp.status_code >= 500 or resp.status_code in (408, 429):
+            raise httpx.HTTPStatusError(f"{resp.status_code}", request=resp.request, response=resp)
+
+    def _deliver(self, item: _Item) -> None:
+        origin = _origin(item.url)
+        try:
+            self._post(item.url, item.headers, item.body)
+        except httpx.HTTPError as e:
+            self._retry_later(item, origin, e)
+            return
+        with self._cv:
+            self._origin_attempts.pop(origin, None)
+            self._origin_retry_at.pop(origin, None)
+        with self._dblock:
+            self._db.execute("DELETE FROM outbox WHERE id=?", (item.id,))
+        if self._on_result:
+            self._on_result("delivered")
+
+    def _retry_later(self, item: _Item, origin: str, err: Exception) -> None:
+        item.attempts += 1
+        if time.time() - item.created > self._max_age:
+            log.error("dropping callback to %s after %d attempts: %s", item.url, item.attempts, err)
+            with self._dblock:
+                self._db.execute("DELETE FROM outbox WHERE id=?", (item.id,))
+            if self._on_result:
+                self._on_result("dropped")
+            return
+        if self._on_retry:
+            self._on_retry()
+        with self._cv:
+            n = self._origin_attempts.get(origin, 0) + 1
+            self._origin_attempts[origin] = n
+            wait = backoff_seconds(n)
+            due = time.monotonic() + wait
+            self._origin_retry_at[origin] = max(self._origin_retry_at.get(origin, 0.0), due)
+            item.due = due
+            heapq.heappush(self._heap, item)
+            self._cv.notify()
+        with self._dblock:
+            self._db.execute("UPDATE outbox SET attempts=? WHERE id=?", (item.attempts, item.id))
+        log.info("callback to %s failed (%s); retry in %.1fs", item.url, err, wait)
+
+
+def _origin(url: str) -> str:
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.netloc}"

@@ -1,0 +1,344 @@
+"""The agent runtime: accepts tasks, runs them in a bounded executor under
+per-resource locks, enforces cancel and deadlines, journals them and sends
+their replies through the outbox."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentcore.builtin import CorePlugin
+from agentcore.config import AgentConfig
+from agentcore.errors import (
+    AgentBusy,
+    AgentError,
+    Cancelled,
+    Conflict,
+    InternalError,
+    Interrupted,
+    InvalidRequest,
+    NotFound,
+)
+from agentcore.journal import TaskJournal, TaskRecord
+from agentcore.locks import ResourceLocks
+from agentcore.logs import add_secret, current_task
+from agentcore.metrics import AgentMetrics
+from agentcore.models import Command, ErrorInfo, Progress, Reply, TaskStatus
+from agentcore.outbox import CallbackOutbox
+from agentcore.plugin import CommandSpec, Plugin
+from agentcore.task import TaskContext
+from agentcore.urlpolicy import UrlPolicy
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_PERIOD = 0.05
+PRUNE_PERIOD = 3600.0
+
+
+def error_reply(err: AgentError) -> dict[str, Any]:
+    """The wire form of a failed reply."""
+    return Reply(success=False, error=ErrorInfo(**err.to_dict())).wire()
+
+
+@dataclass(eq=False)
+class LiveTask:
+    """A task that has been accepted and has not been answered yet."""
+
+    uuid: str
+    spec: CommandSpec
+    cmd: Command
+    ctx: TaskContext
+    callback_url: str | None
+    keys: list[str]
+    accepted: float = field(default_factory=time.monotonic)
+    state: str = "queued"
+    progress: Progress | None = None
+    finished: bool = False
+    reply: dict[str, Any] | None = None
+    final_state: str | None = None
+    stopping_since: float | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+class AgentRuntime:
+    """Everything behind the HTTP layer of one agent process."""
+
+    def __init__(self, name: str, config: AgentConfig, plugins: Iterable[Plugin]) -> None:
+        self.name = name
+        self.config = config
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        add_secret(config.token.get_secret_value())
+        self.plugins = [CorePlugin(), *plugins]
+        self.commands: dict[str, CommandSpec] = {}
+        for plugin in self.plugins:
+            for spec in plugin.commands():
+                if spec.path in self.commands:
+                    raise ValueError(f"two commands at {spec.path}")
+                self.commands[spec.path] = spec
+        self.metrics = AgentMetrics(name)
+        self.journal = TaskJournal(config.state_dir / "tasks.db")
+        self.urls = UrlPolicy(config.controller_urls, config.state_dir / "controller_urls.json")
+        self.outbox = CallbackOutbox(
+            config.state_dir / "outbox.db",
+            senders=config.callback_senders,
+            max_age=config.callback_max_age,
+            auth_token=config.token.get_secret_value(),
+            on_retry=self.metrics.callback_retries.inc,
+            on_result=lambda r: self.metrics.callbacks.labels(result=r).inc(),
+        )
+        self.metrics.track_outbox(self.outbox.pending)
+        self.metrics.tasks_active.labels(state="queued").set_function(lambda: self._count("queued"))
+        self.metrics.tasks_active.labels(state="running").set_function(lambda: self._count("running"))
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix=f"{name}-task")
+        self._locks: ResourceLocks[LiveTask] = ResourceLocks()
+        self._live: dict[str, LiveTask] = {}
+        self._mu = threading.Lock()
+        self._deadlines: list[tuple[float, int, LiveTask]] = []
+        self._seq = itertools.count()
+        self._stopping: list[LiveTask] = []
+        self._wd_cv = threading.Condition()
+        self._closed = False
+        self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+
+    # -- life cycle -----------------------------------------------------
+
+    def start(self) -> None:
+        """Report tasks a previous process left unfinished, then start serving."""
+        interrupted = self.journal.interrupt_unfinished(error_reply(Interrupted()))
+        for rec in interrupted:
+            log.warning("task %s (%s) was interrupted by an agent restart", rec.task_uuid, rec.path)
+            if rec.callback_url:
+                self._send_reply(rec.task_uuid, rec.callback_url, error_reply(Interrupted()))
+        self.outbox.start()
+        self._watchdog.start()
+        for plugin in self.plugins:
+            plugin.start()
+        log.info("%s agent started: %d commands, pid %d", self.name, len(self.commands), os.getpid())
+
+    def stop(self) -> None:
+        for plugin in reversed(self.plugins):
+            try:
+                plugin.stop()
+            except Exception:
+                log.exception("plugin %s failed to stop", type(plugin).__name__)
+        with self._wd_cv:
+            self._closed = True
+            self._wd_cv.notify_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.outbox.stop()
+        self.journal.close()
+
+    # -- accepting ------------------------------------------------------
+
+    def submit(
+        self, spec: CommandSpec, cmd: Command, task_uuid: str, callback_url: str | None
+    ) -> LiveTask | TaskRecord:
+        """Accept a task, or return the live task or record that has this uuid."""
+        if callback_url is not None and not self.urls.allows(callback_url):
+            raise InvalidRequest(
+                "callbackurl is not one of this agent's controller URLs",
+                field="callbackurl", url=callback_url,
+            )
+        with self._mu:
+            live = self._live.get(task_uuid)
+            if live is not None:
+                if live.spec.path != spec.path:
+                    raise Conflict("taskuuid is in use by another command", path=live.spec.path)
+                return live
+            if len(self._live) >= self.config.max_queued:
+                raise AgentBusy(queued=len(self._live))
+            existing = self.journal.begin(task_uuid, spec.path, callback_url)
+            if existing is not None:
+                if existing.path != spec.path:
+                    raise Conflict("taskuuid was used by another command", path=existing.path)
+                if callback_url and existing.reply is not None:
+                    self._send_reply(task_uuid, callback_url, existing.reply)
+                return existing
+            deadline = time.monotonic() + cmd.timeout if cmd.timeout else None
+            ctx = TaskContext(
+                task_uuid, spec.path, deadline=deadline, progress_sink=self._on_progress,
+                logger=logging.getLogger(f"{self.name}.{spec.plugin}"),
+            )
+            live = LiveTask(task_uuid, spec, cmd, ctx, callback_url, keys=spec.lock_keys(cmd))
+            self._live[task_uuid] = live
+        if deadline is not None:
+            with self._wd_cv:
+                heapq.heappush(self._deadlines, (deadline, next(self._seq), live))
+                self._wd_cv.notify()
+        if self._locks.admit(live, live.keys):
+            self._pool.submit(self._run, live)
+        return live
+
+    def cancel(self, task_uuid: str) -> TaskStatus:
+        """Stop a task: a queued one at once, a running one by killing its work."""
+        with self._mu:
+            live = self._live.get(task_uuid)
+        if live is None:
+            status = self.status(task_uuid)
+            if status is None:
+                raise NotFound(f"no task {task_uuid}", taskUuid=task_uuid)
+            return status
+        live.ctx.cancel()
+        if live.state == "queued":
+            self._locks.withdraw(live)
+            self._finish(live, "cancelled", error_reply(Cancelled()))
+        else:
+            self._mark_stopping(live)
+        return self.status(task_uuid) or self._status_of(live)
+
+    def status(self, task_uuid: str) -> TaskStatus | None:
+        with self._mu:
+            live = self._live.get(task_uuid)
+        if live is not None:
+            return self._status_of(live)
+        rec = self.journal.get(task_uuid)
+        if rec is None:
+            return None
+        return TaskStatus(
+            task_uuid=rec.task_uuid, path=rec.path, state=rec.state,  # type: ignore[arg-type]
+            progress=Progress(**rec.progress) if rec.progress else None,
+            created=rec.created, updated=rec.updated, reply=rec.reply,
+        )
+
+    def _status_of(self, live: LiveTask) -> TaskStatus:
+        now = time.time()
+        created = now - (time.monotonic() - live.accepted)
+        return TaskStatus(
+            task_uuid=live.uuid, path=live.spec.path,
+            state=(live.final_state or live.state),  # type: ignore[arg-type]
+            progress=live.progress, created=created, updated=now, reply=live.reply,
+        )
+
+    def report(self, url: str, body: dict[str, Any], kind: str = "event") -> None:
+        """Push a report (an event the agent observed) durably to a controller URL."""
+        if not self.urls.allows(url):
+            raise InvalidRequest("report URL is not one of this agent's controller URLs", url=url)
+        self.outbox.enqueue(url, body, {"kind": kind})
+
+    # -- running --------------------------------------------------------
+
+    def _run(self, live: LiveTask) -> None:
+        token = current_task.set(live.uuid)
+        state, body = "failed", error_reply(InternalError())
+        try:
+            with self._mu:
+                if live.finished:
+                    return
+                live.state = "running"
+            live.ctx.check()
+            reply = live.spec.handler(live.ctx, live.cmd)
+            if not isinstance(reply, Reply):
+                raise InternalError(f"{live.spec.path} returned {type(reply).__name__}, not a Reply")
+            body = reply.wire()
+            state = "succeeded" if reply.success else "failed"
+        except AgentError as e:
+            state = "cancelled" if isinstance(e, Cancelled) else "failed"
+            body = error_reply(e)
+            live.ctx.log.info("%s failed: %s %s", live.spec.path, e.code, e.message)
+        except Exception as e:
+            live.ctx.log.exception("%s raised", live.spec.path)
+            body = error_reply(InternalError(f"{type(e).__name__}: {e}"))
+        finally:
+            current_task.reset(token)
+            self._finish(live, state, body)
+            for item in self._locks.release(live.keys):
+                self._pool.submit(self._run, item)
+
+    def _finish(self, live: LiveTask, state: str, body: dict[str, Any]) -> None:
+        with self._mu:
+            if live.finished:
+                return
+            live.finished = True
+            live.final_state = state
+            live.reply = body
+            self._live.pop(live.uuid, None)
+        self.journal.finish(live.uuid, state, body)
+        if live.callback_url:
+            self._send_reply(live.uuid, live.callback_url, body)
+        self.metrics.tasks_finished.labels(command=live.spec.path, state=state).inc()
+        self.metrics.command_seconds.labels(command=live.spec.path).observe(
+            time.monotonic() - live.accepted
+        )
+        live.done.set()
+
+    def _send_reply(self, task_uuid: str, url: str, body: dict[str, Any]) -> None:
+        self.outbox.enqueue(url, body, {"taskuuid": task_uuid, "kind": "reply"})
+
+    def _on_progress(self, ctx: TaskContext, p: Progress) -> None:
+        with self._mu:
+            live = self._live.get(ctx.task_uuid)
+        if live is None:
+            return
+        live.progress = p
+        self.journal.set_progress(ctx.task_uuid, p.wire())
+        if live.callback_url:
+            self.outbox.send_transient(
+                live.callback_url,
+                {"taskUuid": live.uuid, "progress": p.wire()},
+                {"taskuuid": live.uuid, "kind": "progress"},
+            )
+
+    def _count(self, state: str) -> float:
+        with self._mu:
+            return float(sum(1 for t in self._live.values() if t.state == state))
+
+    # -- watchdog: deadlines and tasks that do not stop -------------------
+
+    def _mark_stopping(self, live: LiveTask) -> None:
+        with self._wd_cv:
+            if live.stopping_since is None:
+                live.stopping_since = time.monotonic()
+                self._stopping.append(live)
+                self._wd_cv.notify()
+
+    def _watch(self) -> None:
+        last_prune = 0.0
+        while True:
+            with self._wd_cv:
+                if self._closed:
+                    return
+                self._wd_cv.wait(WATCHDOG_PERIOD)
+                now = time.monotonic()
+                due: list[LiveTask] = []
+                while self._deadlines and self._deadlines[0][0] <= now:
+                    due.append(heapq.heappop(self._deadlines)[2])
+                stuck = [
+                    t for t in self._stopping
+                    if t.stopping_since is not None and now - t.stopping_since >= self.config.stop_grace
+                ]
+                self._stopping = [t for t in self._stopping if t not in stuck and not t.finished]
+            for live in due:
+                self._expire(live)
+            for live in stuck:
+                reason = live.ctx.stop_reason() or Cancelled()
+                live.ctx.log.warning(
+                    "%s did not stop within %.0fs; answering %s and abandoning its thread",
+                    live.spec.path, self.config.stop_grace, reason.code,
+                )
+                self._finish(live, "cancelled" if isinstance(reason, Cancelled) else "failed",
+                             error_reply(reason))
+            if now - last_prune > PRUNE_PERIOD:
+                last_prune = now
+                self.journal.prune(time.time() - self.config.task_retention)
+
+    def _expire(self, live: LiveTask) -> None:
+        if live.finished:
+            return
+        live.ctx.expire()
+        reason = live.ctx.stop_reason()
+        if live.state == "queued":
+            self._locks.withdraw(live)
+            self._finish(live, "failed", error_reply(reason or Cancelled()))
+        else:
+            self._mark_stopping(live)
