@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from agentcore.models import Command, Reply
 
 if TYPE_CHECKING:
+    from agentcore.runtime import AgentRuntime
     from agentcore.task import TaskContext
 
 LockSpec = Callable[[Any], "str | Iterable[str] | None"]
@@ -87,6 +88,8 @@ class Plugin:
     """
 
     prefix: str = ""
+    #: set by the runtime before ``start``: reports, controller URLs, config
+    runtime: AgentRuntime
 
     def start(self) -> None:
         """Called once after the agent's runtime is up."""

@@ -80,6 +80,8 @@ class AgentRuntime:
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         add_secret(config.token.get_secret_value())
         self.plugins = [CorePlugin(), *plugins]
+        for plugin in self.plugins:
+            plugin.runtime = self
         self.commands: dict[str, CommandSpec] = {}
         for plugin in self.plugins:
             for spec in plugin.commands():
