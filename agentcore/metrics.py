@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from agentcore import __version__
+
 
 class AgentMetrics:
     """Tasks by state, command latency and callback delivery."""
@@ -39,8 +41,6 @@ class AgentMetrics:
         self.info = Gauge(
             "kvmcloud_agent_info", "Agent identity", ["agent", "version"], registry=self.registry
         )
-        from agentcore import __version__
-
         self.info.labels(agent=agent, version=__version__).set(1)
 
     def track_outbox(self, pending: Callable[[], int]) -> None:

@@ -17,6 +17,10 @@ def _ref(model: type[WireModel]) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
+def _json(model: type[WireModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(model)}}
+
+
 def build_openapi(name: str, commands: dict[str, CommandSpec]) -> dict[str, Any]:
     """OpenAPI 3.1 for every command plus the task endpoints."""
     models: set[type[WireModel]] = {Reply, ErrorInfo, TaskAccepted, TaskStatus}
@@ -47,24 +51,27 @@ def build_openapi(name: str, commands: dict[str, CommandSpec]) -> dict[str, Any]
                 "description": description.strip(),
                 "tags": [spec.plugin],
                 "parameters": headers,
-                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref(spec.request)}}},
+                "requestBody": {"required": False, "content": _json(spec.request)},
                 "responses": {
-                    "200": {"description": "The reply (sync)", "content": {"application/json": {"schema": _ref(spec.reply)}}},
-                    "202": {"description": "Accepted (async)", "content": {"application/json": {"schema": _ref(TaskAccepted)}}},
+                    "200": {"description": "The reply (sync)", "content": _json(spec.reply)},
+                    "202": {"description": "Accepted (async)", "content": _json(TaskAccepted)},
                     "400": error, "401": error, "409": error, "503": error,
                 },
                 "security": [{"bearer": []}],
             }
         }
     status = {"content": {"application/json": {"schema": _ref(TaskStatus)}}}
-    paths["/tasks/{taskUuid}"] = {"get": {"summary": "State, progress and reply of a task", "security": [{"bearer": []}],
-                                          "parameters": [{"name": "taskUuid", "in": "path", "required": True, "schema": {"type": "string"}}],
-                                          "responses": {"200": {"description": "task", **status}, "404": error}}}
-    paths["/tasks/{taskUuid}/cancel"] = {"post": {"summary": "Cancel a task, killing the processes it started", "security": [{"bearer": []}],
-                                                  "parameters": [{"name": "taskUuid", "in": "path", "required": True, "schema": {"type": "string"}}],
-                                                  "responses": {"200": {"description": "task", **status}, "404": error}}}
+    task_param = [{"name": "taskUuid", "in": "path", "required": True, "schema": {"type": "string"}}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    paths["/tasks/{taskUuid}"] = {"get": {
+        "summary": "State, progress and reply of a task", "security": bearer, "parameters": task_param,
+        "responses": {"200": {"description": "task", **status}, "404": error}}}
+    paths["/tasks/{taskUuid}/cancel"] = {"post": {
+        "summary": "Cancel a task, killing the processes it started", "security": bearer,
+        "parameters": task_param, "responses": {"200": {"description": "task", **status}, "404": error}}}
     paths["/healthz"] = {"get": {"summary": "Liveness, without auth", "responses": {"200": {"description": "ok"}}}}
-    paths["/metrics"] = {"get": {"summary": "Prometheus metrics", "security": [{"bearer": []}], "responses": {"200": {"description": "text"}}}}
+    paths["/metrics"] = {"get": {"summary": "Prometheus metrics", "security": bearer,
+                                 "responses": {"200": {"description": "text"}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": f"kvmcloud {name} agent", "version": __version__},

@@ -71,7 +71,7 @@ def run(
     *,
     timeout: float,
     owner: ProcessOwner | None = None,
-    input: str | bytes | None = None,  # noqa: A002 - mirrors subprocess.run
+    input: str | bytes | None = None,
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     check: bool = True,
@@ -80,6 +80,9 @@ def run(
     redact: Sequence[str] = (),
 ) -> ProcessResult:
     """Run ``argv`` and wait for it, at most ``timeout`` seconds.
+
+    The child gets its own session; whatever it leaves behind in that process
+    group when it exits is killed (a tool meant to daemonize must setsid).
 
     ``on_line`` receives each line of stdout as it arrives (progress parsing);
     ``stdout`` sends stdout to a binary file instead of capturing it. Raises
@@ -111,26 +114,8 @@ def run(
     out_chunks: list[bytes] = []
     err_chunks: list[bytes] = []
     readers = _start_readers(proc, out_chunks, err_chunks, on_line, data)
-    deadline = time.monotonic() + max(timeout, 0.0)
     try:
-        while True:
-            try:
-                proc.wait(timeout=0.05)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if owner is not None and (reason := owner.stop_reason()) is not None:
-                kill_group(pgid)
-                proc.wait()
-                raise reason
-            if time.monotonic() >= deadline:
-                kill_group(pgid)
-                proc.wait()
-                raise ProcessTimeout(
-                    f"{os.path.basename(args[0])} did not finish in {timeout:.1f}s",
-                    argv=[_redact(a, redact) for a in args],
-                    timeout=timeout,
-                )
+        _wait(proc, owner, time.monotonic() + max(timeout, 0.0), timeout, args, redact)
     finally:
         # a child that exited may have left grandchildren in its group
         if proc.returncode is not None:
@@ -154,6 +139,35 @@ def run(
             stderr=_redact(err[-STDERR_TAIL:], redact),
         )
     return result
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    owner: ProcessOwner | None,
+    deadline: float,
+    timeout: float,
+    args: tuple[str, ...],
+    redact: Sequence[str],
+) -> None:
+    """Wait for ``proc``; kill its group on the owner's stop or the timeout."""
+    while True:
+        try:
+            proc.wait(timeout=0.05)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        if owner is not None and (reason := owner.stop_reason()) is not None:
+            kill_group(proc.pid)
+            proc.wait()
+            raise reason
+        if time.monotonic() >= deadline:
+            kill_group(proc.pid)
+            proc.wait()
+            raise ProcessTimeout(
+                f"{os.path.basename(args[0])} did not finish in {timeout:.1f}s",
+                argv=[_redact(a, redact) for a in args],
+                timeout=timeout,
+            )
 
 
 def _start_readers(

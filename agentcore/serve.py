@@ -34,7 +34,7 @@ def build(name: str, config: AgentConfig, plugins: list[Plugin]) -> tuple[AgentR
     return runtime, create_app(runtime)
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
+class _Gunicorn(BaseApplication):
     def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]) -> None:
         self._factory = factory
         self._options = options

@@ -134,7 +134,7 @@ class TaskContext:
         argv: Sequence[str],
         *,
         timeout: float,
-        input: str | bytes | None = None,  # noqa: A002
+        input: str | bytes | None = None,
         check: bool = True,
         on_line: Callable[[str], None] | None = None,
         stdout: IO[bytes] | None = None,
