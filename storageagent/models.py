@@ -1,0 +1,348 @@
+"""Wire models of the storageagent (file-based primary storage).
+
+Every command names its storage by ``storageUuid`` plus the storage's root
+(``mountPath``); volumes, snapshots and templates are named by paths relative
+to that root (``installPath``), never by free absolute paths. Sizes are bytes.
+The controller and the simulator import these models, so field names only
+ever change additively.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from agentcore.models import Command, Reply, WireModel
+
+#: the largest volume or image the agent accepts (64 TiB)
+MAX_SIZE = 64 * 2**40
+
+
+def _relative_path(v: str) -> str:
+    if "\x00" in v or "\\" in v:
+        raise ValueError("must not contain NUL or backslash")
+    if v.startswith("/"):
+        raise ValueError("must be relative to the storage root, not absolute")
+    parts = v.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError("must be a normalised relative path without '.', '..' or empty parts")
+    return v
+
+
+def _absolute_path(v: str) -> str:
+    if "\x00" in v or not v.startswith("/") or posixpath.normpath(v) != v or v == "/":
+        raise ValueError("must be a normalised absolute path other than '/'")
+    return v
+
+
+InstallPath = Annotated[
+    str,
+    Field(min_length=1, max_length=1024, description="path relative to the storage root"),
+    AfterValidator(_relative_path),
+]
+MountPath = Annotated[
+    str,
+    Field(min_length=2, max_length=1024, description="absolute root of the storage on this host"),
+    AfterValidator(_absolute_path),
+]
+Uuid = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")]
+ImageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256:<hex>")]
+Size = Annotated[int, Field(gt=0, le=MAX_SIZE, description="bytes")]
+NfsUrl = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9.:\[\]-]+:/[A-Za-z0-9._/-]*$",
+        max_length=1024,
+        description="NFS export as server:/path",
+    ),
+]
+MountOption = Annotated[str, Field(pattern=r"^[a-z0-9_]+(=[A-Za-z0-9._:-]+)?$", max_length=128)]
+VolumeFormat = Literal["qcow2", "raw"]
+StorageType = Literal["nfs", "local", "sharedmountpoint"]
+
+
+class StorageCmd(Command):
+    """Base of every command that works inside one primary storage."""
+
+    storage_uuid: Uuid
+    mount_path: MountPath
+
+
+def volume_key(storage_uuid: str, install_path: str) -> str:
+    """The lock key of one file of one storage."""
+    return f"file:{storage_uuid}:{install_path}"
+
+
+def image_key(storage_uuid: str, image_id: str) -> str:
+    """The lock key of one cached image of one storage."""
+    return f"image:{storage_uuid}:{image_id}"
+
+
+# -- storage ---------------------------------------------------------------
+
+
+class Capacity(WireModel):
+    """Space of a storage's filesystem and what kvmcloud's files take of it."""
+
+    total_bytes: int = 0
+    available_bytes: int = 0
+    used_by_kvmcloud_bytes: int = 0
+
+
+class MountCmd(Command):
+    """Mount an NFS export at the mount path derived from the storage UUID."""
+
+    storage_uuid: Uuid
+    url: NfsUrl
+    nfs_version: Literal["3", "4", "4.0", "4.1", "4.2"] = "4.1"
+    options: list[MountOption] = Field(default_factory=list, max_length=32)
+
+
+class MountReply(Reply):
+    mount_path: str = ""
+    already_mounted: bool = False
+    capacity: Capacity | None = None
+
+
+class UnmountCmd(Command):
+    """Unmount the storage's NFS export (a no-op when it is not mounted)."""
+
+    storage_uuid: Uuid
+
+
+class UnmountReply(Reply):
+    mount_path: str = ""
+    was_mounted: bool = False
+
+
+class InitCmd(StorageCmd):
+    """Claim a local directory or an operator-mounted shared filesystem."""
+
+    type: Literal["local", "sharedmountpoint"]
+
+
+class InitReply(Reply):
+    mount_path: str = ""
+    capacity: Capacity | None = None
+
+
+class PingCmd(StorageCmd):
+    """Write-and-read test of the storage, with its own timeout."""
+
+    url: NfsUrl | None = Field(default=None, description="for NFS: also probe the server")
+    probe_timeout: float = Field(default=10.0, gt=0, le=300)
+
+
+class PingReply(Reply):
+    storage_uuid: str = ""
+    latency_ms: float = 0.0
+
+
+class CapacityCmd(StorageCmd):
+    """Total, available and kvmcloud-used bytes of the storage."""
+
+
+class CapacityReply(Reply):
+    capacity: Capacity | None = None
+
+
+# -- image cache -----------------------------------------------------------
+
+
+class HttpSource(WireModel):
+    """An image served over http(s)."""
+
+    kind: Literal["http"] = "http"
+    url: str = Field(pattern=r"^https?://", max_length=4096)
+
+
+class SftpTarget(WireModel):
+    """An SFTP backup storage; its key and known_hosts come from the agent's config."""
+
+    host: str = Field(pattern=r"^[A-Za-z0-9.:\[\]-]+$", max_length=255)
+    port: int = Field(default=22, gt=0, lt=65536)
+    user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    store_root: str = Field(min_length=1, max_length=1024)
+
+
+class SftpSource(SftpTarget):
+    """An image in an SFTP backup storage."""
+
+    kind: Literal["sftp"] = "sftp"
+    image_id: str = Field(min_length=1, max_length=256)
+
+
+class CacheImageCmd(StorageCmd):
+    """Pull an image into the storage's image cache and verify its digest."""
+
+    image_id: ImageId
+    source: Annotated[HttpSource | SftpSource, Field(discriminator="kind")]
+    digest: Digest
+    size: Size | None = Field(default=None, description="expected size in bytes, if known")
+
+
+class CachedImage(WireModel):
+    """An image in the cache."""
+
+    image_id: str
+    install_path: str
+    format: str
+    virtual_size: int
+    size: int
+    digest: str
+    cached_at: float = 0.0
+
+
+class CacheImageReply(Reply):
+    image: CachedImage | None = None
+    downloaded: bool = False
+
+
+class ListCacheCmd(StorageCmd):
+    """The images in the storage's cache."""
+
+
+class ListCacheReply(Reply):
+    images: list[CachedImage] = Field(default_factory=list)
+
+
+class EvictCacheCmd(StorageCmd):
+    """Remove an image from the cache unless a volume is backed by it."""
+
+    image_id: ImageId
+
+
+class EvictCacheReply(Reply):
+    evicted: bool = False
+
+
+# -- volumes ---------------------------------------------------------------
+
+
+class ChainEntry(WireModel):
+    """One file of a backing chain."""
+
+    install_path: str
+    format: str
+    virtual_size: int
+    actual_size: int = 0
+
+
+class VolumeInfo(WireModel):
+    """A volume file and its backing chain (nearest backing first)."""
+
+    install_path: str
+    format: str
+    virtual_size: int
+    actual_size: int
+    backing_chain: list[ChainEntry] = Field(default_factory=list)
+
+
+class VolumeReply(Reply):
+    volume: VolumeInfo | None = None
+
+
+class CreateRootVolumeCmd(StorageCmd):
+    """Linked clone of a cached image: a qcow2 overlay backed by the image."""
+
+    image_id: ImageId
+    install_path: InstallPath
+    size: Size | None = Field(default=None, description="grow the virtual size to this")
+
+
+class CreateEmptyVolumeCmd(StorageCmd):
+    """A new empty volume."""
+
+    install_path: InstallPath
+    size: Size
+    format: VolumeFormat = "qcow2"
+
+
+class CreateVolumeFromTemplateCmd(StorageCmd):
+    """A data volume that is a full (flattened) copy of a cached image."""
+
+    image_id: ImageId
+    install_path: InstallPath
+    size: Size | None = None
+
+
+class VolumeCmd(StorageCmd):
+    """A command on one volume."""
+
+    install_path: InstallPath
+
+
+class DeleteVolumeCmd(VolumeCmd):
+    """Delete a volume unless QEMU holds it or another volume is backed by it."""
+
+
+class DeleteVolumeReply(Reply):
+    deleted: bool = False
+
+
+class VolumeInfoCmd(VolumeCmd):
+    """Virtual size, actual size and backing chain of a volume."""
+
+
+class ResizeVolumeCmd(VolumeCmd):
+    """Offline resize; shrinking needs ``force``."""
+
+    size: Size
+    force: bool = False
+
+
+class CreateTemplateCmd(VolumeCmd):
+    """Flatten a volume into a standalone template file on the same storage."""
+
+    template_path: InstallPath
+    format: VolumeFormat = "qcow2"
+    compress: bool = False
+
+
+class UploadTemplateCmd(VolumeCmd):
+    """Upload a file of this storage to an SFTP backup storage."""
+
+    target: SftpTarget
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+
+
+class UploadTemplateReply(Reply):
+    image_id: str = ""
+    digest: str = ""
+    size: int = 0
+    virtual_size: int = 0
+    format: str = ""
+
+
+class CopyVolumeCmd(VolumeCmd):
+    """Copy (flattened) a volume to another primary storage of this host."""
+
+    dst_storage_uuid: Uuid
+    dst_mount_path: MountPath
+    dst_install_path: InstallPath
+
+
+# -- snapshots -------------------------------------------------------------
+
+
+class CreateSnapshotCmd(VolumeCmd):
+    """Offline snapshot: the volume's data becomes ``snapshotPath`` (read-only
+    from now on) and the volume becomes a new overlay on top of it."""
+
+    snapshot_path: InstallPath
+
+
+class RevertSnapshotCmd(VolumeCmd):
+    """Throw away the volume's changes since ``snapshotPath`` (in its chain)."""
+
+    snapshot_path: InstallPath
+
+
+class MergeSnapshotsCmd(VolumeCmd):
+    """Pull the data of the chain above ``basePath`` into the volume and make
+    ``basePath`` its backing file (``null``: flatten the volume completely)."""
+
+    base_path: InstallPath | None = None
