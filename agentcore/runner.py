@@ -130,6 +130,8 @@ def run(
     out = b"".join(out_chunks).decode(errors="replace")
     err = b"".join(err_chunks).decode(errors="replace")
     result = ProcessResult(args, proc.returncode, out, err)
+    if proc.returncode != 0 and owner is not None and (reason := owner.stop_reason()) is not None:
+        raise reason  # killed because the task was stopped, not a tool failure
     if check and proc.returncode != 0:
         raise ProcessFailed(
             f"{os.path.basename(args[0])} exited with {proc.returncode}: "

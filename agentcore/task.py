@@ -16,7 +16,6 @@ from agentcore.models import Progress
 ProgressSink = Callable[["TaskContext", Progress], None]
 
 PROGRESS_MIN_INTERVAL = 1.0
-PROGRESS_MIN_STEP = 1.0  # percent
 
 
 class TaskContext:
@@ -48,6 +47,7 @@ class TaskContext:
         self._on_stop: list[Callable[[], None]] = []
         self._progress_sink = progress_sink
         self._last_progress: tuple[float, float | None] = (0.0, None)
+        self._last_stage = ""
         self.last_progress: Progress | None = None
         self.log = logging.LoggerAdapter(
             logger or logging.getLogger("agentcore.task"), {"task": task_uuid}
@@ -158,20 +158,17 @@ class TaskContext:
         unit: str = "",
         force: bool = False,
     ) -> None:
-        """Report progress; throttled to one event a second or a 1% step."""
+        """Report progress; throttled to at most one event a second."""
         if percent is None and done is not None and total:
             percent = 100.0 * done / total
         p = Progress(stage=stage, percent=percent, done=done, total=total, unit=unit)
         self.last_progress = p
         now = time.monotonic()
         last_t, last_pct = self._last_progress
-        big_step = (
-            percent is not None and (last_pct is None or abs(percent - last_pct) >= PROGRESS_MIN_STEP)
-        )
-        if not force and now - last_t < PROGRESS_MIN_INTERVAL and not (
-            big_step and now - last_t >= PROGRESS_MIN_INTERVAL / 4
-        ):
+        changed = percent != last_pct or stage != self._last_stage
+        if not force and (now - last_t < PROGRESS_MIN_INTERVAL or not changed):
             return
+        self._last_stage = stage
         self._last_progress = (now, percent)
         if self._progress_sink is not None:
             self._progress_sink(self, p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,9 +22,22 @@ TOKEN = "test-token-0123456789abcdef"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range.
+
+    Ports from the ephemeral range can be taken by outgoing connections while a
+    test server is down (even by a TCP self-connect to that very port), so a
+    server that must come back on the same port picks from below it.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randint(max(1024, low - 12000), low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
 
 
 def wait_until(pred: Any, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> Any:
