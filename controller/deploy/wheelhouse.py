@@ -1,0 +1,97 @@
+"""The kvmcloud package and its dependencies, shipped to hosts as one tar.
+
+Hosts reach no package index, so the controller builds a wheelhouse (the
+kvmcloud wheel from this source tree plus a wheel of every dependency) and
+the common role installs from it with ``pip --no-index``. The dependency
+wheels are cached by the hash of ``setup.cfg``; the kvmcloud wheel is rebuilt
+each time so that the shipped code is the code of the tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.deploy.errors import DeployError
+
+log = logging.getLogger(__name__)
+
+WHEEL_NAME = re.compile(r"^kvmcloud-(?P<version>[^-]+)-.*\.whl$")
+
+
+@dataclass(frozen=True)
+class Wheelhouse:
+    """A tar of wheels holding exactly one kvmcloud version."""
+
+    tar: Path
+    version: str
+
+    @classmethod
+    def from_dir(cls, wheels: Path, out: Path) -> Wheelhouse:
+        """Pack a directory of wheels into ``out/kvmcloud-<version>-<hash>.tar``."""
+        found = [m for p in sorted(wheels.glob("kvmcloud-*.whl")) if (m := WHEEL_NAME.match(p.name))]
+        if len(found) != 1:
+            raise DeployError(f"{wheels} must hold exactly one kvmcloud wheel, found {len(found)}")
+        version = found[0]["version"]
+        digest = hashlib.sha256()
+        files = sorted(p for p in wheels.iterdir() if p.suffix == ".whl")
+        for p in files:
+            digest.update(p.name.encode())
+            digest.update(p.read_bytes())
+        out.mkdir(parents=True, exist_ok=True)
+        tar = out / f"kvmcloud-{version}-{digest.hexdigest()[:12]}.tar"
+        if not tar.exists():
+            tmp = tar.with_suffix(".tmp")
+            with tarfile.open(tmp, "w") as t:
+                for p in files:
+                    # fixed metadata: the same wheels give the same tar (idempotent copies)
+                    info = t.gettarinfo(str(p), arcname=p.name)
+                    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                    with open(p, "rb") as f:
+                        t.addfile(info, f)
+            tmp.rename(tar)
+        return cls(tar, version)
+
+    @classmethod
+    def build(cls, source: Path, cache: Path, timeout: float = 600) -> Wheelhouse:
+        """Wheels of the kvmcloud tree at ``source`` and of its dependencies."""
+        setup_cfg = (source / "setup.cfg").read_bytes()
+        deps_dir = cache / f"deps-{hashlib.sha256(setup_cfg).hexdigest()[:12]}"
+        pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
+        if not deps_dir.exists():
+            tmp = cache / "deps.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            _run([*pip, "-w", str(tmp), str(source)], timeout)
+            for p in tmp.glob("kvmcloud-*.whl"):
+                p.unlink()
+            tmp.rename(deps_dir)
+        build = cache / "build"
+        shutil.rmtree(build, ignore_errors=True)
+        build.mkdir(parents=True)
+        # a copy of the tree keeps build artefacts out of the source
+        src = build / "src"
+        shutil.copytree(source, src, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "*.egg-info", "build", "dist", "__pycache__", ".*_cache", "bench", "tests"))
+        _run([*pip, "--no-deps", "--no-build-isolation", "-w", str(build / "wheels"), str(src)], timeout)
+        for p in deps_dir.glob("*.whl"):
+            shutil.copy2(p, build / "wheels" / p.name)
+        house = cls.from_dir(build / "wheels", cache)
+        shutil.rmtree(build, ignore_errors=True)
+        log.info("wheelhouse %s (kvmcloud %s)", house.tar, house.version)
+        return house
+
+
+def _run(argv: list[str], timeout: float) -> None:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise DeployError(f"building wheels timed out after {timeout:.0f}s") from None
+    if proc.returncode != 0:
+        raise DeployError(f"building wheels failed: {proc.stderr.strip()[-2000:]}")
