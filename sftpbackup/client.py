@@ -1,0 +1,372 @@
+"""The store client: hosts fetch images from, and upload images to, a store over SFTP.
+
+Used by the primary-storage agents (storageagent, cephagent) and by the
+sftpbackup agent itself for push and pull::
+
+    with StoreClient(SftpTarget(host, port, user, "/"), key_file, known_hosts) as c:
+        c.fetch("image-uuid", Path("/mnt/ps/imagecache/x.qcow2"), ctx)
+        ref = c.upload(Path("/mnt/ps/templates/t.qcow2"), "template-uuid", ctx)
+
+Metadata (manifests, stats) goes over one paramiko SFTP session; chunk data
+goes over OpenSSH's ``sftp`` client (see :mod:`sftpbackup.sftpcli`). Host
+keys are checked against ``known_hosts`` (paramiko ``RejectPolicy`` and
+``StrictHostKeyChecking=yes``); unknown hosts are refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import paramiko
+
+from agentcore.task import TaskContext
+from sftpbackup import manifest as layout
+from sftpbackup.chunker import copy_range, hash_file
+from sftpbackup.errors import ChunkCorrupt, ImageExists, ImageNotFound, TransferFailed
+from sftpbackup.imageinfo import detect
+from sftpbackup.manifest import CHUNK_SIZE, Manifest, chunk_relpath, manifest_relpath, zero_digest
+from sftpbackup.models import check_image_id
+from sftpbackup.sftpcli import SftpCli, SftpTarget, quote
+
+__all__ = ["FetchResult", "ImageRef", "SftpTarget", "StoreClient"]
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 20.0
+#: seconds a bulk transfer may take per GiB before it is killed (plus a floor)
+SECONDS_PER_GIB = 600.0
+POLL = 0.003
+
+
+def transfer_timeout(nbytes: int) -> float:
+    return 120.0 + SECONDS_PER_GIB * nbytes / 2**30
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A fetched image: its whole-file digest (hex sha256) and size."""
+
+    digest: str
+    size: int
+    chunks_fetched: int = 0
+    bytes_fetched: int = 0
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image now in the store."""
+
+    image_id: str
+    digest: str
+    size: int
+    virtual_size: int
+    format: str
+    chunks_sent: int = 0
+    bytes_sent: int = 0
+
+
+ChunkSink = Callable[[str, Path], None]
+
+
+class StoreClient:
+    """A connection to one store over SFTP; use it as a context manager."""
+
+    def __init__(self, target: SftpTarget, key_file: Path, known_hosts: Path) -> None:
+        self.target = target
+        self.key_file = Path(key_file)
+        self.known_hosts = Path(known_hosts)
+        self.cli = SftpCli(target, self.key_file, self.known_hosts)
+        self._ssh: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    # -- connection -------------------------------------------------------
+
+    def __enter__(self) -> StoreClient:
+        self.connect()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        ssh = paramiko.SSHClient()
+        ssh.load_host_keys(str(self.known_hosts))
+        ssh.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            ssh.connect(
+                self.target.host, port=self.target.port, username=self.target.user,
+                key_filename=str(self.key_file), look_for_keys=False, allow_agent=False,
+                timeout=CONNECT_TIMEOUT, banner_timeout=CONNECT_TIMEOUT, auth_timeout=CONNECT_TIMEOUT,
+            )
+            self._sftp = ssh.open_sftp()
+        except (paramiko.SSHException, OSError) as e:
+            ssh.close()
+            raise TransferFailed(f"cannot open SFTP to {self.target.host}:{self.target.port}: {e}",
+                                 host=self.target.host, port=self.target.port) from e
+        self._ssh = ssh
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+        if self._ssh is not None:
+            self._ssh.close()
+        self._sftp = self._ssh = None
+
+    @property
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            raise RuntimeError("StoreClient is not connected")
+        return self._sftp
+
+    def path(self, rel: str) -> str:
+        return self.target.path(rel)
+
+    # -- metadata ---------------------------------------------------------
+
+    def manifest(self, image_id: str) -> Manifest:
+        """The manifest of ``image_id``; :class:`ImageNotFound` if there is none."""
+        check_image_id(image_id)
+        try:
+            with self.sftp.open(self.path(manifest_relpath(image_id)), "rb") as f:
+                return Manifest.loads(f.read())
+        except FileNotFoundError as e:
+            raise ImageNotFound(image_id=image_id) from e
+
+    def find_manifest(self, image_id: str) -> Manifest | None:
+        try:
+            return self.manifest(image_id)
+        except ImageNotFound:
+            return None
+
+    def missing(self, digests: Iterable[str]) -> set[str]:
+        """The digests whose chunk the store lacks; present ones are touched (GC grace)."""
+        now = time.time()
+        lacking: set[str] = set()
+        for d in digests:
+            try:
+                self.sftp.utime(self.path(chunk_relpath(d)), (now, now))
+            except FileNotFoundError:
+                lacking.add(d)
+        return lacking
+
+    def ensure_layout(self) -> None:
+        """Create the store's directories if this is a fresh store."""
+        try:
+            self.sftp.stat(self.path(layout.CHUNKS + "/ff"))
+            return
+        except FileNotFoundError:
+            pass
+        dirs = [layout.MANIFESTS, layout.CHUNKS, layout.PENDING, layout.TMP]
+        dirs += [f"{layout.CHUNKS}/{i:02x}" for i in range(256)]
+        for d in dirs:
+            try:
+                self.sftp.mkdir(self.path(d))
+            except OSError as e:
+                if getattr(e, "errno", None) not in (None, errno.EEXIST):
+                    raise
+                try:
+                    self.sftp.stat(self.path(d))
+                except FileNotFoundError:
+                    raise TransferFailed(f"cannot create {d} in the store: {e}") from e
+
+    # -- fetch ------------------------------------------------------------
+
+    def fetch(self, image_id: str, dest: Path, ctx: TaskContext | None = None) -> FetchResult:
+        """Fetch an image into ``dest``: chunks verified one by one, renamed at the end.
+
+        A partial file left by an interrupted fetch (``.<name>.part``) is reused:
+        its chunks that already match are not fetched again. All-zero chunks
+        are not transferred and leave the file sparse.
+        """
+        m = self.manifest(image_id)
+        dest = Path(dest)
+        part = dest.parent / f".{dest.name}.part"
+        reused = part.exists()
+        have = _matching_chunks(part, m) if reused else set()
+        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, m.size)
+            want: dict[str, list[int]] = {}
+            for i, (off, c) in enumerate(m.offsets()):
+                if i in have:
+                    continue
+                if c.digest == zero_digest(c.size):
+                    if reused:
+                        os.pwrite(fd, bytes(c.size), off)
+                    continue
+                want.setdefault(c.digest, []).append(off)
+
+            def sink(digest: str, path: Path) -> None:
+                data = path.read_bytes()
+                for off in want[digest]:
+                    os.pwrite(fd, data, off)
+
+            sizes = m.unique_digests()
+            fetched = self.download({d: sizes[d] for d in want}, dest.parent, sink, ctx)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(part, dest)
+        _fsync_dir(dest.parent)
+        return FetchResult(m.digest, m.size, len(want), fetched)
+
+    def download(self, digests: dict[str, int], workdir: Path, sink: ChunkSink,
+                 ctx: TaskContext | None = None) -> int:
+        """Get chunks into a staging directory, verify each and hand it to ``sink``.
+
+        Verification and ``sink`` run while later chunks are still in flight.
+        A chunk whose bytes do not hash to its name fails the whole transfer
+        with :class:`ChunkCorrupt`. Returns the bytes transferred.
+        """
+        if not digests:
+            return 0
+        order = list(digests)
+        total = sum(digests.values())
+        staging = Path(workdir) / f".chunks-{uuid.uuid4().hex[:12]}"
+        staging.mkdir(parents=True)
+        try:
+            lines = [f"get {quote(self.path(chunk_relpath(d)))} {quote(staging / d)}" for d in order]
+            job = self.cli.start(lines, ctx, transfer_timeout(total), staging)
+            done = 0
+            try:
+                for k, d in enumerate(order):
+                    nxt = staging / order[k + 1] if k + 1 < len(order) else None
+                    while not job.done.is_set() and not (nxt is not None and nxt.exists()):
+                        if ctx is not None:
+                            ctx.check()
+                        time.sleep(POLL)
+                    if job.done.is_set():
+                        job.join()
+                    path = staging / d
+                    if hashlib.sha256(path.read_bytes()).hexdigest() != d:
+                        raise ChunkCorrupt(chunk=d, store=f"{self.target.host}:{self.target.store_root}")
+                    sink(d, path)
+                    path.unlink(missing_ok=True)
+                    done += digests[d]
+                    if ctx is not None:
+                        ctx.progress(done=done, total=total, unit="bytes", stage="fetch")
+            except BaseException:
+                job.stop()
+                raise
+            job.join()
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return done
+
+    # -- upload -----------------------------------------------------------
+
+    def upload(self, src: Path, name: str, ctx: TaskContext | None = None) -> ImageRef:
+        """Upload a local image file as image ``name`` (its format is detected).
+
+        Only chunks the store lacks are sent. Re-uploading the same bytes
+        under the same name is a no-op; other bytes under an existing name
+        fail with :class:`ImageExists`.
+        """
+        check_image_id(name)
+        src = Path(src)
+        detected = detect(src, ctx)
+        chunks, digest = hash_file(src)
+        m = Manifest(
+            image_id=name, format=detected.format,  # type: ignore[arg-type]
+            virtual_size=detected.virtual_size, size=sum(c.size for c in chunks),
+            digest=digest, chunk_size=CHUNK_SIZE, chunks=chunks, created=_now(),
+        )
+        staging = src.parent / f".upload-{uuid.uuid4().hex[:12]}"
+        staging.mkdir()
+        try:
+            def stage(lacking: set[str]) -> dict[str, Path]:
+                files: dict[str, Path] = {}
+                with open(src, "rb") as f:
+                    for off, c in m.offsets():
+                        if c.digest in lacking and c.digest not in files:
+                            files[c.digest] = staging / c.digest
+                            copy_range(f.fileno(), files[c.digest], off, c.size)
+                return files
+
+            sent, nbytes = self.publish(m, stage, staging, ctx)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return ImageRef(name, m.digest, m.size, m.virtual_size, m.format, sent, nbytes)
+
+    def publish(self, m: Manifest, stage: Callable[[set[str]], dict[str, Path]],
+                workdir: Path, ctx: TaskContext | None = None) -> tuple[int, int]:
+        """Send the chunks of ``m`` the store lacks, then its manifest, atomically.
+
+        ``stage(lacking)`` gives a local file for each lacking digest. Chunks go
+        to a temporary name with fsync and are renamed into place; the manifest
+        goes last. A pending file names the chunks while the upload runs, so a
+        GC on the store keeps them. Returns (chunks sent, bytes sent).
+        """
+        existing = self.find_manifest(m.image_id)
+        if existing is not None:
+            if existing.digest != m.digest:
+                raise ImageExists(image_id=m.image_id, digest=existing.digest)
+            return 0, 0
+        self.ensure_layout()
+        token = uuid.uuid4().hex
+        sizes = m.unique_digests()
+        pending = self.path(f"{layout.PENDING}/{token}")
+        with self.sftp.open(pending, "w") as f:
+            f.write("\n".join(sizes) + "\n")
+        try:
+            lacking = self.missing(sizes)
+            files = stage(lacking)
+            lines: list[str] = []
+            for d in lacking:
+                tmp = self.path(f"{layout.TMP}/{d}.{token}")
+                lines.append(f"put -f {quote(files[d])} {quote(tmp)}")
+                lines.append(f"rename {quote(tmp)} {quote(self.path(chunk_relpath(d)))}")
+            local_manifest = workdir / f".manifest-{token}.json"
+            local_manifest.write_bytes(m.dumps())
+            tmp_manifest = self.path(f"{layout.TMP}/{m.image_id}.json.{token}")
+            lines.append(f"put -f {quote(local_manifest)} {quote(tmp_manifest)}")
+            lines.append(f"rename {quote(tmp_manifest)} {quote(self.path(manifest_relpath(m.image_id)))}")
+            nbytes = sum(sizes[d] for d in lacking)
+            if ctx is not None:
+                ctx.progress(0, stage="upload", done=0, total=nbytes, unit="bytes", force=True)
+            self.cli.run(lines, ctx, transfer_timeout(nbytes), workdir)
+            local_manifest.unlink(missing_ok=True)
+        finally:
+            try:
+                self.sftp.remove(pending)
+            except OSError:
+                log.warning("could not remove pending file %s", pending)
+        return len(lacking), nbytes
+
+
+def _matching_chunks(part: Path, m: Manifest) -> set[int]:
+    """Indices of the chunks a partial file already holds intact."""
+    ok: set[int] = set()
+    size = part.stat().st_size
+    with open(part, "rb") as f:
+        for i, (off, c) in enumerate(m.offsets()):
+            if off + c.size > size:
+                break
+            f.seek(off)
+            if hashlib.sha256(f.read(c.size)).hexdigest() == c.digest:
+                ok.add(i)
+    return ok
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
