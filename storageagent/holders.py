@@ -1,0 +1,56 @@
+"""Which processes hold a file open (a running QEMU holding a volume).
+
+Reads ``/proc/<pid>/fd``: matching by device and inode finds holders whatever
+path they opened the file by (bind mounts, symlinks, relative backing names).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A process with the file open."""
+
+    pid: int
+    comm: str
+
+
+def holders(path: Path, proc: Path = PROC) -> list[Holder]:
+    """Processes (other than this one) that have ``path`` open."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return []
+    want = (st.st_dev, st.st_ino)
+    me = os.getpid()
+    found: list[Holder] = []
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        fd_dir = Path(entry.path) / "fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                s = os.stat(fd_dir / fd)
+            except OSError:
+                continue
+            if (s.st_dev, s.st_ino) == want:
+                found.append(Holder(int(entry.name), _comm(Path(entry.path))))
+                break
+    return found
+
+
+def _comm(pid_dir: Path) -> str:
+    try:
+        return (pid_dir / "comm").read_text().strip()
+    except OSError:
+        return "?"
