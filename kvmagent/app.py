@@ -5,23 +5,26 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from agentcore.config import AgentConfig
 from agentcore.plugin import Plugin
 from agentcore.serve import agent_main
+from kvmagent.config import KvmAgentConfig
+from kvmagent.plugins.host import HostPlugin
+from kvmagent.plugins.vm import VmPlugin
+from kvmagent.services import KvmHost
 
 NAME = "kvmagent"
 
-
-class Config(AgentConfig):
-    """Config of the kvmagent (the fields every agent has, so far)."""
+Config = KvmAgentConfig
 
 
-def make_plugins(config: Config) -> list[Plugin]:
-    return []
+def make_plugins(config: KvmAgentConfig, *, events: bool = True) -> list[Plugin]:
+    """Every plugin of the kvmagent, sharing one libvirt connection."""
+    host = KvmHost(config, events=events)
+    return [HostPlugin(host), VmPlugin(host)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return agent_main(NAME, Config, make_plugins, argv)
+    return agent_main(NAME, KvmAgentConfig, make_plugins, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""The kvmagent's configuration (TOML + ``KVMCLOUD_*`` environment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from agentcore.config import AgentConfig
+
+
+class KvmAgentConfig(AgentConfig):
+    """Config of the kvmagent: the common agent fields plus libvirt and paths."""
+
+    libvirt_uri: str = Field(default="qemu:///system", description="the libvirtd to drive")
+    domain_type: Literal["auto", "kvm", "qemu"] = Field(
+        default="auto", description="kvm, qemu (TCG) or auto: kvm when the CPU and /dev/kvm can run guests",
+    )
+    storage_roots: list[Path] = Field(
+        default_factory=lambda: [Path("/var/lib/kvmcloud")],
+        description="volume and ISO files must be under one of these",
+    )
+    console_dir: Path = Field(
+        default=Path("/var/log/kvmcloud/console"), description="serial console logs, one <vm uuid>.log per VM",
+    )
+    dnsmasq: str = Field(default="/usr/sbin/dnsmasq", description="dnsmasq binary for flat-network DHCP")
+    stop_poll_interval: float = Field(default=0.2, gt=0, le=5)

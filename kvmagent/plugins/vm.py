@@ -1,0 +1,160 @@
+"""VM life cycle: start, stop, reboot, destroy, pause, resume, states, console."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import libvirt
+
+from agentcore.errors import NotFound
+from agentcore.plugin import Plugin, command
+from agentcore.task import TaskContext
+from kvmagent.domain_spec import build_domain, domain_name
+from kvmagent.hypervisor import Hypervisor, kill_leftover_qemu, vm_state
+from kvmagent.models import (
+    CheckVmStateCmd,
+    ConsoleReply,
+    DestroyVmCmd,
+    FileVolume,
+    StartVmCmd,
+    StartVmReply,
+    StopVmCmd,
+    SyncVmCmd,
+    VmCmd,
+    VmStateReply,
+    VmStatesReply,
+)
+from kvmagent.services import KvmHost
+
+
+def _vm_lock(cmd: VmCmd | StartVmCmd) -> str:
+    return f"vm:{domain_name(cmd.vm_uuid)}"
+
+
+class VmPlugin(Plugin):
+    """Domains of kvmcloud VMs; every command is safe to re-run."""
+
+    prefix = "/vm"
+
+    def __init__(self, host: KvmHost) -> None:
+        self.host = host
+
+    @property
+    def hv(self) -> Hypervisor:
+        return self.host.hv
+
+    def console_log(self, vm_uuid: str) -> Path:
+        return self.host.config.console_dir / f"{domain_name(vm_uuid)}.log"
+
+    # -- start / stop -------------------------------------------------------
+
+    @command("/start", lock=_vm_lock)
+    def start_vm(self, ctx: TaskContext, cmd: StartVmCmd) -> StartVmReply:
+        """Build the domain from the VM spec and start it; a running VM is success."""
+        dom = self.hv.lookup(cmd.vm_uuid)
+        if dom is not None and vm_state(dom) != "Stopped":
+            return self._started(cmd.vm_uuid, dom)
+        for vol in [cmd.root_volume, *cmd.data_volumes]:
+            if isinstance(vol, FileVolume) and not Path(vol.install_path).exists():
+                raise NotFound("volume file does not exist", field="installPath",
+                               volume_uuid=vol.volume_uuid, install_path=vol.install_path)
+        if cmd.iso is not None and cmd.iso.path is not None and not Path(cmd.iso.path).exists():
+            raise NotFound("ISO file does not exist", field="iso.path", path=cmd.iso.path)
+        log = self.console_log(cmd.vm_uuid)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        xml = build_domain(cmd, domain_type=self.host.domain_type, console_log=log).to_xml()
+        ctx.check()
+        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid)):
+            if dom is not None:
+                self.hv.destroy(dom)  # a defined, shut-off leftover of an older agent
+            dom = self.hv.create(xml, paused=cmd.create_paused)
+        return self._started(cmd.vm_uuid, dom)
+
+    def _started(self, vm_uuid: str, dom: libvirt.virDomain) -> StartVmReply:
+        state = vm_state(dom)
+        self.host.events.remember(vm_uuid, state)
+        port = None
+        try:
+            _host, port = self.hv.vnc_port(dom)
+        except NotFound:
+            pass
+        return StartVmReply(vm_uuid=vm_uuid, state=state, vnc_port=port)
+
+    @command("/stop", lock=_vm_lock)
+    def stop_vm(self, ctx: TaskContext, cmd: StopVmCmd) -> VmStateReply:
+        """ACPI shutdown, forced off after graceTimeout; no QEMU is left behind."""
+        name = domain_name(cmd.vm_uuid)
+        with self.host.events.own(cmd.vm_uuid, name):
+            dom = self.hv.lookup(cmd.vm_uuid)
+            if dom is not None and cmd.type == "grace" and vm_state(dom) == "Running":
+                self.hv.shutdown(dom)
+                end = time.monotonic() + ctx.remaining(cmd.grace_timeout)
+                while time.monotonic() < end and self.hv.state(cmd.vm_uuid) != "Stopped":
+                    ctx.wait(self.host.config.stop_poll_interval)
+            dom = self.hv.lookup(cmd.vm_uuid)
+            if dom is not None:
+                if vm_state(dom) != "Stopped":
+                    ctx.log.info("VM %s is still up: forcing it off", cmd.vm_uuid)
+                self.hv.destroy(dom)
+            killed = kill_leftover_qemu(name)
+            if killed:
+                ctx.log.warning("killed leftover QEMU processes %s of %s", killed, name)
+        self.host.events.remember(cmd.vm_uuid, "Stopped")
+        return VmStateReply(vm_uuid=cmd.vm_uuid, state="Stopped")
+
+    @command("/destroy", lock=_vm_lock)
+    def destroy(self, ctx: TaskContext, cmd: DestroyVmCmd) -> VmStateReply:
+        """Power off at once and undefine; an absent VM is success."""
+        name = domain_name(cmd.vm_uuid)
+        with self.host.events.own(cmd.vm_uuid, name):
+            dom = self.hv.lookup(cmd.vm_uuid)
+            if dom is not None:
+                self.hv.destroy(dom)
+            kill_leftover_qemu(name)
+        self.host.events.remember(cmd.vm_uuid, "Stopped")
+        return VmStateReply(vm_uuid=cmd.vm_uuid, state="Stopped")
+
+    @command("/reboot", lock=_vm_lock)
+    def reboot(self, ctx: TaskContext, cmd: VmCmd) -> VmStateReply:
+        """Reboot through ACPI (the guest restarts itself; libvirt restarts QEMU if it powers off)."""
+        dom = self.hv.require(cmd.vm_uuid)
+        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid)):
+            self.hv.reboot(dom, force=False)
+        return VmStateReply(vm_uuid=cmd.vm_uuid, state=vm_state(dom))
+
+    @command("/pause", lock=_vm_lock)
+    def pause(self, ctx: TaskContext, cmd: VmCmd) -> VmStateReply:
+        """Pause the vCPUs; a paused VM is success."""
+        dom = self.hv.require(cmd.vm_uuid)
+        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid)):
+            self.hv.suspend(dom)
+        self.host.events.remember(cmd.vm_uuid, "Paused")
+        return VmStateReply(vm_uuid=cmd.vm_uuid, state=vm_state(dom))
+
+    @command("/resume", lock=_vm_lock)
+    def resume(self, ctx: TaskContext, cmd: VmCmd) -> VmStateReply:
+        """Resume a paused VM; a running VM is success."""
+        dom = self.hv.require(cmd.vm_uuid)
+        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid)):
+            self.hv.resume(dom)
+        self.host.events.remember(cmd.vm_uuid, "Running")
+        return VmStateReply(vm_uuid=cmd.vm_uuid, state=vm_state(dom))
+
+    # -- queries ---------------------------------------------------------------
+
+    @command("/sync")
+    def sync(self, ctx: TaskContext, cmd: SyncVmCmd) -> VmStatesReply:
+        """The state of every kvmcloud VM libvirt has on this host."""
+        return VmStatesReply(states={d.vm_uuid: d.state for d in self.hv.domains()})
+
+    @command("/check-state")
+    def check_state(self, ctx: TaskContext, cmd: CheckVmStateCmd) -> VmStatesReply:
+        """The state of the named VMs (Stopped when libvirt has no such domain)."""
+        return VmStatesReply(states={u: self.hv.state(u) for u in cmd.vm_uuids})
+
+    @command("/console")
+    def console(self, ctx: TaskContext, cmd: VmCmd) -> ConsoleReply:
+        """Where the VM's VNC console listens."""
+        host, port = self.hv.vnc_port(self.hv.require(cmd.vm_uuid))
+        return ConsoleReply(protocol="vnc", host=host, port=port)
