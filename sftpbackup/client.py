@@ -223,18 +223,19 @@ class StoreClient:
         return FetchResult(m.digest, m.size, len(want), fetched)
 
     def download(self, digests: dict[str, int], workdir: Path, sink: ChunkSink,
-                 ctx: TaskContext | None = None) -> int:
+                 ctx: TaskContext | None = None, tag: str | None = None) -> int:
         """Get chunks into a staging directory, verify each and hand it to ``sink``.
 
         Verification and ``sink`` run while later chunks are still in flight.
         A chunk whose bytes do not hash to its name fails the whole transfer
-        with :class:`ChunkCorrupt`. Returns the bytes transferred.
+        with :class:`ChunkCorrupt`. ``sink`` may move the file away. The staging
+        directory's name ends in ``tag``. Returns the bytes transferred.
         """
         if not digests:
             return 0
         order = list(digests)
         total = sum(digests.values())
-        staging = Path(workdir) / f".chunks-{uuid.uuid4().hex[:12]}"
+        staging = Path(workdir) / f".chunks-{tag or uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         try:
             lines = [f"get {quote(self.path(chunk_relpath(d)))} {quote(staging / d)}" for d in order]

@@ -1,0 +1,109 @@
+"""Adding an image to the local store: fetch from a source, check it, chunk it in, publish."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentcore.task import TaskContext
+from sftpbackup import sources
+from sftpbackup.chunker import copy_range
+from sftpbackup.errors import DigestMismatch, ImageExists, SizeMismatch, UnsupportedUrl
+from sftpbackup.imageinfo import detect
+from sftpbackup.manifest import CHUNK_SIZE, Manifest
+from sftpbackup.models import AddImageCmd
+from sftpbackup.store import ImageStore, Pending
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    manifest: Manifest
+    new_chunks: int
+    new_bytes: int
+
+
+@dataclass(frozen=True)
+class IngestPolicy:
+    """What the agent's config allows add-image to read."""
+
+    file_roots: list[Path]
+    identity: sources.SshIdentity | None
+
+
+def add_image(store: ImageStore, cmd: AddImageCmd, policy: IngestPolicy, ctx: TaskContext,
+              token: str) -> AddResult:
+    """Download ``cmd.url`` into the store as ``cmd.image_uuid``.
+
+    Nothing becomes visible unless the size, digest and format checks pass:
+    chunks go in under a pending registration and the manifest is written last.
+    """
+    existing = store.find_manifest(cmd.image_uuid)
+    if existing is not None:
+        if cmd.sha256 is None or cmd.sha256 == existing.digest:
+            return AddResult(existing, 0, 0)
+        raise ImageExists(image_uuid=cmd.image_uuid, digest=existing.digest)
+    scheme = sources.scheme_of(cmd.url)
+    download = store.new_tmp(f"{cmd.image_uuid}.download", token)
+    try:
+        with store.pending(token) as pending:
+            if scheme == "file":
+                got = sources.from_file(cmd.url, policy.file_roots, ctx)
+            elif scheme in ("http", "https"):
+                got = sources.from_http(cmd.url, download, ctx, cmd.size)
+            elif scheme == "sftp":
+                got = sources.from_sftp(cmd.url, download, ctx, policy.identity)
+            else:
+                raise UnsupportedUrl(url=cmd.url)
+            ctx.check()
+            if cmd.size is not None and got.size != cmd.size:
+                raise SizeMismatch(f"got {got.size} bytes, the command announced {cmd.size}",
+                                   actual=got.size, expected=cmd.size)
+            if cmd.sha256 is not None and got.digest != cmd.sha256:
+                raise DigestMismatch(actual=got.digest, expected=cmd.sha256)
+            detected = detect(got.path, ctx, cmd.format)
+            m = Manifest(
+                image_id=cmd.image_uuid, name=cmd.name, format=detected.format,  # type: ignore[arg-type]
+                virtual_size=detected.virtual_size, size=got.size, digest=got.digest,
+                chunk_size=CHUNK_SIZE, chunks=got.chunks,
+                created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            )
+            new_chunks, new_bytes = put_chunks(store, pending, m, got.path, ctx, token)
+            store.write_manifest(m)
+    finally:
+        download.unlink(missing_ok=True)
+    log.info("added image %s: %d bytes, %d chunks (%d new)", m.image_id, m.size, len(m.chunks), new_chunks)
+    return AddResult(m, new_chunks, new_bytes)
+
+
+def put_chunks(store: ImageStore, pending: Pending, m: Manifest, src: Path, ctx: TaskContext,
+               token: str) -> tuple[int, int]:
+    """Copy the chunks of ``src`` the store lacks into it. Returns (new chunks, new bytes)."""
+    new_chunks = new_bytes = 0
+    seen: set[str] = set()
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        for off, c in m.offsets():
+            if c.digest in seen:
+                continue
+            seen.add(c.digest)
+            ctx.check()
+            if store.has_chunk(c.digest):
+                try:
+                    pending.put_chunk(c.digest, None)  # registered and touched: reused
+                    continue
+                except FileNotFoundError:
+                    pass  # collected just now: write it again
+            tmp = store.new_tmp(c.digest, token)
+            copy_range(fd, tmp, off, c.size)
+            if pending.put_chunk(c.digest, tmp):
+                new_chunks += 1
+                new_bytes += c.size
+            ctx.progress(done=off + c.size, total=m.size, unit="bytes", stage="store")
+    finally:
+        os.close(fd)
+    return new_chunks, new_bytes
