@@ -2,6 +2,9 @@
 
 Reads ``/proc/<pid>/fd``: matching by device and inode finds holders whatever
 path they opened the file by (bind mounts, symlinks, relative backing names).
+Only QEMU's processes count (``qemu-system-*``, ``qemu-kvm``, ``qemu-img``,
+``qemu-nbd``): a file server running on the same host (an NFS server keeps
+its files open) does not make a volume busy.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
+QEMU_PREFIXES = ("qemu",)
 
 
 @dataclass(frozen=True)
@@ -21,8 +25,9 @@ class Holder:
     comm: str
 
 
-def holders(path: Path, proc: Path = PROC) -> list[Holder]:
-    """Processes (other than this one) that have ``path`` open."""
+def holders(path: Path, proc: Path = PROC, prefixes: tuple[str, ...] = QEMU_PREFIXES) -> list[Holder]:
+    """Processes (other than this one) whose name starts with one of ``prefixes``
+    and that have ``path`` open."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -32,6 +37,9 @@ def holders(path: Path, proc: Path = PROC) -> list[Holder]:
     found: list[Holder] = []
     for entry in os.scandir(proc):
         if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        comm = _comm(Path(entry.path))
+        if prefixes and not comm.startswith(prefixes):
             continue
         fd_dir = Path(entry.path) / "fd"
         try:
@@ -44,7 +52,7 @@ def holders(path: Path, proc: Path = PROC) -> list[Holder]:
             except OSError:
                 continue
             if (s.st_dev, s.st_ino) == want:
-                found.append(Holder(int(entry.name), _comm(Path(entry.path))))
+                found.append(Holder(int(entry.name), comm))
                 break
     return found
 

@@ -306,7 +306,7 @@ class UploadTemplateCmd(VolumeCmd):
     """Upload a file of this storage to an SFTP backup storage."""
 
     target: SftpTarget
-    name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+    name: ImageId = Field(description="the image's name (id) in the store")
 
 
 class UploadTemplateReply(Reply):

@@ -58,7 +58,11 @@ write_conf() {
     echo "                 Enable_NLM = false; Enable_RQUOTA = false; }"
     echo "NFS_KRB5 { Active_krb5 = false; }"
     echo "NFSV4 { Graceless = true; RecoveryBackend = fs; }"
+    # the tests also change the exported tree directly (the bind mount standing in
+    # for the kernel client): do not cache attributes or directory entries
+    echo "MDCACHE { Dir_Chunk = 0; }"
     echo "EXPORT { Export_Id = 1; Path = $EXPORT; Pseudo = $EXPORT; Protocols = 3, 4; Transports = TCP;"
+    echo "         Attr_Expiration_Time = 0;"
     echo "         Access_Type = RW; Squash = No_Root_Squash; SecType = sys; FSAL { Name = VFS; }"
     echo "         CLIENT { Clients = $HOST; Access_Type = RW; } }"
     echo "LOG { Default_Log_Level = EVENT; }"

@@ -102,7 +102,7 @@ class SnapshotPlugin(Plugin):
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
         tool = self.svc.tool
         vol = existing(sr.resolve_volume(cmd.install_path), "installPath", cmd.install_path)
-        snap_rel = sr.resolve_volume(cmd.snapshot_path, "snapshotPath")
+        snap_rel = sr.resolve(cmd.snapshot_path, "snapshotPath")
         snap, fmt = self._in_chain(ctx, vol, snap_rel, "snapshotPath", cmd.snapshot_path)
         refuse_if_open(vol, cmd.install_path)
         refuse_if_backing(sr, vol, cmd.install_path)
@@ -126,7 +126,7 @@ class SnapshotPlugin(Plugin):
         vol = existing(sr.resolve_volume(cmd.install_path), "installPath", cmd.install_path)
         base: tuple[Path, str] | None = None
         if cmd.base_path is not None:
-            b = sr.resolve_volume(cmd.base_path, "basePath")
+            b = sr.resolve(cmd.base_path, "basePath")
             base = self._in_chain(ctx, vol, b, "basePath", cmd.base_path)
         refuse_if_open(vol, cmd.install_path)
         if base is None:
