@@ -100,3 +100,8 @@ class UnsupportedImage(AgentError):
     code = "IMAGE_FORMAT_UNSUPPORTED"
     http_status = 422
     default_message = "the image format is not supported"
+
+
+class SnapshotExists(Conflict):
+    code = "SNAPSHOT_EXISTS"
+    default_message = "a snapshot of that name exists"

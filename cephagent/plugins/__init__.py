@@ -1,0 +1,1 @@
+"""The cephagent's plugins: cluster and pools, volumes, snapshots, images."""

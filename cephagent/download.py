@@ -1,0 +1,172 @@
+"""Adding an image from an ``http(s)://`` URL to an RBD pool.
+
+The body is streamed once: every block goes into a running sha256, and the
+first bytes decide the format. A raw image goes straight into RBD (sparse,
+through :class:`~cephagent.rbdio.RbdWriter`); a qcow2 is spooled to the
+agent's work directory, checked with ``qemu-img info`` (a backing file is
+refused: it could name any file on the host), converted to raw with
+``qemu-img convert`` and then written into RBD, so that clones can be made
+of it. Cancel and deadline stop the transfer between blocks and kill
+``qemu-img``; the partial image is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from agentcore.task import TaskContext
+from cephagent.errors import DigestMismatch, DownloadFailed, UnsupportedImage
+from cephagent.rbdio import BLOCK, RbdWriter, write_file
+from cephagent.rbdstore import RbdStore
+
+log = logging.getLogger(__name__)
+
+QCOW2_MAGIC = b"QFI\xfb"
+#: magic numbers of formats that are refused rather than imported as raw bytes
+REFUSED = {b"KDMV": "vmdk", b"vhdxfile": "vhdx", b"QED\x00": "qed", b"conectix": "vpc"}
+QEMU_IMG_TIMEOUT = 3600.0
+
+
+def detect_format(head: bytes) -> str:
+    """``qcow2`` or ``raw`` from an image's first bytes; other formats are refused."""
+    if head.startswith(QCOW2_MAGIC):
+        return "qcow2"
+    for magic, name in REFUSED.items():
+        if head.startswith(magic):
+            raise UnsupportedImage(f"{name} images are not supported; give raw or qcow2", format=name)
+    return "raw"
+
+
+@dataclass
+class Added:
+    """What was imported."""
+
+    size: int
+    downloaded: int
+    source_format: str
+    sha256: str
+
+
+class _Body:
+    """The response body in blocks of :data:`BLOCK`, hashed as it is read."""
+
+    def __init__(self, response: httpx.Response, ctx: TaskContext) -> None:
+        self.chunks = response.iter_bytes(BLOCK)
+        self.ctx = ctx
+        self.digest = hashlib.sha256()
+        self.read = 0
+        self.total = int(response.headers.get("content-length") or 0) or None
+        self._pending = b""
+
+    def blocks(self) -> Iterator[bytes]:
+        buf = bytearray(self._pending)
+        self._pending = b""
+        for piece in self.chunks:
+            self.ctx.check()
+            self.digest.update(piece)
+            self.read += len(piece)
+            buf += piece
+            while len(buf) >= BLOCK:
+                yield bytes(buf[:BLOCK])
+                del buf[:BLOCK]
+            self.ctx.progress(done=self.read, total=self.total, unit="bytes", stage="download")
+        if self.total is not None and self.read != self.total:
+            raise DownloadFailed(f"the body ended after {self.read} of {self.total} bytes",
+                                 received=self.read, expected=self.total)
+        if buf:
+            yield bytes(buf)
+
+
+def add_image(ctx: TaskContext, store: RbdStore, url: str, pool: str, name: str, *,
+              work_dir: Path, want_format: str, sha256: str | None,
+              timeout: float) -> Added:
+    """Download ``url`` into ``pool/name`` as a raw image."""
+    t = httpx.Timeout(timeout, connect=min(timeout, 30.0))
+    try:
+        with httpx.Client(timeout=t, follow_redirects=True, max_redirects=5) as client, \
+                client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise DownloadFailed(f"GET answered {response.status_code}", status=response.status_code)
+            body = _Body(response, ctx)
+            blocks = body.blocks()
+            first = next(blocks, b"")
+            fmt = detect_format(first)
+            if want_format not in ("auto", fmt):
+                raise UnsupportedImage(f"the image is {fmt}, not {want_format}", format=fmt)
+            if fmt == "raw":
+                size = _stream_raw(store, pool, name, first, blocks, body, sha256)
+            else:
+                size = _via_qcow2(ctx, store, pool, name, first, blocks, work_dir, body, sha256)
+    except httpx.HTTPError as e:
+        raise DownloadFailed(f"{type(e).__name__}: {e}", url=url) from None
+    return Added(size=size, downloaded=body.read, source_format=fmt, sha256=body.digest.hexdigest())
+
+
+def _stream_raw(store: RbdStore, pool: str, name: str, first: bytes,
+                blocks: Iterator[bytes], body: _Body, sha256: str | None) -> int:
+    writer = RbdWriter(store, pool, name, body.total or 0).open()
+    try:
+        writer.write(first)
+        for block in blocks:
+            writer.write(block)
+        digest = body.digest.hexdigest()
+        if sha256 is not None and digest != sha256:
+            raise DigestMismatch(expected=sha256, actual=digest)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.offset
+
+
+def _via_qcow2(ctx: TaskContext, store: RbdStore, pool: str, name: str, first: bytes,
+               blocks: Iterator[bytes], work_dir: Path, body: _Body, sha256: str | None) -> int:
+    scratch = work_dir / f"add-{uuid.uuid4().hex}"
+    scratch.mkdir(parents=True, mode=0o700)
+    try:
+        src = scratch / "image.qcow2"
+        with open(src, "wb") as f:
+            f.write(first)
+            for block in blocks:
+                f.write(block)
+        digest = body.digest.hexdigest()
+        if sha256 is not None and digest != sha256:
+            raise DigestMismatch(expected=sha256, actual=digest)
+        return import_file(ctx, store, src, pool, name, "qcow2")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def import_file(ctx: TaskContext, store: RbdStore, src: Path, pool: str, name: str,
+                fmt: str | None = None) -> int:
+    """Write a local raw or qcow2 file into a new raw image ``pool/name``; its size.
+
+    A qcow2 is checked (no backing file) and converted next to ``src``.
+    """
+    if fmt is None:
+        with open(src, "rb") as f:
+            fmt = detect_format(f.read(512))
+    if fmt == "raw":
+        return write_file(store, src, pool, name, ctx)
+    info = json.loads(ctx.run(["qemu-img", "info", "--output=json", "-f", "qcow2", str(src)],
+                              timeout=60).stdout)
+    if info.get("backing-filename") or info.get("full-backing-filename"):
+        raise UnsupportedImage("qcow2 images with a backing file are refused",
+                               backing=info.get("backing-filename"))
+    raw = src.with_name(src.name + ".raw")
+    try:
+        ctx.progress(None, stage="convert", force=True)
+        ctx.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(src), str(raw)],
+                timeout=ctx.remaining(QEMU_IMG_TIMEOUT))
+        return write_file(store, raw, pool, name, ctx)
+    finally:
+        raw.unlink(missing_ok=True)

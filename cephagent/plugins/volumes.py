@@ -1,0 +1,92 @@
+"""Primary storage: volumes as RBD images, root volumes as clones of images."""
+
+from __future__ import annotations
+
+from agentcore.plugin import command
+from agentcore.task import TaskContext
+from cephagent.errors import ImageExists
+from cephagent.models import (
+    CreateTemplateCmd,
+    CreateVolumeCmd,
+    CreateVolumeFromImageCmd,
+    DeleteVolumeCmd,
+    DeleteVolumeReply,
+    FlattenVolumeCmd,
+    ImageInfoReply,
+    ResizeVolumeCmd,
+    VolumeInfoCmd,
+    VolumeInfoReply,
+)
+from cephagent.plugins.base import CephPlugin, image_lock
+from cephagent.rbdstore import RbdStore
+
+
+def _info(store: RbdStore, pool: str, name: str, usage: bool = False) -> VolumeInfoReply:
+    return VolumeInfoReply(**store.info(pool, name, usage=usage))
+
+
+class VolumePlugin(CephPlugin):
+    """Volumes on Ceph primary storage."""
+
+    prefix = "/ceph/volume"
+
+    @command("/create", lock=image_lock)
+    def create(self, ctx: TaskContext, cmd: CreateVolumeCmd) -> VolumeInfoReply:
+        """Create an empty RBD image of ``size`` bytes with the given features
+        (IMAGE_EXISTS unless ``skipIfExisting``)."""
+        store = self.store(ctx, cmd)
+        store.create(cmd.pool, cmd.name, cmd.size, list(cmd.features), cmd.skip_if_existing)
+        return _info(store, cmd.pool, cmd.name)
+
+    @command("/create-from-image", lock=image_lock)
+    def create_from_image(self, ctx: TaskContext, cmd: CreateVolumeFromImageCmd) -> VolumeInfoReply:
+        """Clone ``srcPool/srcName@srcSnapshot`` into ``pool/name``. The image's
+        snapshot is created and protected once if missing, also under concurrent
+        requests; the clone is grown to ``size`` when that is larger."""
+        store = self.store(ctx, cmd)
+        store.clone(cmd.src_pool, cmd.src_name, cmd.src_snapshot, cmd.pool, cmd.name,
+                    list(cmd.features), cmd.size)
+        return _info(store, cmd.pool, cmd.name)
+
+    @command("/delete", lock=image_lock)
+    def delete(self, ctx: TaskContext, cmd: DeleteVolumeCmd) -> DeleteVolumeReply:
+        """Delete a volume. Idempotent (a missing image succeeds with existed=false);
+        IN_USE while a client has it open; HAS_SNAPSHOTS unless ``purgeSnapshots``
+        (a snapshot with clones is HAS_CHILDREN)."""
+        existed = self.store(ctx, cmd).delete(cmd.pool, cmd.name, cmd.purge_snapshots)
+        return DeleteVolumeReply(install_path=cmd.install_path, existed=existed)
+
+    @command("/resize", lock=image_lock)
+    def resize(self, ctx: TaskContext, cmd: ResizeVolumeCmd) -> VolumeInfoReply:
+        """Grow a volume to ``size`` bytes (shrinking needs ``allowShrink``)."""
+        store = self.store(ctx, cmd)
+        store.resize(cmd.pool, cmd.name, cmd.size, cmd.allow_shrink)
+        return _info(store, cmd.pool, cmd.name)
+
+    @command("/info")
+    def info(self, ctx: TaskContext, cmd: VolumeInfoCmd) -> VolumeInfoReply:
+        """Size, allocated bytes (without the parent's), parent, snapshots, features
+        and the number of other clients that have the image open."""
+        return _info(self.store(ctx, cmd), cmd.pool, cmd.name, usage=True)
+
+    @command("/flatten", lock=image_lock)
+    def flatten(self, ctx: TaskContext, cmd: FlattenVolumeCmd) -> VolumeInfoReply:
+        """Copy the parent's data into a clone so it no longer depends on it; reports
+        progress in objects and stops on cancel or deadline."""
+        store = self.store(ctx, cmd)
+        store.flatten(cmd.pool, cmd.name)
+        return _info(store, cmd.pool, cmd.name)
+
+    @command("/create-template", lock=lambda c: [image_lock(c), f"rbd:{c.dst_pool}/{c.dst_name}"])
+    def create_template(self, ctx: TaskContext, cmd: CreateTemplateCmd) -> ImageInfoReply:
+        """Copy a volume, or one of its snapshots, into ``dstPool/dstName`` (the backup
+        pool) as a flat image that new volumes can be cloned from."""
+        store = self.store(ctx, cmd)
+        if store.exists(cmd.dst_pool, cmd.dst_name):
+            raise ImageExists(installPath=f"{cmd.dst_pool}/{cmd.dst_name}")
+        ctx.progress(0, stage="copy", force=True)
+        store.copy(cmd.pool, cmd.name, cmd.dst_pool, cmd.dst_name, snapshot=cmd.snapshot)
+        ctx.progress(100, stage="copy", force=True)
+        info = store.info(cmd.dst_pool, cmd.dst_name, usage=True)
+        return ImageInfoReply(install_path=info["install_path"], size=info["size"],
+                              actual_size=info["actual_size"])

@@ -1,0 +1,451 @@
+"""RBD images, snapshots, clones and pools over one connection.
+
+Every method is one bounded call into the cluster (see
+:mod:`cephagent.connection`), so a stuck cluster fails the command with
+``CEPH_TIMEOUT`` instead of hanging it. Long work (flatten, copy) reports
+progress and stops on cancel through librbd's progress callback.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import rados
+import rbd
+
+from agentcore.errors import InUse, InvalidRequest
+from agentcore.task import TaskContext
+from cephagent.connection import Connection
+from cephagent.errors import (
+    CephError,
+    HasChildren,
+    HasSnapshots,
+    ImageNotFound,
+    PoolNotFound,
+    SnapshotExists,
+    SnapshotNotFound,
+    SnapshotProtected,
+)
+from cephagent.models import ParentRef, PoolCapacity, PoolState, SnapshotInfo
+
+FEATURES = {
+    "layering": rbd.RBD_FEATURE_LAYERING,
+    "exclusive-lock": rbd.RBD_FEATURE_EXCLUSIVE_LOCK,
+    "object-map": rbd.RBD_FEATURE_OBJECT_MAP,
+    "fast-diff": rbd.RBD_FEATURE_FAST_DIFF,
+    "deep-flatten": rbd.RBD_FEATURE_DEEP_FLATTEN,
+}
+
+
+def feature_bits(names: list[str]) -> int:
+    bits = 0
+    for n in names:
+        bits |= FEATURES[n]
+    if bits & FEATURES["object-map"] and not bits & FEATURES["exclusive-lock"]:
+        raise InvalidRequest("object-map needs exclusive-lock", field="features")
+    if bits & FEATURES["fast-diff"] and not bits & FEATURES["object-map"]:
+        raise InvalidRequest("fast-diff needs object-map", field="features")
+    return bits
+
+
+def feature_names(bits: int) -> list[str]:
+    return [n for n, b in FEATURES.items() if bits & b]
+
+
+@contextmanager
+def open_pool(handle: rados.Rados, pool: str) -> Iterator[rados.Ioctx]:
+    """An I/O context on ``pool``; ``POOL_NOT_FOUND`` if there is none."""
+    try:
+        ioctx = handle.open_ioctx(pool)
+    except rados.ObjectNotFound:
+        raise PoolNotFound(f"no pool {pool!r}", pool=pool) from None
+    try:
+        yield ioctx
+    finally:
+        ioctx.close()
+
+
+@contextmanager
+def open_image(ioctx: rados.Ioctx, name: str, *, read_only: bool = False,
+               snapshot: str | None = None) -> Iterator[rbd.Image]:
+    try:
+        image = rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only)
+    except rbd.ImageNotFound:
+        if snapshot is not None and _image_exists(ioctx, name):
+            raise SnapshotNotFound(f"no snapshot {snapshot!r} of {name!r}", snapshot=snapshot) from None
+        raise ImageNotFound(f"no image {ioctx.name}/{name}", pool=ioctx.name, name=name) from None
+    try:
+        yield image
+    finally:
+        image.close()
+
+
+def _image_exists(ioctx: rados.Ioctx, name: str) -> bool:
+    try:
+        rbd.Image(ioctx, name, read_only=True).close()
+        return True
+    except rbd.ImageNotFound:
+        return False
+
+
+class SnapshotGate:
+    """In-process locks keyed by snapshot, so that concurrent clones of one
+    image create and protect its base snapshot once."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._mu = threading.Lock()
+
+    def lock(self, key: str) -> threading.Lock:
+        with self._mu:
+            return self._locks.setdefault(key, threading.Lock())
+
+
+class RbdStore:
+    """Operations on pools and RBD images of one cluster, for one task."""
+
+    def __init__(self, conn: Connection, ctx: TaskContext, gate: SnapshotGate | None = None) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.gate = gate or SnapshotGate()
+
+    def _call(self, what: str, fn: Callable[[rados.Rados], Any], *, long: bool = False) -> Any:
+        limits = self.conn.runner.limits
+        return self.conn.call(self.ctx, fn, what=what,
+                              timeout=limits.long_op_timeout if long else limits.op_timeout)
+
+    # -- cluster and pools ----------------------------------------------
+
+    def mon_command(self, prefix: str, **args: Any) -> Any:
+        """A monitor command answering JSON."""
+        def run(h: rados.Rados) -> Any:
+            cmd = json.dumps({"prefix": prefix, "format": "json", **args})
+            ret, out, status = h.mon_command(cmd, b"", timeout=int(self.conn.runner.limits.op_timeout))
+            if ret != 0:
+                raise OSError(-ret, f"{prefix}: {status}")
+            return json.loads(out) if out.strip() else {}
+        return self._call(prefix, run)
+
+    def facts(self) -> dict[str, Any]:
+        version = self.mon_command("version").get("version", "")
+        monmap = self.mon_command("mon dump")
+        monitors = [m.get("public_addr", m.get("addr", "")).split("/")[0] for m in monmap.get("mons", [])]
+        libv = self._call("version", lambda h: str(h.version()))
+        return {"fsid": self.conn.fsid, "ceph_version": version, "monitors": monitors,
+                "librados_version": libv}
+
+    def pool_state(self, name: str) -> PoolState:
+        def run(h: rados.Rados) -> PoolState:
+            if not h.pool_exists(name):
+                return PoolState(name=name, exists=False)
+            with open_pool(h, name) as io:
+                apps = io.application_list()
+            return PoolState(name=name, exists=True, rbd_enabled="rbd" in apps)
+        result: PoolState = self._call(f"check pool {name}", run)
+        return result
+
+    def init_pool(self, name: str, pg_num: int, predefined: bool) -> PoolState:
+        """Create the pool unless it exists or is predefined; enable rbd on it."""
+        state = self.pool_state(name)
+        created = False
+        if not state.exists:
+            if predefined:
+                raise PoolNotFound(f"predefined pool {name!r} does not exist", pool=name)
+            try:
+                self.mon_command("osd pool create", pool=name, pg_num=pg_num)
+                created = True
+            except InUse:  # created by a concurrent init
+                pass
+        if not state.rbd_enabled:
+            self.mon_command("osd pool application enable", pool=name, app="rbd")
+            self._call(f"init rbd on {name}", lambda h: _rbd_pool_init(h, name))
+        return PoolState(name=name, exists=True, created=created, rbd_enabled=True)
+
+    def capacity(self, pools: list[str]) -> tuple[int | None, int | None, list[PoolCapacity]]:
+        df = self.mon_command("df")
+        stats = df.get("stats", {})
+        by_name = {p["name"]: p.get("stats", {}) for p in df.get("pools", [])}
+        caps = []
+        for name in pools:
+            if name not in by_name:
+                raise PoolNotFound(f"no pool {name!r}", pool=name)
+            s = by_name[name]
+            caps.append(PoolCapacity(name=name, used_bytes=int(s.get("bytes_used", 0)),
+                                     objects=int(s.get("objects", 0)),
+                                     available_bytes=int(s.get("max_avail", 0))))
+        total = stats.get("total_bytes")
+        avail = stats.get("total_avail_bytes")
+        return (int(total) if total is not None else None,
+                int(avail) if avail is not None else None, caps)
+
+    def ping(self, pool: str, obj: str) -> None:
+        """Write, read back and remove a heartbeat object."""
+        payload = f"kvmcloud-ping {self.ctx.task_uuid}".encode()
+
+        def run(h: rados.Rados) -> None:
+            with open_pool(h, pool) as io:
+                io.write_full(obj, payload)
+                back = io.read(obj, len(payload) + 16)
+                if back != payload:
+                    raise CephError("the heartbeat object read back differs", pool=pool)
+                io.remove_object(obj)
+        self._call(f"ping {pool}", run)
+
+    # -- images -----------------------------------------------------------
+
+    def create(self, pool: str, name: str, size: int, features: list[str],
+               skip_if_existing: bool = False) -> bool:
+        """Create an empty image; False if it existed and ``skip_if_existing``."""
+        bits = feature_bits(features)
+
+        def run(h: rados.Rados) -> bool:
+            with open_pool(h, pool) as io:
+                try:
+                    rbd.RBD().create(io, name, size, old_format=False, features=bits)
+                except rbd.ImageExists:
+                    if skip_if_existing:
+                        return False
+                    raise
+            return True
+        return bool(self._call(f"create {pool}/{name}", run))
+
+    def info(self, pool: str, name: str, *, usage: bool = True) -> dict[str, Any]:
+        """Size, usage, parent, snapshots, features and watchers of an image."""
+        own = self.conn.handle.get_instance_id()
+
+        def run(h: rados.Rados) -> dict[str, Any]:
+            with open_pool(h, pool) as io, open_image(io, name, read_only=True) as img:
+                size = img.size()
+                try:
+                    p_pool, p_name, p_snap = img.parent_info()
+                    parent: ParentRef | None = ParentRef(pool=p_pool, name=p_name, snapshot=p_snap)
+                except rbd.ImageNotFound:
+                    parent = None
+                snaps = [SnapshotInfo(name=s["name"], size=s["size"],
+                                      protected=img.is_protected_snap(s["name"]))
+                         for s in img.list_snaps()]
+                watchers = [w for w in img.watchers_list() if w.get("id") != own]
+                actual = _allocated(img, size) if usage else None
+                return {"install_path": f"{pool}/{name}", "pool": pool, "name": name, "size": size,
+                        "actual_size": actual, "parent": parent, "snapshots": snaps,
+                        "features": feature_names(img.features()), "watchers": len(watchers)}
+        result: dict[str, Any] = self._call(f"info {pool}/{name}", run)
+        return result
+
+    def exists(self, pool: str, name: str) -> bool:
+        def run(h: rados.Rados) -> bool:
+            with open_pool(h, pool) as io:
+                return _image_exists(io, name)
+        return bool(self._call(f"stat {pool}/{name}", run))
+
+    def watchers(self, pool: str, name: str) -> list[dict[str, Any]]:
+        """Clients holding the image open, other than this agent."""
+        own = self.conn.handle.get_instance_id()
+
+        def run(h: rados.Rados) -> list[dict[str, Any]]:
+            with open_pool(h, pool) as io, open_image(io, name, read_only=True) as img:
+                return [dict(w) for w in img.watchers_list() if w.get("id") != own]
+        result: list[dict[str, Any]] = self._call(f"watchers {pool}/{name}", run)
+        return result
+
+    def refuse_if_in_use(self, pool: str, name: str) -> None:
+        w = self.watchers(pool, name)
+        if w:
+            raise InUse(f"{pool}/{name} is open by {len(w)} client(s)", installPath=f"{pool}/{name}",
+                        watchers=[x.get("addr") for x in w])
+
+    def delete(self, pool: str, name: str, purge_snapshots: bool) -> bool:
+        """Remove an image; False if it was already gone (idempotent)."""
+        try:
+            self.refuse_if_in_use(pool, name)
+        except ImageNotFound:
+            return False
+
+        def run(h: rados.Rados) -> bool:
+            with open_pool(h, pool) as io:
+                try:
+                    with open_image(io, name) as img:
+                        snaps = [s["name"] for s in img.list_snaps()]
+                        if snaps and not purge_snapshots:
+                            raise HasSnapshots(installPath=f"{pool}/{name}", snapshots=snaps)
+                        for s in snaps:
+                            _drop_snapshot(img, s, pool, name)
+                    rbd.RBD().remove(io, name)
+                except ImageNotFound:
+                    return False
+                except rbd.ImageNotFound:
+                    return False
+            return True
+        return bool(self._call(f"delete {pool}/{name}", run, long=True))
+
+    def resize(self, pool: str, name: str, size: int, allow_shrink: bool) -> None:
+        def run(h: rados.Rados) -> None:
+            with open_pool(h, pool) as io, open_image(io, name) as img:
+                if size < img.size() and not allow_shrink:
+                    raise InvalidRequest("shrinking needs allowShrink", field="size", current=img.size())
+                img.resize(size)
+        self._call(f"resize {pool}/{name}", run)
+
+    def clone(self, src_pool: str, src_name: str, src_snap: str, pool: str, name: str,
+              features: list[str], size: int | None) -> None:
+        """Clone a protected snapshot, creating and protecting it once if missing."""
+        self.ensure_protected_snapshot(src_pool, src_name, src_snap)
+        bits = feature_bits(features)
+
+        def run(h: rados.Rados) -> None:
+            with open_pool(h, src_pool) as pio, open_pool(h, pool) as cio:
+                try:
+                    rbd.RBD().clone(pio, src_name, src_snap, cio, name, features=bits)
+                except rbd.ImageNotFound:
+                    raise ImageNotFound(f"no image {src_pool}/{src_name}@{src_snap}",
+                                        pool=src_pool, name=src_name, snapshot=src_snap) from None
+                if size is not None:
+                    with open_image(cio, name) as img:
+                        if size > img.size():
+                            img.resize(size)
+        self._call(f"clone {src_pool}/{src_name}@{src_snap} to {pool}/{name}", run)
+
+    def ensure_protected_snapshot(self, pool: str, name: str, snap: str) -> bool:
+        """Create and protect ``pool/name@snap`` unless it is; True if this call made it."""
+        with self.gate.lock(f"{self.conn.fsid}/{pool}/{name}@{snap}"):
+            def run(h: rados.Rados) -> bool:
+                with open_pool(h, pool) as io, open_image(io, name) as img:
+                    made = False
+                    if not any(s["name"] == snap for s in img.list_snaps()):
+                        try:
+                            img.create_snap(snap)
+                            made = True
+                        except rbd.ImageExists:  # another agent was first
+                            pass
+                    if not img.is_protected_snap(snap):
+                        try:
+                            img.protect_snap(snap)
+                        except rbd.ImageBusy:  # protected meanwhile by another agent
+                            pass
+                    return made
+            return bool(self._call(f"protect {pool}/{name}@{snap}", run))
+
+    def flatten(self, pool: str, name: str) -> None:
+        """Copy the parent's data into the clone, with progress; cancel aborts it."""
+        ctx = self.ctx
+
+        def progress(done: int, total: int) -> int:
+            if ctx.stopped:
+                return -errno.ECANCELED
+            ctx.progress(done=done, total=total, unit="objects", stage="flatten")
+            return 0
+
+        def run(h: rados.Rados) -> None:
+            with open_pool(h, pool) as io, open_image(io, name) as img:
+                try:
+                    img.flatten(on_progress=progress)
+                except rbd.InvalidArgument:  # no parent: nothing to do
+                    pass
+        self._call(f"flatten {pool}/{name}", run, long=True)
+        ctx.check()
+
+    def copy(self, src_pool: str, src_name: str, dst_pool: str, dst_name: str,
+             snapshot: str | None = None) -> None:
+        """Copy an image (or one snapshot of it) into a new image, flat."""
+        def run(h: rados.Rados) -> None:
+            with open_pool(h, src_pool) as sio, open_pool(h, dst_pool) as dio, \
+                    open_image(sio, src_name, read_only=True, snapshot=snapshot) as img:
+                img.copy(dio, dst_name, features=rbd.RBD_FEATURE_LAYERING)
+        self._call(f"copy {src_pool}/{src_name} to {dst_pool}/{dst_name}", run, long=True)
+
+    def rename(self, pool: str, src: str, dst: str) -> None:
+        def run(h: rados.Rados) -> None:
+            with open_pool(h, pool) as io:
+                rbd.RBD().rename(io, src, dst)
+        self._call(f"rename {pool}/{src}", run)
+
+    # -- snapshots ----------------------------------------------------------
+
+    def snapshot(self, pool: str, name: str, snap: str, op: str, *, skip_if_existing: bool = False,
+                 ) -> dict[str, Any]:
+        """``create``, ``delete``, ``protect``, ``unprotect`` or ``rollback`` a snapshot."""
+        if op == "rollback":
+            self.refuse_if_in_use(pool, name)
+
+        def run(h: rados.Rados) -> dict[str, Any]:
+            with open_pool(h, pool) as io, open_image(io, name) as img:
+                names = {s["name"] for s in img.list_snaps()}
+                existed = snap in names
+                if op == "create":
+                    if existed and not skip_if_existing:
+                        raise SnapshotExists(f"snapshot {pool}/{name}@{snap} exists", snapshot=snap)
+                    if not existed:
+                        img.create_snap(snap)
+                    return {"existed": existed, "protected": img.is_protected_snap(snap)}
+                if op == "delete":
+                    if existed:
+                        if img.is_protected_snap(snap):
+                            raise SnapshotProtected(snapshot=snap)
+                        img.remove_snap(snap)
+                    return {"existed": existed, "protected": False}
+                if not existed:
+                    raise SnapshotNotFound(f"no snapshot {pool}/{name}@{snap}", snapshot=snap)
+                _SNAP_OPS[op](img, snap, pool, name)
+                return {"existed": True, "protected": img.is_protected_snap(snap)}
+        result: dict[str, Any] = self._call(f"snapshot {op} {pool}/{name}@{snap}", run,
+                                            long=op == "rollback")
+        return result
+
+
+def _protect(img: rbd.Image, snap: str, pool: str, name: str) -> None:
+    if not img.is_protected_snap(snap):
+        img.protect_snap(snap)
+
+
+def _unprotect(img: rbd.Image, snap: str, pool: str, name: str) -> None:
+    if img.is_protected_snap(snap):
+        img.set_snap(snap)
+        children = list(img.list_children())
+        img.set_snap(None)
+        if children:
+            raise HasChildren(snapshot=snap, children=[f"{p}/{c}" for p, c in children])
+        img.unprotect_snap(snap)
+
+
+def _rollback(img: rbd.Image, snap: str, pool: str, name: str) -> None:
+    img.rollback_to_snap(snap)
+
+
+_SNAP_OPS: dict[str, Callable[[rbd.Image, str, str, str], None]] = {
+    "protect": _protect, "unprotect": _unprotect, "rollback": _rollback,
+}
+
+
+def _drop_snapshot(img: rbd.Image, snap: str, pool: str, name: str) -> None:
+    _unprotect(img, snap, pool, name)
+    img.remove_snap(snap)
+
+
+def _rbd_pool_init(h: rados.Rados, pool: str) -> None:
+    with open_pool(h, pool) as io:
+        try:
+            rbd.RBD().pool_init(io, False)
+        except rbd.PermissionError:
+            # pool_init writes pool metadata; a user limited to images can do without it
+            pass
+
+
+def _allocated(img: rbd.Image, size: int) -> int | None:
+    """Bytes of the image's own allocated objects (without the parent's)."""
+    total = 0
+
+    def cb(offset: int, length: int, exists: bool) -> None:
+        nonlocal total
+        if exists:
+            total += length
+
+    try:
+        img.diff_iterate(0, size, None, cb, include_parent=False, whole_object=True)
+    except rbd.Error:
+        return None
+    return total
