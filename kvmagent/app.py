@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from agentcore.plugin import Plugin
 from agentcore.serve import agent_main
 from kvmagent.config import KvmAgentConfig
+from kvmagent.plugins.devices import DevicePlugin
 from kvmagent.plugins.host import HostPlugin
 from kvmagent.plugins.vm import VmPlugin
 from kvmagent.services import KvmHost
@@ -20,7 +21,7 @@ Config = KvmAgentConfig
 def make_plugins(config: KvmAgentConfig, *, events: bool = True) -> list[Plugin]:
     """Every plugin of the kvmagent, sharing one libvirt connection."""
     host = KvmHost(config, events=events)
-    return [HostPlugin(host), VmPlugin(host)]
+    return [HostPlugin(host), VmPlugin(host), DevicePlugin(host)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -240,3 +240,29 @@ class Domain:
 
     def to_xml(self) -> str:
         return to_string(self.to_element())
+
+
+@dataclass
+class DiskSnapshot:
+    """``<domainsnapshot>`` for an external, disk-only snapshot of one disk.
+
+    Every other disk is listed with ``snapshot='no'`` so only ``target`` moves
+    to the new overlay.
+    """
+
+    target: str
+    new_file: str
+    other_targets: list[str] = field(default_factory=list)
+
+    def to_element(self) -> etree._Element:
+        snap = etree.Element("domainsnapshot")
+        disks = _sub(snap, "disks")
+        disk = _sub(disks, "disk", name=self.target, snapshot="external", type="file")
+        _sub(disk, "driver", type="qcow2")
+        _sub(disk, "source", file=self.new_file)
+        for other in self.other_targets:
+            _sub(disks, "disk", name=other, snapshot="no")
+        return snap
+
+    def to_xml(self) -> str:
+        return to_string(self.to_element())
