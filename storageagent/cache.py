@@ -28,7 +28,6 @@ from storageagent.qemuimg import ImageTool
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 CACHE_FORMATS = ("qcow2", "raw")
 
 
@@ -156,8 +155,9 @@ def http_fetcher(url: str, read_timeout: float, total_timeout: float) -> Fetcher
                     raise DownloadFailed(f"GET returned HTTP {r.status_code}", url=url,
                                          status=r.status_code)
                 total = int(r.headers.get("content-length") or 0) or None
+                ctx.on_stop(r.close)  # unblocks a read waiting on a stalled server
                 with open(dest, "xb") as f:
-                    for chunk in r.iter_bytes(CHUNK):
+                    for chunk in r.iter_bytes():
                         ctx.check()
                         if time.monotonic() > end:
                             raise DownloadFailed("the download took too long", url=url)
@@ -165,8 +165,13 @@ def http_fetcher(url: str, read_timeout: float, total_timeout: float) -> Fetcher
                         h.update(chunk)
                         done += len(chunk)
                         ctx.progress(stage="download", done=done, total=total, unit="bytes")
-        except httpx.HTTPError as e:
-            raise DownloadFailed(f"{type(e).__name__}: {e}", url=url) from e
+        except AgentError:
+            raise
+        except Exception as e:
+            ctx.check()  # a cancel closes the stream: report the cancel, not the broken read
+            if isinstance(e, httpx.HTTPError | httpx.StreamError):
+                raise DownloadFailed(f"{type(e).__name__}: {e}", url=url) from e
+            raise
         ctx.progress(100.0, stage="download", done=done, total=done, unit="bytes", force=True)
         return Fetched(f"sha256:{h.hexdigest()}", done)
 
