@@ -1,0 +1,84 @@
+"""L2 bridges (novlan, VLAN, VXLAN) and flat-network DHCP on this host."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agentcore.plugin import Plugin, command
+from agentcore.task import TaskContext
+from kvmagent.dhcp import DhcpNames, DhcpServers
+from kvmagent.l2 import L2Networks, Netlink, uplink_name
+from kvmagent.models import (
+    DhcpApplyCmd,
+    DhcpNetworkCmd,
+    DhcpReleaseCmd,
+    DhcpReply,
+    L2NetworkCmd,
+    L2NetworkReply,
+)
+from kvmagent.services import KvmHost
+
+DNSMASQ_TIMEOUT = 15.0
+
+
+def _l2_lock(cmd: L2NetworkCmd) -> str:
+    return f"bridge:{cmd.bridge_name}"
+
+
+def _l3_lock(cmd: DhcpNetworkCmd) -> str:
+    return f"l3:{cmd.l3_network_uuid.replace('-', '').lower()}"
+
+
+class NetworkPlugin(Plugin):
+    """Networks realised on the host; every command is idempotent."""
+
+    prefix = "/network"
+
+    def __init__(self, host: KvmHost, netlink: Netlink | None = None) -> None:
+        self.host = host
+        self.l2 = L2Networks(netlink or Netlink())
+
+    def _dhcp(self, ctx: TaskContext) -> DhcpServers:
+        def run(argv: Sequence[str]) -> object:
+            return ctx.run(argv, timeout=DNSMASQ_TIMEOUT)
+
+        return DhcpServers(self.host.config.state_dir, self.host.config.dnsmasq, run)
+
+    def _l2_reply(self, cmd: L2NetworkCmd, exists: bool) -> L2NetworkReply:
+        return L2NetworkReply(bridge_name=cmd.bridge_name, uplink=uplink_name(cmd), exists=exists)
+
+    @command("/l2/create", lock=_l2_lock)
+    def create_l2(self, ctx: TaskContext, cmd: L2NetworkCmd) -> L2NetworkReply:
+        """Create the bridge and its VLAN or VXLAN uplink (and VXLAN peers); existing is success."""
+        self.l2.create(cmd)
+        return self._l2_reply(cmd, True)
+
+    @command("/l2/check", lock=_l2_lock)
+    def check_l2(self, ctx: TaskContext, cmd: L2NetworkCmd) -> L2NetworkReply:
+        """Whether the network is realised as described."""
+        return self._l2_reply(cmd, self.l2.check(cmd))
+
+    @command("/l2/delete", lock=_l2_lock)
+    def delete_l2(self, ctx: TaskContext, cmd: L2NetworkCmd) -> L2NetworkReply:
+        """Remove the devices kvmcloud created for the network; absent is success."""
+        self.l2.delete(cmd)
+        return self._l2_reply(cmd, False)
+
+    @command("/dhcp/apply", lock=_l3_lock)
+    def apply_dhcp(self, ctx: TaskContext, cmd: DhcpApplyCmd) -> DhcpReply:
+        """Serve exactly this lease set for the L3 network (dnsmasq in a namespace on the bridge)."""
+        names, pid = self._dhcp(ctx).apply(cmd)
+        return DhcpReply(namespace=names.namespace, leases=len(cmd.leases), pid=pid)
+
+    @command("/dhcp/release", lock=_l3_lock)
+    def release_dhcp(self, ctx: TaskContext, cmd: DhcpReleaseCmd) -> DhcpReply:
+        """Remove the leases of these MACs (VMs gone), keeping the others."""
+        left = self._dhcp(ctx).release(cmd.l3_network_uuid, cmd.macs)
+        return DhcpReply(namespace=DhcpNames.of(cmd.l3_network_uuid).namespace, leases=left,
+                         pid=self._dhcp(ctx).pid(cmd.l3_network_uuid))
+
+    @command("/dhcp/delete", lock=_l3_lock)
+    def delete_dhcp(self, ctx: TaskContext, cmd: DhcpNetworkCmd) -> DhcpReply:
+        """Stop the L3 network's DHCP server and remove its namespace; absent is success."""
+        self._dhcp(ctx).delete(cmd.l3_network_uuid)
+        return DhcpReply(namespace=DhcpNames.of(cmd.l3_network_uuid).namespace, leases=0)
