@@ -1,0 +1,15 @@
+"""Simulated agents that speak the real wire protocol over real HTTP.
+
+Hundreds of KVM hosts, primary and backup storages in one process, each at
+``http://HOST:PORT/agents/<id>``, validating bodies with the agents' own
+models, keeping state so the controller sees consistent answers, with fault
+injection for the controller's tests. See ``docs/simulator.md``.
+"""
+
+from controller.simulator.engine import Simulator, SimulatorConfig
+from controller.simulator.faults import FaultRule
+from controller.simulator.server import SimulatorThread, make_app, serve
+from controller.simulator.state import Capacity
+
+__all__ = ["Capacity", "FaultRule", "Simulator", "SimulatorConfig", "SimulatorThread",
+           "make_app", "serve"]

@@ -1,0 +1,412 @@
+"""Simulated storage commands: file primary storage, Ceph, SFTP backup storage.
+
+A primary storage's state is keyed by its ``storageUuid`` (a Ceph cluster's
+by its fsid, or its monitors) and shared by every simulated host, as an NFS
+export or a Ceph pool is. Volumes are named by their path relative to the
+storage root (``installPath``) or ``pool/name``. Cloning needs the image in
+the cache first, as on a real storage, so a controller that skips a step
+fails here as it would on real hosts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from agentcore.errors import Conflict, InUse, InvalidRequest, NotFound
+from controller.simulator.behaviours.base import (
+    Body,
+    Fleet,
+    InsufficientCapacity,
+    MiB,
+    behaves,
+)
+from controller.simulator.state import SimAgent, StorageState, Volume
+
+DEFAULT_IMAGE_SIZE = 64 * MiB
+
+
+def _store(body: Body, fleet: Fleet) -> StorageState:
+    return fleet.storage(str(body.need("storageUuid")))
+
+
+def _capacity(store: StorageState) -> dict[str, Any]:
+    return {"total_bytes": store.capacity, "available_bytes": store.capacity - store.used(),
+            "used_by_kvmcloud_bytes": store.used()}
+
+
+def _volume_info(vol: Volume) -> dict[str, Any]:
+    chain = [{"install_path": vol.backing, "format": "qcow2", "virtual_size": vol.size}] \
+        if vol.backing else []
+    return {"install_path": vol.path, "format": vol.fmt, "virtual_size": vol.size,
+            "actual_size": vol.actual_size, "backing_chain": chain}
+
+
+def _add_volume(store: StorageState, vol: Volume) -> None:
+    if vol.path in store.volumes:
+        raise Conflict(f"volume {vol.path} exists", installPath=vol.path)
+    if store.used() + vol.size > store.capacity:
+        raise InsufficientCapacity("the storage is full", installPath=vol.path)
+    store.volumes[vol.path] = vol
+
+
+def _volume(store: StorageState, path: str) -> Volume:
+    vol = store.volumes.get(path)
+    if vol is None:
+        raise NotFound(f"no volume {path}", installPath=path)
+    return vol
+
+
+def _digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- file primary storage (storageagent) ------------------------------------
+
+
+@behaves("/storage/mount")
+def mount(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    uuid = store.uuid
+    already = uuid in agent.mounts
+    agent.mounts[uuid] = f"/var/lib/kvmcloud/mnt/{uuid}"
+    return {"mount_path": agent.mounts[uuid], "already_mounted": already,
+            "capacity": _capacity(store)}
+
+
+@behaves("/storage/unmount")
+def unmount(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    path = agent.mounts.pop(str(body.need("storageUuid")), None)
+    return {"mount_path": path or "", "was_mounted": path is not None}
+
+
+@behaves("/storage/init")
+def init(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    store.initialised = True
+    agent.mounts[store.uuid] = str(body.need("mountPath"))
+    return {"mount_path": agent.mounts[store.uuid], "capacity": _capacity(store)}
+
+
+@behaves("/storage/ping")
+def ping(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    return {"storage_uuid": _store(body, fleet).uuid, "latency_ms": 0.1}
+
+
+@behaves("/storage/capacity")
+def capacity(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    return {"capacity": _capacity(_store(body, fleet))}
+
+
+def _cached(store: StorageState, image: str) -> dict[str, Any]:
+    size = store.cache[image]
+    return {"image_id": image, "install_path": f"imagecache/{image}.qcow2", "format": "qcow2",
+            "virtual_size": size, "size": size, "digest": _digest(image), "cached_at": time.time()}
+
+
+@behaves("/storage/cache-image")
+def cache_image(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    image = str(body.need("imageId"))
+    downloaded = image not in store.cache
+    if downloaded:
+        size = int(body.get("size", default=DEFAULT_IMAGE_SIZE))
+        if store.used() + size > store.capacity:
+            raise InsufficientCapacity("the storage is full", imageId=image)
+        store.cache[image] = size
+    return {"image": _cached(store, image), "downloaded": downloaded}
+
+
+@behaves("/storage/cache/list")
+def cache_list(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    return {"images": [_cached(store, image) for image in store.cache]}
+
+
+@behaves("/storage/cache/evict")
+def cache_evict(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    image = str(body.need("imageId"))
+    users = [v.path for v in store.volumes.values() if v.backing == image]
+    if users:
+        raise InUse(f"image {image} backs {len(users)} volumes", volumes=users[:10])
+    return {"evicted": store.cache.pop(image, None) is not None}
+
+
+@behaves("/storage/volume/create-root", "/storage/volume/create-from-template")
+def create_root(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    image = str(body.need("imageId"))
+    if image not in store.cache:
+        raise NotFound(f"image {image} is not in the cache of this storage", imageId=image)
+    size = max(int(body.get("size", default=0)), store.cache[image])
+    vol = Volume(str(body.need("installPath")), size, backing=image)
+    _add_volume(store, vol)
+    return {"volume": _volume_info(vol)}
+
+
+@behaves("/storage/volume/create-empty")
+def create_empty(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    vol = Volume(str(body.need("installPath")), int(body.need("size")),
+                 fmt=str(body.get("format", default="qcow2")))
+    _add_volume(store, vol)
+    return {"volume": _volume_info(vol)}
+
+
+@behaves("/storage/volume/delete")
+def delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    path = str(body.need("installPath"))
+    gone = store.volumes.pop(path, None) is not None
+    store.snapshots = {s: v for s, v in store.snapshots.items() if v != path}
+    return {"deleted": gone}
+
+
+@behaves("/storage/volume/info")
+def info(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    return {"volume": _volume_info(_volume(_store(body, fleet), str(body.need("installPath"))))}
+
+
+@behaves("/storage/volume/resize")
+def resize(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    vol = _volume(_store(body, fleet), str(body.need("installPath")))
+    size = int(body.need("size"))
+    if size < vol.size and not body.get("force"):
+        raise InvalidRequest("size: a volume does not shrink without force", field="size")
+    vol.size = size
+    return {"volume": _volume_info(vol)}
+
+
+@behaves("/storage/volume/create-template")
+def create_template(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    src = _volume(store, str(body.need("installPath")))
+    vol = Volume(str(body.need("templatePath")), src.size)
+    _add_volume(store, vol)
+    return {"volume": _volume_info(vol)}
+
+
+@behaves("/storage/volume/upload-template")
+def upload_template(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    vol = _volume(_store(body, fleet), str(body.need("installPath")))
+    name = str(body.need("name"))
+    return {"image_id": name, "digest": _digest(name), "size": vol.size,
+            "virtual_size": vol.size, "format": vol.fmt}
+
+
+@behaves("/storage/volume/copy")
+def copy(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    src = _volume(_store(body, fleet), str(body.need("installPath")))
+    dst_store = fleet.storage(str(body.need("dstStorageUuid")))
+    vol = Volume(str(body.need("dstInstallPath")), src.size, fmt=src.fmt)
+    _add_volume(dst_store, vol)
+    return {"volume": _volume_info(vol)}
+
+
+@behaves("/storage/snapshot/create")
+def snapshot_create(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    vol = _volume(store, str(body.need("installPath")))
+    snap = str(body.need("snapshotPath"))
+    store.snapshots[snap] = vol.path
+    return {"volume": _volume_info(vol)}
+
+
+@behaves("/storage/snapshot/revert")
+def snapshot_revert(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    vol = _volume(store, str(body.need("installPath")))
+    snap = str(body.need("snapshotPath"))
+    if store.snapshots.get(snap) != vol.path:
+        raise NotFound(f"no snapshot {snap} of {vol.path}", snapshotPath=snap)
+    return {"volume": _volume_info(vol)}
+
+
+@behaves("/storage/snapshot/merge")
+def snapshot_merge(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    vol = _volume(store, str(body.need("installPath")))
+    store.snapshots = {s: v for s, v in store.snapshots.items() if v != vol.path}
+    return {"volume": _volume_info(vol)}
+
+
+# -- Ceph (cephagent) ------------------------------------------------------------
+
+
+def _cluster(body: Body, fleet: Fleet) -> StorageState:
+    cluster = body.sub("cluster")
+    key = cluster.get("fsid") or ",".join(str(m) for m in cluster.list("monitors")) or "ceph"
+    return fleet.storage(f"ceph:{key}")
+
+
+def _rbd(body: Body, fleet: Fleet) -> tuple[StorageState, str]:
+    return _cluster(body, fleet), f"{body.need('pool')}/{body.need('name')}"
+
+
+def _rbd_info(vol: Volume) -> dict[str, Any]:
+    pool, _, name = vol.path.partition("/")
+    parent = None
+    if vol.backing:
+        ppath, _, snap = vol.backing.partition("@")
+        ppool, _, pname = ppath.partition("/")
+        parent = {"pool": ppool, "name": pname, "snapshot": snap}
+    return {"install_path": vol.path, "pool": pool, "name": name, "size": vol.size,
+            "actual_size": vol.actual_size, "parent": parent, "fmt": "raw", "format": "raw"}
+
+
+def _fsid(store: StorageState) -> str:
+    return store.uuid.removeprefix("ceph:")
+
+
+@behaves("/ceph/connect", "/ceph/facts", "/ceph/ping")
+def ceph_connect(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _cluster(body, fleet)
+    cluster = body.sub("cluster")
+    return {"fsid": _fsid(store), "user": cluster.get("user", default="admin"),
+            "monitors": [str(m) for m in cluster.list("monitors")], "ceph_version": "sim",
+            "librados_version": "sim", "latency_ms": 0.1}
+
+
+def _ceph_capacity(store: StorageState) -> dict[str, Any]:
+    return {"total_capacity": store.capacity, "available_capacity": store.capacity - store.used()}
+
+
+@behaves("/ceph/pools/init", "/ceph/pools/check")
+def ceph_pools(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _cluster(body, fleet)
+    names = [p.get("name") if isinstance(p, dict) else p for p in body.list("pools")]
+    pools = [{"name": str(n), "exists": True, "created": False, "rbd_enabled": True} for n in names]
+    return {"fsid": _fsid(store), "pools": pools, **_ceph_capacity(store)}
+
+
+@behaves("/ceph/capacity")
+def ceph_capacity(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _cluster(body, fleet)
+    pools = [{"name": str(p), "used_bytes": sum(v.size for v in store.volumes.values()
+                                                 if v.path.startswith(f"{p}/")),
+              "objects": 0, "available_bytes": store.capacity - store.used()}
+             for p in body.list("pools")]
+    return {**_ceph_capacity(store), "pools": pools}
+
+
+@behaves("/ceph/volume/create", "/ceph/image/add", "/ceph/image/import-from-sftp")
+def ceph_create(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store, path = _rbd(body, fleet)
+    if path in store.volumes and body.get("skipIfExisting"):
+        return _rbd_info(store.volumes[path])
+    vol = Volume(path, int(body.get("size", default=DEFAULT_IMAGE_SIZE)), fmt="raw")
+    _add_volume(store, vol)
+    return {**_rbd_info(vol), "existed": False}
+
+
+@behaves("/ceph/volume/create-from-image", "/ceph/image/cache")
+def ceph_clone(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store, path = _rbd(body, fleet)
+    src = f"{body.need('srcPool')}/{body.need('srcName')}"
+    parent = _volume(store, src)
+    snap = str(body.get("srcSnapshot", default="base"))
+    vol = Volume(path, max(int(body.get("size", default=0)), parent.size),
+                 backing=f"{src}@{snap}", fmt="raw")
+    _add_volume(store, vol)
+    return _rbd_info(vol)
+
+
+@behaves("/ceph/volume/delete", "/ceph/image/delete")
+def ceph_delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store, path = _rbd(body, fleet)
+    children = [v.path for v in store.volumes.values() if (v.backing or "").startswith(path + "@")]
+    if children:
+        raise InUse(f"{path} has clones", clones=children[:10])
+    existed = store.volumes.pop(path, None) is not None
+    store.snapshots = {s: v for s, v in store.snapshots.items() if v != path}
+    return {"install_path": path, "existed": existed}
+
+
+@behaves("/ceph/volume/info", "/ceph/image/info", "/ceph/volume/flatten")
+def ceph_info(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store, path = _rbd(body, fleet)
+    vol = _volume(store, path)
+    snaps = [{"name": s.partition("@")[2], "size": vol.size, "protected": True}
+             for s, v in store.snapshots.items() if v == path]
+    return {**_rbd_info(vol), "snapshots": snaps}
+
+
+@behaves("/ceph/volume/resize")
+def ceph_resize(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store, path = _rbd(body, fleet)
+    vol = _volume(store, path)
+    size = int(body.need("size"))
+    if size < vol.size and not body.get("allowShrink"):
+        raise InvalidRequest("size: shrinking needs allowShrink", field="size")
+    vol.size = size
+    return _rbd_info(vol)
+
+
+@behaves("/ceph/volume/create-template")
+def ceph_template(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store, path = _rbd(body, fleet)
+    src = _volume(store, path)
+    vol = Volume(f"{body.need('dstPool')}/{body.need('dstName')}", src.size, fmt="raw")
+    _add_volume(store, vol)
+    return _rbd_info(vol)
+
+
+@behaves("/ceph/snapshot/create", "/ceph/snapshot/protect", "/ceph/snapshot/unprotect",
+         "/ceph/snapshot/rollback")
+def ceph_snapshot(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store, path = _rbd(body, fleet)
+    _volume(store, path)
+    snap = f"{path}@{body.need('snapshot')}"
+    existed = snap in store.snapshots
+    store.snapshots[snap] = path
+    return {"install_path": snap, "snapshot": str(body.need("snapshot")), "protected": True,
+            "existed": existed}
+
+
+@behaves("/ceph/snapshot/delete")
+def ceph_snapshot_delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store, path = _rbd(body, fleet)
+    snap = f"{path}@{body.need('snapshot')}"
+    if any(v.backing == snap for v in store.volumes.values()):
+        raise InUse(f"snapshot {snap} has clones")
+    return {"install_path": snap, "existed": store.snapshots.pop(snap, None) is not None}
+
+
+# -- SFTP backup storage (sftpbackup) -----------------------------------------------
+
+
+def _image_id(body: Body) -> str:
+    return str(body.need("imageId", "imageUuid", "name"))
+
+
+@behaves("/backup/connect", "/backup/ping", "/backup/capacity")
+def backup_capacity(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    total = agent.capacity.storage
+    used = sum(agent.images.values())
+    return {"total_capacity": total, "available_capacity": total - used, "version": "sim"}
+
+
+@behaves("/backup/image/add", "/backup/image/pull")
+def backup_add(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    source = str(body.get("url", "name", "imageUuid", "imageId", default="image"))
+    image_id = _digest(source).replace(":", "-")[:71]
+    size = int(body.get("size", default=DEFAULT_IMAGE_SIZE))
+    agent.images.setdefault(image_id, size)
+    return {"image_id": image_id, "digest": _digest(source), "size": size,
+            "virtual_size": size, "format": "qcow2"}
+
+
+@behaves("/backup/image/delete")
+def backup_delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    return {"deleted": agent.images.pop(_image_id(body), None) is not None}
+
+
+@behaves("/backup/image/info")
+def backup_info(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    image = _image_id(body)
+    if image not in agent.images:
+        raise NotFound(f"no image {image}", imageId=image)
+    size = agent.images[image]
+    return {"image_id": image, "size": size, "virtual_size": size, "format": "qcow2"}

@@ -1,0 +1,73 @@
+"""The simulator's command table comes from the real agents' plugin classes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel
+
+from controller.simulator.catalog import (
+    CONTRACT_PATHS,
+    KINDS,
+    LooseCmd,
+    discover,
+    expand,
+    placeholder,
+    skeleton,
+)
+from controller.simulator.engine import build_reply
+from kvmagent.models import StartVmCmd, StartVmReply
+
+
+def test_expand_splits_the_last_segment() -> None:
+    assert expand("/vm/iso/attach|detach") == ["/vm/iso/attach", "/vm/iso/detach"]
+    assert expand("/host/ping") == ["/host/ping"]
+
+
+def test_kvmagent_commands_use_the_agents_own_models() -> None:
+    table = discover("kvm")
+    start = table["/vm/start"]
+    assert start.validated and start.request is StartVmCmd and start.reply is StartVmReply
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_contract_path_is_served(kind: str) -> None:
+    table = discover(kind)  # type: ignore[arg-type]
+    for pattern in CONTRACT_PATHS[kind]:  # type: ignore[index]
+        for path in expand(pattern):
+            assert path in table
+            assert table[path].validated or table[path].request is LooseCmd
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_reply_built_without_help_is_accepted_by_every_reply_model(kind: str) -> None:
+    for path, spec in discover(kind).items():  # type: ignore[arg-type]
+        wire = build_reply(spec, {})
+        assert wire["success"] is True, path
+        spec.reply.model_validate(wire)
+
+
+def test_candidates_the_model_does_not_declare_or_that_do_not_fit_are_dropped() -> None:
+    spec = discover("kvm")["/vm/start"]
+    wire = build_reply(spec, {"vm_uuid": "v", "state": "Flying", "colour": "red", "vnc_port": 5901})
+    assert wire["vmUuid"] == "v" and wire["vncPort"] == 5901
+    assert wire["state"] == "Unknown" and "colour" not in wire
+
+
+class _Inner(BaseModel):
+    n: int
+    tags: list[str]
+
+
+class _Outer(BaseModel):
+    name: str
+    kind: Literal["a", "b"]
+    inner: _Inner
+    maybe: int | None
+    ok: bool = True
+
+
+def test_skeleton_fills_required_fields_by_type() -> None:
+    assert skeleton(_Outer) == {"name": "", "kind": "a", "inner": {"n": 0, "tags": []}, "maybe": None}
+    assert placeholder(float) == 0.0 and placeholder(dict[str, int]) == {}
