@@ -44,7 +44,10 @@ class FileServer:
         self._server: ThreadingHTTPServer | None = None
         self._mu = threading.Lock()
 
-    def url(self, name: str) -> str:
+    def url(self, name: str | Path) -> str:
+        """The URL of a file: a name relative to ``root``, or a path inside it."""
+        if isinstance(name, Path):
+            name = name.resolve().relative_to(self.root).as_posix()
         return f"{self.base}/{name}"
 
     def __enter__(self) -> FileServer:
