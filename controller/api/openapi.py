@@ -1,0 +1,70 @@
+"""The OpenAPI document of ``/v1``, generated from the request models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+def build_openapi(creates: dict[str, type[BaseModel]],
+                  actions: dict[tuple[str, str], type[BaseModel]],
+                  collections: list[str]) -> dict[str, Any]:
+    """Paths for CRUD on every collection and every action, schemas from the models."""
+    schemas: dict[str, Any] = {}
+    paths: dict[str, Any] = {}
+
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            schemas[name] = sub
+        schemas[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    def body(model: type[BaseModel]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": ref(model)}}}
+
+    errors = {"400": {"description": "invalid input; error.details.field names the field"},
+              "401": {"description": "no or wrong bearer token"},
+              "404": {"description": "no such resource"},
+              "409": {"description": "conflict, with the reason"}}
+    for coll in collections:
+        item: dict[str, Any] = {
+            "get": {"summary": f"List {coll} (q, sort, limit, offset, fields, count)",
+                    "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
+                                   for n in ("q", "sort", "limit", "offset", "fields", "count")],
+                    "responses": {"200": {"description": "{items: [...], total?}"}, **errors}},
+        }
+        if coll in creates:
+            model = creates[coll]
+            item["post"] = {"summary": (model.__doc__ or f"Create {coll}").strip().splitlines()[0],
+                            "requestBody": body(model),
+                            "responses": {"201": {"description": "created"},
+                                          "202": {"description": "{job, resource}"}, **errors}}
+        paths[f"/v1/{coll}"] = item
+        paths[f"/v1/{coll}/{{uuid}}"] = {
+            "get": {"summary": f"Get one of {coll}", "responses": {"200": {"description": "ok"},
+                                                                   **errors}},
+            "patch": {"summary": "Change name or description", "responses": {"200": {"description": "ok"},
+                                                                             **errors}},
+            "delete": {"summary": "List what would be deleted; with confirm=1 delete it (a job)",
+                       "parameters": [{"name": "confirm", "in": "query",
+                                       "schema": {"type": "string"}}],
+                       "responses": {"200": {"description": "{affected}"},
+                                     "202": {"description": "{job}"}, **errors}},
+        }
+    for (coll, verb), model in actions.items():
+        paths[f"/v1/{coll}/{{uuid}}/actions/{verb}"] = {"post": {
+            "summary": (model.__doc__ or verb).strip().splitlines()[0],
+            "requestBody": body(model),
+            "responses": {"202": {"description": "{job}"}, "200": {"description": "with wait=1"},
+                          **errors}}}
+    paths["/v1/jobs/{uuid}"] = {"get": {"summary": "A job (wait=1 blocks until it ends)",
+                                        "responses": {"200": {"description": "{job}"}}}}
+    paths["/v1/jobs/{uuid}/cancel"] = {"post": {"summary": "Cancel a job",
+                                                "responses": {"200": {"description": "{job}"}}}}
+    return {"openapi": "3.1.0", "info": {"title": "kvmcloud controller", "version": "1"},
+            "paths": paths, "components": {"schemas": schemas,
+                                           "securitySchemes": {"bearer": {"type": "http",
+                                                                          "scheme": "bearer"}}},
+            "security": [{"bearer": []}]}

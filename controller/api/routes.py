@@ -1,0 +1,245 @@
+"""The ``/v1`` routes: CRUD for every resource, actions, jobs, agent callbacks."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, request
+from pydantic import BaseModel
+from sqlalchemy import update
+from werkzeug.exceptions import HTTPException
+
+from controller import cascade
+from controller.api import schemas as sc
+from controller.api.http import error_response, flag, json_response, parse_body
+from controller.core import Controller
+from controller.db.base import utcnow
+from controller.db.jobs import FINAL_STATES, Job
+from controller.db.models import RESOURCES, Tag
+from controller.errors import ApiError, NotFound, Unauthorized
+from controller.jobs import job_dict
+from controller.query import parse, run
+from controller.services import resources as res
+from controller.services.common import get_or_404, to_dict
+
+log = logging.getLogger(__name__)
+
+#: collection → (body model, function creating the row in one transaction)
+SIMPLE_CREATE: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
+    "zones": (sc.ZoneCreate, res.create_zone),
+    "clusters": (sc.ClusterCreate, res.create_cluster),
+    "primary-storages": (sc.PrimaryStorageCreate, res.create_primary_storage),
+    "backup-storages": (sc.BackupStorageCreate, res.create_backup_storage),
+    "images": (sc.ImageCreate, res.create_image),
+    "l2-networks": (sc.L2NetworkCreate, res.create_l2_network),
+    "l3-networks": (sc.L3NetworkCreate, res.create_l3_network),
+    "ip-ranges": (sc.IpRangeCreate, res.create_ip_range),
+    "instance-offerings": (sc.InstanceOfferingCreate, res.create_instance_offering),
+    "disk-offerings": (sc.DiskOfferingCreate, res.create_disk_offering),
+    "volumes": (sc.VolumeCreate, res.create_volume),
+}
+
+#: collection → (body model, fn(ctl, body) -> (job, resource dict)) for creates that reach agents
+JobCreate = Callable[[Controller, Any], tuple[Job, dict[str, Any]]]
+JOB_CREATE: dict[str, tuple[type[BaseModel], JobCreate]] = {}
+
+#: (collection, verb) → (body model, fn(ctl, uuid, body) -> Job)
+Action = Callable[[Controller, str, Any], Job]
+ACTIONS: dict[tuple[str, str], tuple[type[BaseModel], Action]] = {}
+
+AGENT_PATHS = ("/v1/agent-callbacks", "/v1/agent-events/")
+PUBLIC_PATHS = ("/v1/openapi.json",)
+
+
+def _bearer() -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _token_ok(presented: str, allowed: list[str]) -> bool:
+    return any(hmac.compare_digest(presented.encode(), t.encode()) for t in allowed)
+
+
+def job_answer(ctl: Controller, job: Job, resource: dict[str, Any] | None = None) -> Response:
+    """``202 {"job"}``, or with ``?wait=1`` the finished job (200)."""
+    if flag("wait"):
+        timeout = min(float(request.args.get("timeout", 3600)), 3600.0)
+        job = ctl.jobs.wait(job.uuid, timeout) or job
+    body: dict[str, Any] = {"job": job_dict(job)}
+    if resource is not None:
+        body["resource"] = resource
+    return json_response(body, 200 if job.state in FINAL_STATES else 202)
+
+
+def make_blueprint(ctl: Controller) -> Blueprint:
+    bp = Blueprint("v1", __name__, url_prefix="/v1")
+
+    @bp.before_request
+    def authenticate() -> Response | None:
+        path = request.path
+        if path in PUBLIC_PATHS:
+            return None
+        if path.startswith(AGENT_PATHS):
+            tokens = [ctl.settings.agent_token] if ctl.settings.agent_token else []
+        else:
+            tokens = ctl.settings.api_tokens
+        if tokens and not _token_ok(_bearer(), tokens):
+            return error_response(Unauthorized())
+        return None
+
+    @bp.errorhandler(ApiError)
+    def api_error(e: ApiError) -> Response:
+        return error_response(e)
+
+    @bp.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> Response:
+        err = ApiError(e.description or e.name)
+        return json_response({"error": {**err.to_dict(), "code": e.name.upper().replace(" ", "_")}},
+                             e.code or 500)
+
+    # -- collections ------------------------------------------------------
+
+    def _model(coll: str) -> Any:
+        model = RESOURCES.get(coll)
+        if model is None:
+            raise NotFound(f"no such collection: {coll}")
+        return model
+
+    @bp.post("/<coll>")
+    def create(coll: str) -> Response:
+        if coll in JOB_CREATE:
+            schema, fn = JOB_CREATE[coll]
+            job, resource = fn(ctl, parse_body(schema))
+            return job_answer(ctl, job, resource)
+        if coll == "tags":
+            body = parse_body(sc.TagCreate)
+            with ctl.db.write() as s:
+                row = res.create_tag(s, body)
+                s.flush()
+                return json_response(to_dict(row), 201)
+        if coll not in SIMPLE_CREATE:
+            _model(coll)
+            raise NotFound(f"{coll} cannot be created with POST /v1/{coll}")
+        schema, create_fn = SIMPLE_CREATE[coll]
+        body = parse_body(schema)
+        with ctl.db.write() as s:
+            row = create_fn(s, body)
+            s.flush()
+            out = to_dict(row)
+        return json_response(out, 201)
+
+    @bp.get("/<coll>")
+    def list_(coll: str) -> Response:
+        model = Tag if coll == "tags" else _model(coll)
+        q = parse(request.args)
+        with ctl.db.read() as s:
+            rows, total = run(s, model, q)
+            items = rows if q.fields else [to_dict(r) for r in rows]
+        body: dict[str, Any] = {"items": items}
+        if total is not None:
+            body["total"] = total
+        return json_response(body)
+
+    @bp.get("/<coll>/<uuid>")
+    def get(coll: str, uuid: str) -> Response:
+        model = Tag if coll == "tags" else _model(coll)
+        with ctl.db.read() as s:
+            return json_response(to_dict(get_or_404(s, model, uuid)))
+
+    @bp.patch("/<coll>/<uuid>")
+    def patch(coll: str, uuid: str) -> Response:
+        model = _model(coll)
+        body = parse_body(sc.UpdateBody)
+        values = body.model_dump(exclude_unset=True)
+        with ctl.db.write() as s:
+            row = get_or_404(s, model, uuid)
+            if values:
+                s.execute(update(model).where(model.uuid == uuid).values(
+                    last_op_date=utcnow(), **values))
+                s.refresh(row)
+            return json_response(to_dict(row))
+
+    @bp.delete("/<coll>/<uuid>")
+    def delete(coll: str, uuid: str) -> Response:
+        if coll == "tags":
+            with ctl.db.write() as s:
+                s.delete(get_or_404(s, Tag, uuid))
+            return json_response({}, 204)
+        model = _model(coll)
+        with ctl.db.read() as s:
+            get_or_404(s, model, uuid)
+            affected = cascade.plan(s, coll, uuid)
+        if not flag("confirm"):
+            return json_response({"deleted": False, "affected": affected,
+                                  "message": "repeat with ?confirm=1 to delete all of these"})
+        job = cascade.submit_delete(ctl, coll, uuid)
+        return job_answer(ctl, job, {"affected": affected})
+
+    # -- actions ------------------------------------------------------------
+
+    @bp.post("/<coll>/<uuid>/actions/<verb>")
+    def action(coll: str, uuid: str, verb: str) -> Response:
+        entry = ACTIONS.get((coll, verb))
+        if entry is None:
+            _model(coll)
+            raise NotFound(f"no action {verb!r} on {coll}")
+        schema, fn = entry
+        body = parse_body(schema)
+        with ctl.db.read() as s:
+            get_or_404(s, _model(coll), uuid)
+        return job_answer(ctl, fn(ctl, uuid, body))
+
+    # -- jobs ---------------------------------------------------------------
+
+    @bp.get("/jobs/<job_uuid>")
+    def get_job(job_uuid: str) -> Response:
+        if flag("wait"):
+            job = ctl.jobs.wait(job_uuid, min(float(request.args.get("timeout", 3600)), 3600.0))
+        else:
+            job = ctl.jobs.get(job_uuid)
+        if job is None:
+            raise NotFound(f"no job {job_uuid}")
+        return json_response({"job": job_dict(job)})
+
+    @bp.get("/jobs")
+    def list_jobs() -> Response:
+        q = parse(request.args)
+        with ctl.db.read() as s:
+            rows, total = run(s, Job, q)
+            items = rows if q.fields else [job_dict(r) for r in rows]
+        return json_response({"items": items, **({"total": total} if total is not None else {})})
+
+    @bp.post("/jobs/<job_uuid>/cancel")
+    def cancel_job(job_uuid: str) -> Response:
+        job = ctl.jobs.cancel(job_uuid)
+        if job is None:
+            raise NotFound(f"no job {job_uuid}")
+        return json_response({"job": job_dict(job)})
+
+    # -- agents -------------------------------------------------------------
+
+    @bp.post("/agent-callbacks")
+    def agent_callback() -> Response:
+        task_uuid = request.headers.get("taskuuid", "")
+        kind = request.headers.get("kind", "reply")
+        body = request.get_json(silent=True)
+        if not task_uuid or not isinstance(body, dict):
+            return json_response({"error": {"code": "INVALID_REQUEST", "details": {"field": "taskuuid"},
+                                            "message": "a taskuuid header and a JSON body are needed"}},
+                                 400)
+        known = ctl.dispatcher.on_callback(task_uuid, kind, body)
+        return json_response({"accepted": known})
+
+    @bp.post("/agent-events/<host_uuid>")
+    def agent_event(host_uuid: str) -> Response:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return json_response({"error": {"code": "INVALID_REQUEST", "details": {"field": "body"},
+                                            "message": "a JSON body is needed"}}, 400)
+        ctl.tracker.on_event(host_uuid, body)
+        return json_response({"accepted": True})
+
+    return bp

@@ -1,0 +1,271 @@
+"""Request bodies of the API: typed, camelCase on the wire, unknown fields refused.
+
+A body that does not validate is a 400 whose details name every offending
+field, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from agentcore.models import WireModel
+
+Name = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
+Description = Annotated[str | None, Field(default=None, max_length=2048)]
+Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="a resource UUID (32 hex digits)")]
+Url = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=512)]
+Bytes = Annotated[int, Field(gt=0, le=2**50)]
+
+
+class Body(WireModel):
+    """Base of every request body."""
+
+
+class Named(Body):
+    name: Name
+    description: Description = None
+
+
+class UpdateBody(Body):
+    """PATCH: the fields every resource lets you change."""
+
+    name: Name | None = None
+    description: Description = None
+
+
+class ZoneCreate(Named):
+    """Create a zone."""
+
+
+class ClusterCreate(Named):
+    """Create a cluster in a zone."""
+
+    zone_uuid: Uuid
+    hypervisor_type: Literal["KVM"] = "KVM"
+
+
+class HostCreate(Named):
+    """Add a KVM host: deploy its agents (optional), connect, and track it."""
+
+    cluster_uuid: Uuid
+    management_ip: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:-]+$")
+    agent_url: Url | None = None
+    storage_agent_url: Url | None = None
+    deploy: bool = Field(default=False, description="run the Ansible deploy first")
+    ssh_user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_port: int = Field(default=22, gt=0, lt=65536)
+
+
+class PrimaryStorageCreate(Named):
+    """Add primary storage to a zone (and attach it to clusters)."""
+
+    zone_uuid: Uuid
+    type: Literal["nfs", "local", "sharedmountpoint", "ceph"]
+    url: str = Field(min_length=1, max_length=1024)
+    mount_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._/-]+$", max_length=1024)
+    agent_url: Url | None = None
+    total_capacity: int = Field(default=0, ge=0)
+    cluster_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _needs(self) -> Self:
+        if self.type != "ceph" and not self.mount_path:
+            raise ValueError("mountPath is required for file-based primary storage")
+        if self.type == "ceph" and not self.agent_url:
+            raise ValueError("agentUrl is required for ceph primary storage")
+        return self
+
+
+class BackupStorageCreate(Named):
+    """Add backup storage and attach it to zones."""
+
+    type: Literal["sftp", "ceph"]
+    hostname: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:-]+$")
+    port: int = Field(default=22, gt=0, lt=65536)
+    username: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    url: str = Field(min_length=1, max_length=1024, description="store root (sftp) or pool (ceph)")
+    agent_url: Url | None = None
+    total_capacity: int = Field(default=0, ge=0)
+    zone_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
+
+
+class ImageCreate(Named):
+    """Register an image that is in backup storage (its id and digest there)."""
+
+    backup_storage_uuids: list[Uuid] = Field(min_length=1, max_length=100)
+    image_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                          description="the image's id in the backup storage")
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    url: Url | None = None
+    format: Literal["qcow2", "raw", "iso"] = "qcow2"
+    media_type: Literal["RootVolumeTemplate", "DataVolumeTemplate", "ISO"] = "RootVolumeTemplate"
+    platform: Literal["Linux", "Windows", "Other"] = "Linux"
+    size: Bytes = Field(description="virtual size in bytes")
+    actual_size: int = Field(default=0, ge=0)
+
+
+class L2NetworkCreate(Named):
+    """Create an L2 network (novlan, vlan or vxlan) and attach it to clusters."""
+
+    zone_uuid: Uuid
+    type: Literal["novlan", "vlan", "vxlan"]
+    physical_interface: str = Field(pattern=r"^[A-Za-z0-9._-]{1,15}$")
+    vlan: int | None = Field(default=None, ge=1, le=16777215)
+    cluster_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _vlan(self) -> Self:
+        if self.type == "novlan" and self.vlan is not None:
+            raise ValueError("vlan must not be set for a novlan network")
+        if self.type == "vlan" and (self.vlan is None or self.vlan > 4094):
+            raise ValueError("vlan (1-4094) is required for a vlan network")
+        if self.type == "vxlan" and self.vlan is None:
+            raise ValueError("vlan (the VNI) is required for a vxlan network")
+        return self
+
+
+class IpRangeSpec(Body):
+    """A range of addresses with its netmask and gateway."""
+
+    start_ip: str
+    end_ip: str
+    netmask: str
+    gateway: str
+
+    @field_validator("start_ip", "end_ip", "gateway")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        return str(ipaddress.IPv4Address(v))
+
+    @field_validator("netmask")
+    @classmethod
+    def _mask(cls, v: str) -> str:
+        ipaddress.IPv4Network(f"0.0.0.0/{v}")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        start, end = ipaddress.IPv4Address(self.start_ip), ipaddress.IPv4Address(self.end_ip)
+        if start > end:
+            raise ValueError("startIp must not be after endIp")
+        net = ipaddress.IPv4Network(f"{self.gateway}/{self.netmask}", strict=False)
+        if start not in net or end not in net:
+            raise ValueError("the range must lie in the gateway's subnet")
+        return self
+
+
+class IpRangeCreate(IpRangeSpec):
+    """Add an IP range to an L3 network."""
+
+    name: Name
+    description: Description = None
+    l3_network_uuid: Uuid
+
+
+class L3NetworkCreate(Named):
+    """Create an L3 network on an L2 network (flat DHCP on each host)."""
+
+    l2_network_uuid: Uuid
+    dns: list[str] = Field(default_factory=list, max_length=8)
+    dns_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    ip_ranges: list[IpRangeSpec] = Field(default_factory=list, max_length=64)
+
+    @field_validator("dns")
+    @classmethod
+    def _dns(cls, v: list[str]) -> list[str]:
+        return [str(ipaddress.ip_address(x)) for x in v]
+
+
+class InstanceOfferingCreate(Named):
+    """A VM size."""
+
+    cpu_num: int = Field(ge=1, le=256)
+    memory_size: int = Field(ge=16 * 2**20, le=2**42, description="bytes")
+
+
+class DiskOfferingCreate(Named):
+    """A data volume size."""
+
+    disk_size: Bytes
+
+
+class VmCreate(Named):
+    """Create and start a VM from an image."""
+
+    image_uuid: Uuid
+    instance_offering_uuid: Uuid
+    l3_network_uuids: list[Uuid] = Field(min_length=1, max_length=8)
+    data_disk_offering_uuids: list[Uuid] = Field(default_factory=list, max_length=16)
+    zone_uuid: Uuid | None = None
+    cluster_uuid: Uuid | None = None
+    host_uuid: Uuid | None = None
+    primary_storage_uuid: Uuid | None = None
+
+
+class VolumeCreate(Named):
+    """Create a data volume (instantiated on first attach)."""
+
+    disk_offering_uuid: Uuid | None = None
+    size: Bytes | None = None
+    primary_storage_uuid: Uuid | None = None
+
+    @model_validator(mode="after")
+    def _size(self) -> Self:
+        if (self.disk_offering_uuid is None) == (self.size is None):
+            raise ValueError("give exactly one of diskOfferingUuid and size")
+        return self
+
+
+class SnapshotCreate(Named):
+    """Take a snapshot of a volume."""
+
+    volume_uuid: Uuid
+
+
+class TagCreate(Body):
+    """Tag a resource."""
+
+    resource_uuid: Uuid
+    tag: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")
+
+
+class MigrateAction(Body):
+    """Live-migrate a running VM (to a chosen host, or the scheduler's pick)."""
+
+    host_uuid: Uuid | None = None
+
+
+class VolumeAction(Body):
+    volume_uuid: Uuid
+
+
+class NicAttachAction(Body):
+    l3_network_uuid: Uuid
+
+
+class NicDetachAction(Body):
+    nic_uuid: Uuid
+
+
+class SnapshotAction(Body):
+    name: Name
+    description: Description = None
+
+
+class StopAction(Body):
+    force: bool = False
+
+
+class EmptyAction(Body):
+    """An action without parameters."""
+
+
+class ClusterAction(Body):
+    cluster_uuid: Uuid
+
+
+class ZoneAction(Body):
+    zone_uuid: Uuid

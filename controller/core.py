@@ -1,0 +1,52 @@
+"""The controller object: database, dispatcher, queues, jobs and tracker, wired once."""
+
+from __future__ import annotations
+
+import logging
+
+from controller.db.base import Database
+from controller.dispatch.dispatcher import Dispatcher
+from controller.dispatch.transport import HttpTransport, Transport
+from controller.jobs import JobManager
+from controller.queues import ResourceQueues
+from controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CALLBACK_PATH = "/v1/agent-callbacks"
+EVENTS_PATH = "/v1/agent-events"
+
+
+class Controller:
+    """Everything behind the API of one controller process."""
+
+    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.db_url)
+        self.db.create_all()
+        self.transport = transport or HttpTransport()
+        self.dispatcher = Dispatcher(
+            self.transport, settings.callback_base + CALLBACK_PATH, token=settings.agent_token,
+            poll_after=settings.poll_after)
+        self.queues = ResourceQueues(settings.job_workers)
+        self.jobs = JobManager(self.db, self.dispatcher, self.queues)
+        self.jobs.recover()
+        from controller.tracker import HostTracker
+
+        self.tracker = HostTracker(self)
+
+    @property
+    def events_url(self) -> str:
+        """Where agents push events (``<base>/v1/agent-events``; the host UUID is appended)."""
+        return self.settings.callback_base + EVENTS_PATH
+
+    def start(self) -> None:
+        if self.settings.tracker:
+            self.tracker.start()
+
+    def close(self) -> None:
+        self.tracker.stop()
+        self.dispatcher.close()
+        self.queues.shutdown()
+        self.transport.close()
+        self.db.dispose()

@@ -1,0 +1,1 @@
+"""The controller's resource model and database access."""

@@ -1,0 +1,110 @@
+"""Declarative base, the columns every resource shares, and engines.
+
+SQLite (the default) runs in WAL mode with two engines over one file: writers
+take the write lock up front (``BEGIN IMMEDIATE``) so two transactions never
+deadlock upgrading a read lock, readers stay deferred and never block. Other
+databases (PostgreSQL, MariaDB) use one engine for both.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, String, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+
+def new_uuid() -> str:
+    """A resource UUID: 32 hex digits, as ZStack spells them."""
+    return uuidlib.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    """Base of every table."""
+
+
+class ResourceMixin:
+    """UUID, name, description, dates and state: what every resource has."""
+
+    uuid: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    description: Mapped[str | None] = mapped_column(String(2048), default=None)
+    state: Mapped[str] = mapped_column(String(32), default="Enabled", index=True)
+    create_date: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    last_op_date: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _make_sqlite(url: str, begin: str) -> Engine:
+    memory = url in ("sqlite://", "sqlite:///:memory:")
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 60}}
+    if memory:
+        kwargs["poolclass"] = StaticPool
+    else:
+        kwargs.update(pool_size=16, max_overflow=32)
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "connect", _sqlite_pragmas)
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """Engines and session factories for one database URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = _make_sqlite(url, "BEGIN IMMEDIATE")
+            memory = url in ("sqlite://", "sqlite:///:memory:")
+            self.read_engine = self.engine if memory else _make_sqlite(url, "BEGIN")
+        else:
+            self.engine = create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+            self.read_engine = self.engine
+        self._writer = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A short write transaction: committed on success, rolled back on error."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session that never takes the write lock."""
+        with self._reader() as session:  # closing ends the transaction, keeps loaded rows
+            yield session
+
+    def create_all(self) -> None:
+        """Bring the schema to the newest migration."""
+        from controller.db.migrate import upgrade
+
+        upgrade(self)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()

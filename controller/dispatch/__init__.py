@@ -1,0 +1,1 @@
+"""Sending commands to agents: the transport seam and the dispatcher."""

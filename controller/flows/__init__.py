@@ -1,0 +1,1 @@
+"""Multi-step operations as flows of steps, each with a rollback."""

@@ -1,0 +1,200 @@
+"""Jobs: API operations that reach agents, run on the per-resource queues.
+
+A job row is written when the operation is accepted (``queued``), moves to
+``running`` when its resources are free, and ends ``succeeded``, ``failed``
+or ``cancelled`` with a result or an error. Waiters block on an in-memory
+event, never by polling the database. On start, jobs a previous controller
+process left unfinished are marked failed (``CONTROLLER_RESTARTED``), so no
+job stays running forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+
+from controller.db.base import Database, utcnow
+from controller.db.jobs import FINAL_STATES, Job
+from controller.dispatch.dispatcher import AgentCallError, Dispatcher, PendingCall
+from controller.errors import ApiError
+from controller.queues import QueuedWork, ResourceQueues
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 0.5
+
+
+class JobCancelled(Exception):
+    """Raised inside a job at its next check after a cancel."""
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """The API form of a job."""
+    return {
+        "uuid": job.uuid, "kind": job.kind, "resourceType": job.resource_type,
+        "resourceUuid": job.resource_uuid, "state": job.state, "stage": job.stage,
+        "percent": job.percent, "result": job.result, "error": job.error,
+        "createDate": job.create_date.isoformat(), "lastOpDate": job.last_op_date.isoformat(),
+    }
+
+
+@dataclass(eq=False)
+class JobContext:
+    """What a running job sees: cancel checks, progress, agent calls it can abort."""
+
+    uuid: str
+    manager: JobManager
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    calls: set[PendingCall] = field(default_factory=set)
+    _last_progress: float = 0.0
+
+    def check(self) -> None:
+        """Raise :class:`JobCancelled` if the job was cancelled."""
+        if self.cancelled.is_set():
+            raise JobCancelled()
+
+    def progress(self, stage: str, percent: float | None = None, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_EVERY:
+            return
+        self._last_progress = now
+        with self.manager.db.write() as s:
+            s.execute(update(Job).where(Job.uuid == self.uuid).values(stage=stage, percent=percent))
+
+    def wait_call(self, pc: PendingCall) -> dict[str, Any]:
+        """Wait for an agent call; a cancel of the job cancels it on the agent."""
+        self.calls.add(pc)
+        try:
+            if self.cancelled.is_set():
+                self.manager.dispatcher.cancel(pc)
+            return pc.result()
+        finally:
+            self.calls.discard(pc)
+
+
+JobFn = Callable[[JobContext], dict[str, Any] | None]
+
+
+@dataclass(eq=False)
+class _Live:
+    ctx: JobContext
+    done: threading.Event
+    work: QueuedWork | None = None
+    started: bool = False
+
+
+class JobManager:
+    """Creates, runs, waits for and cancels jobs."""
+
+    def __init__(self, db: Database, dispatcher: Dispatcher, queues: ResourceQueues) -> None:
+        self.db = db
+        self.dispatcher = dispatcher
+        self.queues = queues
+        self._live: dict[str, _Live] = {}
+        self._mu = threading.Lock()
+
+    def recover(self) -> int:
+        """Fail jobs left unfinished by a previous process; returns how many."""
+        with self.db.write() as s:
+            res = s.execute(
+                update(Job).where(Job.state.in_(("queued", "running"))).values(
+                    state="failed", last_op_date=utcnow(),
+                    error={"code": "CONTROLLER_RESTARTED",
+                           "message": "the controller restarted while the job ran",
+                           "details": {}}))
+            count = int(res.rowcount or 0)  # type: ignore[attr-defined]
+        if count:
+            log.warning("marked %d unfinished job(s) failed after a restart", count)
+        return count
+
+    def submit(self, kind: str, resource_type: str, resource_uuid: str | None,
+               keys: list[str], fn: JobFn) -> Job:
+        """Accept a job: write it, queue it behind the work on its resources."""
+        with self.db.write() as s:
+            job = Job(kind=kind, resource_type=resource_type, resource_uuid=resource_uuid,
+                      state="queued", stage=None, percent=None, result=None, error=None)
+            s.add(job)
+            s.flush()
+        live = _Live(JobContext(job.uuid, self), threading.Event())
+        with self._mu:
+            self._live[job.uuid] = live
+        live.work = self.queues.submit(keys, lambda: self._run(live, fn))
+        return job
+
+    def _run(self, live: _Live, fn: JobFn) -> None:
+        ctx = live.ctx
+        with self._mu:
+            live.started = True
+        state, result, error = "failed", None, None
+        try:
+            ctx.check()
+            self._set(ctx.uuid, state="running")
+            result = fn(ctx)
+            state = "succeeded"
+        except JobCancelled:
+            state, error = "cancelled", {"code": "CANCELLED", "message": "the job was cancelled",
+                                         "details": {}}
+        except AgentCallError as e:
+            error = e.to_dict()
+            if e.code == "CANCELLED" and ctx.cancelled.is_set():
+                state = "cancelled"
+        except ApiError as e:
+            error = e.to_dict()
+        except Exception as e:
+            log.exception("job %s raised", ctx.uuid)
+            error = {"code": "INTERNAL_ERROR", "message": f"{type(e).__name__}: {e}", "details": {}}
+        finally:
+            self._finish(live, state, result, error)
+
+    def _finish(self, live: _Live, state: str, result: dict[str, Any] | None,
+                error: dict[str, Any] | None) -> None:
+        try:
+            self._set(live.ctx.uuid, state=state, result=result, error=error,
+                      percent=100.0 if state == "succeeded" else None)
+        finally:
+            with self._mu:
+                self._live.pop(live.ctx.uuid, None)
+            live.done.set()
+
+    def _set(self, job_uuid: str, **values: Any) -> None:
+        with self.db.write() as s:
+            s.execute(update(Job).where(Job.uuid == job_uuid).values(last_op_date=utcnow(), **values))
+
+    def get(self, job_uuid: str) -> Job | None:
+        with self.db.read() as s:
+            return s.get(Job, job_uuid)
+
+    def wait(self, job_uuid: str, timeout: float | None = None) -> Job | None:
+        """Block until the job is final (or ``timeout``); returns its row."""
+        with self._mu:
+            live = self._live.get(job_uuid)
+        if live is not None:
+            live.done.wait(timeout)
+        return self.get(job_uuid)
+
+    def cancel(self, job_uuid: str) -> Job | None:
+        """Cancel a job: a queued one at once, a running one at its next step."""
+        with self._mu:
+            live = self._live.get(job_uuid)
+        if live is None:
+            return self.get(job_uuid)
+        live.ctx.cancelled.set()
+        with self._mu:
+            started = live.started
+        if not started and live.work is not None and self.queues.withdraw(live.work):
+            self._finish(live, "cancelled", None,
+                         {"code": "CANCELLED", "message": "the job was cancelled", "details": {}})
+        else:
+            for pc in list(live.ctx.calls):
+                self.dispatcher.cancel(pc)
+        return self.get(job_uuid)
+
+    def unfinished(self) -> list[str]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Job.uuid).where(Job.state.not_in(FINAL_STATES))))

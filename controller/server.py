@@ -1,0 +1,74 @@
+"""``kvmcloud serve``: the controller's WSGI app and its gunicorn server.
+
+One process with many threads (gunicorn ``gthread``, one worker): the
+dispatcher's pending calls, the per-resource queues and the job waiters live
+in that process, so callbacks resolve in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response
+
+from controller.api.http import json_response
+from controller.core import Controller
+from controller.dispatch.transport import Transport
+from controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, transport: Transport | None = None,
+               controller: Controller | None = None) -> Flask:
+    """The controller's Flask app; ``app.extensions["kvmcloud"]`` is the :class:`Controller`."""
+    from controller.api import routes
+    from controller.api.openapi import build_openapi
+    from controller.services import register
+
+    ctl = controller or Controller(settings, transport)
+    register()
+    app = Flask("kvmcloud")
+    app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
+    app.extensions["kvmcloud"] = ctl
+    app.register_blueprint(routes.make_blueprint(ctl))
+    creates = {**{c: m for c, (m, _) in routes.SIMPLE_CREATE.items()},
+               **{c: m for c, (m, _) in routes.JOB_CREATE.items()}}
+    doc = build_openapi(creates, {k: m for k, (m, _) in routes.ACTIONS.items()},
+                        [*sorted(set(creates) | {"vm-nics", "tags"})])
+    doc_text = json.dumps(doc)
+
+    @app.get("/v1/openapi.json")
+    def openapi() -> Response:
+        return Response(doc_text, mimetype="application/json")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return json_response({"status": "ok", "pendingCalls": ctl.dispatcher.pending()})
+
+    ctl.start()
+    return app
+
+
+def serve(listen: str, db_url: str, **settings: Any) -> None:
+    """Run the controller under gunicorn until stopped."""
+    from gunicorn.app.base import BaseApplication
+
+    cfg = Settings(listen=listen, db_url=db_url, **settings)
+
+    class _App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for k, v in {"bind": cfg.listen, "workers": 1, "worker_class": "gthread",
+                         "threads": cfg.threads, "timeout": 120, "keepalive": 30,
+                         "backlog": 4096, "accesslog": None, "errorlog": "-",
+                         "loglevel": "warning", "proc_name": "kvmcloud-controller"}.items():
+                self.cfg.set(k, v)
+
+        def load(self) -> Flask:
+            logging.basicConfig(level=logging.INFO,
+                                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            return create_app(cfg)
+
+    _App().run()

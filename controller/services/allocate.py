@@ -1,0 +1,144 @@
+"""Choosing and reserving: hosts (CPU, memory), primary storage, IP addresses.
+
+Reservations are single conditional UPDATEs (``... WHERE available >= x``),
+so two concurrent creates can never both take the last slot, and no lock is
+held across agent calls.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from controller.db.models import Host, IpRange, L3Network, PrimaryStorage, PrimaryStorageClusterRef, UsedIp
+from controller.errors import NoCapacity
+
+CANDIDATES = 8
+FILE_TYPES = ("nfs", "local", "sharedmountpoint")
+
+
+@dataclass(frozen=True)
+class HostRef:
+    """What a flow needs to reach a host."""
+
+    uuid: str
+    cluster_uuid: str
+    management_ip: str
+    agent_url: str
+    storage_agent_url: str | None
+
+
+def reserve_host(s: Session, cpu: int, memory: int, zone_uuid: str | None = None,
+                 cluster_uuid: str | None = None, host_uuid: str | None = None,
+                 exclude: tuple[str, ...] = ()) -> HostRef:
+    """Pick a connected, enabled host with room and take ``cpu``/``memory`` from it."""
+    stmt = select(Host).where(Host.status == "Connected", Host.state == "Enabled",
+                              Host.available_cpu >= cpu, Host.available_memory >= memory)
+    if zone_uuid:
+        stmt = stmt.where(Host.zone_uuid == zone_uuid)
+    if cluster_uuid:
+        stmt = stmt.where(Host.cluster_uuid == cluster_uuid)
+    if host_uuid:
+        stmt = stmt.where(Host.uuid == host_uuid)
+    if exclude:
+        stmt = stmt.where(Host.uuid.not_in(exclude))
+    hosts = list(s.scalars(stmt.order_by(Host.available_memory.desc()).limit(CANDIDATES)))
+    random.shuffle(hosts)
+    for h in hosts:
+        res = s.execute(update(Host).where(
+            Host.uuid == h.uuid, Host.available_cpu >= cpu, Host.available_memory >= memory,
+        ).values(available_cpu=Host.available_cpu - cpu,
+                 available_memory=Host.available_memory - memory))
+        if res.rowcount:  # type: ignore[attr-defined]
+            return HostRef(h.uuid, h.cluster_uuid, h.management_ip, h.agent_url,
+                           h.storage_agent_url)
+    raise NoCapacity(f"no connected, enabled host has {cpu} vCPU and {memory} bytes free",
+                     cpu=cpu, memory=memory)
+
+
+def release_host(s: Session, host_uuid: str, cpu: int, memory: int) -> None:
+    s.execute(update(Host).where(Host.uuid == host_uuid).values(
+        available_cpu=Host.available_cpu + cpu,
+        available_memory=Host.available_memory + memory))
+
+
+def reserve_primary_storage(s: Session, cluster_uuid: str, size: int,
+                            ps_uuid: str | None = None) -> PrimaryStorage:
+    """A file-based primary storage attached to the cluster with room for ``size``."""
+    attached = select(PrimaryStorageClusterRef.primary_storage_uuid).where(
+        PrimaryStorageClusterRef.cluster_uuid == cluster_uuid)
+    stmt = select(PrimaryStorage).where(PrimaryStorage.uuid.in_(attached),
+                                        PrimaryStorage.state == "Enabled",
+                                        PrimaryStorage.type.in_(FILE_TYPES))
+    if ps_uuid:
+        stmt = stmt.where(PrimaryStorage.uuid == ps_uuid)
+    for ps in s.scalars(stmt.order_by(PrimaryStorage.available_capacity.desc())):
+        if ps.total_capacity == 0:
+            return ps  # capacity unknown: not enforced
+        res = s.execute(update(PrimaryStorage).where(
+            PrimaryStorage.uuid == ps.uuid, PrimaryStorage.available_capacity >= size,
+        ).values(available_capacity=PrimaryStorage.available_capacity - size))
+        if res.rowcount:  # type: ignore[attr-defined]
+            return ps
+    raise NoCapacity(f"no primary storage attached to cluster {cluster_uuid} has {size} bytes",
+                     cluster=cluster_uuid, size=size)
+
+
+def release_primary_storage(s: Session, ps_uuid: str, size: int) -> None:
+    s.execute(update(PrimaryStorage).where(PrimaryStorage.uuid == ps_uuid,
+                                           PrimaryStorage.total_capacity > 0).values(
+        available_capacity=PrimaryStorage.available_capacity + size))
+
+
+def _free_in_range(s: Session, rng: IpRange) -> int | None:
+    lo = int(ipaddress.IPv4Address(rng.start_ip))
+    hi = int(ipaddress.IPv4Address(rng.end_ip))
+    gw = int(ipaddress.IPv4Address(rng.gateway))
+    top = s.scalar(select(func.max(UsedIp.ip_int)).where(UsedIp.ip_range_uuid == rng.uuid))
+    start = lo if top is None else top + 1
+    for cand in range(start, hi + 1):  # fast path: after the highest taken
+        if cand != gw:
+            return cand
+    used = set(s.scalars(select(UsedIp.ip_int).where(UsedIp.ip_range_uuid == rng.uuid)))
+    for cand in range(lo, hi + 1):  # slow path: reuse a hole
+        if cand != gw and cand not in used:
+            return cand
+    return None
+
+
+def allocate_ip(s: Session, l3_uuid: str) -> tuple[UsedIp, IpRange]:
+    """Take a free address of the L3 network (unique per network, retried on a race)."""
+    ranges = list(s.scalars(select(IpRange).where(IpRange.l3_network_uuid == l3_uuid)
+                            .order_by(IpRange.start_ip)))
+    for _ in range(16):
+        for rng in ranges:
+            cand = _free_in_range(s, rng)
+            if cand is None:
+                continue
+            row = UsedIp(ip_range_uuid=rng.uuid, l3_network_uuid=l3_uuid,
+                         ip=str(ipaddress.IPv4Address(cand)), ip_int=cand)
+            try:
+                with s.begin_nested():
+                    s.add(row)
+            except IntegrityError:
+                break  # someone took it; look again
+            return row, rng
+        else:
+            raise NoCapacity(f"L3 network {l3_uuid} has no free address", l3NetworkUuid=l3_uuid)
+    raise NoCapacity(f"could not allocate an address on {l3_uuid}", l3NetworkUuid=l3_uuid)
+
+
+def dhcp_server_ip(s: Session, l3_uuid: str) -> str:
+    """The L3 network's DHCP server address, allocated once from its ranges."""
+    l3 = s.get(L3Network, l3_uuid, with_for_update=True)
+    if l3 is None:
+        raise NoCapacity(f"no L3 network {l3_uuid}")
+    if l3.dhcp_server_ip is None:
+        used, _ = allocate_ip(s, l3_uuid)
+        l3.dhcp_server_ip = used.ip
+    return l3.dhcp_server_ip

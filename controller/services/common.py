@@ -1,0 +1,42 @@
+"""Helpers every service uses: references, serialisation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic.alias_generators import to_camel
+from sqlalchemy.orm import Session
+
+from controller.db.base import Base
+from controller.errors import BadRequest, NotFound
+
+M = TypeVar("M", bound=Base)
+
+
+def require(s: Session, model: type[M], uuid: str | None, field: str) -> M:
+    """The row a body field refers to, or a 400 naming the field."""
+    row = s.get(model, uuid) if uuid else None
+    if row is None:
+        raise BadRequest(f"{field}: no {model.__name__} {uuid}", field=field, uuid=uuid)
+    return row
+
+
+def get_or_404(s: Session, model: type[M], uuid: str) -> M:
+    row = s.get(model, uuid)
+    if row is None:
+        raise NotFound(f"no {model.__name__} {uuid}", uuid=uuid)
+    return row
+
+
+def to_dict(row: Any) -> dict[str, Any]:
+    """A row as the API shows it: camelCase keys, ISO dates."""
+    out: dict[str, Any] = {}
+    for col in row.__table__.columns:
+        v = getattr(row, col.key)
+        out[to_camel(col.key)] = v.isoformat() if isinstance(v, datetime) else v
+    return out
+
+
+def jsonable(v: Any) -> Any:
+    return v.isoformat() if isinstance(v, datetime) else v

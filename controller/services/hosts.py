@@ -1,0 +1,155 @@
+"""Hosts: add (deploy, connect), reconnect, enable, disable, maintain."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kvmagent import models as km
+from sqlalchemy import func, select, update
+from storageagent import models as sm
+
+from controller.api import routes
+from controller.api import schemas as sc
+from controller.core import Controller
+from controller.db.jobs import Job
+from controller.db.models import Cluster, Host, PrimaryStorage, PrimaryStorageClusterRef, Vm
+from controller.errors import BadRequest, Conflict
+from controller.jobs import JobContext
+from controller.services.common import require, to_dict
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT = 60.0
+
+
+def add_host(ctl: Controller, body: sc.HostCreate) -> tuple[Job, dict[str, Any]]:
+    """Write the host (Connecting), then deploy and connect it in a job."""
+    with ctl.db.write() as s:
+        cluster = require(s, Cluster, body.cluster_uuid, "clusterUuid")
+        if s.scalar(select(Host.uuid).where(Host.management_ip == body.management_ip)):
+            raise BadRequest(f"managementIp: a host with {body.management_ip} exists",
+                             field="managementIp")
+        host = Host(name=body.name, description=body.description, zone_uuid=cluster.zone_uuid,
+                    cluster_uuid=cluster.uuid, management_ip=body.management_ip,
+                    agent_url=body.agent_url or f"http://{body.management_ip}:7070",
+                    storage_agent_url=body.storage_agent_url, status="Connecting")
+        s.add(host)
+        s.flush()
+        out = to_dict(host)
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        try:
+            if body.deploy:
+                ctx.progress("deploy", 5.0, force=True)
+                _deploy(ctl, out["uuid"], body)
+            ctx.progress("connect", 50.0, force=True)
+            return connect(ctl, out["uuid"])
+        except Exception:
+            with ctl.db.write() as s:
+                s.execute(update(Host).where(Host.uuid == out["uuid"]).values(status="Disconnected"))
+            raise
+
+    job = ctl.jobs.submit("add-host", "hosts", out["uuid"], [f"hosts:{out['uuid']}"], run)
+    return job, out
+
+
+def _deploy(ctl: Controller, host_uuid: str, body: sc.HostCreate) -> None:
+    from controller.deploy import DeployTarget, deploy_agent
+
+    target = DeployTarget(address=body.management_ip, ssh_port=body.ssh_port, user=body.ssh_user)
+    config = {"controller_urls": [ctl.settings.callback_base], "token": ctl.settings.agent_token}
+    for role in ("kvmagent", "storageagent"):
+        result = deploy_agent(target, role, config)
+        if not result.success:
+            raise Conflict(f"deploying {role} failed: {result.message}", task=result.failed_task)
+
+
+def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
+    """Connect a host: hand over its identity, read capacity, mount storage, sync VMs."""
+    with ctl.db.read() as s:
+        host = require(s, Host, host_uuid, "hostUuid")
+        refs = select(PrimaryStorageClusterRef.primary_storage_uuid).where(
+            PrimaryStorageClusterRef.cluster_uuid == host.cluster_uuid)
+        storages = list(s.scalars(select(PrimaryStorage).where(PrimaryStorage.uuid.in_(refs))))
+    with ctl.db.write() as s:
+        s.execute(update(Host).where(Host.uuid == host_uuid).values(status="Connecting"))
+    d = ctl.dispatcher
+    events = f"{ctl.events_url}/{host_uuid}"
+    ident = d.call_sync(host.agent_url, "/host/connect",
+                        km.ConnectCmd(host_uuid=host_uuid, events_url=events), CONNECT_TIMEOUT)
+    facts = d.call_sync(host.agent_url, "/host/facts", km.HostCmd(), CONNECT_TIMEOUT)
+    cap = d.call_sync(host.agent_url, "/host/capacity", km.HostCmd(), CONNECT_TIMEOUT)
+    if host.storage_agent_url:
+        for ps in storages:
+            mount_storage(ctl, host.storage_agent_url, ps)
+    cpu_total = int(cap.get("cpuTotal") or facts.get("cpuCount") or 0)
+    mem_total = int(cap.get("memoryTotal") or facts.get("memoryTotal") or 0)
+    with ctl.db.write() as s:
+        used_cpu, used_mem = s.execute(
+            select(func.coalesce(func.sum(Vm.cpu_num), 0), func.coalesce(func.sum(Vm.memory_size), 0))
+            .where(Vm.host_uuid == host_uuid)).one()
+        s.execute(update(Host).where(Host.uuid == host_uuid).values(
+            status="Connected", cpu_num=cpu_total, total_cpu=cpu_total,
+            available_cpu=max(0, cpu_total - int(used_cpu)), total_memory=mem_total,
+            available_memory=max(0, mem_total - int(used_mem)),
+            architecture=facts.get("arch") or None, agent_version=ident.get("version") or None))
+    ctl.tracker.connected(host_uuid)
+    ctl.tracker.sync_vms(host_uuid)
+    with ctl.db.read() as s:
+        return to_dict(require(s, Host, host_uuid, "hostUuid"))
+
+
+def mount_storage(ctl: Controller, storage_agent_url: str, ps: PrimaryStorage) -> None:
+    """Make a primary storage available on one host (NFS mount, or init a directory)."""
+    if ps.type == "nfs":
+        ctl.dispatcher.call_sync(storage_agent_url, "/storage/mount",
+                                 sm.MountCmd(storage_uuid=ps.uuid, url=ps.url), CONNECT_TIMEOUT)
+    elif ps.type in ("local", "sharedmountpoint"):
+        ctl.dispatcher.call_sync(storage_agent_url, "/storage/init", sm.InitCmd(
+            storage_uuid=ps.uuid, mount_path=ps.mount_path or "/", type=ps.type), CONNECT_TIMEOUT)
+
+
+def _set_state(ctl: Controller, host_uuid: str, state: str) -> dict[str, Any]:
+    with ctl.db.write() as s:
+        s.execute(update(Host).where(Host.uuid == host_uuid).values(state=state))
+        return to_dict(require(s, Host, host_uuid, "hostUuid"))
+
+
+def reconnect_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
+    """Reconnect a host (re-hand its identity, re-read capacity, re-sync VMs)."""
+    return ctl.jobs.submit("reconnect-host", "hosts", uuid, [f"hosts:{uuid}"],
+                           lambda ctx: connect(ctl, uuid))
+
+
+def enable_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
+    return ctl.jobs.submit("enable-host", "hosts", uuid, [f"hosts:{uuid}"],
+                           lambda ctx: _set_state(ctl, uuid, "Enabled"))
+
+
+def disable_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
+    return ctl.jobs.submit("disable-host", "hosts", uuid, [f"hosts:{uuid}"],
+                           lambda ctx: _set_state(ctl, uuid, "Disabled"))
+
+
+def maintain_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
+    """Put a host into maintenance: no new VMs; its VMs migrate away or stop."""
+    from controller.services import vms
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        _set_state(ctl, uuid, "Maintenance")
+        with ctl.db.read() as s:
+            on_host = list(s.scalars(select(Vm.uuid).where(Vm.host_uuid == uuid)))
+        for vm_uuid in on_host:
+            ctx.check()
+            vms.migrate_or_stop(ctl, ctx, "vms", vm_uuid)
+        return _set_state(ctl, uuid, "Maintenance")
+
+    return ctl.jobs.submit("maintain-host", "hosts", uuid, [f"hosts:{uuid}"], run)
+
+
+def register() -> None:
+    routes.JOB_CREATE["hosts"] = (sc.HostCreate, add_host)
+    routes.ACTIONS[("hosts", "reconnect")] = (sc.EmptyAction, reconnect_action)
+    routes.ACTIONS[("hosts", "enable")] = (sc.EmptyAction, enable_action)
+    routes.ACTIONS[("hosts", "disable")] = (sc.EmptyAction, disable_action)
+    routes.ACTIONS[("hosts", "maintain")] = (sc.EmptyAction, maintain_action)

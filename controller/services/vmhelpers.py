@@ -1,0 +1,189 @@
+"""Pieces every VM operation shares: reaching agents, DHCP leases, start specs."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from kvmagent import models as km
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from controller import commands
+from controller.core import Controller
+from controller.db.models import (
+    Host,
+    IpRange,
+    L2Network,
+    L3Network,
+    PrimaryStorage,
+    UsedIp,
+    Vm,
+    VmNic,
+    Volume,
+)
+from controller.dispatch.dispatcher import AgentCallError
+from controller.errors import Conflict
+from controller.jobs import JobContext
+from controller.services.allocate import dhcp_server_ip, release_host
+
+_dhcp_locks: dict[tuple[str, str], threading.Lock] = {}
+_dhcp_mu = threading.Lock()
+_l2_realised: set[tuple[str, str]] = set()
+
+
+def call(ctl: Controller, ctx: JobContext, agent_url: str, path: str, body: Any,
+         timeout: float | None = None) -> dict[str, Any]:
+    """An asynchronous agent command, waited for inside a job (cancellable)."""
+    ctx.check()
+    pc = ctl.dispatcher.call(agent_url, path, body, timeout or ctl.settings.command_timeout)
+    return ctx.wait_call(pc)
+
+
+def new_mac(s: Session) -> str:
+    """A locally administered unicast MAC not used by any NIC."""
+    while True:
+        octets = [0xFA, *(random.randint(0, 255) for _ in range(5))]  # noqa: S311
+        mac = ":".join(f"{o:02x}" for o in octets)
+        if s.scalar(select(VmNic.uuid).where(VmNic.mac == mac)) is None:
+            return mac
+
+
+def storage_agent(host: Host | Any) -> str:
+    if not host.storage_agent_url:
+        raise Conflict(f"host {host.uuid} has no storage agent", hostUuid=host.uuid)
+    return str(host.storage_agent_url)
+
+
+def realise_l2(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
+               l2: L2Network) -> None:
+    """Create the L2 bridge on a host once (remembered until the host reconnects)."""
+    key = (host_uuid, l2.uuid)
+    if key in _l2_realised:
+        return
+    call(ctl, ctx, agent_url, "/network/l2/create", commands.l2_create(l2))
+    _l2_realised.add(key)
+
+
+def forget_host(host_uuid: str) -> None:
+    for key in [k for k in _l2_realised if k[0] == host_uuid]:
+        _l2_realised.discard(key)
+
+
+def apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
+               l3_uuid: str) -> None:
+    """Send the full lease set of one L3 network on one host (serialised per pair)."""
+    with _dhcp_mu:
+        lock = _dhcp_locks.setdefault((host_uuid, l3_uuid), threading.Lock())
+    with lock:
+        with ctl.db.write() as s:
+            server_ip = dhcp_server_ip(s, l3_uuid)
+        with ctl.db.read() as s:
+            l3 = s.get(L3Network, l3_uuid)
+            assert l3 is not None
+            l2 = s.get(L2Network, l3.l2_network_uuid)
+            rng = s.scalar(select(IpRange).where(IpRange.l3_network_uuid == l3_uuid)
+                           .order_by(IpRange.start_ip).limit(1))
+            leases = [(mac, ip, commands.hostname(name)) for mac, ip, name in s.execute(
+                select(VmNic.mac, VmNic.ip, Vm.name).join(Vm, Vm.uuid == VmNic.vm_uuid).where(
+                    VmNic.l3_network_uuid == l3_uuid, VmNic.ip.is_not(None),
+                    Vm.host_uuid == host_uuid))]
+        if l2 is None or rng is None:
+            raise Conflict(f"L3 network {l3_uuid} has no L2 network or IP range")
+        realise_l2(ctl, ctx, host_uuid, agent_url, l2)
+        call(ctl, ctx, agent_url, "/network/dhcp/apply",
+             commands.dhcp_apply(l3, l2, rng, server_ip, leases))
+
+
+def release_dhcp(ctl: Controller, ctx: JobContext, agent_url: str, l3_uuid: str,
+                 macs: list[str]) -> None:
+    if macs:
+        call(ctl, ctx, agent_url, "/network/dhcp/release",
+             km.DhcpReleaseCmd(l3_network_uuid=l3_uuid, macs=macs))
+
+
+def start_cmd(s: Session, vm: Vm) -> km.StartVmCmd:
+    """The full spec of a VM from the database."""
+    vols = list(s.scalars(select(Volume).where(Volume.vm_uuid == vm.uuid,
+                                               Volume.status == "Ready")))
+    root = next((v for v in vols if v.type == "Root"), None)
+    if root is None or root.primary_storage_uuid is None:
+        raise Conflict(f"vm {vm.uuid} has no root volume")
+    specs = []
+    for v in [root, *sorted((v for v in vols if v.type != "Root"),
+                            key=lambda v: v.device_id or 0)]:
+        ps = s.get(PrimaryStorage, v.primary_storage_uuid)
+        assert ps is not None
+        specs.append(commands.file_volume(ps, v, v.device_id or 0))
+    nics = []
+    for nic in s.scalars(select(VmNic).where(VmNic.vm_uuid == vm.uuid).order_by(VmNic.device_id)):
+        l3 = s.get(L3Network, nic.l3_network_uuid)
+        l2 = s.get(L2Network, l3.l2_network_uuid) if l3 else None
+        if l2 is not None:
+            nics.append(commands.nic_spec(nic, l2))
+    return commands.start_vm(vm, specs[0], specs[1:], nics)
+
+
+def nic_l3s(s: Session, vm_uuid: str) -> list[tuple[str, str]]:
+    """(l3 uuid, mac) of a VM's NICs."""
+    return [(l3, mac) for l3, mac in s.execute(
+        select(VmNic.l3_network_uuid, VmNic.mac).where(VmNic.vm_uuid == vm_uuid))]
+
+
+def mark_stopped(s: Session, vm_uuid: str) -> None:
+    """The VM no longer runs anywhere: give its host capacity back."""
+    vm = s.get(Vm, vm_uuid, with_for_update=True)
+    if vm is None:
+        return
+    if vm.host_uuid is not None:
+        release_host(s, vm.host_uuid, vm.cpu_num, vm.memory_size)
+        vm.last_host_uuid = vm.host_uuid
+    vm.host_uuid = None
+    vm.state = "Stopped"
+
+
+def host_of(s: Session, host_uuid: str | None) -> Host:
+    host = s.get(Host, host_uuid) if host_uuid else None
+    if host is None:
+        raise Conflict(f"no host {host_uuid}")
+    return host
+
+
+def delete_volume_files(ctl: Controller, ctx: JobContext, host: Host | None,
+                        vols: Iterable[Volume]) -> None:
+    """Delete volumes on their storage (through any connected host's storage agent)."""
+    for v in vols:
+        if v.install_path is None or v.primary_storage_uuid is None or v.status != "Ready":
+            continue
+        with ctl.db.read() as s:
+            ps = s.get(PrimaryStorage, v.primary_storage_uuid)
+            h = host or _any_storage_host(s, v.primary_storage_uuid)
+        if ps is None or h is None:
+            continue
+        try:
+            call(ctl, ctx, storage_agent(h), "/storage/volume/delete",
+                 commands.delete_volume(ps, v.install_path))
+        except AgentCallError as e:
+            if e.code != "NOT_FOUND":
+                raise
+
+
+def _any_storage_host(s: Session, ps_uuid: str) -> Host | None:
+    from controller.db.models import PrimaryStorageClusterRef
+
+    clusters = select(PrimaryStorageClusterRef.cluster_uuid).where(
+        PrimaryStorageClusterRef.primary_storage_uuid == ps_uuid)
+    return s.scalar(select(Host).where(Host.cluster_uuid.in_(clusters), Host.status == "Connected",
+                                       Host.storage_agent_url.is_not(None)).limit(1))
+
+
+def release_ips(s: Session, used_ip_uuids: Iterable[str | None]) -> None:
+    ids = [u for u in used_ip_uuids if u]
+    if ids:
+        s.execute(update(VmNic).where(VmNic.used_ip_uuid.in_(ids)).values(used_ip_uuid=None))
+        for u in ids:
+            row = s.get(UsedIp, u)
+            if row is not None:
+                s.delete(row)

@@ -1,0 +1,382 @@
+"""VMs: create (a flow), lifecycle actions, NICs, and their cascade executors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kvmagent import models as km
+from sqlalchemy import delete, select, update
+
+from controller import cascade
+from controller.api import routes
+from controller.api import schemas as sc
+from controller.core import Controller
+from controller.db.jobs import Job
+from controller.db.models import (
+    DiskOffering,
+    Host,
+    Image,
+    InstanceOffering,
+    L3Network,
+    Tag,
+    UsedIp,
+    Vm,
+    VmNic,
+    Volume,
+)
+from controller.dispatch.dispatcher import AgentCallError
+from controller.errors import BadRequest, Conflict
+from controller.flows import create_vm
+from controller.jobs import JobContext
+from controller.services import allocate
+from controller.services.common import require, to_dict
+from controller.services.vmhelpers import (
+    apply_dhcp,
+    call,
+    delete_volume_files,
+    host_of,
+    mark_stopped,
+    new_mac,
+    nic_l3s,
+    release_dhcp,
+    start_cmd,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _keys(uuid: str) -> list[str]:
+    return [f"vms:{uuid}"]
+
+
+def create(ctl: Controller, body: sc.VmCreate) -> tuple[Job, dict[str, Any]]:
+    """Validate references, write the VM (Creating) and queue the create flow."""
+    with ctl.db.write() as s:
+        image = require(s, Image, body.image_uuid, "imageUuid")
+        if image.media_type != "RootVolumeTemplate":
+            raise BadRequest("imageUuid: not a root volume template", field="imageUuid")
+        offering = require(s, InstanceOffering, body.instance_offering_uuid, "instanceOfferingUuid")
+        zones = set()
+        for i, l3_uuid in enumerate(body.l3_network_uuids):
+            zones.add(require(s, L3Network, l3_uuid, f"l3NetworkUuids.{i}").zone_uuid)
+        sizes = [require(s, DiskOffering, u, f"dataDiskOfferingUuids.{i}").disk_size
+                 for i, u in enumerate(body.data_disk_offering_uuids)]
+        if len(zones) != 1 or (body.zone_uuid and body.zone_uuid not in zones):
+            raise BadRequest("l3NetworkUuids: networks must be in one zone (the VM's)",
+                             field="l3NetworkUuids")
+        zone_uuid = zones.pop()
+        if body.host_uuid:
+            require(s, Host, body.host_uuid, "hostUuid")
+        vm = Vm(name=body.name, description=body.description, zone_uuid=zone_uuid,
+                image_uuid=image.uuid, instance_offering_uuid=offering.uuid,
+                cpu_num=offering.cpu_num, memory_size=offering.memory_size,
+                platform=image.platform, state="Creating")
+        s.add(vm)
+        s.flush()
+        out = to_dict(vm)
+    st = create_vm.CreateVm(
+        ctl=ctl, ctx=None,  # type: ignore[arg-type]
+        vm_uuid=out["uuid"], cpu=offering.cpu_num, memory=offering.memory_size,
+        image_uuid=image.uuid, l3_uuids=list(body.l3_network_uuids), data_sizes=sizes,
+        zone_uuid=zone_uuid, cluster_uuid=body.cluster_uuid, want_host=body.host_uuid,
+        want_ps=body.primary_storage_uuid)
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        st.ctx = ctx
+        create_vm.run(ctl, ctx, st)
+        with ctl.db.read() as s:
+            return to_dict(require(s, Vm, st.vm_uuid, "vmUuid"))
+
+    job = ctl.jobs.submit("create-vm", "vms", out["uuid"], _keys(out["uuid"]), run)
+    return job, out
+
+
+def _vm(ctl: Controller, uuid: str) -> Vm:
+    with ctl.db.read() as s:
+        return require(s, Vm, uuid, "vmUuid")
+
+
+def _set(ctl: Controller, uuid: str, **values: Any) -> dict[str, Any]:
+    with ctl.db.write() as s:
+        s.execute(update(Vm).where(Vm.uuid == uuid).values(**values))
+        return to_dict(require(s, Vm, uuid, "vmUuid"))
+
+
+def start_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None = None) -> dict[str, Any]:
+    vm = _vm(ctl, uuid)
+    if vm.state == "Running":
+        return to_dict(vm)
+    if vm.state not in ("Stopped", "Unknown", "Crashed"):
+        raise Conflict(f"vm {uuid} is {vm.state}; only a stopped VM can start", state=vm.state)
+    with ctl.db.write() as s:
+        host = allocate.reserve_host(s, vm.cpu_num, vm.memory_size, vm.zone_uuid,
+                                     vm.cluster_uuid, host_uuid or vm.last_host_uuid)
+        s.execute(update(Vm).where(Vm.uuid == uuid).values(host_uuid=host.uuid, state="Starting"))
+    try:
+        for l3_uuid in dict.fromkeys(l3 for l3, _ in _nics(ctl, uuid)):
+            apply_dhcp(ctl, ctx, host.uuid, host.agent_url, l3_uuid)
+        with ctl.db.read() as s:
+            cmd = start_cmd(s, require(s, Vm, uuid, "vmUuid"))
+        call(ctl, ctx, host.agent_url, "/vm/start", cmd)
+    except BaseException:
+        with ctl.db.write() as s:
+            mark_stopped(s, uuid)
+        raise
+    return _set(ctl, uuid, state="Running")
+
+
+def _nics(ctl: Controller, uuid: str) -> list[tuple[str, str]]:
+    with ctl.db.read() as s:
+        return nic_l3s(s, uuid)
+
+
+def stop_vm(ctl: Controller, ctx: JobContext, uuid: str, force: bool = False) -> dict[str, Any]:
+    vm = _vm(ctl, uuid)
+    if vm.host_uuid is None or vm.state == "Stopped":
+        with ctl.db.write() as s:
+            mark_stopped(s, uuid)
+        return _set(ctl, uuid)
+    with ctl.db.read() as s:
+        host = host_of(s, vm.host_uuid)
+    _set(ctl, uuid, state="Stopping")
+    try:
+        call(ctl, ctx, host.agent_url, "/vm/stop",
+             km.StopVmCmd(vm_uuid=uuid, type="force" if force else "grace"))
+    except BaseException:
+        _set(ctl, uuid, state=vm.state)
+        raise
+    with ctl.db.write() as s:
+        mark_stopped(s, uuid)
+    return _set(ctl, uuid)
+
+
+def _simple(verb: str, path: str, during: str, after: str, need: tuple[str, ...]) -> Any:
+    def action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
+        def run(ctx: JobContext) -> dict[str, Any]:
+            vm = _vm(ctl, uuid)
+            if vm.state not in need:
+                raise Conflict(f"vm {uuid} is {vm.state}; {verb} needs {'/'.join(need)}",
+                               state=vm.state)
+            with ctl.db.read() as s:
+                host = host_of(s, vm.host_uuid)
+            _set(ctl, uuid, state=during)
+            try:
+                call(ctl, ctx, host.agent_url, path, km.VmCmd(vm_uuid=uuid))
+            except BaseException:
+                _set(ctl, uuid, state=vm.state)
+                raise
+            return _set(ctl, uuid, state=after)
+        return ctl.jobs.submit(f"{verb}-vm", "vms", uuid, _keys(uuid), run)
+    action.__doc__ = f"{verb.capitalize()} a VM."
+    return action
+
+
+def start_action(ctl: Controller, uuid: str, body: sc.MigrateAction) -> Job:
+    """Start a stopped VM (on its last host if it has room, or the chosen host)."""
+    return ctl.jobs.submit("start-vm", "vms", uuid, _keys(uuid),
+                           lambda ctx: start_vm(ctl, ctx, uuid, body.host_uuid))
+
+
+def stop_action(ctl: Controller, uuid: str, body: sc.StopAction) -> Job:
+    """Stop a VM (ACPI shutdown, or force)."""
+    return ctl.jobs.submit("stop-vm", "vms", uuid, _keys(uuid),
+                           lambda ctx: stop_vm(ctl, ctx, uuid, body.force))
+
+
+def migrate_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None) -> dict[str, Any]:
+    vm = _vm(ctl, uuid)
+    if vm.state != "Running" or vm.host_uuid is None:
+        raise Conflict(f"vm {uuid} is {vm.state}; only a running VM migrates", state=vm.state)
+    src_uuid = vm.host_uuid
+    with ctl.db.write() as s:
+        src = host_of(s, src_uuid)
+        dst = allocate.reserve_host(s, vm.cpu_num, vm.memory_size, vm.zone_uuid, src.cluster_uuid,
+                                    host_uuid, exclude=(src_uuid,))
+    _set(ctl, uuid, state="Migrating")
+    try:
+        for l3_uuid in dict.fromkeys(l3 for l3, _ in _nics(ctl, uuid)):
+            _realise_on(ctl, ctx, dst, l3_uuid)
+        call(ctl, ctx, src.agent_url, "/vm/migrate",
+             km.MigrateVmCmd(vm_uuid=uuid, dest_host_ip=dst.management_ip))
+    except BaseException:
+        with ctl.db.write() as s:
+            allocate.release_host(s, dst.uuid, vm.cpu_num, vm.memory_size)
+        _set(ctl, uuid, state="Running")
+        raise
+    with ctl.db.write() as s:
+        allocate.release_host(s, src_uuid, vm.cpu_num, vm.memory_size)
+        s.execute(update(Vm).where(Vm.uuid == uuid).values(
+            host_uuid=dst.uuid, last_host_uuid=src_uuid, state="Running"))
+    for l3_uuid, mac in _nics(ctl, uuid):
+        apply_dhcp(ctl, ctx, dst.uuid, dst.agent_url, l3_uuid)
+        try:
+            release_dhcp(ctl, ctx, src.agent_url, l3_uuid, [mac])
+        except AgentCallError as e:
+            log.warning("releasing the lease of %s on %s failed: %s", uuid, src_uuid, e)
+    return _set(ctl, uuid)
+
+
+def _realise_on(ctl: Controller, ctx: JobContext, host: allocate.HostRef, l3_uuid: str) -> None:
+    # the destination needs the bridge (and the lease set, sent after the move)
+    from controller.db.models import L2Network
+    from controller.services.vmhelpers import realise_l2
+
+    with ctl.db.read() as s:
+        l3 = s.get(L3Network, l3_uuid)
+        l2 = s.get(L2Network, l3.l2_network_uuid) if l3 else None
+    if l2 is not None:
+        realise_l2(ctl, ctx, host.uuid, host.agent_url, l2)
+
+
+def migrate_action(ctl: Controller, uuid: str, body: sc.MigrateAction) -> Job:
+    """Live-migrate a running VM to another host of its cluster."""
+    return ctl.jobs.submit("migrate-vm", "vms", uuid, _keys(uuid),
+                           lambda ctx: migrate_vm(ctl, ctx, uuid, body.host_uuid))
+
+
+def migrate_or_stop(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
+    """A host is going away: move the VM if another host can take it, else stop it."""
+    vm = _vm(ctl, uuid)
+    if vm.state == "Running":
+        try:
+            migrate_vm(ctl, ctx, uuid, None)
+            return
+        except Exception as e:
+            log.info("vm %s cannot migrate (%s); stopping it", uuid, e)
+    try:
+        stop_vm(ctl, ctx, uuid, force=True)
+    except AgentCallError as e:
+        log.warning("stopping vm %s failed (%s); marking it stopped", uuid, e)
+        with ctl.db.write() as s:
+            mark_stopped(s, uuid)
+
+
+def delete_vm(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
+    """Destroy the domain, drop leases, root volume, IPs and the row; data volumes detach."""
+    vm = _vm(ctl, uuid)
+    with ctl.db.read() as s:
+        host = s.get(Host, vm.host_uuid) if vm.host_uuid else None
+        vols = list(s.scalars(select(Volume).where(Volume.vm_uuid == uuid)))
+        nics = nic_l3s(s, uuid)
+    if host is not None and host.status == "Connected":
+        _set(ctl, uuid, state="Destroying")
+        call(ctl, ctx, host.agent_url, "/vm/destroy", km.DestroyVmCmd(vm_uuid=uuid))
+        for l3_uuid in dict.fromkeys(l3 for l3, _ in nics):
+            release_dhcp(ctl, ctx, host.agent_url, l3_uuid, [m for l3, m in nics if l3 == l3_uuid])
+    roots = [v for v in vols if v.type == "Root"]
+    delete_volume_files(ctl, ctx, host if host and host.status == "Connected" else None, roots)
+    with ctl.db.write() as s:
+        mark_stopped(s, uuid)
+        used = list(s.scalars(select(VmNic.used_ip_uuid).where(VmNic.vm_uuid == uuid)))
+        s.execute(delete(VmNic).where(VmNic.vm_uuid == uuid))
+        s.execute(delete(UsedIp).where(UsedIp.uuid.in_([u for u in used if u])))
+        s.execute(delete(Volume).where(Volume.vm_uuid == uuid, Volume.type == "Root"))
+        s.execute(update(Volume).where(Volume.vm_uuid == uuid).values(vm_uuid=None,
+                                                                      device_id=None))
+        s.execute(delete(Tag).where(Tag.resource_uuid == uuid))
+        s.execute(delete(Vm).where(Vm.uuid == uuid))
+
+
+def delete_volume(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
+    with ctl.db.read() as s:
+        vol = s.get(Volume, uuid)
+    if vol is None:
+        return
+    delete_volume_files(ctl, ctx, None, [vol])
+    with ctl.db.write() as s:
+        from controller.db.models import Snapshot
+
+        s.execute(delete(Snapshot).where(Snapshot.volume_uuid == uuid))
+        s.execute(delete(Tag).where(Tag.resource_uuid == uuid))
+        s.execute(delete(Volume).where(Volume.uuid == uuid))
+
+
+def detach_nic(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
+    """Unplug a NIC from its VM and give its address back."""
+    with ctl.db.read() as s:
+        nic = s.get(VmNic, uuid)
+        vm = s.get(Vm, nic.vm_uuid) if nic else None
+        host = s.get(Host, vm.host_uuid) if vm and vm.host_uuid else None
+    if nic is None or vm is None:
+        return
+    if host is not None and vm.state == "Running":
+        call(ctl, ctx, host.agent_url, "/vm/nic/detach",
+             km.DetachNicCmd(vm_uuid=vm.uuid, mac=nic.mac))
+        release_dhcp(ctl, ctx, host.agent_url, nic.l3_network_uuid, [nic.mac])
+    with ctl.db.write() as s:
+        s.execute(delete(VmNic).where(VmNic.uuid == uuid))
+        if nic.used_ip_uuid:
+            s.execute(delete(UsedIp).where(UsedIp.uuid == nic.used_ip_uuid))
+
+
+def attach_nic_action(ctl: Controller, uuid: str, body: sc.NicAttachAction) -> Job:
+    """Add a NIC on an L3 network (hot-plugged when the VM runs)."""
+    def run(ctx: JobContext) -> dict[str, Any]:
+        vm = _vm(ctl, uuid)
+        with ctl.db.write() as s:
+            l3 = require(s, L3Network, body.l3_network_uuid, "l3NetworkUuid")
+            used, rng = allocate.allocate_ip(s, l3.uuid)
+            n = len(list(s.scalars(select(VmNic.uuid).where(VmNic.vm_uuid == uuid))))
+            nic = VmNic(name=f"nic-{n}", vm_uuid=uuid, l3_network_uuid=l3.uuid,
+                        used_ip_uuid=used.uuid, ip=used.ip, netmask=rng.netmask,
+                        gateway=rng.gateway, mac=new_mac(s), device_id=n)
+            s.add(nic)
+            s.flush()
+            nic_uuid = nic.uuid
+        try:
+            if vm.state == "Running" and vm.host_uuid:
+                from controller import commands
+                from controller.db.models import L2Network
+
+                with ctl.db.read() as s:
+                    host = host_of(s, vm.host_uuid)
+                    l2 = s.get(L2Network, l3.l2_network_uuid)
+                    row = s.get(VmNic, nic_uuid)
+                assert l2 is not None and row is not None
+                apply_dhcp(ctl, ctx, host.uuid, host.agent_url, l3.uuid)
+                call(ctl, ctx, host.agent_url, "/vm/nic/attach",
+                     km.NicCmd(vm_uuid=uuid, nic=commands.nic_spec(row, l2)))
+        except BaseException:
+            with ctl.db.write() as s:
+                s.execute(delete(VmNic).where(VmNic.uuid == nic_uuid))
+                s.execute(delete(UsedIp).where(UsedIp.uuid == used.uuid))
+            raise
+        with ctl.db.read() as s:
+            return to_dict(require(s, VmNic, nic_uuid, "nicUuid"))
+    return ctl.jobs.submit("attach-nic", "vms", uuid, _keys(uuid), run)
+
+
+def detach_nic_action(ctl: Controller, uuid: str, body: sc.NicDetachAction) -> Job:
+    """Remove a NIC from the VM."""
+    def run(ctx: JobContext) -> dict[str, Any]:
+        with ctl.db.read() as s:
+            nic = require(s, VmNic, body.nic_uuid, "nicUuid")
+        if nic.vm_uuid != uuid:
+            raise BadRequest("nicUuid: the NIC belongs to another VM", field="nicUuid")
+        detach_nic(ctl, ctx, "vm-nics", body.nic_uuid)
+        return {"detached": body.nic_uuid}
+    return ctl.jobs.submit("detach-nic", "vms", uuid, _keys(uuid), run)
+
+
+def register() -> None:
+    from controller.services import volumes
+
+    routes.JOB_CREATE["vms"] = (sc.VmCreate, create)
+    routes.ACTIONS[("vms", "start")] = (sc.MigrateAction, start_action)
+    routes.ACTIONS[("vms", "stop")] = (sc.StopAction, stop_action)
+    routes.ACTIONS[("vms", "reboot")] = (
+        sc.EmptyAction, _simple("reboot", "/vm/reboot", "Rebooting", "Running", ("Running",)))
+    routes.ACTIONS[("vms", "pause")] = (
+        sc.EmptyAction, _simple("pause", "/vm/pause", "Pausing", "Paused", ("Running",)))
+    routes.ACTIONS[("vms", "resume")] = (
+        sc.EmptyAction, _simple("resume", "/vm/resume", "Resuming", "Running", ("Paused",)))
+    routes.ACTIONS[("vms", "migrate")] = (sc.MigrateAction, migrate_action)
+    routes.ACTIONS[("vms", "attach-nic")] = (sc.NicAttachAction, attach_nic_action)
+    routes.ACTIONS[("vms", "detach-nic")] = (sc.NicDetachAction, detach_nic_action)
+    cascade.EXECUTORS[("vms", "delete")] = delete_vm
+    cascade.EXECUTORS[("vms", "migrate-or-stop")] = migrate_or_stop
+    cascade.EXECUTORS[("volumes", "delete")] = delete_volume
+    cascade.EXECUTORS[("vm-nics", "detach")] = detach_nic
+    cascade.EXECUTORS[("vm-nics", "delete")] = detach_nic
+    volumes.register()

@@ -1,0 +1,165 @@
+"""Data volumes on VMs (attach, detach) and snapshots (take, revert)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvmagent import models as km
+from sqlalchemy import func, select, update
+from storageagent import models as sm
+
+from controller import commands
+from controller.api import routes
+from controller.api import schemas as sc
+from controller.core import Controller
+from controller.db.jobs import Job
+from controller.db.models import Host, PrimaryStorage, Snapshot, Vm, Volume
+from controller.errors import BadRequest, Conflict
+from controller.jobs import JobContext
+from controller.services.common import require, to_dict
+from controller.services.vmhelpers import call, host_of, storage_agent
+
+
+def _context(ctl: Controller, vm_uuid: str) -> tuple[Vm, Host, Volume]:
+    with ctl.db.read() as s:
+        vm = require(s, Vm, vm_uuid, "vmUuid")
+        host = host_of(s, vm.host_uuid or vm.last_host_uuid)
+        root = s.scalar(select(Volume).where(Volume.vm_uuid == vm_uuid, Volume.type == "Root"))
+        if root is None:
+            raise Conflict(f"vm {vm_uuid} has no root volume")
+        return vm, host, root
+
+
+def attach_volume_action(ctl: Controller, uuid: str, body: sc.VolumeAction) -> Job:
+    """Attach a data volume (created on the VM's primary storage on first attach)."""
+    def run(ctx: JobContext) -> dict[str, Any]:
+        vm, host, root = _context(ctl, uuid)
+        with ctl.db.write() as s:
+            vol = require(s, Volume, body.volume_uuid, "volumeUuid")
+            if vol.type != "Data":
+                raise BadRequest("volumeUuid: only a data volume can be attached", field="volumeUuid")
+            if vol.vm_uuid is not None:
+                raise Conflict(f"volume {vol.uuid} is attached to vm {vol.vm_uuid}")
+            top = s.scalar(select(func.max(Volume.device_id)).where(Volume.vm_uuid == uuid)) or 0
+            vol.primary_storage_uuid = vol.primary_storage_uuid or root.primary_storage_uuid
+            ps = require(s, PrimaryStorage, vol.primary_storage_uuid, "primaryStorageUuid")
+            create = vol.status == "NotInstantiated"
+            if create:
+                vol.install_path = commands.volume_path(vol.uuid)
+            vol.status = "Creating" if create else vol.status
+            vol.vm_uuid, vol.device_id = uuid, top + 1
+        try:
+            if create:
+                call(ctl, ctx, storage_agent(host), "/storage/volume/create-empty",
+                     commands.create_empty(ps, vol))
+                with ctl.db.write() as s:
+                    s.execute(update(Volume).where(Volume.uuid == vol.uuid).values(status="Ready"))
+            if vm.state == "Running":
+                call(ctl, ctx, host.agent_url, "/vm/volume/attach", km.AttachVolumeCmd(
+                    vm_uuid=uuid, volume=commands.file_volume(ps, vol, top + 1)))
+        except BaseException:
+            with ctl.db.write() as s:
+                s.execute(update(Volume).where(Volume.uuid == vol.uuid).values(
+                    vm_uuid=None, device_id=None,
+                    status="NotInstantiated" if create else vol.status))
+            raise
+        with ctl.db.read() as s:
+            return to_dict(require(s, Volume, vol.uuid, "volumeUuid"))
+    return ctl.jobs.submit("attach-volume", "vms", uuid, [f"vms:{uuid}", f"volumes:{body.volume_uuid}"],
+                           run)
+
+
+def detach_volume_action(ctl: Controller, uuid: str, body: sc.VolumeAction) -> Job:
+    """Detach a data volume (hot-unplugged when the VM runs)."""
+    def run(ctx: JobContext) -> dict[str, Any]:
+        vm, host, _ = _context(ctl, uuid)
+        with ctl.db.read() as s:
+            vol = require(s, Volume, body.volume_uuid, "volumeUuid")
+            ps = require(s, PrimaryStorage, vol.primary_storage_uuid, "primaryStorageUuid")
+        if vol.vm_uuid != uuid or vol.type != "Data":
+            raise BadRequest("volumeUuid: not a data volume of this VM", field="volumeUuid")
+        if vm.state == "Running":
+            call(ctl, ctx, host.agent_url, "/vm/volume/detach", km.DetachVolumeCmd(
+                vm_uuid=uuid, volume=commands.file_volume(ps, vol, vol.device_id or 1)))
+        with ctl.db.write() as s:
+            s.execute(update(Volume).where(Volume.uuid == vol.uuid).values(vm_uuid=None,
+                                                                          device_id=None))
+            return to_dict(require(s, Volume, vol.uuid, "volumeUuid"))
+    return ctl.jobs.submit("detach-volume", "vms", uuid, [f"vms:{uuid}", f"volumes:{body.volume_uuid}"],
+                           run)
+
+
+def _volume_context(ctl: Controller, uuid: str) -> tuple[Volume, PrimaryStorage, Vm | None, Host]:
+    with ctl.db.read() as s:
+        vol = require(s, Volume, uuid, "volumeUuid")
+        if vol.status != "Ready" or vol.primary_storage_uuid is None:
+            raise Conflict(f"volume {uuid} is {vol.status}", status=vol.status)
+        ps = require(s, PrimaryStorage, vol.primary_storage_uuid, "primaryStorageUuid")
+        vm = s.get(Vm, vol.vm_uuid) if vol.vm_uuid else None
+        host = host_of(s, vm.host_uuid or vm.last_host_uuid) if vm else None
+        if host is None:
+            from controller.services.vmhelpers import _any_storage_host
+
+            host = _any_storage_host(s, ps.uuid)
+        if host is None:
+            raise Conflict(f"no connected host reaches primary storage {ps.uuid}")
+        return vol, ps, vm, host
+
+
+def snapshot_action(ctl: Controller, uuid: str, body: sc.SnapshotAction) -> Job:
+    """Snapshot a volume: online (the VM moves to a new overlay) or offline."""
+    def run(ctx: JobContext) -> dict[str, Any]:
+        vol, ps, vm, host = _volume_context(ctl, uuid)
+        with ctl.db.write() as s:
+            snap = Snapshot(name=body.name, description=body.description, volume_uuid=uuid,
+                            primary_storage_uuid=ps.uuid, status="Creating")
+            s.add(snap)
+            s.flush()
+            snap_uuid = snap.uuid
+        try:
+            if vm is not None and vm.state == "Running":
+                new_path = f"volumes/{uuid}-{snap_uuid[:8]}.qcow2"
+                call(ctl, ctx, host.agent_url, "/vm/volume/snapshot", km.SnapshotVolumeCmd(
+                    vm_uuid=vm.uuid, volume=commands.file_volume(ps, vol, vol.device_id or 0),
+                    new_install_path=commands.host_path(ps, new_path)))
+                snap_path, vol_path = vol.install_path, new_path
+            else:
+                snap_path, vol_path = f"snapshots/{snap_uuid}.qcow2", vol.install_path
+                call(ctl, ctx, storage_agent(host), "/storage/snapshot/create", sm.CreateSnapshotCmd(
+                    storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
+                    install_path=vol.install_path or "", snapshot_path=snap_path))
+        except BaseException:
+            with ctl.db.write() as s:
+                s.delete(require(s, Snapshot, snap_uuid, "snapshotUuid"))
+            raise
+        with ctl.db.write() as s:
+            s.execute(update(Snapshot).where(Snapshot.uuid == snap_uuid).values(
+                install_path=snap_path, status="Ready"))
+            s.execute(update(Volume).where(Volume.uuid == uuid).values(install_path=vol_path))
+            return to_dict(require(s, Snapshot, snap_uuid, "snapshotUuid"))
+    return ctl.jobs.submit("snapshot-volume", "volumes", uuid, [f"volumes:{uuid}"], run)
+
+
+def revert_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
+    """Revert a volume to this snapshot (its VM must be stopped)."""
+    with ctl.db.read() as s:
+        snap = require(s, Snapshot, uuid, "snapshotUuid")
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        vol, ps, vm, host = _volume_context(ctl, snap.volume_uuid)
+        if vm is not None and vm.state not in ("Stopped",):
+            raise Conflict(f"vm {vm.uuid} is {vm.state}; stop it to revert", state=vm.state)
+        call(ctl, ctx, storage_agent(host), "/storage/snapshot/revert", sm.RevertSnapshotCmd(
+            storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
+            install_path=vol.install_path or "", snapshot_path=snap.install_path or ""))
+        with ctl.db.read() as s:
+            return to_dict(require(s, Volume, vol.uuid, "volumeUuid"))
+    return ctl.jobs.submit("revert-snapshot", "volumes", snap.volume_uuid,
+                           [f"volumes:{snap.volume_uuid}"], run)
+
+
+def register() -> None:
+    routes.ACTIONS[("vms", "attach-volume")] = (sc.VolumeAction, attach_volume_action)
+    routes.ACTIONS[("vms", "detach-volume")] = (sc.VolumeAction, detach_volume_action)
+    routes.ACTIONS[("volumes", "create-snapshot")] = (sc.SnapshotAction, snapshot_action)
+    routes.ACTIONS[("snapshots", "revert")] = (sc.EmptyAction, revert_action)

@@ -1,0 +1,37 @@
+"""The controller's settings."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class Settings(BaseModel):
+    """What ``kvmcloud serve`` and :func:`controller.server.create_app` take."""
+
+    db_url: str = Field(default="sqlite:///kvmcloud.db", description="SQLAlchemy database URL")
+    listen: str = Field(default="127.0.0.1:8080", description="HOST:PORT of the API")
+    public_url: str | None = Field(
+        default=None, description="base URL agents call back (default: http://<listen>)")
+    api_tokens: list[str] = Field(
+        default_factory=list, description="bearer tokens of API users; empty = no auth (dev only)")
+    agent_token: str = Field(default="", description="bearer token of the agents (both directions)")
+    job_workers: int = Field(default=64, ge=1, le=1024, description="threads running jobs")
+    command_timeout: float = Field(default=600.0, gt=0, description="default agent command deadline")
+    poll_after: float = Field(default=30.0, gt=0, description="poll GET /tasks after this long")
+    ping_interval: float = Field(default=30.0, gt=0, description="seconds between host pings")
+    ping_jitter: float = Field(default=0.2, ge=0, le=1, description="fraction of random jitter")
+    sync_interval: float = Field(default=300.0, gt=0, description="seconds between full VM syncs")
+    tracker: bool = Field(default=True, description="run the host tracker (ping, reconnect, sync)")
+    threads: int = Field(default=64, ge=1, le=1024, description="HTTP threads")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("listen must be HOST:PORT")
+        return v
+
+    @property
+    def callback_base(self) -> str:
+        return (self.public_url or f"http://{self.listen}").rstrip("/")

@@ -1,0 +1,199 @@
+"""The host tracker: periodic ping with jitter, reconnect, VM state sync.
+
+Every connected host is pinged every ``ping_interval`` (± jitter) with a
+synchronous ``/host/ping``. A host whose agent does not answer twice in a row
+becomes Disconnected (its VMs' states become Unknown); a host whose agent
+answers with another host UUID, or none (it restarted without its identity),
+is reconnected. Disconnected hosts are retried at each tick. VM states come
+from events the agents push (``POST /v1/agent-events/<hostUuid>``) and from a
+full ``/vm/sync`` at connect and every ``sync_interval``. A VM with an
+operation in its queue is left alone: the operation decides its state.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from kvmagent import models as km
+from sqlalchemy import select, update
+
+from controller.db.models import Host, Vm
+from controller.dispatch.dispatcher import AgentCallError
+
+if TYPE_CHECKING:
+    from controller.core import Controller
+
+log = logging.getLogger(__name__)
+
+MISSES_TO_DISCONNECT = 2
+PING_TIMEOUT = 10.0
+AGENT_STATES = {"Running": "Running", "Paused": "Paused", "Stopped": "Stopped",
+                "Crashed": "Crashed", "Unknown": "Unknown"}
+
+
+class HostTracker:
+    """Keeps hosts' status and their VMs' states true to what agents say."""
+
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+        self._next_ping: dict[str, float] = {}
+        self._next_sync: dict[str, float] = {}
+        self._misses: dict[str, int] = {}
+        self._inflight: set[str] = set()
+        self._mu = threading.Lock()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(8, thread_name_prefix="tracker")
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="host-tracker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _jittered(self, period: float) -> float:
+        j = self.ctl.settings.ping_jitter
+        return period * (1 + random.uniform(-j, j))  # noqa: S311 - jitter, not crypto
+
+    def connected(self, host_uuid: str) -> None:
+        """A host has just connected: ping it on schedule from now on."""
+        now = time.monotonic()
+        with self._mu:
+            self._misses[host_uuid] = 0
+            self._next_ping[host_uuid] = now + self._jittered(self.ctl.settings.ping_interval)
+            self._next_sync[host_uuid] = now + self._jittered(self.ctl.settings.sync_interval)
+
+    # -- the loop -----------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.wait(min(1.0, self.ctl.settings.ping_interval / 4)):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("host tracker tick failed")
+
+    def tick(self) -> None:
+        """Ping the hosts that are due (each on the tracker's own small pool)."""
+        now = time.monotonic()
+        with self.ctl.db.read() as s:
+            hosts = list(s.execute(select(Host.uuid, Host.status)))
+        for uuid, status in hosts:
+            with self._mu:
+                due = self._next_ping.get(uuid, 0.0) <= now and uuid not in self._inflight
+                if due:
+                    self._inflight.add(uuid)
+                    self._next_ping[uuid] = now + self._jittered(self.ctl.settings.ping_interval)
+            if due:
+                self._pool.submit(self._check, uuid, status)
+
+    def _check(self, host_uuid: str, status: str) -> None:
+        try:
+            if status == "Connected":
+                self.ping(host_uuid)
+                with self._mu:
+                    sync_due = self._next_sync.get(host_uuid, 0.0) <= time.monotonic()
+                if sync_due:
+                    self.connected(host_uuid)
+                    self.sync_vms(host_uuid)
+            elif status == "Disconnected":
+                self.reconnect(host_uuid)
+        except Exception:
+            log.exception("checking host %s failed", host_uuid)
+        finally:
+            with self._mu:
+                self._inflight.discard(host_uuid)
+
+    def ping(self, host_uuid: str) -> None:
+        with self.ctl.db.read() as s:
+            host = s.get(Host, host_uuid)
+        if host is None:
+            return
+        try:
+            reply = self.ctl.dispatcher.call_sync(host.agent_url, "/host/ping", km.HostCmd(),
+                                                  PING_TIMEOUT)
+        except AgentCallError as e:
+            with self._mu:
+                self._misses[host_uuid] = self._misses.get(host_uuid, 0) + 1
+                misses = self._misses[host_uuid]
+            log.warning("host %s ping failed (%d): %s", host_uuid, misses, e)
+            if misses >= MISSES_TO_DISCONNECT:
+                self.disconnected(host_uuid, str(e))
+            return
+        with self._mu:
+            self._misses[host_uuid] = 0
+        if reply.get("hostUuid") != host_uuid:
+            log.warning("host %s answers as %r: the agent restarted or was replaced; reconnecting",
+                        host_uuid, reply.get("hostUuid"))
+            self.reconnect(host_uuid)
+
+    def disconnected(self, host_uuid: str, reason: str) -> None:
+        with self.ctl.db.write() as s:
+            s.execute(update(Host).where(Host.uuid == host_uuid, Host.status != "Disconnected")
+                      .values(status="Disconnected"))
+            busy = self._busy_vms()
+            s.execute(update(Vm).where(Vm.host_uuid == host_uuid, Vm.uuid.not_in(busy))
+                      .values(state="Unknown"))
+        log.warning("host %s is disconnected: %s", host_uuid, reason)
+
+    def reconnect(self, host_uuid: str) -> None:
+        from controller.services.hosts import connect
+
+        try:
+            connect(self.ctl, host_uuid)
+            log.info("host %s reconnected", host_uuid)
+        except Exception as e:
+            log.warning("reconnecting host %s failed: %s", host_uuid, e)
+            self.disconnected(host_uuid, str(e))
+
+    # -- VM states ------------------------------------------------------------
+
+    def _busy_vms(self) -> list[str]:
+        return [k.split(":", 1)[1] for k in self.ctl.queues.busy() if k.startswith("vms:")]
+
+    def sync_vms(self, host_uuid: str) -> None:
+        """Ask the agent for every domain's state and correct the database."""
+        with self.ctl.db.read() as s:
+            host = s.get(Host, host_uuid)
+        if host is None:
+            return
+        reply = self.ctl.dispatcher.call_sync(host.agent_url, "/vm/sync", km.SyncVmCmd(), 60.0)
+        states: dict[str, str] = {k.replace("-", ""): v for k, v in (reply.get("states") or {}).items()}
+        busy = set(self._busy_vms())
+        with self.ctl.db.write() as s:
+            rows = list(s.execute(select(Vm.uuid, Vm.state).where(Vm.host_uuid == host_uuid)))
+            for uuid, state in rows:
+                if uuid in busy:
+                    continue
+                new = AGENT_STATES.get(states.get(uuid, "Stopped"), "Unknown")
+                if new != state:
+                    log.info("vm %s: %s -> %s (sync of host %s)", uuid, state, new, host_uuid)
+                    values: dict[str, Any] = {"state": new}
+                    if new == "Stopped":
+                        values.update(host_uuid=None, last_host_uuid=host_uuid)
+                    s.execute(update(Vm).where(Vm.uuid == uuid).values(**values))
+
+    def on_event(self, host_uuid: str, body: dict[str, Any]) -> None:
+        """A VM lifecycle event an agent pushed."""
+        vm_uuid = str(body.get("vmUuid", "")).replace("-", "")
+        state = AGENT_STATES.get(str(body.get("state", "")))
+        if not vm_uuid or state is None:
+            log.info("ignoring event from %s: %s", host_uuid, body)
+            return
+        if vm_uuid in set(self._busy_vms()):
+            return
+        with self.ctl.db.write() as s:
+            vm = s.get(Vm, vm_uuid)
+            if vm is None or vm.host_uuid != host_uuid or vm.state == state:
+                return
+            log.info("vm %s: %s -> %s (event from %s: %s)", vm_uuid, vm.state, state, host_uuid,
+                     body.get("reason"))
+            vm.state = state

@@ -1,0 +1,273 @@
+"""An in-process stand-in for a host's kvmagent + storageagent (unit tests only).
+
+It validates every body with the agents' own wire models (so the controller
+must send what the real agents accept), speaks the async protocol (202, then a
+callback delivered to the controller's /v1/agent-callbacks route), answers
+GET /tasks/<id> and cancel, keeps the state a real host would (domains,
+bridges, DHCP leases, volume files on shared storage) so tests can check that
+nothing is left behind, and injects faults per command path.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid as uuidlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvmagent import models as km
+from pydantic import BaseModel, ValidationError
+from storageagent import models as sm
+
+from controller.dispatch.transport import AgentRequest, AgentResponse
+
+MODELS: dict[str, type[BaseModel]] = {
+    "/host/connect": km.ConnectCmd, "/host/ping": km.HostCmd, "/host/facts": km.HostCmd,
+    "/host/capacity": km.HostCmd, "/vm/start": km.StartVmCmd, "/vm/stop": km.StopVmCmd,
+    "/vm/reboot": km.VmCmd, "/vm/pause": km.VmCmd, "/vm/resume": km.VmCmd,
+    "/vm/destroy": km.DestroyVmCmd, "/vm/sync": km.SyncVmCmd, "/vm/migrate": km.MigrateVmCmd,
+    "/vm/volume/attach": km.AttachVolumeCmd, "/vm/volume/detach": km.DetachVolumeCmd,
+    "/vm/volume/snapshot": km.SnapshotVolumeCmd, "/vm/nic/attach": km.NicCmd,
+    "/vm/nic/detach": km.DetachNicCmd, "/network/l2/create": km.L2NetworkCmd,
+    "/network/dhcp/apply": km.DhcpApplyCmd, "/network/dhcp/release": km.DhcpReleaseCmd,
+    "/storage/mount": sm.MountCmd, "/storage/init": sm.InitCmd,
+    "/storage/cache-image": sm.CacheImageCmd, "/storage/volume/create-root": sm.CreateRootVolumeCmd,
+    "/storage/volume/create-empty": sm.CreateEmptyVolumeCmd,
+    "/storage/volume/delete": sm.DeleteVolumeCmd,
+    "/storage/snapshot/create": sm.CreateSnapshotCmd,
+    "/storage/snapshot/revert": sm.RevertSnapshotCmd,
+}
+
+Deliver = Callable[[str, str, dict[str, Any]], None]
+
+
+def ok(**fields: Any) -> dict[str, Any]:
+    return {"success": True, "error": None, **fields}
+
+
+def fail(code: str, message: str = "injected failure") -> dict[str, Any]:
+    return {"success": False, "error": {"code": code, "message": message, "details": {}}}
+
+
+@dataclass
+class SharedStorage:
+    """Files on primary storages (shared by all hosts, as NFS is)."""
+
+    files: dict[tuple[str, str], int] = field(default_factory=dict)
+    cache: dict[tuple[str, str], str] = field(default_factory=dict)
+    mounted: set[tuple[str, str]] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class FakeHost:
+    """One host: its kvmagent at ``kvm_url`` and storageagent at ``storage_url``."""
+
+    registry: dict[str, FakeHost] = {}
+
+    def __init__(self, ip: str, storage: SharedStorage, deliver: Deliver, token: str,
+                 cpu: int = 32, memory: int = 128 << 30) -> None:
+        self.ip = ip
+        self.kvm_url = f"http://{ip}:7070"
+        self.storage_url = f"http://{ip}:7071"
+        self.storage = storage
+        self.deliver = deliver
+        self.token = token
+        self.cpu, self.memory = cpu, memory
+        self.host_uuid: str | None = None
+        self.domains: dict[str, str] = {}
+        self.bridges: set[str] = set()
+        self.leases: dict[str, dict[str, str]] = {}
+        self.faults: dict[str, str] = {}
+        self.hang: set[str] = set()
+        self.drop_callback: set[str] = set()
+        self.down = False
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self._mu = threading.Lock()
+        self._pool = ThreadPoolExecutor(8)
+        FakeHost.registry[ip] = self
+
+    # -- transport side ---------------------------------------------------
+
+    def handle(self, req: AgentRequest) -> AgentResponse:
+        from controller.dispatch.transport import TransportError
+
+        if self.down:
+            raise TransportError(f"connection refused: {req.agent_url}")
+        if req.headers.get("Authorization") != f"Bearer {self.token}":
+            return AgentResponse(401, fail("UNAUTHORIZED"))
+        if req.method == "GET" and req.path.startswith("/tasks/"):
+            task = self.tasks.get(req.path.split("/")[2])
+            return AgentResponse(200, task) if task else AgentResponse(404, fail("NOT_FOUND"))
+        if req.path.startswith("/tasks/") and req.path.endswith("/cancel"):
+            task = self.tasks.get(req.path.split("/")[2])
+            if task and task["state"] == "running":
+                task.update(state="cancelled", reply=fail("CANCELLED"))
+            return AgentResponse(200, task or {})
+        model = MODELS.get(req.path)
+        if model is None:
+            return AgentResponse(404, fail("NOT_FOUND", f"no such path: {req.path}"))
+        try:
+            cmd = model.model_validate(dict(req.body or {}))
+        except ValidationError as e:
+            return AgentResponse(400, fail("INVALID_REQUEST", str(e)))
+        with self._mu:
+            self.calls.append((req.path, dict(req.body or {})))
+        callback = req.headers.get("callbackurl")
+        if not callback:
+            return AgentResponse(200, self._execute(req.path, cmd))
+        task_uuid = req.headers.get("taskuuid") or uuidlib.uuid4().hex
+        self.tasks[task_uuid] = {"taskUuid": task_uuid, "path": req.path, "state": "running",
+                                 "reply": None}
+        if req.path not in self.hang:
+            self._pool.submit(self._run_async, task_uuid, req.path, cmd)
+        return AgentResponse(202, {"taskUuid": task_uuid})
+
+    def _run_async(self, task_uuid: str, path: str, cmd: BaseModel) -> None:
+        reply = self._execute(path, cmd)
+        self.tasks[task_uuid].update(state="succeeded" if reply["success"] else "failed",
+                                     reply=reply)
+        if path not in self.drop_callback:
+            self.deliver(task_uuid, "reply", reply)
+
+    def _execute(self, path: str, cmd: Any) -> dict[str, Any]:
+        if path in self.faults:
+            return fail(self.faults[path])
+        try:
+            handler = getattr(self, "do_" + path.strip("/").replace("/", "_").replace("-", "_"))
+        except AttributeError:
+            return ok()
+        with self._mu:
+            result: dict[str, Any] = handler(cmd)
+            return result
+
+    # -- kvmagent ---------------------------------------------------------
+
+    def do_host_connect(self, c: km.ConnectCmd) -> dict[str, Any]:
+        self.host_uuid = c.host_uuid
+        self.bridges.clear()
+        return ok(hostUuid=c.host_uuid, eventsUrl=c.events_url, version="fake")
+
+    def do_host_ping(self, c: km.HostCmd) -> dict[str, Any]:
+        return ok(hostUuid=self.host_uuid, version="fake")
+
+    def do_host_facts(self, c: km.HostCmd) -> dict[str, Any]:
+        return ok(cpuCount=self.cpu, memoryTotal=self.memory, arch="x86_64")
+
+    def do_host_capacity(self, c: km.HostCmd) -> dict[str, Any]:
+        return ok(cpuTotal=self.cpu, memoryTotal=self.memory)
+
+    def do_vm_start(self, c: km.StartVmCmd) -> dict[str, Any]:
+        for v in [c.root_volume, *c.data_volumes]:
+            if not any(v.install_path.endswith("/" + p) for (_, p) in self.storage.files):
+                return fail("NOT_FOUND", f"no volume file {v.install_path}")
+        for n in c.nics:
+            if n.bridge_name not in self.bridges:
+                return fail("NOT_FOUND", f"no bridge {n.bridge_name}")
+        self.domains[c.vm_uuid] = "Running"
+        return ok(vmUuid=c.vm_uuid, state="Running")
+
+    def do_vm_stop(self, c: km.StopVmCmd) -> dict[str, Any]:
+        self.domains.pop(c.vm_uuid, None)
+        return ok(vmUuid=c.vm_uuid, state="Stopped")
+
+    def do_vm_destroy(self, c: km.DestroyVmCmd) -> dict[str, Any]:
+        self.domains.pop(c.vm_uuid, None)
+        return ok(vmUuid=c.vm_uuid, state="Stopped")
+
+    def do_vm_reboot(self, c: km.VmCmd) -> dict[str, Any]:
+        return ok(vmUuid=c.vm_uuid, state="Running") if c.vm_uuid in self.domains else fail("NOT_FOUND")
+
+    def do_vm_pause(self, c: km.VmCmd) -> dict[str, Any]:
+        self.domains[c.vm_uuid] = "Paused"
+        return ok(vmUuid=c.vm_uuid, state="Paused")
+
+    def do_vm_resume(self, c: km.VmCmd) -> dict[str, Any]:
+        self.domains[c.vm_uuid] = "Running"
+        return ok(vmUuid=c.vm_uuid, state="Running")
+
+    def do_vm_sync(self, c: km.SyncVmCmd) -> dict[str, Any]:
+        return ok(states=dict(self.domains))
+
+    def do_vm_migrate(self, c: km.MigrateVmCmd) -> dict[str, Any]:
+        dest = FakeHost.registry.get(c.dest_host_ip)
+        if dest is None or c.vm_uuid not in self.domains:
+            return fail("MIGRATION_FAILED")
+        dest.domains[c.vm_uuid] = self.domains.pop(c.vm_uuid)
+        return ok(vmUuid=c.vm_uuid, destHostIp=c.dest_host_ip)
+
+    def do_vm_volume_snapshot(self, c: km.SnapshotVolumeCmd) -> dict[str, Any]:
+        old = c.volume.install_path
+        new_rel = "volumes/" + c.new_install_path.rsplit("/volumes/", 1)[1]
+        with self.storage.lock:
+            for (sid, p) in list(self.storage.files):
+                if old.endswith("/" + p):
+                    self.storage.files[(sid, new_rel)] = 1
+        return ok(snapshotInstallPath=old, newInstallPath=c.new_install_path)
+
+    def do_network_l2_create(self, c: km.L2NetworkCmd) -> dict[str, Any]:
+        self.bridges.add(c.bridge_name)
+        return ok(bridgeName=c.bridge_name)
+
+    def do_network_dhcp_apply(self, c: km.DhcpApplyCmd) -> dict[str, Any]:
+        if c.bridge_name not in self.bridges:
+            return fail("NOT_FOUND", f"no bridge {c.bridge_name}")
+        self.leases[c.l3_network_uuid] = {lease.mac: lease.ip for lease in c.leases}
+        return ok(leases=len(c.leases))
+
+    def do_network_dhcp_release(self, c: km.DhcpReleaseCmd) -> dict[str, Any]:
+        for mac in c.macs:
+            self.leases.get(c.l3_network_uuid, {}).pop(mac, None)
+        return ok()
+
+    # -- storageagent ------------------------------------------------------
+
+    def do_storage_mount(self, c: sm.MountCmd) -> dict[str, Any]:
+        self.storage.mounted.add((self.ip, c.storage_uuid))
+        return ok(mountPath=f"/mnt/{c.storage_uuid}")
+
+    def do_storage_init(self, c: sm.InitCmd) -> dict[str, Any]:
+        self.storage.mounted.add((self.ip, c.storage_uuid))
+        return ok(mountPath=c.mount_path)
+
+    def do_storage_cache_image(self, c: sm.CacheImageCmd) -> dict[str, Any]:
+        path = f"cache/{c.image_id}.qcow2"
+        self.storage.cache[(c.storage_uuid, c.image_id)] = path
+        return ok(image={"imageId": c.image_id, "installPath": path, "format": "qcow2",
+                         "virtualSize": 1 << 30, "size": 1 << 20, "digest": c.digest},
+                  downloaded=True)
+
+    def _create(self, storage_uuid: str, path: str, size: int) -> dict[str, Any]:
+        with self.storage.lock:
+            if (storage_uuid, path) in self.storage.files:
+                return fail("CONFLICT", f"{path} exists")
+            self.storage.files[(storage_uuid, path)] = size
+        return ok(volume={"installPath": path, "format": "qcow2", "virtualSize": size,
+                          "actualSize": 196608})
+
+    def do_storage_volume_create_root(self, c: sm.CreateRootVolumeCmd) -> dict[str, Any]:
+        if (c.storage_uuid, c.image_id) not in self.storage.cache:
+            return fail("NOT_FOUND", "image not cached")
+        return self._create(c.storage_uuid, c.install_path, c.size or (1 << 30))
+
+    def do_storage_volume_create_empty(self, c: sm.CreateEmptyVolumeCmd) -> dict[str, Any]:
+        return self._create(c.storage_uuid, c.install_path, c.size)
+
+    def do_storage_volume_delete(self, c: sm.DeleteVolumeCmd) -> dict[str, Any]:
+        with self.storage.lock:
+            gone = self.storage.files.pop((c.storage_uuid, c.install_path), None)
+        return ok(deleted=gone is not None)
+
+    def do_storage_snapshot_create(self, c: sm.CreateSnapshotCmd) -> dict[str, Any]:
+        with self.storage.lock:
+            self.storage.files[(c.storage_uuid, c.snapshot_path)] = 1
+        return ok(volume={"installPath": c.install_path, "format": "qcow2", "virtualSize": 1,
+                          "actualSize": 1})
+
+    def do_storage_snapshot_revert(self, c: sm.RevertSnapshotCmd) -> dict[str, Any]:
+        if (c.storage_uuid, c.snapshot_path) not in self.storage.files:
+            return fail("NOT_FOUND", "no such snapshot")
+        return ok(volume={"installPath": c.install_path, "format": "qcow2", "virtualSize": 1,
+                          "actualSize": 1})
