@@ -193,6 +193,8 @@ class Connection:
             err = map_error(e, not_found)
             if isinstance(err, CephUnreachable):
                 self.mark_broken()
+            if isinstance(err, CephPermissionDenied):
+                err.details.setdefault("user", f"client.{self.key[1]}")
             raise err from None
 
     def mark_broken(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import rbd
 
 from agentcore.errors import InUse, InvalidRequest
 from agentcore.task import TaskContext
-from cephagent.connection import Connection
+from cephagent.connection import Connection, map_error
 from cephagent.errors import (
     CephError,
     HasChildren,
@@ -127,7 +128,8 @@ class RbdStore:
             cmd = json.dumps({"prefix": prefix, "format": "json", **args})
             ret, out, status = h.mon_command(cmd, b"", timeout=int(self.conn.runner.limits.op_timeout))
             if ret != 0:
-                raise OSError(-ret, f"{prefix}: {status}")
+                raise map_error(OSError(-ret, f"{prefix}: {status or os.strerror(-ret)}"),
+                                not_found=CephError(f"{prefix}: {status}"), command=prefix)
             return json.loads(out) if out.strip() else {}
         return self._call(prefix, run)
 
@@ -156,11 +158,8 @@ class RbdStore:
         if not state.exists:
             if predefined:
                 raise PoolNotFound(f"predefined pool {name!r} does not exist", pool=name)
-            try:
-                self.mon_command("osd pool create", pool=name, pg_num=pg_num)
-                created = True
-            except InUse:  # created by a concurrent init
-                pass
+            self.mon_command("osd pool create", pool=name, pg_num=pg_num)  # 0 if it exists
+            created = True
         if not state.rbd_enabled:
             self.mon_command("osd pool application enable", pool=name, app="rbd")
             self._call(f"init rbd on {name}", lambda h: _rbd_pool_init(h, name))
