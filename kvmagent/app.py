@@ -10,6 +10,7 @@ from agentcore.serve import agent_main
 from kvmagent.config import KvmAgentConfig
 from kvmagent.plugins.devices import DevicePlugin
 from kvmagent.plugins.host import HostPlugin
+from kvmagent.plugins.migrate import MigratePlugin
 from kvmagent.plugins.network import NetworkPlugin
 from kvmagent.plugins.vm import VmPlugin
 from kvmagent.services import KvmHost
@@ -22,7 +23,7 @@ Config = KvmAgentConfig
 def make_plugins(config: KvmAgentConfig, *, events: bool = True) -> list[Plugin]:
     """Every plugin of the kvmagent, sharing one libvirt connection."""
     host = KvmHost(config, events=events)
-    return [HostPlugin(host), VmPlugin(host), DevicePlugin(host), NetworkPlugin(host)]
+    return [HostPlugin(host), VmPlugin(host), DevicePlugin(host), NetworkPlugin(host), MigratePlugin(host)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

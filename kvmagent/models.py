@@ -230,6 +230,10 @@ class MigrateVmCmd(VmCmd):
     bandwidth: int | None = Field(default=None, gt=0, description="MiB/s")
     downtime: int | None = Field(default=None, gt=0, le=60000, description="max downtime in ms")
     auto_converge: bool = False
+    unsafe: bool = Field(
+        default=False,
+        description="skip libvirt's shared-storage check (storage shared in a way libvirt cannot see)",
+    )
 
 
 class MigrateVmReply(Reply):
