@@ -7,27 +7,31 @@ failed POST is retried with jittered exponential backoff (tenacity's
 items wait together instead of each hammering it. Items older than
 ``max_age`` are dropped with an error log. Progress events are transient: sent
 once, best effort, never stored.
+
+Delivery is at least once: an item delivered just before a crash may be sent
+again after the restart, so receivers treat a repeated ``taskuuid`` as a no-op.
 """
 
 from __future__ import annotations
 
 import heapq
+import http.client
 import json
 import logging
+import sqlite3
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import httpx
 import tenacity
 
-from agentcore.journal import open_db
+from agentcore.statedb import StateDB
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,10 @@ def backoff_seconds(attempt: int) -> float:
     return float(_backoff(state))
 
 
+class DeliveryError(Exception):
+    """The controller answered with a status worth retrying."""
+
+
 @dataclass(order=True)
 class _Item:
     due: float
@@ -67,18 +75,16 @@ class CallbackOutbox:
 
     def __init__(
         self,
-        path: Path,
+        db: StateDB,
         *,
         senders: int = 4,
         max_age: float = 7 * 24 * 3600,
         auth_token: str | None = None,
         on_retry: Callable[[], None] | None = None,
         on_result: Callable[[str], None] | None = None,
-        client: httpx.Client | None = None,
+        timeout: float = 10.0,
     ) -> None:
-        self._db = open_db(path)
-        self._db.executescript(SCHEMA)
-        self._dblock = threading.Lock()
+        self._db = db
         self._cv = threading.Condition()
         self._heap: list[_Item] = []
         self._transient: deque[tuple[str, dict[str, str], bytes]] = deque(maxlen=1000)
@@ -89,14 +95,14 @@ class CallbackOutbox:
         self._auth = {"Authorization": f"Bearer {auth_token}"} if auth_token else {}
         self._on_retry = on_retry
         self._on_result = on_result
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(10.0, connect=3.0),
-            limits=httpx.Limits(max_connections=senders * 2, max_keepalive_connections=senders * 2),
-        )
+        self._timeout = timeout
+        self._local = threading.local()
+        self._delivered: list[int] = []
         self._senders = senders
         self._threads: list[threading.Thread] = []
         self._stopping = False
-        for row in self._db.execute("SELECT id, url, headers, body, attempts, created FROM outbox"):
+        rows = db.read(lambda c: c.execute("SELECT id, url, headers, body, attempts, created FROM outbox").fetchall())
+        for row in rows:
             heapq.heappush(
                 self._heap,
                 _Item(time.monotonic(), row[0], row[1], json.loads(row[2]), row[3], row[4], row[5]),
@@ -114,28 +120,41 @@ class CallbackOutbox:
             self._cv.notify_all()
         for t in self._threads:
             t.join(timeout)
-        self._client.close()
-        with self._dblock:
-            self._db.close()
+        self._flush_delivered()
 
     def pending(self) -> int:
         with self._cv:
             return len(self._heap) + self._in_flight
 
-    def enqueue(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
-        """Store a POST durably and schedule it for delivery."""
+    def insert_op(
+        self, url: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> Callable[[sqlite3.Connection], _Item]:
+        """The write that stores a POST (to combine with others in one transaction)."""
         data = json.dumps(body).encode()
         now = time.time()
-        with self._dblock:
-            cur = self._db.execute(
+
+        def op(c: sqlite3.Connection) -> _Item:
+            cur = c.execute(
                 "INSERT INTO outbox(url, headers, body, created) VALUES (?, ?, ?, ?)",
                 (url, json.dumps(headers), data, now),
             )
-            item_id = cur.lastrowid
-        assert item_id is not None
+            assert cur.lastrowid is not None
+            return _Item(time.monotonic(), cur.lastrowid, url, headers, data, 0, now)
+
+        return op
+
+    def schedule(self, item: _Item) -> None:
+        """Hand a stored item to the senders."""
         with self._cv:
-            heapq.heappush(self._heap, _Item(time.monotonic(), item_id, url, headers, data, 0, now))
+            item.due = time.monotonic()
+            heapq.heappush(self._heap, item)
             self._cv.notify()
+
+    def enqueue(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        """Store a POST durably, then schedule it for delivery."""
+        self._db.write(self.insert_op(url, body, headers)).add_done_callback(
+            lambda f: self.schedule(f.result()) if f.exception() is None else None
+        )
 
     def send_transient(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
         """Send once, best effort (progress events); dropped if the queue is full."""
@@ -170,7 +189,7 @@ class CallbackOutbox:
                 url, headers, body = job
                 try:
                     self._post(url, headers, body)
-                except httpx.HTTPError:
+                except (OSError, http.client.HTTPException, DeliveryError):
                     log.debug("transient event to %s dropped", url)
                 continue
             try:
@@ -179,34 +198,74 @@ class CallbackOutbox:
                 with self._cv:
                     self._in_flight -= 1
 
+    def _connection(self, url: str) -> tuple[http.client.HTTPConnection, str]:
+        """This sender thread's keep-alive connection to the URL's origin."""
+        u = urlsplit(url)
+        conns: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})
+        key = f"{u.scheme}://{u.netloc}"
+        conn = conns.get(key)
+        if conn is None:
+            if u.scheme == "https":
+                conn = http.client.HTTPSConnection(
+                    u.hostname or "", u.port, timeout=self._timeout, context=ssl.create_default_context()
+                )
+            else:
+                conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=self._timeout)
+            conns[key] = conn
+        path = u.path or "/"
+        if u.query:
+            path += "?" + u.query
+        return conn, path
+
     def _post(self, url: str, headers: dict[str, str], body: bytes) -> None:
-        resp = self._client.post(
-            url, content=body, headers={"Content-Type": "application/json", **self._auth, **headers}
-        )
-        if resp.status_code >= 500 or resp.status_code in (408, 429):
-            raise httpx.HTTPStatusError(f"{resp.status_code}", request=resp.request, response=resp)
+        all_headers = {"Content-Type": "application/json", **self._auth, **headers}
+        for attempt in (1, 2):  # a keep-alive connection the server closed is retried once
+            conn, path = self._connection(url)
+            try:
+                conn.request("POST", path, body=body, headers=all_headers)
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                if attempt == 2:
+                    raise
+                continue
+            if resp.will_close:
+                conn.close()
+            if resp.status >= 500 or resp.status in (408, 429):
+                raise DeliveryError(f"HTTP {resp.status}")
+            return
 
     def _deliver(self, item: _Item) -> None:
         origin = _origin(item.url)
         try:
             self._post(item.url, item.headers, item.body)
-        except httpx.HTTPError as e:
+        except (OSError, http.client.HTTPException, DeliveryError) as e:
             self._retry_later(item, origin, e)
             return
         with self._cv:
             self._origin_attempts.pop(origin, None)
             self._origin_retry_at.pop(origin, None)
-        with self._dblock:
-            self._db.execute("DELETE FROM outbox WHERE id=?", (item.id,))
+            self._delivered.append(item.id)
+            flush = len(self._delivered) >= 64 or not self._heap
+        if flush:
+            self._flush_delivered()
         if self._on_result:
             self._on_result("delivered")
+
+    def _flush_delivered(self) -> None:
+        """Forget delivered items, many per transaction."""
+        with self._cv:
+            ids, self._delivered = self._delivered, []
+        if not ids:
+            return
+        self._db.write(lambda c: c.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids]))
 
     def _retry_later(self, item: _Item, origin: str, err: Exception) -> None:
         item.attempts += 1
         if time.time() - item.created > self._max_age:
             log.error("dropping callback to %s after %d attempts: %s", item.url, item.attempts, err)
-            with self._dblock:
-                self._db.execute("DELETE FROM outbox WHERE id=?", (item.id,))
+            self._db.write(lambda c: c.execute("DELETE FROM outbox WHERE id=?", (item.id,)))
             if self._on_result:
                 self._on_result("dropped")
             return
@@ -221,8 +280,8 @@ class CallbackOutbox:
             item.due = due
             heapq.heappush(self._heap, item)
             self._cv.notify()
-        with self._dblock:
-            self._db.execute("UPDATE outbox SET attempts=? WHERE id=?", (item.attempts, item.id))
+        attempts = item.attempts
+        self._db.write(lambda c: c.execute("UPDATE outbox SET attempts=? WHERE id=?", (attempts, item.id)))
         log.info("callback to %s failed (%s); retry in %.1fs", item.url, err, wait)
 
 

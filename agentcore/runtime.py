@@ -8,10 +8,11 @@ import heapq
 import itertools
 import logging
 import os
+import sqlite3
 import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,13 +28,16 @@ from agentcore.errors import (
     InvalidRequest,
     NotFound,
 )
+from agentcore.journal import SCHEMA as JOURNAL_SCHEMA
 from agentcore.journal import TaskJournal, TaskRecord
 from agentcore.locks import ResourceLocks
 from agentcore.logs import add_secret, current_task
 from agentcore.metrics import AgentMetrics
 from agentcore.models import Command, ErrorInfo, Progress, Reply, TaskStatus
+from agentcore.outbox import SCHEMA as OUTBOX_SCHEMA
 from agentcore.outbox import CallbackOutbox
 from agentcore.plugin import CommandSpec, Plugin
+from agentcore.statedb import StateDB
 from agentcore.task import TaskContext
 from agentcore.urlpolicy import UrlPolicy
 
@@ -89,10 +93,11 @@ class AgentRuntime:
                     raise ValueError(f"two commands at {spec.path}")
                 self.commands[spec.path] = spec
         self.metrics = AgentMetrics(name)
-        self.journal = TaskJournal(config.state_dir / "tasks.db")
+        self.db = StateDB(config.state_dir / "agent.db", JOURNAL_SCHEMA + OUTBOX_SCHEMA)
+        self.journal = TaskJournal(self.db)
         self.urls = UrlPolicy(config.controller_urls, config.state_dir / "controller_urls.json")
         self.outbox = CallbackOutbox(
-            config.state_dir / "outbox.db",
+            self.db,
             senders=config.callback_senders,
             max_age=config.callback_max_age,
             auth_token=config.token.get_secret_value(),
@@ -139,7 +144,7 @@ class AgentRuntime:
             self._wd_cv.notify_all()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.outbox.stop()
-        self.journal.close()
+        self.db.close()
 
     # -- accepting ------------------------------------------------------
 
@@ -152,28 +157,31 @@ class AgentRuntime:
                 "callbackurl is not one of this agent's controller URLs",
                 field="callbackurl", url=callback_url,
             )
+        deadline = time.monotonic() + cmd.timeout if cmd.timeout else None
+        ctx = TaskContext(
+            task_uuid, spec.path, deadline=deadline, progress_sink=self._on_progress,
+            logger=logging.getLogger(f"{self.name}.{spec.plugin}"),
+        )
+        live = LiveTask(task_uuid, spec, cmd, ctx, callback_url, keys=spec.lock_keys(cmd))
         with self._mu:
-            live = self._live.get(task_uuid)
-            if live is not None:
-                if live.spec.path != spec.path:
-                    raise Conflict("taskuuid is in use by another command", path=live.spec.path)
-                return live
+            running = self._live.get(task_uuid)
+            if running is not None:
+                # running, or finished and being stored: a duplicate never starts it again
+                if running.spec.path != spec.path:
+                    raise Conflict("taskuuid is in use by another command", path=running.spec.path)
+                return running
             if len(self._live) >= self.config.max_queued:
                 raise AgentBusy(queued=len(self._live))
-            existing = self.journal.begin(task_uuid, spec.path, callback_url)
-            if existing is not None:
-                if existing.path != spec.path:
-                    raise Conflict("taskuuid was used by another command", path=existing.path)
-                if callback_url and existing.reply is not None:
-                    self._send_reply(task_uuid, callback_url, existing.reply)
-                return existing
-            deadline = time.monotonic() + cmd.timeout if cmd.timeout else None
-            ctx = TaskContext(
-                task_uuid, spec.path, deadline=deadline, progress_sink=self._on_progress,
-                logger=logging.getLogger(f"{self.name}.{spec.plugin}"),
-            )
-            live = LiveTask(task_uuid, spec, cmd, ctx, callback_url, keys=spec.lock_keys(cmd))
+            # reserve the uuid, then journal it outside the lock
             self._live[task_uuid] = live
+        existing = self.journal.begin(task_uuid, spec.path, callback_url)
+        if existing is not None:
+            self._drop_reservation(live, existing)
+            if existing.path != spec.path:
+                raise Conflict("taskuuid was used by another command", path=existing.path)
+            if callback_url and existing.reply is not None:
+                self._send_reply(task_uuid, callback_url, existing.reply)
+            return existing
         if deadline is not None:
             with self._wd_cv:
                 heapq.heappush(self._deadlines, (deadline, next(self._seq), live))
@@ -181,6 +189,15 @@ class AgentRuntime:
         if self._locks.admit(live, live.keys):
             self._pool.submit(self._run, live)
         return live
+
+    def _drop_reservation(self, live: LiveTask, record: TaskRecord) -> None:
+        """The uuid was journaled before: answer anyone who found the reservation."""
+        with self._mu:
+            live.finished = True
+            self._live.pop(live.uuid, None)
+        live.final_state = record.state
+        live.reply = record.reply
+        live.done.set()
 
     def cancel(self, task_uuid: str) -> TaskStatus:
         """Stop a task: a queued one at once, a running one by killing its work."""
@@ -191,6 +208,8 @@ class AgentRuntime:
             if status is None:
                 raise NotFound(f"no task {task_uuid}", taskUuid=task_uuid)
             return status
+        if live.finished:
+            return self._status_of(live)
         live.ctx.cancel()
         if live.state == "queued":
             self._locks.withdraw(live)
@@ -264,15 +283,25 @@ class AgentRuntime:
             live.finished = True
             live.final_state = state
             live.reply = body
-            self._live.pop(live.uuid, None)
-        self.journal.finish(live.uuid, state, body)
+        # the journal entry and the outgoing reply are stored in one transaction
+        ops: list[Callable[[sqlite3.Connection], Any]] = [self.journal.finish_op(live.uuid, state, body)]
         if live.callback_url:
-            self._send_reply(live.uuid, live.callback_url, body)
+            ops.append(self.outbox.insert_op(
+                live.callback_url, body, {"taskuuid": live.uuid, "kind": "reply"}))
         self.metrics.tasks_finished.labels(command=live.spec.path, state=state).inc()
-        self.metrics.command_seconds.labels(command=live.spec.path).observe(
-            time.monotonic() - live.accepted
-        )
-        live.done.set()
+        self.metrics.command_seconds.labels(command=live.spec.path).observe(time.monotonic() - live.accepted)
+
+        def stored(fut: Future[list[Any]]) -> None:
+            if fut.exception() is not None:
+                log.error("could not store the end of task %s: %s", live.uuid, fut.exception())
+            elif live.callback_url:
+                self.outbox.schedule(fut.result()[1])
+            # until its end is stored, the task answers from memory
+            with self._mu:
+                self._live.pop(live.uuid, None)
+            live.done.set()
+
+        self.db.write(lambda c: [op(c) for op in ops]).add_done_callback(stored)
 
     def _send_reply(self, task_uuid: str, url: str, body: dict[str, Any]) -> None:
         self.outbox.enqueue(url, body, {"taskuuid": task_uuid, "kind": "reply"})

@@ -31,7 +31,7 @@ def test_loads_toml_with_env_overrides(tmp_path: Path, monkeypatch: pytest.Monke
 ])
 def test_invalid_config_names_the_field(tmp_path: Path, line: str, field: str) -> None:
     base = {"listen": '"127.0.0.1:1"', "token": '"0123456789abcdef0"', "state_dir": f'"{tmp_path}"'}
-    key = line.split(" = ")[0]
+    key = line.split(" = ", maxsplit=1)[0]
     base[key] = line.split(" = ", 1)[1]
     p = write(tmp_path, "".join(f"{k} = {v}\n" for k, v in base.items()))
     with pytest.raises(ValidationError) as e:
