@@ -159,16 +159,24 @@ def make_raw(path: Path, size: int, seed: int, fill: float = 0.7) -> Path:
 
 def change_fraction(src: Path, dst: Path, fraction: float, seed: int) -> Path:
     """A copy of ``src`` with ``fraction`` of it rewritten in four contiguous runs."""
+    changed_chunks(src, dst, fraction, seed)
+    return dst
+
+
+def changed_chunks(src: Path, dst: Path, fraction: float, seed: int, chunk: int = MiB) -> int:
+    """Make ``dst`` as :func:`change_fraction` does; return how many chunks the runs touch."""
     shutil.copyfile(src, dst)
     size = src.stat().st_size
     rnd = __import__("random").Random(seed)
     run_len = int(size * fraction) // 4
+    touched: set[int] = set()
     with open(dst, "r+b") as f:
         for k in range(4):
             off = (k * size // 4 + rnd.randrange(0, size // 4 - run_len)) & ~4095
             f.seek(off)
             f.write(rnd.randbytes(run_len))
-    return dst
+            touched.update(range(off // chunk, (off + run_len - 1) // chunk + 1))
+    return len(touched)
 
 
 def make_qcow2(path: Path, virtual: str = "256M", writes: int = 6, backing: Path | None = None) -> Path:
