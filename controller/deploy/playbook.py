@@ -8,7 +8,9 @@ controller's known_hosts file.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -156,11 +158,19 @@ def run_playbook(
     if outcome.status == "timeout":
         outcome.message = f"the playbook did not finish within {timeout:.0f}s"
     elif outcome.status != "successful" and not outcome.message:
-        outcome.message = f"ansible-playbook ended with status {outcome.status} (rc={outcome.rc})"
+        outcome.message = f"ansible-playbook ended with status {outcome.status} (rc={outcome.rc}): {_tail(runner)}"
     # the extra variables hold the agent's token: keep them no longer than the run
     (run_dir / "env" / "extravars").unlink(missing_ok=True)
     events.emit(DeployEvent("finished", host=target.address, message=outcome.status, done=events.done))
     return outcome
+
+
+def _tail(runner: Any, lines: int = 5) -> str:
+    try:
+        text = runner.stdout.read()
+    except (AttributeError, OSError, ValueError):
+        return ""
+    return " | ".join(line.strip() for line in str(text).strip().splitlines()[-lines:])
 
 
 def _run(ansible_dir: Path, playbook: str, group: str, target: DeployTarget, known_hosts: KnownHosts,
@@ -175,6 +185,8 @@ def _run(ansible_dir: Path, playbook: str, group: str, target: DeployTarget, kno
         envvars={
             "ANSIBLE_CONFIG": str(ansible_dir / "ansible.cfg"),
             "ANSIBLE_SSH_CONTROL_PATH_DIR": control_dir,
+            # ansible-playbook comes with this Python's environment
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]),
         },
         cmdline="--check" if check else None,
         event_handler=events,

@@ -10,7 +10,9 @@ each time so that the shipped code is the code of the tree.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -23,6 +25,7 @@ from controller.deploy.errors import DeployError
 
 log = logging.getLogger(__name__)
 
+PACKAGES = ("agentcore", "kvmagent", "storageagent", "sftpbackup", "cephagent", "controller")
 WHEEL_NAME = re.compile(r"^kvmcloud-(?P<version>[^-]+)-.*\.whl$")
 
 
@@ -61,7 +64,22 @@ class Wheelhouse:
 
     @classmethod
     def build(cls, source: Path, cache: Path, timeout: float = 600) -> Wheelhouse:
-        """Wheels of the kvmcloud tree at ``source`` and of its dependencies."""
+        """Wheels of the kvmcloud tree at ``source`` and of its dependencies.
+
+        Reused while the tree's sources are unchanged, so that a re-deploy
+        ships the very same file (and Ansible reports nothing changed).
+        """
+        stamp = cache / f"source-{source_digest(source)}.json"
+        if stamp.exists():
+            known = json.loads(stamp.read_text())
+            if Path(known["tar"]).exists():
+                return cls(Path(known["tar"]), str(known["version"]))
+        house = cls._build(source, cache, timeout)
+        stamp.write_text(json.dumps({"tar": str(house.tar), "version": house.version}))
+        return house
+
+    @classmethod
+    def _build(cls, source: Path, cache: Path, timeout: float) -> Wheelhouse:
         setup_cfg = (source / "setup.cfg").read_bytes()
         deps_dir = cache / f"deps-{hashlib.sha256(setup_cfg).hexdigest()[:12]}"
         pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
@@ -79,7 +97,7 @@ class Wheelhouse:
         src = build / "src"
         shutil.copytree(source, src, ignore=shutil.ignore_patterns(
             ".git", ".venv", "*.egg-info", "build", "dist", "__pycache__", ".*_cache", "bench", "tests"))
-        _run([*pip, "--no-deps", "--no-build-isolation", "-w", str(build / "wheels"), str(src)], timeout)
+        _run([*pip, "--no-deps", "-w", str(build / "wheels"), str(src)], timeout)
         for p in deps_dir.glob("*.whl"):
             shutil.copy2(p, build / "wheels" / p.name)
         house = cls.from_dir(build / "wheels", cache)
@@ -88,9 +106,23 @@ class Wheelhouse:
         return house
 
 
+def source_digest(source: Path) -> str:
+    """A hash of what goes into the kvmcloud wheel."""
+    digest = hashlib.sha256()
+    files = [source / "setup.cfg", source / "pyproject.toml"]
+    for pkg in PACKAGES:
+        files.extend(p for p in (source / pkg).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for p in sorted(f for f in files if f.exists()):
+        digest.update(str(p.relative_to(source)).encode() + b"\0")
+        digest.update(p.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _run(argv: list[str], timeout: float) -> None:
+    # fixed timestamps inside the wheel: the same sources give the same bytes
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=env)
     except subprocess.TimeoutExpired:
         raise DeployError(f"building wheels timed out after {timeout:.0f}s") from None
     if proc.returncode != 0:
