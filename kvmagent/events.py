@@ -60,8 +60,10 @@ def classify(event: int, detail: int) -> tuple[VmState, str] | None:
     if entry is None:
         return None
     state, reasons = entry
-    if event == libvirt.VIR_DOMAIN_EVENT_STOPPED and detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED:
-        state = "Crashed"
+    if event == libvirt.VIR_DOMAIN_EVENT_STOPPED and detail in (
+        libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED,
+    ):
+        state = "Crashed"  # the guest crashed or its QEMU died: not a clean stop
     return state, reasons.get(detail, state.lower())
 
 

@@ -133,7 +133,7 @@ class Hypervisor:
     def shutdown(self, dom: libvirt.virDomain) -> None:
         with self._errors(domain=dom.name()):
             if vm_state(dom) != "Stopped":
-                dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+                dom.shutdown()  # ACPI power button on QEMU
 
     def destroy(self, dom: libvirt.virDomain) -> None:
         """Power off at once; a domain already gone is fine."""
@@ -155,7 +155,7 @@ class Hypervisor:
             if force:
                 dom.reset(0)
             else:
-                dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+                dom.reboot(0)  # ACPI first on QEMU
 
     def suspend(self, dom: libvirt.virDomain) -> None:
         with self._errors(domain=dom.name()):

@@ -1,0 +1,61 @@
+"""dnsmasq configuration and lease files of the flat-network DHCP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kvmagent.dhcp import DhcpNames, dnsmasq_conf, hosts_file, parse_hosts_file
+from kvmagent.models import DhcpApplyCmd, DhcpLease
+
+L3 = "7a1c2e3f-4b5d-4e6f-8a9b-0c1d2e3f4a5b"
+
+
+def apply_cmd(**extra: object) -> DhcpApplyCmd:
+    return DhcpApplyCmd.model_validate({
+        "l3NetworkUuid": L3, "bridgeName": "br_flat", "serverIp": "10.20.0.2", "prefixLength": 24,
+        "gateway": "10.20.0.1", "dnsDomain": "cloud.local",
+        "leases": [{"mac": "52:54:00:00:00:02", "ip": "10.20.0.11", "hostname": "vm2"},
+                   {"mac": "52:54:00:00:00:01", "ip": "10.20.0.10"}],
+        **extra,
+    })
+
+
+def test_names_fit_linux_interface_names() -> None:
+    n = DhcpNames.of(L3)
+    assert len(n.outer) <= 15 and len(n.inner) <= 15 and n.outer != n.inner
+    assert n.namespace == "kvmcloud-dhcp-7a1c2e3f4b5d"
+
+
+def test_hosts_file_is_sorted_and_round_trips() -> None:
+    leases = apply_cmd().leases
+    text = hosts_file(leases)
+    assert text == "52:54:00:00:00:01,10.20.0.10\n52:54:00:00:00:02,10.20.0.11,vm2\n"
+    assert sorted(parse_hosts_file(text), key=lambda x: x.mac) == sorted(leases, key=lambda x: x.mac)
+
+
+def test_conf_serves_only_static_leases_in_the_namespace_interface(tmp_path: Path) -> None:
+    conf = dnsmasq_conf(apply_cmd(), DhcpNames.of(L3), tmp_path).splitlines()
+    assert f"interface={DhcpNames.of(L3).inner}" in conf
+    assert "dhcp-range=set:7a1c2e3f,10.20.0.0,static,255.255.255.0,3600" in conf
+    assert "dhcp-ignore=tag:!known" in conf
+    assert "dhcp-option=option:router,10.20.0.1" in conf
+    assert "dhcp-option=option:dns-server,10.20.0.2" in conf
+    assert f"dhcp-hostsfile={tmp_path / 'hosts'}" in conf
+    assert f"pid-file={tmp_path / 'dnsmasq.pid'}" in conf
+
+
+def test_a_lease_outside_the_network_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"leases\[0\]"):
+        apply_cmd(leases=[{"mac": "52:54:00:00:00:01", "ip": "10.30.0.10"}])
+
+
+def test_a_mac_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        apply_cmd(leases=[{"mac": "52:54:00:00:00:01", "ip": "10.20.0.10"},
+                          {"mac": "52:54:00:00:00:01", "ip": "10.20.0.11"}])
+
+
+def test_lease_macs_are_normalised_to_lower_case() -> None:
+    assert DhcpLease(mac="52:54:00:AB:CD:EF", ip="10.0.0.1").mac == "52:54:00:ab:cd:ef"
