@@ -17,7 +17,8 @@ current_task: contextvars.ContextVar[str | None] = contextvars.ContextVar("curre
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 _SECRET_FIELD = re.compile(
-    r'("?(?:password|passwd|secret|token|key|keyring|authorization)"?\s*[:=]\s*)("[^"]*"|\S+)',
+    r"""(['"]?\b(?:password|passwd|secret|token|key|keyring|authorization)['"]?\s*[:=]\s*)"""
+    r"""('[^']*'|"[^"]*"|[^\s,}]+)""",
     re.IGNORECASE,
 )
 
