@@ -3,6 +3,7 @@ real callback receiver."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
@@ -68,7 +69,9 @@ def test_async_command_answers_202_then_posts_the_reply(agent: AgentProcess, rec
     assert status["state"] == "succeeded" and status["reply"]["slept"] == 0.2
 
 
-def test_duplicate_taskuuid_while_running_is_not_started_twice(agent: AgentProcess, receiver: CallbackReceiver) -> None:
+def test_duplicate_taskuuid_while_running_is_not_started_twice(
+    agent: AgentProcess, receiver: CallbackReceiver
+) -> None:
     tid = new_id()
     cb = receiver.url + "/cb"
     assert agent.post("/test/sleep", {"seconds": 1.0}, taskuuid=tid, callbackurl=cb).status_code == 202
@@ -82,7 +85,9 @@ def test_duplicate_taskuuid_while_running_is_not_started_twice(agent: AgentProce
     assert len(replies) == 1
 
 
-def test_duplicate_taskuuid_after_finishing_gets_the_stored_reply(agent: AgentProcess, receiver: CallbackReceiver) -> None:
+def test_duplicate_taskuuid_after_finishing_gets_the_stored_reply(
+    agent: AgentProcess, receiver: CallbackReceiver
+) -> None:
     tid = new_id()
     one = agent.post("/test/sleep", {"seconds": 0.05}, taskuuid=tid).json()
     two = agent.post("/test/sleep", {"seconds": 0.05}, taskuuid=tid).json()
@@ -115,7 +120,9 @@ def test_cancel_kills_the_task_and_every_process_it_started(agent: AgentProcess,
     assert agent.client.get(f"/tasks/{tid}").json()["state"] == "cancelled"
 
 
-def test_cancel_of_a_task_that_ignores_it_answers_after_the_grace(agent: AgentProcess, receiver: CallbackReceiver) -> None:
+def test_cancel_of_a_task_that_ignores_it_answers_after_the_grace(
+    agent: AgentProcess, receiver: CallbackReceiver
+) -> None:
     tid = new_id()
     agent.post("/test/sleep", {"seconds": 6, "busy": True}, taskuuid=tid, callbackurl=receiver.url)
     wait_until(lambda: agent.client.get(f"/tasks/{tid}").json()["state"] == "running", what="running")
@@ -166,7 +173,7 @@ def test_commands_on_one_resource_never_interleave(agent: AgentProcess) -> None:
         same = list(pool.map(sleep, ["vm-a"] * 3))
         other = list(pool.map(sleep, ["vm-b", "vm-c", "vm-d"]))
     spans = sorted((r["started"], r["ended"]) for r in same)
-    for (s1, e1), (s2, _) in zip(spans, spans[1:], strict=False):
+    for (_, e1), (s2, _) in itertools.pairwise(spans):
         assert s2 >= e1 - 0.01, "two commands on one resource overlapped"
     spans = sorted((r["started"], r["ended"]) for r in other)
     assert spans[1][0] < spans[0][1], "commands on different resources did not run in parallel"
