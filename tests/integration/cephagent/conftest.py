@@ -131,7 +131,7 @@ def make_raw(path: Path, size: int, seed: int = 7) -> bytes:
     """A raw disk image of ``size`` bytes: patterned data with all-zero stretches."""
     block = bytes((i * seed + 13) % 251 for i in range(MiB))
     data = bytearray(size)
-    for off in range(0, size, 4 * MiB):
+    for off in range(0, size, 8 * MiB):
         n = min(MiB, size - off)
         data[off:off + n] = block[:n]
     path.write_bytes(bytes(data))
