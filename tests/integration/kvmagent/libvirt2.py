@@ -75,3 +75,32 @@ class SecondLibvirtd:
                 except ProcessLookupError:
                     break
                 time.sleep(0.1)
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def kill_libvirtd(lv: SecondLibvirtd, sig: int = signal.SIGKILL) -> None:
+    """Kill the second libvirtd (its guests live on, as with a real libvirtd)."""
+    pid = _pid(lv.base / "libvirtd.pid")
+    assert pid is not None
+    os.kill(pid, sig)
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def restart_libvirtd(lv: SecondLibvirtd) -> None:
+    """Start libvirtd again inside the second libvirtd's mount namespace."""
+    logd = _pid(lv.base / "virtlogd.pid")
+    assert logd is not None
+    (lv.base / "libvirtd.pid").unlink(missing_ok=True)
+    subprocess.run(["nsenter", f"--mount=/proc/{logd}/ns/mnt", "libvirtd", "-d", "-p", str(lv.base / "libvirtd.pid")],
+                   check=True, timeout=30)

@@ -1,0 +1,141 @@
+"""Fixtures of the kvmagent integration tests: the real libvirtd, the tiny
+guest image, a real kvmagent process and a real callback receiver."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ENV_DIR
+from tests.support.agents import AgentProcess, CallbackReceiver, python_agent, wait_until
+
+KVMAGENT = python_agent("kvmagent.app")
+
+
+@pytest.fixture(scope="session")
+def libvirt_env(component_env: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    return component_env("libvirt")
+
+
+@pytest.fixture(scope="session")
+def guest_env(component_env: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    return component_env("guest")
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    """A directory QEMU (user libvirt-qemu) can reach: disks, ISOs and console logs go here."""
+    base = ENV_DIR / "kvmagent-tests"
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o755)
+    d = base / uuid.uuid4().hex[:12]
+    d.mkdir()
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[CallbackReceiver]:
+    r = CallbackReceiver().start()
+    yield r
+    r.stop()
+
+
+def start_agent(workdir: Path, receiver: CallbackReceiver, libvirt_env: dict[str, str],
+                uri: str | None = None, name: str = "agent") -> AgentProcess:
+    home = workdir / name
+    home.mkdir(exist_ok=True)
+    return AgentProcess(KVMAGENT, home, controller_urls=[receiver.url], extra={
+        "libvirt_uri": uri or libvirt_env["LIBVIRT_URI"],
+        "domain_type": libvirt_env["LIBVIRT_DOMAIN_TYPE"],
+        "storage_roots": [str(workdir)],
+        "console_dir": workdir / "console",
+    })
+
+
+def linked_clone(guest_env: dict[str, str], dest: Path) -> Path:
+    """A root volume as production makes it: a qcow2 overlay on the cached image."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", guest_env["GUEST_FORMAT"],
+                    "-b", guest_env["GUEST_IMAGE"], str(dest)], check=True, timeout=30)
+    return dest
+
+
+def vm_body(vm_uuid: str, root: Path, **extra: Any) -> dict[str, Any]:
+    return {"vmUuid": vm_uuid, "vmName": "it-" + vm_uuid[:8], "cpuNum": 1, "memorySize": 128 << 20,
+            "rootVolume": {"type": "file", "volumeUuid": str(uuid.uuid4()), "deviceId": 0,
+                           "installPath": str(root)}, **extra}
+
+
+def console_log(workdir: Path, vm_uuid: str) -> Path:
+    return workdir / "console" / f"{vm_uuid.replace('-', '')}.log"
+
+
+def wait_console(log: Path, text: str, timeout: float = 90, count: int = 1) -> str:
+    """Wait until ``text`` appears ``count`` times in the serial console log."""
+    def seen() -> str | None:
+        try:
+            content = log.read_text(errors="replace")
+        except OSError:
+            return None
+        return content if content.count(text) >= count else None
+    return str(wait_until(seen, timeout, interval=0.2, what=f"{text!r} x{count} in {log.name}"))
+
+
+def virsh(*args: str, uri: str = "qemu:///system", check: bool = True) -> str:
+    r = subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError(f"virsh {' '.join(args)}: {r.stderr}")
+    return r.stdout.strip()
+
+
+def domstate(vm_uuid: str, uri: str = "qemu:///system") -> str:
+    r = subprocess.run(["virsh", "-q", "-c", uri, "domstate", vm_uuid.replace("-", "")],
+                       capture_output=True, text=True, timeout=30)
+    return r.stdout.strip() if r.returncode == 0 else "absent"
+
+
+def qemu_running(vm_uuid: str) -> bool:
+    marker = f"guest={vm_uuid.replace('-', '')},".encode()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if marker in (p / "cmdline").read_bytes():
+                    return True
+            except OSError:
+                pass
+    return False
+
+
+def backing_chain(path: Path) -> list[str]:
+    out = subprocess.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", str(path)],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return [img["filename"] for img in json.loads(out)]
+
+
+def ensure_destroyed(agent: AgentProcess, vm_uuid: str, uri: str = "qemu:///system") -> None:
+    """Cleanup that does not depend on the agent being right."""
+    try:
+        agent.call("/vm/destroy", {"vmUuid": vm_uuid})
+    except Exception:
+        pass
+    subprocess.run(["virsh", "-c", uri, "destroy", vm_uuid.replace("-", "")], capture_output=True, timeout=30)
+
+
+def events_for(receiver: CallbackReceiver, vm_uuid: str) -> list[dict[str, Any]]:
+    return [p["body"] for p in list(receiver.posts)
+            if p["headers"].get("kind") == "event" and p["body"].get("vmUuid") == vm_uuid]
+
+
+def wait_event(receiver: CallbackReceiver, vm_uuid: str, state: str, timeout: float = 30) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        return next((e for e in events_for(receiver, vm_uuid) if e["state"] == state), None)
+    return dict(wait_until(found, timeout, interval=0.1, what=f"event {state} of {vm_uuid}"))
+
