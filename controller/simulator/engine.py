@@ -202,7 +202,9 @@ class Simulator:
             presented.strip().encode(), agent.token.encode())
 
     def _allows(self, agent: SimAgent, url: str) -> bool:
-        if not self.config.controller_urls and not agent.urls:
+        """Any http(s) URL unless controller URLs are configured; then, as a real
+        agent: those prefixes and the URLs handed over by ``connect``."""
+        if not self.config.controller_urls:
             return url.startswith(("http://", "https://"))
         return self.policy.allows(url) or UrlPolicy(agent.urls).allows(url)
 

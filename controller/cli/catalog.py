@@ -1,0 +1,125 @@
+"""The resource table the CLI's commands are generated from.
+
+It is the controller's own table when the controller package is importable
+(``controller.db.models.RESOURCES`` for the collections, the API's create
+schemas and its registered actions with their body models), so a command's
+options are the API body's fields and are validated by the same models before
+anything is sent. Otherwise it falls back to the collections and actions of
+the API contract, with bodies given as ``--set key=value``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+
+#: the contract's collections, used when the controller is not importable
+CONTRACT_COLLECTIONS = [
+    "zones", "clusters", "hosts", "primary-storages", "backup-storages", "images",
+    "l2-networks", "l3-networks", "ip-ranges", "instance-offerings", "disk-offerings",
+    "vms", "vm-nics", "volumes", "snapshots", "tags",
+]
+CONTRACT_ACTIONS = {
+    "vms": ["start", "stop", "reboot", "pause", "resume", "migrate", "attach-volume",
+            "detach-volume", "attach-nic", "detach-nic"],
+    "hosts": ["reconnect", "enable", "disable", "maintain"],
+    "volumes": ["create-snapshot"],
+    "snapshots": ["revert"],
+}
+
+#: the first field-name part of ``<x>_uuid(s)`` → the collection it names
+FIELD_COLLECTION = {
+    "zone": "zones", "cluster": "clusters", "host": "hosts",
+    "primary_storage": "primary-storages", "backup_storage": "backup-storages",
+    "image": "images", "l2_network": "l2-networks", "l3_network": "l3-networks",
+    "ip_range": "ip-ranges", "instance_offering": "instance-offerings",
+    "disk_offering": "disk-offerings", "data_disk_offering": "disk-offerings",
+    "vm": "vms", "nic": "vm-nics", "volume": "volumes", "snapshot": "snapshots",
+}
+#: short option names beside the full ones (``--offering`` for ``instanceOfferingUuid``)
+FIELD_ALIASES = {
+    "instance_offering": ["offering"], "l3_network": ["l3"], "l2_network": ["l2"],
+    "primary_storage": ["ps"], "backup_storage": ["bs"], "data_disk_offering": ["data-disk"],
+}
+#: short command names beside the singular ones
+COMMAND_ALIASES = {
+    "l2-network": "l2", "l3-network": "l3", "primary-storage": "ps", "backup-storage": "bs",
+    "instance-offering": "offering",
+}
+DEFAULT_COLUMNS = ["uuid", "name", "state"]
+EXTRA_COLUMNS = {
+    "vms": ["hostUuid", "cpuNum", "memorySize"],
+    "hosts": ["managementIp", "status"],
+    "images": ["format", "size"],
+    "volumes": ["type", "size", "vmUuid"],
+    "primary-storages": ["type", "url"],
+    "backup-storages": ["type", "hostname"],
+    "l2-networks": ["type", "vlan"],
+    "instance-offerings": ["cpuNum", "memorySize"],
+    "disk-offerings": ["diskSize"],
+    "ip-ranges": ["startIp", "endIp"],
+    "vm-nics": ["vmUuid", "ip", "mac"],
+    "tags": ["resourceUuid", "tag"],
+}
+
+
+@dataclass
+class ResourceSpec:
+    """One collection of the API and what the CLI can do with it."""
+
+    collection: str
+    create: type[BaseModel] | None = None
+    creatable: bool = False
+    actions: dict[str, type[BaseModel] | None] = field(default_factory=dict)
+
+    @property
+    def command(self) -> str:
+        """``vms`` → ``vm``, ``primary-storages`` → ``primary-storage``."""
+        return self.collection[:-1] if self.collection.endswith("s") else self.collection
+
+    @property
+    def columns(self) -> list[str]:
+        return DEFAULT_COLUMNS + EXTRA_COLUMNS.get(self.collection, [])
+
+
+def contract_catalog() -> dict[str, ResourceSpec]:
+    """The contract's collections, without body models."""
+    return {
+        c: ResourceSpec(c, None, c not in ("vm-nics",),
+                        {v: None for v in CONTRACT_ACTIONS.get(c, [])})
+        for c in CONTRACT_COLLECTIONS
+    }
+
+
+def controller_catalog() -> dict[str, ResourceSpec]:
+    """The controller's own table (raises ImportError when it is not there)."""
+    # imported here: the CLI must still work (from the contract) without them
+    from controller.api import routes  # noqa: PLC0415
+    from controller.api import schemas as sc  # noqa: PLC0415
+    from controller.db.models import RESOURCES  # noqa: PLC0415
+    from controller.services import register  # noqa: PLC0415
+
+    register()
+    creates: dict[str, type[BaseModel]] = {
+        **{c: m for c, (m, _) in routes.SIMPLE_CREATE.items()},
+        **{c: m for c, (m, _) in routes.JOB_CREATE.items()},
+        "tags": sc.TagCreate,
+    }
+    table = {c: ResourceSpec(c, creates.get(c), c in creates) for c in [*RESOURCES, "tags"]}
+    for (coll, verb), (model, _) in sorted(routes.ACTIONS.items()):
+        if coll in table:
+            table[coll].actions[verb] = model
+    return table
+
+
+def load_catalog() -> dict[str, ResourceSpec]:
+    """The controller's table, or the contract's when the controller cannot be imported."""
+    try:
+        return controller_catalog()
+    except (ImportError, AttributeError) as e:
+        log.debug("controller tables unavailable (%s): using the API contract", e)
+        return contract_catalog()
