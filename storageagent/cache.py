@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from agentcore.errors import AgentError, Conflict, InUse, InvalidRequest
+from agentcore.errors import AgentError, Conflict, InUse, InvalidRequest, ProcessFailed
 from agentcore.task import TaskContext
 from storageagent.layout import META_DIR, StorageRoot, atomic_write_json
 from storageagent.models import CachedImage
@@ -29,6 +28,7 @@ from storageagent.qemuimg import ImageTool
 log = logging.getLogger(__name__)
 
 CACHE_FORMATS = ("qcow2", "raw")
+READ_CHUNK = 4 << 20
 
 
 class DigestMismatch(AgentError):
@@ -142,40 +142,68 @@ class ImageCache:
 
 
 def http_fetcher(url: str, read_timeout: float, total_timeout: float) -> Fetcher:
-    """Download ``url``, hashing as the bytes arrive; cancel and deadline stop it."""
+    """Download ``url`` with curl while a thread hashes the file as it grows.
+
+    curl moves the bytes (parsing HTTP in Python halved the rate, measured in
+    the benchmark); the follower reads them back from the page cache and hashes
+    them as they land, so the digest is ready when curl exits. Cancel and the
+    deadline kill curl (it runs through the task's runner).
+    """
 
     def fetch(ctx: TaskContext, dest: Path) -> Fetched:
-        h = hashlib.sha256()
-        done = 0
-        timeout = httpx.Timeout(ctx.remaining(read_timeout), connect=min(10.0, read_timeout))
-        end = time.monotonic() + total_timeout
+        dest.touch(exist_ok=False)
+        finished = threading.Event()
+        follower = _Follower(ctx, dest, finished)
+        follower.start()
+        argv = [
+            "curl", "--fail", "--silent", "--show-error", "--location", "--proto", "=http,https",
+            "--proto-redir", "=http,https", "--connect-timeout", str(int(min(30.0, read_timeout)) or 1),
+            "--speed-limit", "1", "--speed-time", str(max(1, int(read_timeout))),
+            "--output", str(dest), url,
+        ]
         try:
-            with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as r:
-                if r.status_code != 200:
-                    raise DownloadFailed(f"GET returned HTTP {r.status_code}", url=url,
-                                         status=r.status_code)
-                total = int(r.headers.get("content-length") or 0) or None
-                ctx.on_stop(r.close)  # unblocks a read waiting on a stalled server
-                with open(dest, "xb") as f:
-                    for chunk in r.iter_bytes():
-                        ctx.check()
-                        if time.monotonic() > end:
-                            raise DownloadFailed("the download took too long", url=url)
-                        f.write(chunk)
-                        h.update(chunk)
-                        done += len(chunk)
-                        ctx.progress(stage="download", done=done, total=total, unit="bytes")
-        except AgentError:
-            raise
-        except Exception as e:
-            ctx.check()  # a cancel closes the stream: report the cancel, not the broken read
-            if isinstance(e, httpx.HTTPError | httpx.StreamError):
-                raise DownloadFailed(f"{type(e).__name__}: {e}", url=url) from e
-            raise
-        ctx.progress(100.0, stage="download", done=done, total=done, unit="bytes", force=True)
-        return Fetched(f"sha256:{h.hexdigest()}", done)
+            ctx.run(argv, timeout=total_timeout)
+        except ProcessFailed as e:
+            raise DownloadFailed(str(e.details.get("stderr", "")).strip()[-500:] or e.message,
+                                 url=url, returncode=e.details.get("returncode")) from e
+        finally:
+            finished.set()
+            follower.join()
+        if follower.error is not None:
+            raise follower.error
+        ctx.progress(100.0, stage="download", done=follower.done, total=follower.done, unit="bytes",
+                     force=True)
+        return Fetched(f"sha256:{follower.hash.hexdigest()}", follower.done)
 
     return fetch
+
+
+class _Follower(threading.Thread):
+    """Hashes a file while another process appends to it, until told it is complete."""
+
+    def __init__(self, ctx: TaskContext, path: Path, finished: threading.Event) -> None:
+        super().__init__(daemon=True, name=f"hash-{path.name}")
+        self.ctx, self.path, self.finished = ctx, path, finished
+        self.hash = hashlib.sha256()
+        self.done = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                while True:
+                    complete = self.finished.is_set()  # read before the read that may hit EOF
+                    chunk = f.read(READ_CHUNK)
+                    if chunk:
+                        self.hash.update(chunk)
+                        self.done += len(chunk)
+                        self.ctx.progress(stage="download", done=self.done, unit="bytes")
+                    elif complete:
+                        return
+                    else:
+                        self.finished.wait(0.005)
+        except BaseException as e:  # handed to the task's thread
+            self.error = e
 
 
 class DownloadFailed(AgentError):
