@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,11 +54,21 @@ class JobContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     calls: set[PendingCall] = field(default_factory=set)
     _last_progress: float = 0.0
+    _shielded: int = 0
 
     def check(self) -> None:
-        """Raise :class:`JobCancelled` if the job was cancelled."""
-        if self.cancelled.is_set():
+        """Raise :class:`JobCancelled` if the job was cancelled (not while rolling back)."""
+        if self.cancelled.is_set() and not self._shielded:
             raise JobCancelled()
+
+    @contextmanager
+    def uncancellable(self) -> Iterator[None]:
+        """Rollbacks run in here: a cancel neither raises nor aborts their agent calls."""
+        self._shielded += 1
+        try:
+            yield
+        finally:
+            self._shielded -= 1
 
     def progress(self, stage: str, percent: float | None = None, force: bool = False) -> None:
         now = time.monotonic()
@@ -71,7 +82,7 @@ class JobContext:
         """Wait for an agent call; a cancel of the job cancels it on the agent."""
         self.calls.add(pc)
         try:
-            if self.cancelled.is_set():
+            if self.cancelled.is_set() and not self._shielded:
                 self.manager.dispatcher.cancel(pc)
             return pc.result()
         finally:
@@ -190,7 +201,7 @@ class JobManager:
         if not started and live.work is not None and self.queues.withdraw(live.work):
             self._finish(live, "cancelled", None,
                          {"code": "CANCELLED", "message": "the job was cancelled", "details": {}})
-        else:
+        elif not live.ctx._shielded:
             for pc in list(live.ctx.calls):
                 self.dispatcher.cancel(pc)
         return self.get(job_uuid)

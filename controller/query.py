@@ -63,6 +63,14 @@ def columns(model: type[Base]) -> dict[str, Any]:
     return {c.key: c for c in model.__table__.columns}  # type: ignore[attr-defined]
 
 
+def snake(model: type[Base], name: str) -> str:
+    """The column key of a wire (camelCase) or Python name; unchanged if unknown."""
+    for key in columns(model):
+        if name in (key, to_camel(key)):
+            return key
+    return to_snake(name)
+
+
 @dataclass(frozen=True)
 class Condition:
     """One parsed ``q`` term."""
@@ -77,7 +85,7 @@ def parse_condition(text: str) -> Condition:
     if m is None or m.start() == 0:
         raise BadRequest(f"q: cannot parse {text!r} (want <field><op><value>)", field="q")
     path = text[: m.start()].strip().split(".")
-    return Condition([to_snake(p) for p in path], m.group(0), text[m.end():])
+    return Condition(path, m.group(0), text[m.end():])
 
 
 def _convert(col: Any, raw: str, field: str) -> Any:
@@ -112,9 +120,8 @@ def _column_condition(col: Any, op: str, raw: str, field: str) -> ColumnElement[
 
 def _reverse(model: type[Base], name: str) -> tuple[type[Base], Any] | None:
     """``vmNics`` on Vm → (VmNic, VmNic.vm_uuid)."""
-    coll = to_camel(name).replace("_", "")
     for c, child in RESOURCES.items():
-        if to_camel(c.replace("-", "_")) != coll:
+        if to_camel(c.replace("-", "_")) != name:
             continue
         for key, col in columns(child).items():  # type: ignore[arg-type]
             if TARGETS.get(key) is model and key not in ("root_volume_uuid", "last_host_uuid"):
@@ -126,7 +133,7 @@ def condition(model: type[Base], path: Sequence[str], op: str, raw: str,
               field: str) -> ColumnElement[bool]:
     """The SQL condition of one term on ``model``, following relations."""
     cols = columns(model)
-    head = path[0]
+    head = snake(model, path[0])
     if len(path) == 1:
         if head == "tag":
             sub = select(Tag.resource_uuid).where(_column_condition(Tag.tag, op, raw, field))
@@ -134,17 +141,17 @@ def condition(model: type[Base], path: Sequence[str], op: str, raw: str,
         if head not in cols:
             raise BadRequest(f"q: {field}: no such attribute", field=field)
         return _column_condition(cols[head], op, raw, field)
-    fk = f"{head}_uuid"
+    fk = snake(model, path[0] + "Uuid")
     if fk in cols and fk in TARGETS:
         target = TARGETS[fk]
         sub = select(columns(target)["uuid"]).where(condition(target, path[1:], op, raw, field))
         return cols[fk].in_(sub)  # type: ignore[no-any-return]
-    rev = _reverse(model, head)
+    rev = _reverse(model, path[0])
     if rev is not None:
         child, child_fk = rev
         sub = select(child_fk).where(condition(child, path[1:], op, raw, field))
         return cols["uuid"].in_(sub)  # type: ignore[no-any-return]
-    raise BadRequest(f"q: {field}: no relation {to_camel(head)!r}", field=field)
+    raise BadRequest(f"q: {field}: no relation {path[0]!r}", field=field)
 
 
 @dataclass
@@ -166,7 +173,7 @@ def parse(args: Any) -> Query:
     for part in ",".join(args.getlist("sort")).split(","):
         part = part.strip()
         if part:
-            sort.append((to_snake(part.lstrip("-+")), part.startswith("-")))
+            sort.append((part.lstrip("-+"), part.startswith("-")))
     try:
         limit = int(args.get("limit", DEFAULT_LIMIT))
         offset = int(args.get("offset", 0))
@@ -182,8 +189,7 @@ def parse(args: Any) -> Query:
 
 
 def where_clause(model: type[Base], conds: Iterable[Condition]) -> list[ColumnElement[bool]]:
-    return [condition(model, c.path, c.op, c.value, ".".join(to_camel(p) for p in c.path))
-            for c in conds]
+    return [condition(model, c.path, c.op, c.value, ".".join(c.path)) for c in conds]
 
 
 def run(session: Session, model: type[Base], q: Query,
@@ -192,7 +198,7 @@ def run(session: Session, model: type[Base], q: Query,
     cols = columns(model)
     where = [*where_clause(model, q.conditions), *extra]
     if q.fields:
-        wanted = [to_snake(f) for f in q.fields]
+        wanted = [snake(model, f) for f in q.fields]
         bad = [f for f, w in zip(q.fields, wanted, strict=True) if w not in cols]
         if bad:
             raise BadRequest(f"fields: no such attribute {bad[0]!r}", field="fields")
@@ -200,9 +206,10 @@ def run(session: Session, model: type[Base], q: Query,
     else:
         stmt = select(model)
     stmt = stmt.where(*where)
-    for key, desc in q.sort:
+    for name, desc in q.sort:
+        key = snake(model, name)
         if key not in cols:
-            raise BadRequest(f"sort: no such attribute {to_camel(key)!r}", field="sort")
+            raise BadRequest(f"sort: no such attribute {name!r}", field="sort")
         stmt = stmt.order_by(cols[key].desc() if desc else cols[key].asc())
     if not q.sort:
         stmt = stmt.order_by(cols["uuid"]) if "create_date" not in cols else stmt.order_by(

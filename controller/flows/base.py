@@ -1,8 +1,10 @@
 """A flow: steps that each know how to undo themselves.
 
 ``Flow.run(state)`` runs the steps in order, checking for a cancel between
-them. When a step raises, the steps that finished are rolled back in reverse
-order (a rollback that fails is logged and the others still run) and the
+them. When a step raises, that step and the steps that finished are rolled
+back in reverse order (so a step that did half its work undoes that half; a
+rollback must therefore cope with partial work, using only what the state
+records), a rollback that fails is logged and the others still run, and the
 original error is raised again. Steps are plain functions over one typed
 state object, so a flow reads top to bottom.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -36,11 +39,13 @@ class Flow(Generic[S]):
 
     def __init__(self, name: str, steps: Sequence[Step[S]],
                  check: Callable[[], None] | None = None,
-                 on_step: Callable[[str, int, int], None] | None = None) -> None:
+                 on_step: Callable[[str, int, int], None] | None = None,
+                 guard: Callable[[], AbstractContextManager[object]] | None = None) -> None:
         self.name = name
         self.steps = list(steps)
         self._check = check
         self._on_step = on_step
+        self._guard = guard or nullcontext
         self.rollback_errors: list[tuple[str, Exception]] = []
 
     def run(self, state: S) -> S:
@@ -52,13 +57,13 @@ class Flow(Generic[S]):
                 if self._on_step is not None:
                     self._on_step(step.name, i, len(self.steps))
                 log.debug("%s: %s", self.name, step.name)
-                step.run(state)
                 done.append(step)
+                step.run(state)
         except BaseException as e:
-            log.info("%s failed at %s (%s); rolling back %d step(s)", self.name,
-                     self.steps[len(done)].name if len(done) < len(self.steps) else "?",
-                     e, len(done))
-            self._rollback(done, state)
+            log.info("%s failed at %s (%s: %s); rolling back", self.name, done[-1].name if done
+                     else "start", type(e).__name__, e)
+            with self._guard():  # a cancel must not stop the undoing
+                self._rollback(done, state)
             raise
         return state
 

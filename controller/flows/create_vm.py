@@ -82,7 +82,8 @@ def allocate_host(st: CreateVm) -> None:
 
 
 def release_host(st: CreateVm) -> None:
-    assert st.host is not None
+    if st.host is None:
+        return
     with st.ctl.db.write() as s:
         allocate.release_host(s, st.host.uuid, st.cpu, st.memory)
         s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(host_uuid=None))
@@ -235,6 +236,8 @@ def realise_network(st: CreateVm) -> None:
 
 
 def unrealise_network(st: CreateVm) -> None:
+    if st.host is None:
+        return
     with st.ctl.db.read() as s:
         nics = [(n.l3_network_uuid, n.mac) for n in s.scalars(
             select(VmNic).where(VmNic.uuid.in_(st.nic_uuids)))]
@@ -254,6 +257,8 @@ def start(st: CreateVm) -> None:
 
 
 def destroy(st: CreateVm) -> None:
+    if st.host is None:
+        return
     call(st.ctl, st.ctx, st.agent, "/vm/destroy", km.DestroyVmCmd(vm_uuid=st.vm_uuid))
 
 
@@ -275,7 +280,8 @@ def run(ctl: Controller, ctx: JobContext, st: CreateVm) -> None:
         ctx.progress(name, 100.0 * i / n)
 
     try:
-        Flow("create-vm", STEPS, check=ctx.check, on_step=on_step).run(st)
+        Flow("create-vm", STEPS, check=ctx.check, on_step=on_step,
+             guard=ctx.uncancellable).run(st)
     except BaseException:
         with ctl.db.write() as s:
             s.execute(delete(Tag).where(Tag.resource_uuid == st.vm_uuid))

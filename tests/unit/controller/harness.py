@@ -55,7 +55,9 @@ class Cloud:
 
     def job(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """Run a job-backed call with wait=1; returns the finished job."""
-        status, data = self.call(method, path, body, wait="1")
+        path, _, qs = path.partition("?")
+        query = dict(kv.split("=", 1) for kv in qs.split("&") if kv)
+        status, data = self.call(method, path, body, wait="1", **query)
         assert status == 200, (status, data)
         job: dict[str, Any] = data["job"]
         return job
