@@ -25,7 +25,7 @@ from tests.integration.storageagent.conftest import (
     qemu_img,
     sha256_of,
 )
-from tests.support.agents import AgentProcess, python_agent, wait_until
+from tests.support.agents import AgentProcess, CallbackReceiver, python_agent, wait_until
 from tests.support.httpserver import FileServer
 
 pytestmark = pytest.mark.nfs
@@ -66,9 +66,27 @@ def cached_guest(nfs_storage: Storage, guest: dict[str, str]) -> str:
     return str(r["image"]["installPath"])
 
 
+@pytest.fixture
+def kvmagent(workdir: Path, nfs_storage: Storage, component_env: Any) -> Iterator[AgentProcess]:
+    """The real KVM agent (libvirtd, TCG), allowed to use the NFS storage's tree."""
+    libvirt = component_env("libvirt")
+    home = workdir / f"kvmagent-{uuid.uuid4().hex[:6]}"
+    home.mkdir()
+    receiver = CallbackReceiver().start()
+    a = AgentProcess(python_agent("kvmagent.app"), home, controller_urls=[receiver.url], extra={
+        "libvirt_uri": libvirt["LIBVIRT_URI"], "domain_type": libvirt["LIBVIRT_DOMAIN_TYPE"],
+        "storage_roots": [str(nfs_storage.root)], "console_dir": home / "console",
+    })
+    a.start()
+    yield a
+    a.stop()
+    receiver.stop()
+
+
 @pytest.mark.slow
-def test_root_volume_clone_boots_in_qemu_and_is_not_deleted_while_qemu_holds_it(
-    nfs_storage: Storage, cached_guest: str, guest: dict[str, str], tmp_path: Path
+@pytest.mark.libvirt
+def test_root_volume_clone_booted_by_the_kvm_agent_and_not_deleted_while_qemu_holds_it(
+    nfs_storage: Storage, cached_guest: str, guest: dict[str, str], kvmagent: AgentProcess
 ) -> None:
     s = nfs_storage
     vsize = json.loads(qemu_img("info", "--output=json", guest["GUEST_IMAGE"]))["virtual-size"]
@@ -82,28 +100,28 @@ def test_root_volume_clone_boots_in_qemu_and_is_not_deleted_while_qemu_holds_it(
     assert '"backing-filename": "../imagecache/guest.qcow2"' in info
     check_clean(s.path("vm1/root.qcow2"))
 
-    console = tmp_path / "console.log"
-    qemu = subprocess.Popen(
-        ["qemu-system-x86_64", "-machine", "pc,accel=tcg", "-m", "128", "-nodefaults",
-         "-display", "none", "-no-reboot", "-monitor", "none", "-serial", f"file:{console}",
-         "-drive", f"file={s.path('vm1/root.qcow2')},format=qcow2,if=virtio"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    vm = str(uuid.uuid4())
+    body = {"vmUuid": vm, "vmName": "sa-" + vm[:8], "cpuNum": 1, "memorySize": 128 << 20,
+            "rootVolume": {"type": "file", "volumeUuid": str(uuid.uuid4()), "deviceId": 0,
+                           "installPath": str(s.path("vm1/root.qcow2"))}}
+    started = kvmagent.call("/vm/start", body)
+    assert started["success"], started
+    console = kvmagent.workdir / "console" / f"{vm.replace('-', '')}.log"
     try:
         wait_until(lambda: console.exists() and guest["GUEST_MARKER"] in console.read_text(errors="replace"),
-                   90, 0.2, "the guest booted from the linked clone")
+                   90, 0.2, "the guest booted from the linked clone on the NFS tree")
         busy = s.call("/storage/volume/delete", installPath="vm1/root.qcow2")
         assert busy["success"] is False and busy["error"]["code"] == "IN_USE"
-        assert busy["error"]["details"]["holders"][0]["pid"] == qemu.pid
+        assert busy["error"]["details"]["holders"][0]["comm"].startswith("qemu")
         snap = s.call("/storage/snapshot/create", installPath="vm1/root.qcow2", snapshotPath="vm1/s1.qcow2")
         assert snap["error"]["code"] == "IN_USE"
         assert s.path("vm1/root.qcow2").is_file() and not s.path("vm1/s1.qcow2").exists()
         assert s.call("/storage/cache/evict", imageId="guest")["error"]["code"] == "IN_USE"
     finally:
-        qemu.terminate()
-        qemu.wait(30)
-    check_clean(s.path("vm1/root.qcow2"))
-    assert s.ok("/storage/volume/delete", installPath="vm1/root.qcow2")["deleted"] is True
+        assert kvmagent.call("/vm/destroy", {"vmUuid": vm})["success"]
+    wait_until(lambda: s.call("/storage/volume/delete", installPath="vm1/root.qcow2")["success"],
+               30, 0.2, "QEMU let go of the volume")
+    assert not s.path("vm1/root.qcow2").exists()
 
 
 def test_snapshot_revert_and_merge_keep_the_chain_consistent(nfs_storage: Storage) -> None:
