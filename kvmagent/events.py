@@ -3,8 +3,9 @@
 libvirt tells us when a domain starts, stops, crashes, pauses or is shut down
 from inside the guest. The agent reports those to the controller's events URL
 (``{hostUuid, vmUuid, state, reason}``), except the ones its own commands
-caused: a command wraps its work in :meth:`EventReporter.own`, and events of
-that VM are dropped while it runs and for a short settle time after. After a
+caused: a command wraps its work in :meth:`EventReporter.own` naming the
+states it leads to, and events of that VM into those states are dropped while
+it runs and for a short settle time after (a crash is never the agent's doing). After a
 reconnect (libvirtd restarted) the reporter compares the states it last saw
 with what libvirt now says and reports the differences, so nothing that
 happened while libvirtd was down is lost.
@@ -27,6 +28,10 @@ from kvmagent.models import VmState, VmStateEvent
 log = logging.getLogger(__name__)
 
 SETTLE = 2.0  # seconds after an own command during which its VM's events are dropped
+
+ALL_STATES: frozenset[VmState] = frozenset({"Running", "Paused", "Stopped", "Unknown"})  # not Crashed
+RUNNING: frozenset[VmState] = frozenset({"Running", "Paused"})
+STOPPED: frozenset[VmState] = frozenset({"Stopped"})
 
 Sink = Callable[[VmStateEvent], None]
 
@@ -75,8 +80,8 @@ class EventReporter:
         self.host_uuid = host_uuid
         self.sink = sink
         self._mu = threading.Lock()
-        self._own: dict[str, int] = {}
-        self._quiet_until: dict[str, float] = {}
+        self._own: dict[str, dict[object, frozenset[VmState]]] = {}
+        self._quiet_until: dict[str, dict[VmState, float]] = {}
         self._names: dict[str, str] = {}  # domain name -> VM UUID as the controller spells it
         self._last: dict[str, VmState] = {}
         self._callback_ids: dict[int, int] = {}
@@ -85,21 +90,29 @@ class EventReporter:
     # -- suppression ------------------------------------------------------
 
     @contextmanager
-    def own(self, vm_uuid: str, domain_name: str | None = None) -> Iterator[None]:
-        """Drop this VM's events while the block runs (the agent is the cause)."""
+    def own(self, vm_uuid: str, domain_name: str | None = None,
+            expect: frozenset[VmState] = ALL_STATES) -> Iterator[None]:
+        """Drop this VM's events of the ``expect`` states while the block runs (the agent is the cause).
+
+        A state the command does not lead to (a crash while starting, say) is still reported.
+        """
         key = self._key(vm_uuid)
+        token = object()
         with self._mu:
-            self._own[key] = self._own.get(key, 0) + 1
+            self._own.setdefault(key, {})[token] = expect
             if domain_name is not None:
                 self._names[domain_name] = vm_uuid
         try:
             yield
         finally:
             with self._mu:
-                self._own[key] -= 1
+                del self._own[key][token]
                 if not self._own[key]:
                     del self._own[key]
-                self._quiet_until[key] = time.monotonic() + SETTLE
+                until = time.monotonic() + SETTLE
+                quiet = self._quiet_until.setdefault(key, {})
+                for state in expect:
+                    quiet[state] = until
 
     def remember(self, vm_uuid: str, state: VmState) -> None:
         """Record the state an own command left the VM in (the baseline for resync)."""
@@ -109,9 +122,11 @@ class EventReporter:
     def _key(self, vm_uuid: str) -> str:
         return vm_uuid.replace("-", "").lower()
 
-    def _suppressed(self, key: str) -> bool:
+    def _suppressed(self, key: str, state: VmState) -> bool:
         with self._mu:
-            return key in self._own or time.monotonic() < self._quiet_until.get(key, 0.0)
+            if any(state in expect for expect in self._own.get(key, {}).values()):
+                return True
+            return time.monotonic() < self._quiet_until.get(key, {}).get(state, 0.0)
 
     # -- libvirt side -----------------------------------------------------
 
@@ -148,7 +163,7 @@ class EventReporter:
         key = self._key(vm_uuid)
         with self._mu:
             self._last[key] = state
-        if self._suppressed(key):
+        if self._suppressed(key, state):
             log.debug("event of %s (%s, %s) caused by the agent: not reported", vm_uuid, state, reason)
             return
         host_uuid = self.host_uuid()

@@ -11,6 +11,7 @@ from agentcore.errors import NotFound
 from agentcore.plugin import Plugin, command
 from agentcore.task import TaskContext
 from kvmagent.domain_spec import build_domain, domain_name
+from kvmagent.events import RUNNING, STOPPED
 from kvmagent.hypervisor import Hypervisor, kill_leftover_qemu, vm_state
 from kvmagent.models import (
     CheckVmStateCmd,
@@ -65,7 +66,7 @@ class VmPlugin(Plugin):
         log.parent.mkdir(parents=True, exist_ok=True)
         xml = build_domain(cmd, domain_type=self.host.domain_type, console_log=log).to_xml()
         ctx.check()
-        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid)):
+        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid), RUNNING | STOPPED):
             if dom is not None:
                 self.hv.destroy(dom)  # a defined, shut-off leftover of an older agent
             dom = self.hv.create(xml, paused=cmd.create_paused)
@@ -85,7 +86,7 @@ class VmPlugin(Plugin):
     def stop_vm(self, ctx: TaskContext, cmd: StopVmCmd) -> VmStateReply:
         """ACPI shutdown, forced off after graceTimeout; no QEMU is left behind."""
         name = domain_name(cmd.vm_uuid)
-        with self.host.events.own(cmd.vm_uuid, name):
+        with self.host.events.own(cmd.vm_uuid, name, STOPPED):
             dom = self.hv.lookup(cmd.vm_uuid)
             if dom is not None and cmd.type == "grace" and vm_state(dom) == "Running":
                 self.hv.shutdown(dom)
@@ -107,7 +108,7 @@ class VmPlugin(Plugin):
     def destroy(self, ctx: TaskContext, cmd: DestroyVmCmd) -> VmStateReply:
         """Power off at once and undefine; an absent VM is success."""
         name = domain_name(cmd.vm_uuid)
-        with self.host.events.own(cmd.vm_uuid, name):
+        with self.host.events.own(cmd.vm_uuid, name, STOPPED):
             dom = self.hv.lookup(cmd.vm_uuid)
             if dom is not None:
                 self.hv.destroy(dom)
@@ -119,7 +120,7 @@ class VmPlugin(Plugin):
     def reboot(self, ctx: TaskContext, cmd: VmCmd) -> VmStateReply:
         """Reboot through ACPI (the guest restarts itself; libvirt restarts QEMU if it powers off)."""
         dom = self.hv.require(cmd.vm_uuid)
-        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid)):
+        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid), RUNNING | STOPPED):
             self.hv.reboot(dom, force=False)
         return VmStateReply(vm_uuid=cmd.vm_uuid, state=vm_state(dom))
 
@@ -127,7 +128,7 @@ class VmPlugin(Plugin):
     def pause(self, ctx: TaskContext, cmd: VmCmd) -> VmStateReply:
         """Pause the vCPUs; a paused VM is success."""
         dom = self.hv.require(cmd.vm_uuid)
-        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid)):
+        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid), frozenset({"Paused"})):
             self.hv.suspend(dom)
         self.host.events.remember(cmd.vm_uuid, "Paused")
         return VmStateReply(vm_uuid=cmd.vm_uuid, state=vm_state(dom))
@@ -136,7 +137,7 @@ class VmPlugin(Plugin):
     def resume(self, ctx: TaskContext, cmd: VmCmd) -> VmStateReply:
         """Resume a paused VM; a running VM is success."""
         dom = self.hv.require(cmd.vm_uuid)
-        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid)):
+        with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid), frozenset({"Running"})):
             self.hv.resume(dom)
         self.host.events.remember(cmd.vm_uuid, "Running")
         return VmStateReply(vm_uuid=cmd.vm_uuid, state=vm_state(dom))

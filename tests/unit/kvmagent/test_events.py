@@ -88,3 +88,11 @@ def test_resync_reports_only_changes_after_the_first_connection(
     hv.infos = []  # the VM went away while libvirtd was down
     r.resync()
     assert [(e.vm_uuid, e.state) for e in sent] == [(VM, "Stopped")]
+
+
+def test_a_crash_during_an_own_command_is_still_reported(reporter: Reporter) -> None:
+    r, sent, _ = reporter
+    with r.own(VM, NAME, ev.RUNNING):
+        fire(r, libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+        fire(r, libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)
+    assert [(e.state, e.reason) for e in sent] == [("Crashed", "QEMU failed")]
