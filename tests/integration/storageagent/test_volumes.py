@@ -207,6 +207,40 @@ def test_resize_copy_and_volume_from_template(
         s.ok("/storage/volume/delete", installPath=p)
 
 
+def random_volume(s: Storage, rel: str, tmp_path: Path, mib: int = 96) -> None:
+    """A qcow2 volume full of incompressible data: compressing it takes seconds."""
+    raw = tmp_path / f"random-{uuid.uuid4().hex[:6]}.raw"
+    raw.write_bytes(os.urandom(mib * MiB))
+    s.path(rel).parent.mkdir(parents=True, exist_ok=True)
+    qemu_img("convert", "-O", "qcow2", str(raw), str(s.path(rel)))
+    raw.unlink()
+
+
+@pytest.mark.slow
+def test_create_template_reports_progress_and_cancel_leaves_nothing(nfs_storage: Storage, tmp_path: Path) -> None:
+    s = nfs_storage
+    random_volume(s, "tplc/vol.qcow2", tmp_path)
+    partial = s.root / ".kvmcloud" / "partial"
+    task = f"tplc-{uuid.uuid4().hex}"
+    result: dict[str, Any] = {}
+    body = {**s.ref, "installPath": "tplc/vol.qcow2", "templatePath": "tplc/tpl.qcow2", "compress": True}
+    t = threading.Thread(target=lambda: result.update(
+        s.agent.call("/storage/volume/create-template", body, taskuuid=task)))
+    t.start()
+
+    def converting() -> bool:
+        p = s.agent.client.get(f"/tasks/{task}").json().get("progress") or {}
+        return p.get("stage") == "convert" and bool(p.get("done"))
+
+    wait_until(converting, 30, 0.05, "convert progress")
+    assert s.agent.client.post(f"/tasks/{task}/cancel").status_code == 200
+    t.join(30)
+    assert result["success"] is False and result["error"]["code"] == "CANCELLED"
+    assert not s.path("tplc/tpl.qcow2").exists()
+    assert list(partial.iterdir()) == []
+    s.ok("/storage/volume/delete", installPath="tplc/vol.qcow2")
+
+
 @pytest.fixture
 def second_agent(workdir: Path, mount_base: Path) -> Iterator[AgentProcess]:
     home = workdir / f"agent-{uuid.uuid4().hex[:6]}"
@@ -239,10 +273,7 @@ def test_agent_killed_during_create_template_leaves_no_half_template(
     m = a.call("/storage/mount", {"storageUuid": nfs_storage.uuid, "url": nfs_url(nfs_env, nfs_storage.export)})
     assert m["success"] and m["alreadyMounted"] is True
     s = Storage(a, nfs_storage.uuid, nfs_storage.root)
-    raw = tmp_path / "random.raw"
-    raw.write_bytes(os.urandom(96 * MiB))
-    s.path("tplsrc").mkdir()
-    qemu_img("convert", "-O", "qcow2", str(raw), str(s.path("tplsrc/vol.qcow2")))
+    random_volume(s, "tplsrc/vol.qcow2", tmp_path)
     partial = s.root / ".kvmcloud" / "partial"
     task = f"tpl-{uuid.uuid4().hex}"
     body = {**s.ref, "installPath": "tplsrc/vol.qcow2", "templatePath": "tpl/half.qcow2", "compress": True}
