@@ -329,8 +329,8 @@ class CopyVolumeCmd(VolumeCmd):
 
 
 class CreateSnapshotCmd(VolumeCmd):
-    """Offline snapshot: the volume's data becomes ``snapshotPath`` (read-only
-    from now on) and the volume becomes a new overlay on top of it."""
+    """Offline snapshot: the volume's data becomes ``snapshotPath`` (never written
+    again by the agent) and the volume becomes a new overlay on top of it."""
 
     snapshot_path: InstallPath
 

@@ -83,7 +83,6 @@ class SnapshotPlugin(Plugin):
                     tool.rebase(ctx, snap, backing_name(b, vol.parent), bfmt, 60, unsafe=True)
                 os.rename(snap, vol)
             raise
-        os.chmod(snap, 0o444)
         return VolumeReply(volume=volume_info(ctx, tool, sr, vol))
 
     def _in_chain(self, ctx: TaskContext, vol: Path, target: Path, field: str,
