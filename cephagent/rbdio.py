@@ -27,7 +27,7 @@ from cephagent.rbdstore import RbdStore, open_pool
 log = logging.getLogger(__name__)
 
 BLOCK = 4 << 20
-WINDOW = 8
+WINDOW = 16
 GROW_STEP = 1 << 30
 TMP_SUFFIX = ".kvmcloud-part"
 

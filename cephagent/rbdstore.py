@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -95,16 +96,39 @@ def _image_exists(ioctx: rados.Ioctx, name: str) -> bool:
 
 
 class SnapshotGate:
-    """In-process locks keyed by snapshot, so that concurrent clones of one
-    image create and protect its base snapshot once."""
+    """Per-process knowledge of base snapshots: locks keyed by snapshot, so that
+    concurrent clones of one image create and protect it once, and a short-lived
+    record of snapshots seen protected, so that a clone needs no extra round
+    trips. A clone that fails on a stale record re-checks and retries once."""
+
+    TTL = 60.0
 
     def __init__(self) -> None:
         self._locks: dict[str, threading.Lock] = {}
+        self._known: dict[str, tuple[float, int]] = {}
         self._mu = threading.Lock()
 
     def lock(self, key: str) -> threading.Lock:
         with self._mu:
             return self._locks.setdefault(key, threading.Lock())
+
+    def known_size(self, key: str) -> int | None:
+        """The size of a snapshot seen protected within :attr:`TTL` seconds."""
+        with self._mu:
+            hit = self._known.get(key)
+        if hit is None or time.monotonic() - hit[0] > self.TTL:
+            return None
+        return hit[1]
+
+    def remember(self, key: str, size: int) -> None:
+        with self._mu:
+            self._known[key] = (time.monotonic(), size)
+
+    def forget(self, prefix: str) -> None:
+        """Drop the records of an image's snapshots (``<fsid>/<pool>/<name>@``)."""
+        with self._mu:
+            for k in [k for k in self._known if k.startswith(prefix)]:
+                del self._known[k]
 
 
 class RbdStore:
@@ -260,6 +284,7 @@ class RbdStore:
 
     def delete(self, pool: str, name: str, purge_snapshots: bool) -> bool:
         """Remove an image; False if it was already gone (idempotent)."""
+        self.gate.forget(self._snap_key(pool, name))
         try:
             self.refuse_if_in_use(pool, name)
         except ImageNotFound:
@@ -291,43 +316,85 @@ class RbdStore:
         self._call(f"resize {pool}/{name}", run)
 
     def clone(self, src_pool: str, src_name: str, src_snap: str, pool: str, name: str,
-              features: list[str], size: int | None) -> None:
-        """Clone a protected snapshot, creating and protecting it once if missing."""
-        self.ensure_protected_snapshot(src_pool, src_name, src_snap)
-        bits = feature_bits(features)
+              features: list[str], size: int | None) -> dict[str, Any]:
+        """Clone a protected snapshot, creating and protecting it once if missing.
 
-        def run(h: rados.Rados) -> None:
+        Answers what :meth:`info` would for the new clone, without reading it back.
+        """
+        bits = feature_bits(features)
+        key = self._snap_key(src_pool, src_name, src_snap)
+        snap_size = self.gate.known_size(key)
+        try:
+            final = self._clone(src_pool, src_name, src_snap, pool, name, bits, size,
+                                snap_size if snap_size is not None
+                                else self.ensure_protected_snapshot(src_pool, src_name, src_snap))
+        except (ImageNotFound, CephError):
+            if snap_size is None:
+                raise
+            self.gate.forget(key)  # the record was stale: check again, once
+            final = self._clone(src_pool, src_name, src_snap, pool, name, bits, size,
+                                self.ensure_protected_snapshot(src_pool, src_name, src_snap))
+        return {"install_path": f"{pool}/{name}", "pool": pool, "name": name, "size": final,
+                "actual_size": 0, "parent": ParentRef(pool=src_pool, name=src_name, snapshot=src_snap),
+                "snapshots": [], "features": feature_names(bits), "watchers": 0}
+
+    def _clone(self, src_pool: str, src_name: str, src_snap: str, pool: str, name: str, bits: int,
+               size: int | None, snap_size: int) -> int:
+        def run(h: rados.Rados) -> int:
             with open_pool(h, src_pool) as pio, open_pool(h, pool) as cio:
                 try:
                     rbd.RBD().clone(pio, src_name, src_snap, cio, name, features=bits)
                 except rbd.ImageNotFound:
                     raise ImageNotFound(f"no image {src_pool}/{src_name}@{src_snap}",
                                         pool=src_pool, name=src_name, snapshot=src_snap) from None
-                if size is not None:
+                if size is not None and size > snap_size:
                     with open_image(cio, name) as img:
-                        if size > img.size():
-                            img.resize(size)
-        self._call(f"clone {src_pool}/{src_name}@{src_snap} to {pool}/{name}", run)
+                        img.resize(size)
+                    return size
+            return snap_size
+        final: int = self._call(f"clone {src_pool}/{src_name}@{src_snap} to {pool}/{name}", run)
+        return final
 
-    def ensure_protected_snapshot(self, pool: str, name: str, snap: str) -> bool:
-        """Create and protect ``pool/name@snap`` unless it is; True if this call made it."""
-        with self.gate.lock(f"{self.conn.fsid}/{pool}/{name}@{snap}"):
-            def run(h: rados.Rados) -> bool:
-                with open_pool(h, pool) as io, open_image(io, name) as img:
-                    made = False
-                    if not any(s["name"] == snap for s in img.list_snaps()):
-                        try:
-                            img.create_snap(snap)
-                            made = True
-                        except rbd.ImageExists:  # another agent was first
-                            pass
-                    if not img.is_protected_snap(snap):
-                        try:
-                            img.protect_snap(snap)
-                        except rbd.ImageBusy:  # protected meanwhile by another agent
-                            pass
-                    return made
-            return bool(self._call(f"protect {pool}/{name}@{snap}", run))
+    def _snap_key(self, pool: str, name: str, snap: str = "") -> str:
+        return f"{self.conn.fsid}/{pool}/{name}@{snap}"
+
+    def ensure_protected_snapshot(self, pool: str, name: str, snap: str) -> int:
+        """Create and protect ``pool/name@snap`` unless it is; the snapshot's size.
+
+        The common case (already protected) is one read-only open; concurrent
+        callers in this process serialise on the snapshot, and a race with another
+        agent is settled by librbd (EEXIST on create, EBUSY on protect).
+        """
+        def check(h: rados.Rados) -> int | None:
+            with open_pool(h, pool) as io, open_image(io, name, read_only=True) as img:
+                for s in img.list_snaps():
+                    if s["name"] == snap and img.is_protected_snap(snap):
+                        return int(s["size"])
+            return None
+
+        def make(h: rados.Rados) -> int:
+            with open_pool(h, pool) as io, open_image(io, name) as img:
+                if not any(s["name"] == snap for s in img.list_snaps()):
+                    try:
+                        img.create_snap(snap)
+                    except rbd.ImageExists:  # another agent was first
+                        pass
+                if not img.is_protected_snap(snap):
+                    try:
+                        img.protect_snap(snap)
+                    except rbd.ImageBusy:  # protected meanwhile by another agent
+                        pass
+                return int(next(s["size"] for s in img.list_snaps() if s["name"] == snap))
+
+        key = self._snap_key(pool, name, snap)
+        size = self._call(f"check {pool}/{name}@{snap}", check)
+        if size is None:
+            with self.gate.lock(key):
+                size = self._call(f"check {pool}/{name}@{snap}", check)
+                if size is None:
+                    size = self._call(f"protect {pool}/{name}@{snap}", make)
+        self.gate.remember(key, int(size))
+        return int(size)
 
     def flatten(self, pool: str, name: str) -> None:
         """Copy the parent's data into the clone, with progress; cancel aborts it."""
@@ -370,6 +437,8 @@ class RbdStore:
         """``create``, ``delete``, ``protect``, ``unprotect`` or ``rollback`` a snapshot."""
         if op == "rollback":
             self.refuse_if_in_use(pool, name)
+        if op in ("delete", "unprotect"):
+            self.gate.forget(self._snap_key(pool, name))
 
         def run(h: rados.Rados) -> dict[str, Any]:
             with open_pool(h, pool) as io, open_image(io, name) as img:

@@ -44,9 +44,8 @@ class VolumePlugin(CephPlugin):
         snapshot is created and protected once if missing, also under concurrent
         requests; the clone is grown to ``size`` when that is larger."""
         store = self.store(ctx, cmd)
-        store.clone(cmd.src_pool, cmd.src_name, cmd.src_snapshot, cmd.pool, cmd.name,
-                    list(cmd.features), cmd.size)
-        return _info(store, cmd.pool, cmd.name)
+        return VolumeInfoReply(**store.clone(cmd.src_pool, cmd.src_name, cmd.src_snapshot, cmd.pool,
+                                             cmd.name, list(cmd.features), cmd.size))
 
     @command("/delete", lock=image_lock)
     def delete(self, ctx: TaskContext, cmd: DeleteVolumeCmd) -> DeleteVolumeReply:
