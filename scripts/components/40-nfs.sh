@@ -89,6 +89,10 @@ up() {
 }
 
 down() {
+  # mount stand-ins a crashed test left behind (only ours: under $D/mnt)
+  awk -v base="$D/mnt/" 'index($2, base) == 1 {print $2}' /proc/self/mounts | sort -r | while read -r m; do
+    umount "$m" || true
+  done
   if running; then
     kill "$(cat "$PIDFILE")"
     for _ in $(seq 100); do running || break; sleep 0.05; done
