@@ -7,6 +7,7 @@ their agents themselves) it only answers "already deployed".
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -30,6 +31,8 @@ from controller.deploy.wheelhouse import Wheelhouse
 log = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parents[2]
+SFTP_CLIENT_ROLES = ("storageagent", "sftpbackup", "cephagent")
+"""roles whose agents have ``sftp_key_file`` / ``sftp_known_hosts``"""
 
 
 @dataclass
@@ -47,23 +50,40 @@ class DeploySettings:
     """addresses the agents' ports are opened to (iptables); empty: no firewall rules"""
     mode: Literal["ansible", "none"] = "ansible"
     timeout: float = 900.0
+    agent_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """per role, config fields every deployed agent of that role gets (the call's own win)"""
+    host_vars: dict[str, Any] = field(default_factory=dict)
+    """role variables for every host (install prefix...); a target's own win"""
 
     @classmethod
     def from_env(cls) -> DeploySettings:
-        """``KVMCLOUD_DEPLOY_DIR``, ``KVMCLOUD_DEPLOY_MODE``, ``KVMCLOUD_CONTROLLER_ADDRESSES`` (comma list)."""
-        addresses = os.environ.get("KVMCLOUD_CONTROLLER_ADDRESSES", "")
-        mode = os.environ.get("KVMCLOUD_DEPLOY_MODE", "ansible")
+        """From ``KVMCLOUD_DEPLOY_DIR``, ``KVMCLOUD_DEPLOY_MODE`` (ansible|none),
+        ``KVMCLOUD_CONTROLLER_ADDRESSES`` (comma list), ``KVMCLOUD_DEPLOY_AGENT_CONFIG``
+        and ``KVMCLOUD_DEPLOY_HOST_VARS`` (JSON objects)."""
+        env = os.environ
+        mode = env.get("KVMCLOUD_DEPLOY_MODE", "ansible")
         if mode not in ("ansible", "none"):
             raise DeployError(f"KVMCLOUD_DEPLOY_MODE must be ansible or none, not {mode!r}")
+        try:
+            agent_defaults = json.loads(env.get("KVMCLOUD_DEPLOY_AGENT_CONFIG") or "{}")
+            host_vars = json.loads(env.get("KVMCLOUD_DEPLOY_HOST_VARS") or "{}")
+        except ValueError as e:
+            raise DeployError(f"KVMCLOUD_DEPLOY_AGENT_CONFIG / KVMCLOUD_DEPLOY_HOST_VARS: {e}") from None
         return cls(
-            work_dir=Path(os.environ.get("KVMCLOUD_DEPLOY_DIR", "/var/lib/kvmcloud/deploy")),
-            controller_addresses=[a for a in addresses.split(",") if a],
+            work_dir=Path(env.get("KVMCLOUD_DEPLOY_DIR", "/var/lib/kvmcloud/deploy")),
+            controller_addresses=[a for a in env.get("KVMCLOUD_CONTROLLER_ADDRESSES", "").split(",") if a],
             mode="none" if mode == "none" else "ansible",
+            agent_defaults=agent_defaults,
+            host_vars=host_vars,
         )
 
     @property
     def key_file(self) -> Path:
         return self.work_dir / "id_ed25519"
+
+    @property
+    def store_key_file(self) -> Path:
+        return self.work_dir / "store_ed25519"
 
     @property
     def known_hosts(self) -> KnownHosts:
@@ -103,7 +123,7 @@ class Deployer:
         started = time.monotonic()
         if role not in AGENT_ROLES:
             raise ValueError(f"unknown agent role {role!r}; known: {', '.join(AGENT_ROLES)}")
-        config = dict(agent_config)
+        config = {**self.settings.agent_defaults.get(role, {}), **agent_config}
         token = str(config.pop("token", "") or secrets.token_urlsafe(32))
         config.setdefault("listen", f"{target.address}:{AGENT_ROLES[role]}")
         agent_url = "http://" + str(config["listen"])
@@ -123,6 +143,7 @@ class Deployer:
             return self._failed(role, target, str(e), started, on_event)
         run_dir = self.settings.work_dir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{role}-{uuid.uuid4().hex[:6]}"
         extravars = {
+            **self._store_access(role),
             "kvmcloud_version": house.version,
             "kvmcloud_wheelhouse_tar": str(house.tar),
             "kvmcloud_force": force,
@@ -148,6 +169,20 @@ class Deployer:
             stats=outcome.stats, run_dir=run_dir,
         )
 
+    def _store_access(self, role: str) -> dict[str, Any]:
+        """The controller's store key: installed on the agents that reach SFTP backup
+        storage, authorized (SFTP only, in the store) on the backup storage hosts."""
+        if role not in SFTP_CLIENT_ROLES:
+            return {}
+        pub = ensure_controller_key(self.settings.store_key_file)
+        access: dict[str, Any] = {
+            "kvmcloud_sftp_key": str(self.settings.store_key_file),
+            "kvmcloud_sftp_known_hosts": str(self.settings.known_hosts.path),
+        }
+        if role == "sftpbackup":
+            access["sftpbackup_authorized_keys"] = [pub.read_text().strip()]
+        return access
+
     def _prepare(self, target: DeployTarget) -> DeployTarget:
         """Record the host key (first contact) and install the controller key if a password was given."""
         kh = self.settings.known_hosts
@@ -159,6 +194,9 @@ class Deployer:
                                    target.password.get_secret_value(), pub.read_text(), kh)
             target = DeployTarget(target.address, target.ssh_port, target.user, self.settings.key_file,
                                   None, target.python, target.host_vars)
+        if self.settings.host_vars:
+            target = DeployTarget(target.address, target.ssh_port, target.user, target.key_file, target.password,
+                                  target.python, {**self.settings.host_vars, **target.host_vars})
         return target
 
     def _failed(self, role: str, target: DeployTarget, message: str, started: float,

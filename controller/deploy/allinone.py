@@ -1,0 +1,175 @@
+"""The second half of ``make up``: an all-in-one cloud on this machine.
+
+With the controller running (``scripts/up.sh`` starts it), this deploys the
+SFTP backup storage agent over SSH through the playbooks, puts the guest
+image into the store, then registers a zone, a cluster, a local primary
+storage, the backup storage, the image, an L2/L3 network and an offering
+through the API, adds this machine as a KVM host (the controller deploys
+its agents through the same playbooks), creates a VM, and waits until it
+runs and its serial console shows the guest's marker.
+
+    python -m controller.deploy.allinone --api http://127.0.0.1:8080 --token-file T ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from controller.deploy.deployer import default_deployer
+from controller.deploy.models import DeployEvent, DeployTarget
+
+log = logging.getLogger(__name__)
+
+
+class AllInOneError(Exception):
+    """A step of the all-in-one set-up failed."""
+
+
+class Api:
+    """A small client of the controller's API: create, and wait for jobs."""
+
+    def __init__(self, url: str, token: str, timeout: float) -> None:
+        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout,
+                                   headers={"Authorization": f"Bearer {token}"})
+
+    def create(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a resource; job-backed ones are waited for. Returns the resource."""
+        r = self.client.post(f"/v1/{collection}", json=body, params={"wait": "1"})
+        data = r.json() if r.content else {}
+        if r.status_code >= 400:
+            raise AllInOneError(f"POST /v1/{collection} answered {r.status_code}: {json.dumps(data)[:2000]}")
+        if isinstance(data, dict) and "job" in data:
+            job = data["job"]
+            if job.get("state") != "succeeded":
+                raise AllInOneError(f"creating {collection} failed: {json.dumps(job.get('error') or job)[:2000]}")
+            return dict(data.get("resource") or job.get("result") or {})
+        return dict(data)
+
+    def get(self, path: str) -> dict[str, Any]:
+        r = self.client.get(path)
+        r.raise_for_status()
+        return dict(r.json())
+
+
+def _step(t0: float, what: str) -> None:
+    print(f"[{time.monotonic() - t0:6.1f}s] {what}", flush=True)
+
+
+def _print_event(e: DeployEvent) -> None:
+    if e.kind in ("changed", "failed", "unreachable"):
+        print(f"         {e.kind:8} {e.task}{': ' + e.message if e.message else ''}", flush=True)
+
+
+def add_guest_image(agent_url: str, token: str, store: str, bs_uuid: str, image: Path) -> dict[str, Any]:
+    """Put the guest image into the SFTP store through the sftpbackup agent."""
+    body = {"backupStorageUuid": bs_uuid, "root": store, "imageUuid": "allinone-guest",
+            "url": f"file://{image}", "name": "guest"}
+    r = httpx.post(f"{agent_url}/backup/image/add", json=body, timeout=600,
+                   headers={"Authorization": f"Bearer {token}"})
+    reply = r.json()
+    if r.status_code != 200 or not reply.get("success"):
+        raise AllInOneError(f"adding the guest image to the store failed: {json.dumps(reply)[:2000]}")
+    return dict(reply["image"])
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.monotonic()
+    token = Path(args.agent_token_file).read_text().strip()
+    api = Api(args.api, Path(args.api_token_file).read_text().strip(), args.timeout)
+    deployer = default_deployer()
+    here = DeployTarget("127.0.0.1", args.ssh_port)
+
+    _step(t0, f"deploying the sftpbackup agent to root@127.0.0.1:{args.ssh_port} (Ansible)")
+    sftp = deployer.deploy(here, "sftpbackup", {"token": token, "controller_urls": [args.api],
+                                                 "file_url_roots": [str(Path(args.guest_image).parent)]},
+                           _print_event)
+    if not sftp.success:
+        raise AllInOneError(sftp.message)
+    _step(t0, sftp.message)
+
+    zone = api.create("zones", {"name": "zone-1"})
+    cluster = api.create("clusters", {"name": "cluster-1", "zoneUuid": zone["uuid"]})
+    api.create("primary-storages", {
+        "name": "local-1", "zoneUuid": zone["uuid"], "type": "local", "url": "local",
+        "mountPath": args.primary_storage, "clusterUuids": [cluster["uuid"]]})
+    bs = api.create("backup-storages", {
+        "name": "sftp-1", "type": "sftp", "hostname": "127.0.0.1", "port": args.ssh_port,
+        "username": args.store_user, "url": "/store", "agentUrl": sftp.agent_url, "zoneUuids": [zone["uuid"]]})
+    _step(t0, "zone, cluster, primary storage and backup storage registered")
+
+    info = add_guest_image(sftp.agent_url, token, args.store_root + "/store", bs["uuid"], Path(args.guest_image))
+    image = api.create("images", {
+        "name": "tiny-guest", "backupStorageUuids": [bs["uuid"]], "imageId": info["imageUuid"],
+        "digest": "sha256:" + info["digest"], "format": info["format"], "size": info["virtualSize"],
+        "actualSize": info["size"]})
+    _step(t0, f"guest image in the store and registered ({info['size']} bytes)")
+
+    l2 = api.create("l2-networks", {"name": "flat-1", "zoneUuid": zone["uuid"], "type": "novlan",
+                                    "physicalInterface": args.interface, "clusterUuids": [cluster["uuid"]]})
+    l3 = api.create("l3-networks", {"name": "guests", "l2NetworkUuid": l2["uuid"], "ipRanges": [{
+        "startIp": "10.233.0.10", "endIp": "10.233.0.200", "netmask": "255.255.255.0", "gateway": "10.233.0.1"}]})
+    offering = api.create("instance-offerings", {"name": "tiny", "cpuNum": 1, "memorySize": 256 << 20})
+    _step(t0, "network and offering registered")
+
+    _step(t0, "adding this machine as a KVM host: the controller deploys kvmagent and storageagent (Ansible)")
+    host = api.create("hosts", {
+        "name": "host-1", "clusterUuid": cluster["uuid"], "managementIp": "127.0.0.1", "deploy": True,
+        "sshPort": args.ssh_port, "agentUrl": "http://127.0.0.1:7070",
+        "storageAgentUrl": "http://127.0.0.1:7071"})
+    _step(t0, f"host {host['uuid']} connected")
+
+    vm = api.create("vms", {"name": "vm-1", "imageUuid": image["uuid"], "instanceOfferingUuid": offering["uuid"],
+                            "l3NetworkUuids": [l3["uuid"]]})
+    state = api.get(f"/v1/vms/{vm['uuid']}")
+    if state.get("state") != "Running":
+        raise AllInOneError(f"the VM is {state.get('state')}, not Running")
+    console = Path(args.console_dir) / f"{vm['uuid']}.log"
+    _step(t0, f"VM {vm['uuid']} Running; waiting for {args.marker!r} on its serial console")
+    end = time.monotonic() + args.boot_timeout
+    while not (console.exists() and args.marker in console.read_text(errors="replace")):
+        if time.monotonic() > end:
+            raise AllInOneError(f"no {args.marker!r} in {console} after {args.boot_timeout:.0f}s")
+        time.sleep(0.5)
+    _step(t0, "the guest booted")
+    return {"api": args.api, "vm": vm["uuid"], "host": host["uuid"], "console": str(console),
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m controller.deploy.allinone", description=__doc__.splitlines()[0])
+    p.add_argument("--api", required=True, help="the controller's base URL")
+    p.add_argument("--api-token-file", required=True)
+    p.add_argument("--agent-token-file", required=True)
+    p.add_argument("--ssh-port", type=int, required=True, help="sshd of this machine the deploys go through")
+    p.add_argument("--guest-image", required=True)
+    p.add_argument("--marker", required=True, help="line the guest prints on its serial console")
+    p.add_argument("--interface", required=True, help="interface the flat network's bridge enslaves")
+    p.add_argument("--primary-storage", default="/var/lib/kvmcloud/storage/local-1")
+    p.add_argument("--store-root", default="/var/lib/kvmcloud/store", help="sftpbackup_store_root of the role")
+    p.add_argument("--store-user", default="kvmcloud-store")
+    p.add_argument("--console-dir", default="/var/log/kvmcloud/console")
+    p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--boot-timeout", type=float, default=120)
+    p.add_argument("--summary", help="write the result as JSON here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = run(args)
+    except (AllInOneError, httpx.HTTPError, OSError) as e:
+        print(f"make up failed: {e}", file=sys.stderr)
+        return 1
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+#!/bin/bash
+# make down: stop what `make up` started (VMs, agents, controller, sshd, the
+# flat network's veth, the agents' firewall rules, libvirtd). Installed files
+# and the database stay; `make up` starts again from them.
+# KVMCLOUD_DOWN_KEEP_LIBVIRT=1 leaves libvirtd running (tests share it).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+UP=${KVMCLOUD_UP_DIR:-/var/lib/kvmcloud-up}
+RUN=${KVMCLOUD_AGENT_RUN_DIR:-/run/kvmcloud}
+export KVMCLOUD_TEST_ENV=${KVMCLOUD_TEST_ENV:-/var/tmp/kvmcloud-test}
+stop_pidfile() { [ -f "$1" ] && start-stop-daemon --stop --oknodo --pidfile "$1" --retry TERM/15/KILL/5 >/dev/null; rm -f "$1"; }
+
+# the VM make up created (its QEMU would outlive libvirtd)
+if [ -f "$UP/summary.json" ]; then
+  vm=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["vm"])' "$UP/summary.json")
+  virsh -c qemu:///system destroy "$vm" >/dev/null 2>&1 && echo "destroyed VM $vm"
+fi
+for a in kvmagent storageagent sftpbackup cephagent; do   # supervisor loops, then agents
+  stop_pidfile "$RUN/$a.pid"; stop_pidfile "$RUN/$a.agent.pid"
+done
+stop_pidfile "$UP/controller.pid"
+stop_pidfile "$UP/ssh/sshd.pid"
+# the rules the roles added (comment "kvmcloud <agent>")
+for n in $(iptables -L INPUT -n --line-numbers 2>/dev/null | awk '/\/\* kvmcloud /{print $1}' | sort -rn); do
+  iptables -D INPUT "$n"
+done
+ip link del kcup0 2>/dev/null || true
+if [ "${KVMCLOUD_DOWN_KEEP_LIBVIRT:-0}" != 1 ]; then
+  bash scripts/components/10-libvirt.sh down
+fi
+echo "kvmcloud is down (state kept in $UP)"
