@@ -12,7 +12,7 @@ APT_PACKAGES=(
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils qemu-block-extra
   python3-libvirt libvirt-dev pkg-config dnsmasq-base cpio busybox-static
   syslinux syslinux-common mtools dosfstools fdisk
-  ceph-mon ceph-osd ceph-common python3-rados python3-rbd
+  ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
   nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind nfs-common
   openssh-server openssh-client openssh-sftp-server
   bc iproute2 iptables iputils-ping curl xz-utils libxml2-utils procps psmisc
