@@ -21,9 +21,11 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +39,7 @@ from sftpbackup.errors import ChunkCorrupt, ImageExists, ImageNotFound, Transfer
 from sftpbackup.imageinfo import detect
 from sftpbackup.manifest import CHUNK_SIZE, Manifest, chunk_relpath, manifest_relpath, zero_digest
 from sftpbackup.models import check_image_id
-from sftpbackup.sftpcli import SftpCli, SftpTarget, quote
+from sftpbackup.sftpcli import BatchJob, SftpCli, SftpTarget, quote
 
 __all__ = ["FetchResult", "ImageRef", "SftpTarget", "StoreClient"]
 
@@ -46,7 +48,9 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 20.0
 #: seconds a bulk transfer may take per GiB before it is killed (plus a floor)
 SECONDS_PER_GIB = 600.0
-POLL = 0.003
+POLL = 0.01
+#: OpenSSH connections a bulk transfer is split over (see docs/sftpbackup.md)
+STREAMS = 3
 
 
 def transfer_timeout(nbytes: int) -> float:
@@ -79,11 +83,30 @@ class ImageRef:
 ChunkSink = Callable[[str, Path], None]
 
 
+class _Progress:
+    """Bytes done, reported to the task from several threads."""
+
+    def __init__(self, ctx: TaskContext | None, total: int, stage: str) -> None:
+        self.ctx = ctx
+        self.total = total
+        self.stage = stage
+        self.done = 0
+        self._mu = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._mu:
+            self.done += n
+            if self.ctx is not None:
+                self.ctx.progress(done=self.done, total=self.total, unit="bytes", stage=self.stage)
+
+
 class StoreClient:
     """A connection to one store over SFTP; use it as a context manager."""
 
-    def __init__(self, target: SftpTarget, key_file: Path, known_hosts: Path) -> None:
+    def __init__(self, target: SftpTarget, key_file: Path, known_hosts: Path,
+                 streams: int = STREAMS) -> None:
         self.target = target
+        self.streams = max(1, streams)
         self.key_file = Path(key_file)
         self.known_hosts = Path(known_hosts)
         self.cli = SftpCli(target, self.key_file, self.known_hosts)
@@ -168,6 +191,10 @@ class StoreClient:
             return
         except FileNotFoundError:
             pass
+        try:
+            self.sftp.stat(self.target.store_root)
+        except FileNotFoundError:
+            self.sftp.mkdir(self.target.store_root)
         dirs = [layout.MANIFESTS, layout.CHUNKS, layout.PENDING, layout.TMP]
         dirs += [f"{layout.CHUNKS}/{i:02x}" for i in range(256)]
         for d in dirs:
@@ -226,10 +253,12 @@ class StoreClient:
                  ctx: TaskContext | None = None, tag: str | None = None) -> int:
         """Get chunks into a staging directory, verify each and hand it to ``sink``.
 
-        Verification and ``sink`` run while later chunks are still in flight.
-        A chunk whose bytes do not hash to its name fails the whole transfer
-        with :class:`ChunkCorrupt`. ``sink`` may move the file away. The staging
-        directory's name ends in ``tag``. Returns the bytes transferred.
+        The chunks are split over ``streams`` OpenSSH connections; each chunk
+        is verified and handed to ``sink`` while later ones are in flight. A
+        chunk whose bytes do not hash to its name fails the whole transfer
+        with :class:`ChunkCorrupt`. ``sink`` may move the file away (it may be
+        called from several threads at once). The staging directory's name
+        ends in ``tag``. Returns the bytes transferred.
         """
         if not digests:
             return 0
@@ -237,34 +266,45 @@ class StoreClient:
         total = sum(digests.values())
         staging = Path(workdir) / f".chunks-{tag or uuid.uuid4().hex}"
         staging.mkdir(parents=True)
+        progress = _Progress(ctx, total, "fetch")
+        batches = [order[i::self.streams] for i in range(min(self.streams, len(order)))]
+        jobs: list[BatchJob] = []
         try:
-            lines = [f"get {quote(self.path(chunk_relpath(d)))} {quote(staging / d)}" for d in order]
-            job = self.cli.start(lines, ctx, transfer_timeout(total), staging)
-            done = 0
-            try:
-                for k, d in enumerate(order):
-                    nxt = staging / order[k + 1] if k + 1 < len(order) else None
-                    while not job.done.is_set() and not (nxt is not None and nxt.exists()):
-                        if ctx is not None:
-                            ctx.check()
-                        time.sleep(POLL)
-                    if job.done.is_set():
-                        job.join()
-                    path = staging / d
-                    if hashlib.sha256(path.read_bytes()).hexdigest() != d:
-                        raise ChunkCorrupt(chunk=d, store=f"{self.target.host}:{self.target.store_root}")
-                    sink(d, path)
-                    path.unlink(missing_ok=True)
-                    done += digests[d]
-                    if ctx is not None:
-                        ctx.progress(done=done, total=total, unit="bytes", stage="fetch")
-            except BaseException:
-                job.stop()
-                raise
-            job.join()
+            for batch in batches:
+                lines = [f"get {quote(self.path(chunk_relpath(d)))} {quote(staging / d)}" for d in batch]
+                jobs.append(self.cli.start(lines, ctx, transfer_timeout(total), staging))
+            with ThreadPoolExecutor(len(jobs), thread_name_prefix="chunk-verify") as pool:
+                futures = [pool.submit(self._consume, job, batch, staging, digests, sink, ctx, progress)
+                           for job, batch in zip(jobs, batches, strict=True)]
+                try:
+                    for f in as_completed(futures):
+                        f.result()
+                except BaseException:
+                    for job in jobs:
+                        job.stop()
+                    raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return done
+        return progress.done
+
+    def _consume(self, job: BatchJob, batch: list[str], staging: Path, sizes: dict[str, int],
+                 sink: ChunkSink, ctx: TaskContext | None, progress: _Progress) -> None:
+        """Follow one sftp batch: chunk k is complete once chunk k+1's file exists."""
+        for k, d in enumerate(batch):
+            nxt = staging / batch[k + 1] if k + 1 < len(batch) else None
+            while not job.done.is_set() and not (nxt is not None and nxt.exists()):
+                if ctx is not None:
+                    ctx.check()
+                time.sleep(POLL)
+            if job.done.is_set():
+                job.join()
+            path = staging / d
+            if hashlib.sha256(path.read_bytes()).hexdigest() != d:
+                raise ChunkCorrupt(chunk=d, store=f"{self.target.host}:{self.target.store_root}")
+            sink(d, path)
+            path.unlink(missing_ok=True)
+            progress.add(sizes[d])
+        job.join()
 
     # -- upload -----------------------------------------------------------
 
@@ -324,20 +364,34 @@ class StoreClient:
         try:
             lacking = self.missing(sizes)
             files = stage(lacking)
-            lines: list[str] = []
-            for d in lacking:
-                tmp = self.path(f"{layout.TMP}/{d}.{token}")
-                lines.append(f"put -f {quote(files[d])} {quote(tmp)}")
-                lines.append(f"rename {quote(tmp)} {quote(self.path(chunk_relpath(d)))}")
-            local_manifest = workdir / f".manifest-{token}.json"
-            local_manifest.write_bytes(m.dumps())
-            tmp_manifest = self.path(f"{layout.TMP}/{m.image_id}.json.{token}")
-            lines.append(f"put -f {quote(local_manifest)} {quote(tmp_manifest)}")
-            lines.append(f"rename {quote(tmp_manifest)} {quote(self.path(manifest_relpath(m.image_id)))}")
+            order = sorted(lacking)
+            batches: list[list[str]] = []
+            for i in range(min(self.streams, len(order))):
+                lines: list[str] = []
+                for d in order[i::self.streams]:
+                    tmp = self.path(f"{layout.TMP}/{d}.{token}")
+                    lines.append(f"put -f {quote(files[d])} {quote(tmp)}")
+                    lines.append(f"rename {quote(tmp)} {quote(self.path(chunk_relpath(d)))}")
+                batches.append(lines)
             nbytes = sum(sizes[d] for d in lacking)
             if ctx is not None:
                 ctx.progress(0, stage="upload", done=0, total=nbytes, unit="bytes", force=True)
-            self.cli.run(lines, ctx, transfer_timeout(nbytes), workdir)
+            jobs = [self.cli.start(b, ctx, transfer_timeout(nbytes), workdir) for b in batches]
+            try:
+                for job in jobs:
+                    job.join()
+            except BaseException:
+                for job in jobs:
+                    job.stop()
+                raise
+            # the manifest last, once every chunk it names is in place
+            local_manifest = workdir / f".manifest-{token}.json"
+            local_manifest.write_bytes(m.dumps())
+            tmp_manifest = self.path(f"{layout.TMP}/{m.image_id}.json.{token}")
+            self.cli.run([
+                f"put -f {quote(local_manifest)} {quote(tmp_manifest)}",
+                f"rename {quote(tmp_manifest)} {quote(self.path(manifest_relpath(m.image_id)))}",
+            ], ctx, transfer_timeout(0), workdir)
             local_manifest.unlink(missing_ok=True)
         finally:
             try:
