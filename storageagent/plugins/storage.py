@@ -150,10 +150,9 @@ class StoragePlugin(Plugin):
         The file probe runs in its own thread so a hung mount is reported as
         ``STORAGE_UNREACHABLE`` instead of blocking the agent.
         """
-        sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
         t0 = time.monotonic()
         budget = ctx.remaining(cmd.probe_timeout)
-        self._probe_file(sr, budget)
+        self._probe_file(cmd.storage_uuid, cmd.mount_path, budget)
         if cmd.url is not None:
             left = max(0.1, budget - (time.monotonic() - t0))
             try:
@@ -164,29 +163,34 @@ class StoragePlugin(Plugin):
         return PingReply(storage_uuid=cmd.storage_uuid,
                          latency_ms=round((time.monotonic() - t0) * 1000, 3))
 
-    def _probe_file(self, sr: StorageRoot, timeout: float) -> None:
+    def _probe_file(self, storage_uuid: str, mount_path: str, timeout: float) -> None:
+        """Find the storage and write-and-read its probe file in a thread of its own:
+        on a hung mount even resolving the root's path blocks."""
         with self._probe_mu:
-            stuck = self._probes.get(sr.storage_uuid)
+            stuck = self._probes.get(storage_uuid)
             if stuck is not None and stuck.is_alive():
                 raise StorageUnreachable("an earlier probe of the storage is still hanging",
-                                         storageUuid=sr.storage_uuid)
+                                         storageUuid=storage_uuid)
             errors: list[BaseException] = []
 
             def probe() -> None:
                 try:
+                    sr = self.svc.open(storage_uuid, mount_path)
                     _write_read(sr.root / PROBE_FILE, uuid.uuid4().bytes)
                 except BaseException as e:  # reported below
                     errors.append(e)
 
-            t = threading.Thread(target=probe, daemon=True, name=f"probe-{sr.storage_uuid}")
-            self._probes[sr.storage_uuid] = t
+            t = threading.Thread(target=probe, daemon=True, name=f"probe-{storage_uuid}")
+            self._probes[storage_uuid] = t
             t.start()
         t.join(timeout)
         if t.is_alive():
-            raise StorageUnreachable(storageUuid=sr.storage_uuid, timeout=timeout)
+            raise StorageUnreachable(storageUuid=storage_uuid, timeout=timeout)
         if errors:
+            if isinstance(errors[0], AgentError):
+                raise errors[0]
             raise StorageUnreachable(f"write-and-read test failed: {errors[0]}",
-                                     storageUuid=sr.storage_uuid)
+                                     storageUuid=storage_uuid)
 
     @command("/capacity")
     def capacity(self, ctx: TaskContext, cmd: CapacityCmd) -> CapacityReply:

@@ -69,9 +69,9 @@ def test_a_hanging_storage_fails_the_probe_in_time(svc: StorageService, tmp_path
     os.mkfifo(sr.root / PROBE_FILE)
     plugin = StoragePlugin(svc)
     with pytest.raises(StorageUnreachable):
-        plugin._probe_file(sr, 0.2)
+        plugin._probe_file("ps-1", str(sr.root), 0.2)
     with pytest.raises(StorageUnreachable) as e:  # the stuck probe is not piled up
-        plugin._probe_file(sr, 0.2)
+        plugin._probe_file("ps-1", str(sr.root), 0.2)
     assert "still hanging" in e.value.message
     # let the stuck probe go
     reader = threading.Thread(target=lambda: (sr.root / PROBE_FILE).read_bytes())
@@ -79,4 +79,6 @@ def test_a_hanging_storage_fails_the_probe_in_time(svc: StorageService, tmp_path
     reader.join(5)
     os.unlink(sr.root / PROBE_FILE)
     plugin._probes["ps-1"].join(5)
-    plugin._probe_file(sr, 5)
+    plugin._probe_file("ps-1", str(sr.root), 5)
+    with pytest.raises(StorageNotReady):
+        plugin._probe_file("ps-2", str(sr.root), 5)
