@@ -14,15 +14,23 @@ from controller.deploy import Deployer, DeploySettings, DeployTarget, Wheelhouse
 from tests.conftest import ENV_DIR, ROOT
 
 
-def host_vars(root: Path) -> dict[str, str]:
-    """Role paths of a test host: everything under its own root (the namespace hosts share one filesystem)."""
+def host_vars(root: Path, nshost: dict[str, str], i: int) -> dict[str, str]:
+    """Role paths of a test host: everything under its own root (the namespace hosts share one
+    filesystem), and the host's own sshd for the SFTP store. The store is a chroot, which sshd
+    wants root-owned all the way up (``/var/tmp`` is not), so it lives under ``/run``."""
     return {
+        "sftpbackup_sshd_config_dir": nshost[f"NSHOST_{i}_SSHD_CONFIG_DIR"],
+        "sftpbackup_sshd_pidfile": nshost[f"NSHOST_{i}_SSHD_PIDFILE"],
+        "sftpbackup_store_root": f"{STORE_BASE}/{root.name}",
         "kvmcloud_prefix": f"{root}/opt/kvmcloud",
         "kvmcloud_etc_dir": f"{root}/etc/kvmcloud",
         "kvmcloud_state_root": f"{root}/var/lib/kvmcloud",
         "kvmcloud_log_dir": f"{root}/var/log/kvmcloud",
         "kvmcloud_run_dir": f"{root}/run/kvmcloud",
     }
+
+
+STORE_BASE = Path("/run/kvmcloud-test-stores")
 
 
 def stop_host(netns: str, root: Path) -> None:
@@ -35,6 +43,7 @@ def stop_host(netns: str, root: Path) -> None:
     subprocess.run(["ip", "netns", "exec", netns, "iptables", "-F", "INPUT"], capture_output=True,
                    timeout=30, check=False)
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(STORE_BASE / root.name, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +81,7 @@ def bare_host(nshost: dict[str, str]) -> Iterator[HostFactory]:
         root = base / f"t-{uuid.uuid4().hex[:8]}"
         made.append((nshost[f"NSHOST_{i}_NETNS"], root))
         target = DeployTarget(nshost[f"NSHOST_{i}_ADDR"], int(nshost["NSHOST_SSH_PORT"]),
-                              key_file=Path(nshost["NSHOST_KEY"]), host_vars=host_vars(root))
+                              key_file=Path(nshost["NSHOST_KEY"]), host_vars=host_vars(root, nshost, i))
         return target, root
 
     yield make

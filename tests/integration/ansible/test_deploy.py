@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paramiko
 import pytest
 
 from controller.deploy import AGENT_ROLES, Deployer, DeployEvent, DeployResult, DeployTarget, Wheelhouse
@@ -167,3 +168,32 @@ def test_new_version_redeploys_only_agents_that_differ(fleet: Fleet, tmp_path: P
     assert forced.success and forced.changed > 0, forced.message
     wait_until(lambda: httpx.get(upgraded.agent_url + "/healthz", timeout=5).status_code == 200,
                timeout=30, what="the forced redeploy's agent")
+
+
+def test_store_key_reaches_only_the_store_over_sftp(fleet: Fleet) -> None:
+    """The sftpbackup role confines the controller's store key (installed on the storage
+    agents' hosts) to SFTP inside the store: a chroot, no shell."""
+    target = fleet.targets["sftpbackup"]
+    settings = fleet.deployer.settings
+    ssh = paramiko.SSHClient()
+    ssh.load_host_keys(str(settings.known_hosts.path))
+    ssh.set_missing_host_key_policy(paramiko.RejectPolicy())
+    ssh.connect(target.address, target.ssh_port, username="kvmcloud-store", key_filename=str(settings.store_key_file),
+                allow_agent=False, look_for_keys=False, timeout=10)
+    try:
+        sftp = ssh.open_sftp()
+        assert sorted(sftp.listdir("/")) == [".ssh", "store"]  # the chroot, not the host's root
+        assert sftp.normalize(".") == "/store"
+        with pytest.raises(OSError):
+            sftp.open("/etc/passwd")
+        sftp.close()
+    finally:
+        ssh.close()
+    shell = subprocess.run(
+        ["ssh", "-i", str(settings.store_key_file), "-o", f"UserKnownHostsFile={settings.known_hosts.path}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+         f"kvmcloud-store@{target.address}", "id"], capture_output=True, text=True, timeout=30, check=False)
+    assert "uid=" not in shell.stdout
+    # the storage agent's host got the key and the store's host key, and its config names them
+    config = (fleet.roots["storageagent"] / "etc" / "kvmcloud" / "storageagent.toml").read_text()
+    assert "sftp_key_file" in config and "sftp_known_hosts" in config

@@ -1,0 +1,90 @@
+"""Deploy benchmark: the kvmagent onto a bare namespace host (component
+``nshost``) through the controller's deploy seam and the real playbooks, an
+idempotent re-run of the same deploy, and ``make up`` (scripts/up.sh) to a
+running VM whose serial console shows the guest's marker.
+
+``make up`` is measured on this machine as it is when the benchmark runs: the
+Debian packages and the venv are already installed (install-deps.sh only
+checks them) and libvirtd's capability cache is warm; the time a mirror takes
+to deliver the packages on a truly fresh machine is not in the number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from controller.deploy import Deployer, DeploySettings, DeployTarget, Wheelhouse
+from tests.bench.common import Result, write
+from tests.conftest import ENV_DIR, ROOT, read_component_env
+from tests.support.agents import free_port
+
+
+def _stop(netns: str, root: Path) -> None:
+    from tests.integration.ansible.conftest import stop_host
+
+    stop_host(netns, root)
+
+
+def bench_namespace_host() -> list[Result]:
+    read_component_env("libvirt")
+    ns = read_component_env("nshost")
+    house = Wheelhouse.build(ROOT, ENV_DIR / "ansible-wheels")
+    work = ENV_DIR / f"bench-deploy-{uuid.uuid4().hex[:8]}"
+    from tests.integration.ansible.conftest import host_vars
+
+    root = Path(ns["NSHOST_1_ROOT"]) / f"b-{uuid.uuid4().hex[:8]}"
+    target = DeployTarget(ns["NSHOST_1_ADDR"], key_file=Path(ns["NSHOST_KEY"]), host_vars=host_vars(root, ns, 1))
+    deployer = Deployer(DeploySettings(work_dir=work, wheelhouse=house, controller_addresses=[ns["NSHOST_GATEWAY"]]))
+    try:
+        t = time.monotonic()
+        first = deployer.deploy(target, "kvmagent", {})
+        first_s = time.monotonic() - t
+        assert first.success, first.message
+        assert first.token is not None
+        t = time.monotonic()
+        again = deployer.deploy(target, "kvmagent", {"token": first.token.get_secret_value()})
+        again_s = time.monotonic() - t
+        assert again.success and again.changed == 0, again.message
+    finally:
+        _stop(ns["NSHOST_1_NETNS"], root)
+        shutil.rmtree(work, ignore_errors=True)
+    return [
+        Result("deploy kvmagent to a bare namespace host", round(first_s, 2), "s", "lower"),
+        Result.against("idempotent re-run of the kvmagent deploy", round(again_s, 2), "s", "lower",
+                       "first deploy (same run)", round(first_s, 2)),
+    ]
+
+
+def bench_make_up() -> Result:
+    up_dir = Path("/var/lib/kvmcloud-bench") / uuid.uuid4().hex[:8]
+    env = {**os.environ, "KVMCLOUD_TEST_ENV": str(ENV_DIR), "KVMCLOUD_UP_DIR": str(up_dir),
+           "KVMCLOUD_API_PORT": str(free_port()), "KVMCLOUD_UP_SSH_PORT": str(free_port()),
+           "KVMCLOUD_DOWN_KEEP_LIBVIRT": "1"}
+    try:
+        t = time.monotonic()
+        up = subprocess.run(["bash", str(ROOT / "scripts" / "up.sh")], env=env, capture_output=True, text=True,
+                            timeout=1800, check=False)
+        seconds = time.monotonic() - t
+        if up.returncode != 0:
+            raise RuntimeError(f"make up failed: {up.stdout[-3000:]}{up.stderr[-3000:]}")
+        json.loads((up_dir / "summary.json").read_text())
+    finally:
+        subprocess.run(["bash", str(ROOT / "scripts" / "down.sh")], env=env, capture_output=True, timeout=300,
+                       check=False)
+    return Result("make up to running VM", round(seconds, 1), "s", "lower")
+
+
+def main() -> None:
+    results = bench_namespace_host()
+    results.append(bench_make_up())
+    write("deploy", results, command="BENCH=deploy .venv/bin/python -m tests.bench.run")
+
+
+if __name__ == "__main__":
+    main()

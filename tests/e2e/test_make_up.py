@@ -1,0 +1,51 @@
+"""``make up``'s path on this machine: deps, libvirtd, the guest, an sshd, the
+controller, the agents deployed over SSH by the real playbooks (sftpbackup by
+the all-in-one script, kvmagent and storageagent by the controller's add-host),
+every resource registered through the API, and a VM whose serial console shows
+the guest's marker. ``make down`` stops it all (libvirtd stays: other tests share it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ENV_DIR, ROOT
+from tests.support.agents import free_port
+
+pytestmark = [pytest.mark.ansible, pytest.mark.libvirt, pytest.mark.sftp, pytest.mark.slow]
+
+
+@pytest.fixture
+def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    # the chroot of the SFTP store wants root-owned parents; /var/tmp is world-writable
+    up_dir = Path("/var/lib/kvmcloud-e2e") / tmp_path.name
+    env = {**os.environ, "KVMCLOUD_TEST_ENV": str(ENV_DIR), "KVMCLOUD_UP_DIR": str(up_dir),
+           "KVMCLOUD_API_PORT": str(free_port()), "KVMCLOUD_UP_SSH_PORT": str(free_port()),
+           "KVMCLOUD_DOWN_KEEP_LIBVIRT": "1"}
+    yield env
+    down = subprocess.run(["bash", str(ROOT / "scripts" / "down.sh")], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert down.returncode == 0, down.stderr
+
+
+def test_make_up_boots_a_vm_through_the_controller(up_env: dict[str, str]) -> None:
+    up = subprocess.run(["bash", str(ROOT / "scripts" / "up.sh")], env=up_env, capture_output=True,
+                        text=True, timeout=900, check=False)
+    assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
+    up_dir = Path(up_env["KVMCLOUD_UP_DIR"])
+    summary = json.loads((up_dir / "summary.json").read_text())
+    guest = dict(line.split("=", 1) for line in (ENV_DIR / "guest.env").read_text().split())
+    assert guest["GUEST_MARKER"] in Path(summary["console"]).read_text(errors="replace")
+    token = (up_dir / "api-token").read_text().strip()
+    api = httpx.Client(base_url=summary["api"], headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert api.get(f"/v1/vms/{summary['vm']}").json()["state"] == "Running"
+    host = api.get(f"/v1/hosts/{summary['host']}").json()
+    assert host["status"] == "Connected"
+    assert "kvmcloud is up" in up.stdout and summary["console"] in up.stdout
+    assert api.get("/v1/vms", headers={"Authorization": "Bearer wrong"}).status_code == 401
