@@ -201,3 +201,20 @@ def test_bad_specs_are_refused_with_400_and_nothing_is_defined(agent: AgentProce
     assert field in r.json()["error"]["message"]
     assert virsh("list", "--all", "--name") == before
     assert domstate(vm) == "absent"
+
+
+def test_ceph_secret_is_defined_private_and_updated_in_place(agent: AgentProcess) -> None:
+    secret = str(uuid.uuid4())
+    body = {"secretUuid": secret, "userName": "libvirt", "userKey": "AQBtZXN0a2V5MDEyMzQ1Njc4OWFiY2RlZmdoaWo="}
+    try:
+        for _ in range(2):  # create, then update in place
+            reply = agent.call("/host/ceph-secret/set", body)
+            assert reply["success"], reply
+        listed = virsh("secret-list")
+        assert secret in listed and f"client.libvirt secret {secret}" in listed
+        assert [line.split()[0] for line in listed.splitlines()].count(secret) == 1
+        private = subprocess.run(["virsh", "-c", "qemu:///system", "secret-get-value", secret],
+                                 capture_output=True, text=True, timeout=30)
+        assert private.returncode != 0  # the key cannot be read back through libvirt
+    finally:
+        virsh("secret-undefine", secret, check=False)

@@ -128,3 +128,10 @@ def test_facts_describe_the_host(test_agent: tuple[Client, Any]) -> None:
     assert facts["cpuCount"] > 0 and facts["memoryTotal"] > 0 and facts["kernel"]
     assert facts["domainType"] in ("kvm", "qemu")
     assert facts["libvirtVersion"].count(".") == 2
+
+
+def test_a_ceph_key_that_is_not_base64_is_refused(test_agent: tuple[Client, Any]) -> None:
+    client, _ = test_agent
+    status, reply = client.post("/host/ceph-secret/set", {"secretUuid": str(uuid.uuid4()), "userName": "libvirt",
+                                                          "userKey": "not base64 at all!"})
+    assert status == 400 and "userKey" in reply["error"]["message"]
