@@ -42,9 +42,9 @@ ENV
 }
 
 down() {
-  # guests outlive libvirtd: destroy the ones kvmcloud tests left behind first
+  # guests outlive libvirtd as orphaned QEMUs: destroy every guest first
   if alive "$LIBVIRTD_PID"; then
-    for d in $(timeout 10 virsh -q -c qemu:///system list --name 2>/dev/null | grep '^kvmtest-' || true); do
+    for d in $(timeout 10 virsh -q -c qemu:///system list --name 2>/dev/null || true); do
       timeout 10 virsh -q -c qemu:///system destroy "$d" >/dev/null 2>&1 || true
     done
   fi
