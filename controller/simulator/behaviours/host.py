@@ -251,52 +251,63 @@ def detach_nic(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
     return {"vm_uuid": dom.uuid, "mac": mac}
 
 
-# -- networks (read tolerantly until the kvmagent defines the models) ----------------
+# -- networks -------------------------------------------------------------------
 
 
-def _l2_key(body: Body) -> str:
-    return str(body.get("l2NetworkUuid", "bridgeName", "uuid", default="default"))
+def _uplink(body: Body) -> str | None:
+    kind = body.get("type", default="novlan")
+    if kind == "vlan":
+        return f"{body.get('physicalInterface', default='eth0')}.{body.get('vlanId')}"
+    if kind == "vxlan":
+        return f"vxlan{body.get('vni')}"
+    return None
 
 
-@behaves("/network/l2/create", "/network/l2/check")
+@behaves("/network/l2/create")
 def l2_create(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
-    key = _l2_key(body)
-    bridge = str(body.get("bridgeName", "bridge", default=f"br-{key[:8]}"))
-    agent.l2[key] = {"bridge": bridge, "type": body.get("type", default="novlan"),
-                     "vlan": body.get("vlan", "vlanId"), "vni": body.get("vni")}
-    return {"bridge_name": bridge}
+    bridge = str(body.need("bridgeName"))
+    agent.l2[bridge] = {k: v for k, v in body.data.items() if k != "timeout"}
+    return {"bridge_name": bridge, "uplink": _uplink(body), "exists": True}
+
+
+@behaves("/network/l2/check")
+def l2_check(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    bridge = str(body.need("bridgeName"))
+    return {"bridge_name": bridge, "uplink": _uplink(body), "exists": bridge in agent.l2}
 
 
 @behaves("/network/l2/delete")
 def l2_delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
-    agent.l2.pop(_l2_key(body), None)
-    return {}
+    bridge = str(body.need("bridgeName"))
+    agent.l2.pop(bridge, None)
+    return {"bridge_name": bridge, "uplink": _uplink(body), "exists": False}
 
 
-def _l3(body: Body) -> str:
-    return str(body.get("l3NetworkUuid", "l3Uuid", "networkUuid", default="default"))
+def _dhcp_reply(agent: SimAgent, l3: str) -> dict[str, Any]:
+    leases = agent.dhcp.get(l3)
+    return {"namespace": f"kc-dhcp-{l3[:8]}" if leases is not None else "",
+            "leases": len(leases or []), "pid": None}
 
 
 @behaves("/network/dhcp/apply")
 def dhcp_apply(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
     """The full desired lease set of one L3 network replaces the previous one."""
-    leases = body.list("leases", "entries")
-    agent.dhcp[_l3(body)] = leases
-    return {"leases": len(leases)}
+    l3 = str(body.need("l3NetworkUuid"))
+    agent.dhcp[l3] = [lease for lease in body.list("leases") if isinstance(lease, dict)]
+    return _dhcp_reply(agent, l3)
 
 
 @behaves("/network/dhcp/release")
 def dhcp_release(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
-    gone = {str(v) for v in [*body.list("macs"), *body.list("ips"), body.get("mac"), body.get("ip")]
-            if v}
-    agent.dhcp[_l3(body)] = [
-        lease for lease in agent.dhcp.get(_l3(body), [])
-        if not (isinstance(lease, dict) and {str(lease.get("mac")), str(lease.get("ip"))} & gone)
-    ]
-    return {}
+    l3 = str(body.need("l3NetworkUuid"))
+    gone = {str(m) for m in body.list("macs")}
+    if l3 in agent.dhcp:
+        agent.dhcp[l3] = [lease for lease in agent.dhcp[l3] if str(lease.get("mac")) not in gone]
+    return _dhcp_reply(agent, l3)
 
 
 @behaves("/network/dhcp/delete")
 def dhcp_delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
-    agent.dhcp.pop(_l3(body), None)
-    return {}
+    l3 = str(body.need("l3NetworkUuid"))
+    agent.dhcp.pop(l3, None)
+    return _dhcp_reply(agent, l3)

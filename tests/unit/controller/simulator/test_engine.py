@@ -298,3 +298,26 @@ def test_only_the_agents_token_is_accepted(header: str) -> None:
     sim, _ = make_sim()
     assert not sim.authorised(sim.agents["host-00001"], header)
     assert sim.authorised(sim.agents["host-00001"], AUTH)
+
+
+def test_dhcp_apply_replaces_the_lease_set_and_release_removes_macs() -> None:
+    sim, _ = make_sim()
+    l3 = str(uuid.uuid4())
+    net = {"l3NetworkUuid": l3, "bridgeName": "br0", "serverIp": "10.0.0.2", "prefixLength": 24}
+    lease = [{"mac": "52:54:00:00:00:0a", "ip": "10.0.0.10"}, {"mac": "52:54:00:00:00:0b", "ip": "10.0.0.11"}]
+    first = call(sim, "host-00001", "/network/dhcp/apply", {**net, "leases": lease}).body
+    assert first is not None and first["success"] and first["leases"] == 2, first
+    again = call(sim, "host-00001", "/network/dhcp/apply", {**net, "leases": lease[:1]}).body
+    assert again is not None and again["leases"] == 1
+    call(sim, "host-00001", "/network/dhcp/release", {"l3NetworkUuid": l3, "macs": ["52:54:00:00:00:0a"]})
+    assert sim.agents["host-00001"].dhcp[l3] == []
+
+
+def test_l2_check_reports_whether_the_bridge_was_created() -> None:
+    sim, _ = make_sim()
+    l2 = {"type": "vlan", "bridgeName": "br_eth0_10", "physicalInterface": "eth0", "vlanId": 10}
+    assert call(sim, "host-00001", "/network/l2/check", l2).body["exists"] is False  # type: ignore[index]
+    made = call(sim, "host-00001", "/network/l2/create", l2).body
+    assert made is not None and made["uplink"] == "eth0.10" and made["exists"] is True, made
+    assert call(sim, "host-00002", "/network/l2/check", l2).body["exists"] is False  # type: ignore[index]
+    assert call(sim, "host-00001", "/network/l2/check", l2).body["exists"] is True  # type: ignore[index]
