@@ -99,7 +99,12 @@ class Pending:
 
     def put_chunk(self, digest: str, tmp: Path | None) -> bool:
         """Register ``digest`` and move ``tmp`` into place (or drop it if the
-        chunk is already stored). Returns True when the chunk is new."""
+        chunk is already stored). Returns True when the chunk is new.
+
+        ``tmp`` is fsynced before the store lock is taken, so several writers
+        flush in parallel; registration and rename happen under the lock."""
+        if tmp is not None:
+            fsync_file(tmp)
         with self.store.lock:
             if digest not in self.digests:
                 self._f.write(digest + "\n")
@@ -111,9 +116,7 @@ class Pending:
                 return False
             if tmp is None:
                 raise FileNotFoundError(f"chunk {digest} is neither stored nor given")
-            fsync_file(tmp)
-            dest = self.store.chunk_path(digest)
-            os.replace(tmp, dest)
+            os.replace(tmp, self.store.chunk_path(digest))
             return True
 
     def close(self) -> None:
