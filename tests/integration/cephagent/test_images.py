@@ -109,7 +109,7 @@ def test_add_image_cancel_removes_the_partial_image(ceph: Ceph, agent: AgentProc
                                                     pools: dict[str, str],
                                                     files: tuple[FileServer, Path, bytes]) -> None:
     srv, _, _ = files
-    srv.rate["disk.raw"] = 4 * MiB
+    srv.rate["disk.raw"] = 2 * MiB
     name = unique("cancel")
     try:
         task = _start_slow_add(ceph, agent, receiver, pools["images"], name, srv.url("disk.raw"))
@@ -118,27 +118,27 @@ def test_add_image_cancel_removes_the_partial_image(ceph: Ceph, agent: AgentProc
             st = agent.client.get(f"/tasks/{task}").json()
             p = st.get("progress") or {}
             return st["state"] == "running" and (p.get("done") or 0) >= 4 * MiB
-        wait_until(progressing, 30, what="download progress")
+        wait_until(progressing, 60, what="download progress")
         assert agent.client.post(f"/tasks/{task}/cancel").status_code == 200
-        reply = receiver.wait_reply(task, 30)
+        reply = receiver.wait_reply(task, 60)
     finally:
         del srv.rate["disk.raw"]
     assert reply["error"]["code"] == "CANCELLED"
-    wait_until(lambda: leftovers(ceph, pools["images"], name) == [], 15, what="partial image removed")
+    wait_until(lambda: leftovers(ceph, pools["images"], name) == [], 60, what="partial image removed")
 
 
 def test_add_image_deadline(ceph: Ceph, agent: AgentProcess, receiver: CallbackReceiver,
                             pools: dict[str, str], files: tuple[FileServer, Path, bytes]) -> None:
     srv, _, _ = files
-    srv.rate["disk.raw"] = 4 * MiB
+    srv.rate["disk.raw"] = 2 * MiB
     name = unique("late")
     try:
         task = _start_slow_add(ceph, agent, receiver, pools["images"], name, srv.url("disk.raw"), timeout=2)
-        reply = receiver.wait_reply(task, 30)
+        reply = receiver.wait_reply(task, 60)
     finally:
         del srv.rate["disk.raw"]
     assert reply["error"]["code"] == "DEADLINE_EXCEEDED"
-    wait_until(lambda: leftovers(ceph, pools["images"], name) == [], 15, what="partial image removed")
+    wait_until(lambda: leftovers(ceph, pools["images"], name) == [], 60, what="partial image removed")
 
 
 def test_cache_image_and_create_template(ceph: Ceph, agent: AgentProcess, pools: dict[str, str],
