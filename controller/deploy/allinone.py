@@ -68,15 +68,21 @@ def _print_event(e: DeployEvent) -> None:
         print(f"         {e.kind:8} {e.task}{': ' + e.message if e.message else ''}", flush=True)
 
 
-def add_guest_image(agent_url: str, token: str, store: str, bs_uuid: str, image: Path) -> dict[str, Any]:
-    """Put the guest image into the SFTP store through the sftpbackup agent."""
-    body = {"backupStorageUuid": bs_uuid, "root": store, "imageUuid": "allinone-guest",
-            "url": f"file://{image}", "name": "guest"}
-    r = httpx.post(f"{agent_url}/backup/image/add", json=body, timeout=600,
-                   headers={"Authorization": f"Bearer {token}"})
+def _agent_call(agent_url: str, token: str, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+    r = httpx.post(f"{agent_url}{path}", json=body, timeout=600, headers={"Authorization": f"Bearer {token}"})
     reply = r.json()
     if r.status_code != 200 or not reply.get("success"):
-        raise AllInOneError(f"adding the guest image to the store failed: {json.dumps(reply)[:2000]}")
+        raise AllInOneError(f"{what} failed: {json.dumps(reply)[:2000]}")
+    return dict(reply)
+
+
+def add_guest_image(agent_url: str, token: str, store: str, bs_uuid: str, image: Path) -> dict[str, Any]:
+    """Make the directory a store and put the guest image into it through the sftpbackup agent."""
+    _agent_call(agent_url, token, "/backup/connect", {"backupStorageUuid": bs_uuid, "root": store},
+                "connecting the backup storage")
+    body = {"backupStorageUuid": bs_uuid, "root": store, "imageUuid": "allinone-guest",
+            "url": f"file://{image}", "name": "guest"}
+    reply = _agent_call(agent_url, token, "/backup/image/add", body, "adding the guest image to the store")
     return dict(reply["image"])
 
 
