@@ -112,9 +112,7 @@ class CallRunner:
             except FutureTimeout:
                 waited += POLL
             if ctx is not None and ctx.stopped:
-                if on_timeout is not None:
-                    on_timeout()
-                ctx.check()
+                ctx.check()  # cancel or deadline: the call itself may still finish
             if waited >= limit:
                 if on_timeout is not None:
                     on_timeout()
@@ -176,9 +174,12 @@ class Connection:
         """Run ``fn(handle)`` bounded by ``timeout`` (the op timeout by default)."""
         def run() -> T:
             with self._mu:
+                handle = self.handle
+                if handle is None:
+                    raise CephUnreachable("the connection was closed after a failure; retry")
                 self._inflight += 1
             try:
-                return fn(self.handle)
+                return fn(handle)
             finally:
                 with self._mu:
                     self._inflight -= 1
@@ -217,6 +218,20 @@ def _shutdown(handle: rados.Rados) -> None:
         handle.shutdown()
     except Exception:
         log.debug("rados shutdown failed", exc_info=True)
+
+
+class TaskCalls:
+    """Calls into one connection on behalf of one task, each bounded."""
+
+    def __init__(self, conn: Connection, ctx: TaskContext) -> None:
+        self.conn = conn
+        self.ctx = ctx
+
+    def call(self, what: str, fn: Callable[[rados.Rados], Any], *, long: bool = False) -> Any:
+        """``fn(handle)`` bounded by the op timeout (``long``: the long-op timeout)."""
+        limits = self.conn.runner.limits
+        return self.conn.call(self.ctx, fn, what=what,
+                              timeout=limits.long_op_timeout if long else limits.op_timeout)
 
 
 class ConnectionPool:

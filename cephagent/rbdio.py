@@ -70,7 +70,7 @@ class RbdWriter:
         def run(h: rados.Rados) -> tuple[Any, Any]:
             io = h.open_ioctx(self.pool)
             return io, rbd.Image(io, self.tmp)
-        self._ioctx, self._image = self.store._call(f"open {self.pool}/{self.tmp}", run)
+        self._ioctx, self._image = self.store.call(f"open {self.pool}/{self.tmp}", run)
         return self
 
     @property
@@ -123,7 +123,7 @@ class RbdWriter:
         self._drain()
         image = self._image
         assert image is not None
-        self.store._call(f"resize {self.pool}/{self.tmp}", lambda h: image.resize(size))
+        self.store.call(f"resize {self.pool}/{self.tmp}", lambda h: image.resize(size))
         self.size = size
 
     def commit(self) -> None:
@@ -138,7 +138,7 @@ class RbdWriter:
                 image.resize(final)
             image.flush()
             image.close()
-        self.store._call(f"finish {self.pool}/{self.tmp}", finish)
+        self.store.call(f"finish {self.pool}/{self.tmp}", finish)
         self._image = None
         self._close_ioctx()
         self.store.rename(self.pool, self.tmp, self.name)
@@ -152,7 +152,7 @@ class RbdWriter:
             log.warning("writes to %s/%s still pending while aborting", self.pool, self.tmp)
         try:
             if image is not None:
-                self.store._call("close", lambda h: image.close())
+                self.store.call("close", lambda h: image.close())
             self._close_ioctx()
             self.store.delete(self.pool, self.tmp, purge_snapshots=True)
         except Exception:
@@ -194,7 +194,7 @@ def read_blocks(store: RbdStore, pool: str, name: str, snapshot: str | None = No
         except rbd.Error:
             io.close()
             raise
-    io, image = store._call(f"open {pool}/{name}", open_)
+    io, image = store.call(f"open {pool}/{name}", open_)
 
     def reader(offset: int, n: int) -> Callable[[rados.Rados], bytes]:
         return lambda h: bytes(image.read(offset, n))
@@ -202,7 +202,7 @@ def read_blocks(store: RbdStore, pool: str, name: str, snapshot: str | None = No
     try:
         size = image.size()
         for offset in range(0, size, BLOCK):
-            data: bytes = store._call(f"read {pool}/{name}", reader(offset, min(BLOCK, size - offset)))
+            data: bytes = store.call(f"read {pool}/{name}", reader(offset, min(BLOCK, size - offset)))
             yield offset, data
     finally:
         image.close()

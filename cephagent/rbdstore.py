@@ -1,4 +1,4 @@
-"""RBD images, snapshots, clones and pools over one connection.
+"""RBD images, snapshots and clones over one connection.
 
 Every method is one bounded call into the cluster (see
 :mod:`cephagent.connection`), so a stuck cluster fails the command with
@@ -9,8 +9,6 @@ progress and stops on cancel through librbd's progress callback.
 from __future__ import annotations
 
 import errno
-import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,18 +20,18 @@ import rbd
 
 from agentcore.errors import InUse, InvalidRequest
 from agentcore.task import TaskContext
-from cephagent.connection import Connection, map_error
+from cephagent.connection import Connection, TaskCalls
 from cephagent.errors import (
     CephError,
     HasChildren,
     HasSnapshots,
     ImageNotFound,
-    PoolNotFound,
     SnapshotExists,
     SnapshotNotFound,
     SnapshotProtected,
 )
-from cephagent.models import ParentRef, PoolCapacity, PoolState, SnapshotInfo
+from cephagent.models import ParentRef, SnapshotInfo
+from cephagent.pools import open_pool
 
 FEATURES = {
     "layering": rbd.RBD_FEATURE_LAYERING,
@@ -57,19 +55,6 @@ def feature_bits(names: list[str]) -> int:
 
 def feature_names(bits: int) -> list[str]:
     return [n for n, b in FEATURES.items() if bits & b]
-
-
-@contextmanager
-def open_pool(handle: rados.Rados, pool: str) -> Iterator[rados.Ioctx]:
-    """An I/O context on ``pool``; ``POOL_NOT_FOUND`` if there is none."""
-    try:
-        ioctx = handle.open_ioctx(pool)
-    except rados.ObjectNotFound:
-        raise PoolNotFound(f"no pool {pool!r}", pool=pool) from None
-    try:
-        yield ioctx
-    finally:
-        ioctx.close()
 
 
 @contextmanager
@@ -131,93 +116,12 @@ class SnapshotGate:
                 del self._known[k]
 
 
-class RbdStore:
-    """Operations on pools and RBD images of one cluster, for one task."""
+class RbdStore(TaskCalls):
+    """Operations on the RBD images and snapshots of one cluster, for one task."""
 
     def __init__(self, conn: Connection, ctx: TaskContext, gate: SnapshotGate | None = None) -> None:
-        self.conn = conn
-        self.ctx = ctx
+        super().__init__(conn, ctx)
         self.gate = gate or SnapshotGate()
-
-    def _call(self, what: str, fn: Callable[[rados.Rados], Any], *, long: bool = False) -> Any:
-        limits = self.conn.runner.limits
-        return self.conn.call(self.ctx, fn, what=what,
-                              timeout=limits.long_op_timeout if long else limits.op_timeout)
-
-    # -- cluster and pools ----------------------------------------------
-
-    def mon_command(self, prefix: str, **args: Any) -> Any:
-        """A monitor command answering JSON."""
-        def run(h: rados.Rados) -> Any:
-            cmd = json.dumps({"prefix": prefix, "format": "json", **args})
-            ret, out, status = h.mon_command(cmd, b"", timeout=int(self.conn.runner.limits.op_timeout))
-            if ret != 0:
-                raise map_error(OSError(-ret, f"{prefix}: {status or os.strerror(-ret)}"),
-                                not_found=CephError(f"{prefix}: {status}"), command=prefix)
-            return json.loads(out) if out.strip() else {}
-        return self._call(prefix, run)
-
-    def facts(self) -> dict[str, Any]:
-        version = self.mon_command("version").get("version", "")
-        monmap = self.mon_command("mon dump")
-        monitors = [m.get("public_addr", m.get("addr", "")).split("/")[0] for m in monmap.get("mons", [])]
-        libv = self._call("version", lambda h: str(h.version()))
-        return {"fsid": self.conn.fsid, "ceph_version": version, "monitors": monitors,
-                "librados_version": libv}
-
-    def pool_state(self, name: str) -> PoolState:
-        def run(h: rados.Rados) -> PoolState:
-            if not h.pool_exists(name):
-                return PoolState(name=name, exists=False)
-            with open_pool(h, name) as io:
-                apps = io.application_list()
-            return PoolState(name=name, exists=True, rbd_enabled="rbd" in apps)
-        result: PoolState = self._call(f"check pool {name}", run)
-        return result
-
-    def init_pool(self, name: str, pg_num: int, predefined: bool) -> PoolState:
-        """Create the pool unless it exists or is predefined; enable rbd on it."""
-        state = self.pool_state(name)
-        created = False
-        if not state.exists:
-            if predefined:
-                raise PoolNotFound(f"predefined pool {name!r} does not exist", pool=name)
-            self.mon_command("osd pool create", pool=name, pg_num=pg_num)  # 0 if it exists
-            created = True
-        if not state.rbd_enabled:
-            self.mon_command("osd pool application enable", pool=name, app="rbd")
-            self._call(f"init rbd on {name}", lambda h: _rbd_pool_init(h, name))
-        return PoolState(name=name, exists=True, created=created, rbd_enabled=True)
-
-    def capacity(self, pools: list[str]) -> tuple[int | None, int | None, list[PoolCapacity]]:
-        df = self.mon_command("df")
-        stats = df.get("stats", {})
-        by_name = {p["name"]: p.get("stats", {}) for p in df.get("pools", [])}
-        caps = []
-        for name in pools:
-            if name not in by_name:
-                raise PoolNotFound(f"no pool {name!r}", pool=name)
-            s = by_name[name]
-            caps.append(PoolCapacity(name=name, used_bytes=int(s.get("bytes_used", 0)),
-                                     objects=int(s.get("objects", 0)),
-                                     available_bytes=int(s.get("max_avail", 0))))
-        total = stats.get("total_bytes")
-        avail = stats.get("total_avail_bytes")
-        return (int(total) if total is not None else None,
-                int(avail) if avail is not None else None, caps)
-
-    def ping(self, pool: str, obj: str) -> None:
-        """Write, read back and remove a heartbeat object."""
-        payload = f"kvmcloud-ping {self.ctx.task_uuid}".encode()
-
-        def run(h: rados.Rados) -> None:
-            with open_pool(h, pool) as io:
-                io.write_full(obj, payload)
-                back = io.read(obj, len(payload) + 16)
-                if back != payload:
-                    raise CephError("the heartbeat object read back differs", pool=pool)
-                io.remove_object(obj)
-        self._call(f"ping {pool}", run)
 
     # -- images -----------------------------------------------------------
 
@@ -235,13 +139,12 @@ class RbdStore:
                         return False
                     raise
             return True
-        return bool(self._call(f"create {pool}/{name}", run))
+        return bool(self.call(f"create {pool}/{name}", run))
 
     def info(self, pool: str, name: str, *, usage: bool = True) -> dict[str, Any]:
         """Size, usage, parent, snapshots, features and watchers of an image."""
-        own = self.conn.handle.get_instance_id()
-
         def run(h: rados.Rados) -> dict[str, Any]:
+            own = h.get_instance_id()
             with open_pool(h, pool) as io, open_image(io, name, read_only=True) as img:
                 size = img.size()
                 try:
@@ -257,23 +160,22 @@ class RbdStore:
                 return {"install_path": f"{pool}/{name}", "pool": pool, "name": name, "size": size,
                         "actual_size": actual, "parent": parent, "snapshots": snaps,
                         "features": feature_names(img.features()), "watchers": len(watchers)}
-        result: dict[str, Any] = self._call(f"info {pool}/{name}", run)
+        result: dict[str, Any] = self.call(f"info {pool}/{name}", run)
         return result
 
     def exists(self, pool: str, name: str) -> bool:
         def run(h: rados.Rados) -> bool:
             with open_pool(h, pool) as io:
                 return _image_exists(io, name)
-        return bool(self._call(f"stat {pool}/{name}", run))
+        return bool(self.call(f"stat {pool}/{name}", run))
 
     def watchers(self, pool: str, name: str) -> list[dict[str, Any]]:
         """Clients holding the image open, other than this agent."""
-        own = self.conn.handle.get_instance_id()
-
         def run(h: rados.Rados) -> list[dict[str, Any]]:
+            own = h.get_instance_id()
             with open_pool(h, pool) as io, open_image(io, name, read_only=True) as img:
                 return [dict(w) for w in img.watchers_list() if w.get("id") != own]
-        result: list[dict[str, Any]] = self._call(f"watchers {pool}/{name}", run)
+        result: list[dict[str, Any]] = self.call(f"watchers {pool}/{name}", run)
         return result
 
     def refuse_if_in_use(self, pool: str, name: str) -> None:
@@ -305,7 +207,7 @@ class RbdStore:
                 except rbd.ImageNotFound:
                     return False
             return True
-        return bool(self._call(f"delete {pool}/{name}", run, long=True))
+        return bool(self.call(f"delete {pool}/{name}", run, long=True))
 
     def resize(self, pool: str, name: str, size: int, allow_shrink: bool) -> None:
         def run(h: rados.Rados) -> None:
@@ -313,7 +215,7 @@ class RbdStore:
                 if size < img.size() and not allow_shrink:
                     raise InvalidRequest("shrinking needs allowShrink", field="size", current=img.size())
                 img.resize(size)
-        self._call(f"resize {pool}/{name}", run)
+        self.call(f"resize {pool}/{name}", run)
 
     def clone(self, src_pool: str, src_name: str, src_snap: str, pool: str, name: str,
               features: list[str], size: int | None) -> dict[str, Any]:
@@ -352,7 +254,7 @@ class RbdStore:
                         img.resize(size)
                     return size
             return snap_size
-        final: int = self._call(f"clone {src_pool}/{src_name}@{src_snap} to {pool}/{name}", run)
+        final: int = self.call(f"clone {src_pool}/{src_name}@{src_snap} to {pool}/{name}", run)
         return final
 
     def _snap_key(self, pool: str, name: str, snap: str = "") -> str:
@@ -387,12 +289,12 @@ class RbdStore:
                 return int(next(s["size"] for s in img.list_snaps() if s["name"] == snap))
 
         key = self._snap_key(pool, name, snap)
-        size = self._call(f"check {pool}/{name}@{snap}", check)
+        size = self.call(f"check {pool}/{name}@{snap}", check)
         if size is None:
             with self.gate.lock(key):
-                size = self._call(f"check {pool}/{name}@{snap}", check)
+                size = self.call(f"check {pool}/{name}@{snap}", check)
                 if size is None:
-                    size = self._call(f"protect {pool}/{name}@{snap}", make)
+                    size = self.call(f"protect {pool}/{name}@{snap}", make)
         self.gate.remember(key, int(size))
         return int(size)
 
@@ -412,7 +314,7 @@ class RbdStore:
                     img.flatten(on_progress=progress)
                 except rbd.InvalidArgument:  # no parent: nothing to do
                     pass
-        self._call(f"flatten {pool}/{name}", run, long=True)
+        self.call(f"flatten {pool}/{name}", run, long=True)
         ctx.check()
 
     def copy(self, src_pool: str, src_name: str, dst_pool: str, dst_name: str,
@@ -422,13 +324,13 @@ class RbdStore:
             with open_pool(h, src_pool) as sio, open_pool(h, dst_pool) as dio, \
                     open_image(sio, src_name, read_only=True, snapshot=snapshot) as img:
                 img.copy(dio, dst_name, features=rbd.RBD_FEATURE_LAYERING)
-        self._call(f"copy {src_pool}/{src_name} to {dst_pool}/{dst_name}", run, long=True)
+        self.call(f"copy {src_pool}/{src_name} to {dst_pool}/{dst_name}", run, long=True)
 
     def rename(self, pool: str, src: str, dst: str) -> None:
         def run(h: rados.Rados) -> None:
             with open_pool(h, pool) as io:
                 rbd.RBD().rename(io, src, dst)
-        self._call(f"rename {pool}/{src}", run)
+        self.call(f"rename {pool}/{src}", run)
 
     # -- snapshots ----------------------------------------------------------
 
@@ -460,7 +362,7 @@ class RbdStore:
                     raise SnapshotNotFound(f"no snapshot {pool}/{name}@{snap}", snapshot=snap)
                 _SNAP_OPS[op](img, snap, pool, name)
                 return {"existed": True, "protected": img.is_protected_snap(snap)}
-        result: dict[str, Any] = self._call(f"snapshot {op} {pool}/{name}@{snap}", run,
+        result: dict[str, Any] = self.call(f"snapshot {op} {pool}/{name}@{snap}", run,
                                             long=op == "rollback")
         return result
 
@@ -492,15 +394,6 @@ _SNAP_OPS: dict[str, Callable[[rbd.Image, str, str, str], None]] = {
 def _drop_snapshot(img: rbd.Image, snap: str, pool: str, name: str) -> None:
     _unprotect(img, snap, pool, name)
     img.remove_snap(snap)
-
-
-def _rbd_pool_init(h: rados.Rados, pool: str) -> None:
-    with open_pool(h, pool) as io:
-        try:
-            rbd.RBD().pool_init(io, False)
-        except rbd.PermissionError:
-            # pool_init writes pool metadata; a user limited to images can do without it
-            pass
 
 
 def _allocated(img: rbd.Image, size: int) -> int | None:

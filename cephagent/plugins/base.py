@@ -9,6 +9,7 @@ from agentcore.plugin import Plugin
 from agentcore.task import TaskContext
 from cephagent.connection import ConnectionPool
 from cephagent.models import CapacityMixin, CephCommand, ImageCommand
+from cephagent.pools import PoolStore
 from cephagent.rbdstore import RbdStore, SnapshotGate
 
 
@@ -31,8 +32,12 @@ class CephPlugin(Plugin):
         self.ceph = ceph
 
     def store(self, ctx: TaskContext, cmd: CephCommand) -> RbdStore:
-        """The operations on ``cmd``'s cluster, connected as its user."""
+        """The image operations on ``cmd``'s cluster, connected as its user."""
         return RbdStore(self.ceph.pool.get(ctx, cmd.cluster), ctx, self.ceph.gate)
+
+    def pools(self, ctx: TaskContext, cmd: CephCommand) -> PoolStore:
+        """The pool and cluster operations on ``cmd``'s cluster, connected as its user."""
+        return PoolStore(self.ceph.pool.get(ctx, cmd.cluster), ctx)
 
 
 def image_lock(cmd: ImageCommand) -> str:
@@ -40,7 +45,7 @@ def image_lock(cmd: ImageCommand) -> str:
     return f"rbd:{cmd.pool}/{cmd.name}"
 
 
-def fill_capacity(store: RbdStore, reply: CapacityMixin) -> None:
+def fill_capacity(store: PoolStore, reply: CapacityMixin) -> None:
     """Piggy-back the cluster's total and available bytes on a reply."""
     total, avail, _ = store.capacity([])
     reply.total_capacity = total

@@ -46,7 +46,7 @@ class ClusterPlugin(CephPlugin):
         """Write, read back and remove a heartbeat object in ``pool``, bounded by the
         op timeout: CEPH_TIMEOUT when the cluster is stuck, CEPH_UNREACHABLE when no
         monitor answers, CEPH_PERMISSION_DENIED when the user cannot write."""
-        store = self.store(ctx, cmd)
+        store = self.pools(ctx, cmd)
         start = time.monotonic()
         store.ping(cmd.pool, cmd.object_name)
         return PingReply(fsid=store.conn.fsid, latency_ms=round((time.monotonic() - start) * 1000, 3))
@@ -54,13 +54,13 @@ class ClusterPlugin(CephPlugin):
     @command("/facts")
     def facts(self, ctx: TaskContext, cmd: FactsCmd) -> FactsReply:
         """The cluster's fsid, monitor addresses and Ceph version."""
-        return FactsReply(**self.store(ctx, cmd).facts())
+        return FactsReply(**self.pools(ctx, cmd).facts())
 
     @command("/pools/init", lock=lambda c: [f"pool:{p.name}" for p in c.pools])
     def init_pools(self, ctx: TaskContext, cmd: InitPoolsCmd) -> InitPoolsReply:
         """Create each pool unless it exists or is marked predefined (a predefined pool
         that is missing is POOL_NOT_FOUND), and enable the rbd application on it."""
-        store = self.store(ctx, cmd)
+        store = self.pools(ctx, cmd)
         states = []
         for spec in cmd.pools:
             ctx.check()
@@ -72,7 +72,7 @@ class ClusterPlugin(CephPlugin):
     @command("/pools/check")
     def check_pools(self, ctx: TaskContext, cmd: CheckPoolsCmd) -> CheckPoolsReply:
         """Check that the pools exist; POOL_NOT_FOUND names the missing ones."""
-        store = self.store(ctx, cmd)
+        store = self.pools(ctx, cmd)
         states = [store.pool_state(p) for p in cmd.pools]
         missing = [s.name for s in states if not s.exists]
         if missing:
@@ -82,5 +82,5 @@ class ClusterPlugin(CephPlugin):
     @command("/capacity")
     def capacity(self, ctx: TaskContext, cmd: CapacityCmd) -> CapacityReply:
         """Total and available bytes of the cluster, and used/available bytes per pool."""
-        total, avail, pools = self.store(ctx, cmd).capacity(list(cmd.pools))
+        total, avail, pools = self.pools(ctx, cmd).capacity(list(cmd.pools))
         return CapacityReply(total_capacity=total, available_capacity=avail, pools=pools)
