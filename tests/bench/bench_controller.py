@@ -13,12 +13,15 @@ has ended; every VM must reach Running. Also: the p50/p99 latency of the
 ZStack's figures are published numbers from another machine, not measured in
 this run, so they are given as ``baseline`` without a ``ratio``.
 
-``BENCH_VMS=1,10,100`` picks the batch sizes, ``BENCH_HOSTS`` the host count.
+``BENCH_VMS=1,10,100`` picks the batch sizes, ``BENCH_HOSTS`` the host count (100)
+and ``BENCH_QUERY_VMS`` the rows of the query test; such a run prints its
+results and leaves ``bench/results/controller.json`` alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
 import signal
@@ -26,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,7 @@ ZSTACK = "ZStack published (simulator, home page)"
 SIZES = [int(n) for n in os.environ.get("BENCH_VMS", "1,10,100,1000,10000").split(",") if n]
 HOSTS = int(os.environ.get("BENCH_HOSTS", "100"))
 QUERY_ROWS = int(os.environ.get("BENCH_QUERY_VMS", "100000"))
+PARTIAL = any(k in os.environ for k in ("BENCH_VMS", "BENCH_HOSTS", "BENCH_QUERY_VMS"))
 CLIENTS = 16
 SIM_TOKEN = "bench-simulator-token"
 API_TOKEN = "bench-api-token"
@@ -66,20 +72,32 @@ class Proc:
                 return False
         wait_until(healthy, timeout, what=f"{self.url}/healthz")
 
-    def rss_bytes(self) -> int:
-        """RSS of every process of the session (gunicorn master and worker)."""
-        total = 0
+    def _session(self) -> Iterator[tuple[Path, list[str]]]:
+        """(/proc/<pid>, stat fields after the command name) of every process of the session."""
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
                 if int(fields[3]) == self.proc.pid:  # process group id
-                    status = (stat.parent / "status").read_text()
-                    kb = next(int(line.split()[1]) for line in status.splitlines()
-                              if line.startswith("VmRSS:"))
-                    total += kb * 1024
-            except (OSError, IndexError, ValueError, StopIteration):
+                    yield stat.parent, fields
+            except (OSError, IndexError, ValueError):
+                continue
+
+    def rss_bytes(self) -> int:
+        """RSS of every process of the session (gunicorn master and worker)."""
+        total = 0
+        for proc, _ in self._session():
+            try:
+                status = (proc / "status").read_text()
+                total += 1024 * next(int(line.split()[1]) for line in status.splitlines()
+                                     if line.startswith("VmRSS:"))
+            except (OSError, StopIteration, ValueError):
                 continue
         return total
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the session's processes."""
+        ticks = sum(int(f[11]) + int(f[12]) for _, f in self._session())
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -147,9 +165,10 @@ def setup(api: Api, sim_url: str) -> dict[str, str]:
     return {"zone": zone, "image": image, "l3": l3, "offering": offering}
 
 
-def create_vms(api: Api, env: dict[str, str], n: int) -> list[Result]:
+def create_vms(api: Api, env: dict[str, str], n: int, ctl: Proc, sim: Proc) -> list[Result]:
     """Submit n creates from CLIENTS threads, then wait for every job."""
     latencies: list[float] = []
+    cpu0 = (ctl.cpu_seconds(), sim.cpu_seconds())
 
     def submit(i: int) -> str:
         t = time.perf_counter()
@@ -170,10 +189,12 @@ def create_vms(api: Api, env: dict[str, str], n: int) -> list[Result]:
         jobs = list(pool.map(submit, range(n)))
         outcomes = list(pool.map(finish, jobs))
     wall = time.perf_counter() - start
+    ctl_cpu, sim_cpu = ctl.cpu_seconds() - cpu0[0], sim.cpu_seconds() - cpu0[1]
     failed = [o for o in outcomes if o != "succeeded"]
     running = api.call("GET", "/vms", q=[f"name~=b{n}-%", "state=Running"], count=1,
                        limit=1, fields="uuid")["total"]
-    print(f"create {n} VMs: {wall:.2f}s, {running} Running, {len(failed)} failed"
+    print(f"create {n} VMs: {wall:.2f}s, {running} Running, {len(failed)} failed; CPU "
+          f"controller {ctl_cpu:.1f}s, simulator {sim_cpu:.1f}s"
           + (f" (first: {failed[0][:300]})" if failed else ""), flush=True)
     if running != n:
         raise RuntimeError(f"only {running} of {n} VMs reached Running; failed: {failed[:3]}")
@@ -184,7 +205,11 @@ def create_vms(api: Api, env: dict[str, str], n: int) -> list[Result]:
                        round(percentile(latencies, 50) * 1000, 2), "ms", "lower"),
                 Result(f"create {n} VMs: POST /v1/vms p99 latency",
                        round(percentile(latencies, 99) * 1000, 2), "ms", "lower"),
-                Result(f"create {n} VMs: throughput", round(n / wall, 1), "VMs/s", "higher")]
+                Result(f"create {n} VMs: throughput", round(n / wall, 1), "VMs/s", "higher"),
+                Result(f"create {n} VMs: controller CPU per VM", round(ctl_cpu / n * 1000, 2),
+                       "ms", "lower"),
+                Result(f"create {n} VMs: simulator CPU per VM", round(sim_cpu / n * 1000, 2),
+                       "ms", "lower")]
     return out
 
 
@@ -258,7 +283,7 @@ def main() -> None:
             api = Api(ctl_url)
             env = setup(api, sim_url)
             for n in SIZES:
-                results += create_vms(api, env, n)
+                results += create_vms(api, env, n, ctl, sim)
             inserted = insert_vms(db_url, env, QUERY_ROWS)
             print(f"inserted {inserted} VM rows through the DB layer", flush=True)
             results += query_vms(api, ctl)
@@ -266,8 +291,10 @@ def main() -> None:
             print(f"controller log tail:\n{(d / 'controller.log').read_text()[-3000:]}", flush=True)
             raise
         finally:
-            if results:
+            if results and not PARTIAL:
                 write("controller", results, command="make bench BENCH=controller")
+            elif results:  # a smaller run does not replace the committed results
+                print(json.dumps([asdict(r) for r in results], indent=1))
             ctl.stop()
             sim.stop()
 
