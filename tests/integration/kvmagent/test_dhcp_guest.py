@@ -66,11 +66,17 @@ def test_a_guest_gets_its_allocated_address_and_answers_ping(agent: AgentProcess
     assert MAC in leases and IP in leases
 
 
-def test_the_dhcp_server_survives_an_agent_restart_and_apply_is_idempotent(agent: AgentProcess) -> None:
+def test_an_agent_restart_keeps_identity_vms_and_the_dhcp_server(agent: AgentProcess,
+                                                                   receiver: CallbackReceiver) -> None:
+    host = str(uuid.uuid4())
+    assert agent.call("/host/connect", {"hostUuid": host, "eventsUrl": f"{receiver.url}/v1/agent-events/{host}"})[
+        "success"]
     before = agent.call("/network/dhcp/apply", dhcp_body([{"mac": MAC, "ip": IP, "hostname": "vm1"}]))
     agent.kill9()
     os.kill(before["pid"], 0)  # dnsmasq is a daemon of its own: still there
     agent.start()
+    assert agent.call("/host/ping")["hostUuid"] == host  # who it is survives (state_dir/host.json)
+    assert agent.call("/vm/sync")["states"][VM] == "Running"  # found again through the domain metadata
     after = agent.call("/network/dhcp/apply", dhcp_body([{"mac": MAC, "ip": IP, "hostname": "vm1"}]))
     assert after["success"] and after["pid"] == before["pid"]
     released = agent.call("/network/dhcp/release", {"l3NetworkUuid": L3, "macs": [MAC]})
