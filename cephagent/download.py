@@ -178,6 +178,12 @@ def add_image(ctx: TaskContext, store: RbdStore, url: str, pool: str, name: str,
     return Added(size=size, downloaded=body.read, source_format=fmt, sha256=body.digest.hexdigest())
 
 
+def _check_digest(body: _Body, sha256: str | None) -> None:
+    digest = body.digest.hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise DigestMismatch(expected=sha256, actual=digest)
+
+
 def _stream_raw(store: RbdStore, pool: str, name: str, first: bytes,
                 blocks: Iterator[bytes], body: _Body, sha256: str | None) -> int:
     writer = RbdWriter(store, pool, name, body.total or 0).open()
@@ -185,9 +191,7 @@ def _stream_raw(store: RbdStore, pool: str, name: str, first: bytes,
         writer.write(first)
         for block in blocks:
             writer.write(block)
-        digest = body.digest.hexdigest()
-        if sha256 is not None and digest != sha256:
-            raise DigestMismatch(expected=sha256, actual=digest)
+        _check_digest(body, sha256)
         writer.commit()
     except BaseException:
         writer.abort()
@@ -205,9 +209,7 @@ def _via_qcow2(ctx: TaskContext, store: RbdStore, pool: str, name: str, first: b
             f.write(first)
             for block in blocks:
                 f.write(block)
-        digest = body.digest.hexdigest()
-        if sha256 is not None and digest != sha256:
-            raise DigestMismatch(expected=sha256, actual=digest)
+        _check_digest(body, sha256)
         return import_file(ctx, store, src, pool, name, "qcow2")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
