@@ -116,6 +116,10 @@ class Hypervisor:
             raise NotFound("the VM is not running on this host", vm_uuid=vm_uuid)
         return dom
 
+    def state_of(self, dom: libvirt.virDomain) -> VmState:
+        with self._errors(domain=dom.name()):
+            return vm_state(dom)
+
     def state(self, vm_uuid: str) -> VmState:
         dom = self.lookup(vm_uuid)
         if dom is None:

@@ -12,7 +12,7 @@ from agentcore.plugin import Plugin, command
 from agentcore.task import TaskContext
 from kvmagent.domain_spec import build_domain, domain_name
 from kvmagent.events import RUNNING, STOPPED
-from kvmagent.hypervisor import Hypervisor, kill_leftover_qemu, vm_state
+from kvmagent.hypervisor import Hypervisor, kill_leftover_qemu
 from kvmagent.models import (
     CheckVmStateCmd,
     ConsoleReply,
@@ -54,7 +54,7 @@ class VmPlugin(Plugin):
     def start_vm(self, ctx: TaskContext, cmd: StartVmCmd) -> StartVmReply:
         """Build the domain from the VM spec and start it; a running VM is success."""
         dom = self.hv.lookup(cmd.vm_uuid)
-        if dom is not None and vm_state(dom) != "Stopped":
+        if dom is not None and self.hv.state_of(dom) != "Stopped":
             return self._started(cmd.vm_uuid, dom)
         for vol in [cmd.root_volume, *cmd.data_volumes]:
             if isinstance(vol, FileVolume) and not Path(vol.install_path).exists():
@@ -73,7 +73,7 @@ class VmPlugin(Plugin):
         return self._started(cmd.vm_uuid, dom)
 
     def _started(self, vm_uuid: str, dom: libvirt.virDomain) -> StartVmReply:
-        state = vm_state(dom)
+        state = self.hv.state_of(dom)
         self.host.events.remember(vm_uuid, state)
         port = None
         try:
@@ -88,14 +88,14 @@ class VmPlugin(Plugin):
         name = domain_name(cmd.vm_uuid)
         with self.host.events.own(cmd.vm_uuid, name, STOPPED):
             dom = self.hv.lookup(cmd.vm_uuid)
-            if dom is not None and cmd.type == "grace" and vm_state(dom) == "Running":
+            if dom is not None and cmd.type == "grace" and self.hv.state_of(dom) == "Running":
                 self.hv.shutdown(dom)
                 end = time.monotonic() + ctx.remaining(cmd.grace_timeout)
                 while time.monotonic() < end and self.hv.state(cmd.vm_uuid) != "Stopped":
                     ctx.wait(self.host.config.stop_poll_interval)
             dom = self.hv.lookup(cmd.vm_uuid)
             if dom is not None:
-                if vm_state(dom) != "Stopped":
+                if self.hv.state_of(dom) != "Stopped":
                     ctx.log.info("VM %s is still up: forcing it off", cmd.vm_uuid)
                 self.hv.destroy(dom)
             killed = kill_leftover_qemu(name)
@@ -122,7 +122,7 @@ class VmPlugin(Plugin):
         dom = self.hv.require(cmd.vm_uuid)
         with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid), RUNNING | STOPPED):
             self.hv.reboot(dom, force=False)
-        return VmStateReply(vm_uuid=cmd.vm_uuid, state=vm_state(dom))
+        return VmStateReply(vm_uuid=cmd.vm_uuid, state=self.hv.state_of(dom))
 
     @command("/pause", lock=_vm_lock)
     def pause(self, ctx: TaskContext, cmd: VmCmd) -> VmStateReply:
@@ -131,7 +131,7 @@ class VmPlugin(Plugin):
         with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid), frozenset({"Paused"})):
             self.hv.suspend(dom)
         self.host.events.remember(cmd.vm_uuid, "Paused")
-        return VmStateReply(vm_uuid=cmd.vm_uuid, state=vm_state(dom))
+        return VmStateReply(vm_uuid=cmd.vm_uuid, state=self.hv.state_of(dom))
 
     @command("/resume", lock=_vm_lock)
     def resume(self, ctx: TaskContext, cmd: VmCmd) -> VmStateReply:
@@ -140,7 +140,7 @@ class VmPlugin(Plugin):
         with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid), frozenset({"Running"})):
             self.hv.resume(dom)
         self.host.events.remember(cmd.vm_uuid, "Running")
-        return VmStateReply(vm_uuid=cmd.vm_uuid, state=vm_state(dom))
+        return VmStateReply(vm_uuid=cmd.vm_uuid, state=self.hv.state_of(dom))
 
     # -- queries ---------------------------------------------------------------
 
