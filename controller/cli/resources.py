@@ -76,12 +76,15 @@ def resource_group(spec: ResourceSpec) -> click.Group:
     @click.option("--sort", help="field to sort by; -field for descending")
     @click.option("--limit", type=int)
     @click.option("--offset", type=int)
+    @click.option("--count", is_flag=True, help="also show how many match in all")
     @JSON
     @click.pass_context
     def list_(ctx: click.Context, query: tuple[str, ...], fields: str | None, sort: str | None,
-              limit: int | None, offset: int | None, as_json: bool) -> None:
+              limit: int | None, offset: int | None, count: bool, as_json: bool) -> None:
         """List the collection, filtered, sorted, paged and projected."""
         params: dict[str, Any] = {"q": list(query)} if query else {}
+        if count:
+            params["count"] = 1
         params.update({k: v for k, v in
                        {"fields": fields, "sort": sort, "limit": limit, "offset": offset}.items()
                        if v is not None})
