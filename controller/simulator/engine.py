@@ -13,6 +13,7 @@ method runs on the server's event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import re
@@ -47,6 +48,7 @@ from controller.simulator.state import Capacity, SimAgent, StorageState, Task
 
 log = logging.getLogger(__name__)
 
+PROGRESS_PERIOD = 1.0
 TASK_UUID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PREFIX_KIND: dict[str, AgentKind] = {
     "/host/": "kvm", "/vm/": "kvm", "/network/": "kvm", "/storage/": "storage",
@@ -289,17 +291,35 @@ class Simulator:
         wait = None if fault.action == "hang" else fault.seconds
         if timeout is not None:
             wait = timeout if wait is None else min(wait, timeout)
-        try:
-            await asyncio.wait_for(live.stop.wait(), wait)
-        except TimeoutError:
-            if timeout is not None and (fault.action == "hang" or fault.seconds > timeout):
-                live.reason = DeadlineExceeded()
+        loop = asyncio.get_running_loop()
+        end = None if wait is None else loop.time() + wait
+        while not live.stop.is_set():
+            left = None if end is None else end - loop.time()
+            if left is not None and left <= 0:
+                break
+            if fault.action == "delay" and fault.seconds > 0:
+                self._progress(agent, live.task, 100.0 * (1 - (left or 0) / fault.seconds))
+            step = PROGRESS_PERIOD if left is None else min(PROGRESS_PERIOD, left)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.stop.wait(), step)
+        if live.reason is None and timeout is not None and (
+                fault.action == "hang" or fault.seconds > timeout):
+            live.reason = DeadlineExceeded()
         if live.reason is not None:
             reply = error_reply(live.reason)
         else:
             reply = self._execute(agent, spec, body, None)
         self._finish(agent, live.task, reply)
         live.done.set()
+
+    def _progress(self, agent: SimAgent, task: Task, percent: float) -> None:
+        """Record and push (transient, as the real runtime does) the progress of a slow task."""
+        task.progress = {"stage": "simulated", "percent": round(percent, 1), "done": None,
+                         "total": None, "unit": ""}
+        if task.callback_url is not None:
+            self.sender.send(task.callback_url, {"taskUuid": task.uuid, "progress": task.progress},
+                             {"taskuuid": task.uuid, "kind": "progress",
+                              "Authorization": f"Bearer {agent.token}"})
 
     def cancel(self, agent: SimAgent, task_uuid: str) -> dict[str, Any]:
         """Serve ``POST /tasks/<id>/cancel``."""

@@ -54,12 +54,13 @@ class Task:
     updated: float = field(default_factory=time.time)
     reply: dict[str, Any] | None = None
     callback_url: str | None = None
-    cancel_requested: bool = False
+    progress: dict[str, Any] | None = None
 
     def status(self) -> dict[str, Any]:
         """The wire form of ``GET /tasks/<taskuuid>``."""
         return {
-            "taskUuid": self.uuid, "path": self.path, "state": self.state, "progress": None,
+            "taskUuid": self.uuid, "path": self.path, "state": self.state,
+            "progress": self.progress,
             "created": self.created, "updated": self.updated, "reply": self.reply,
         }
 

@@ -321,3 +321,19 @@ def test_l2_check_reports_whether_the_bridge_was_created() -> None:
     assert made is not None and made["uplink"] == "eth0.10" and made["exists"] is True, made
     assert call(sim, "host-00002", "/network/l2/check", l2).body["exists"] is False  # type: ignore[index]
     assert call(sim, "host-00001", "/network/l2/check", l2).body["exists"] is True  # type: ignore[index]
+
+
+def test_a_delayed_task_pushes_progress_then_its_reply() -> None:
+    sim, rec = make_sim()
+    sim.faults.add(FaultRule(path="/vm/start", action="delay", seconds=0.3))
+
+    async def run() -> None:
+        await sim.command(sim.agents["host-00001"], "/vm/start", {"taskuuid": "p1", "callbackurl": CB},
+                          start_cmd(str(uuid.uuid4())).model_dump_json(by_alias=True).encode())
+        while "p1" not in rec.replies():
+            await asyncio.sleep(0.01)
+    asyncio.run(run())
+    kinds = [h["kind"] for _, _, h in rec.posts]
+    assert kinds[0] == "progress" and kinds[-1] == "reply"
+    assert rec.posts[0][1]["progress"]["percent"] == 0.0
+    assert rec.replies()["p1"]["success"] is True
