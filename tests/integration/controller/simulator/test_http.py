@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -137,20 +136,25 @@ def test_control_api_needs_the_token_and_validates_fault_rules(sim: SimulatorThr
     assert made.status_code == 201 and made.json()["url"].endswith("/agents/big")
 
 
-@pytest.mark.parametrize("case", ["no-token", "bad-body", "unknown-path"])
+@pytest.fixture(scope="module")
+def real_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    agent = AgentProcess(python_agent("tests.integration.agentcore.testagent"),
+                         tmp_path_factory.mktemp("agent"), token=TOKEN).start()
+    yield agent
+    agent.stop()
+
+
+@pytest.mark.parametrize("case", ["no-token", "bad-body", "unknown-path", "bad-taskuuid"])
 def test_simulated_and_real_agent_answer_protocol_errors_alike(
-        case: str, sim: SimulatorThread, tmp_path: Path) -> None:
+        case: str, sim: SimulatorThread, real_agent: AgentProcess) -> None:
     """The real agentcore server (example agent) and the simulator, same requests."""
-    real = AgentProcess(python_agent("tests.integration.agentcore.testagent"), tmp_path,
-                        token=TOKEN).start()
-    try:
-        answers = []
-        for base in (real.url, sim.agent_url("host-00002")):
-            headers = {} if case == "no-token" else AUTH
-            path = "/no/such/path" if case == "unknown-path" else "/echo"
-            body: Any = {"message": 5} if case == "bad-body" else {}
-            r = httpx.post(f"{base}{path}", json=body, headers=headers)
-            answers.append((r.status_code, r.json()["success"], r.json()["error"]["code"]))
-        assert answers[0] == answers[1]
-    finally:
-        real.stop()
+    answers = []
+    for base in (real_agent.url, sim.agent_url("host-00002")):
+        headers = {} if case == "no-token" else dict(AUTH)
+        if case == "bad-taskuuid":
+            headers["taskuuid"] = "../x"
+        path = "/no/such/path" if case == "unknown-path" else "/echo"
+        body: Any = {"message": 5} if case == "bad-body" else {}
+        r = httpx.post(f"{base}{path}", json=body, headers=headers)
+        answers.append((r.status_code, r.json()["success"], r.json()["error"]["code"]))
+    assert answers[0] == answers[1]
