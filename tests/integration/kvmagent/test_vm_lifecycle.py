@@ -125,6 +125,31 @@ def test_a_hot_plugged_data_volume_is_seen_by_the_guest(agent: AgentProcess, boo
     wait_console(console_log(workdir, VM), only_root, timeout=30, count=root_only_lines + 1)  # the guest let go
 
 
+def test_a_long_block_pull_reports_progress(agent: AgentProcess, booted: dict[str, object], workdir: Path,
+                                            receiver: CallbackReceiver) -> None:
+    base = workdir / "big.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True, timeout=30)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 24M", str(base)], check=True,
+                   capture_output=True, timeout=60)
+    volume = {"type": "file", "volumeUuid": str(uuid.uuid4()), "deviceId": 2, "installPath": str(base)}
+    assert agent.call("/vm/volume/attach", {"vmUuid": VM, "volume": volume})["device"] == "vdc"
+    top = workdir / "big.s1.qcow2"
+    assert agent.call("/vm/volume/snapshot", {"vmUuid": VM, "volume": volume, "newInstallPath": str(top)})["success"]
+    task = str(uuid.uuid4())
+    r = agent.post("/vm/volume/merge", {"vmUuid": VM, "volume": {**volume, "installPath": str(top)},
+                                        "mode": "pull", "bandwidth": 8},
+                   taskuuid=task, callbackurl=receiver.url + "/v1/agent-callbacks")
+    assert r.status_code == 202
+    reply = receiver.wait_reply(task, 60)
+    assert reply["success"], reply
+    progress = [p["body"]["progress"] for p in list(receiver.posts)
+                if p["headers"].get("taskuuid") == task and p["headers"].get("kind") == "progress"]
+    assert progress and all(p["stage"] == "pull" and p["unit"] == "bytes" for p in progress)
+    assert any(0 < (p["percent"] or 0) < 100 for p in progress), progress  # seen while running
+    assert backing_chain(top) == [str(top)]
+    assert agent.call("/vm/volume/detach", {"vmUuid": VM, "volume": {**volume, "installPath": str(top)}})["success"]
+
+
 def test_iso_insert_and_eject(agent: AgentProcess, booted: dict[str, object], workdir: Path) -> None:
     iso = workdir / "tools.iso"
     iso.write_bytes(b"\0" * 2048 * 32)
