@@ -78,7 +78,7 @@ def console_log(workdir: Path, vm_uuid: str) -> Path:
     return workdir / "console" / f"{vm_uuid.replace('-', '')}.log"
 
 
-def wait_console(log: Path, text: str, timeout: float = 90, count: int = 1) -> str:
+def wait_console(log: Path, text: str, timeout: float = 240, count: int = 1) -> str:
     """Wait until ``text`` appears ``count`` times in the serial console log."""
     def seen() -> str | None:
         try:
@@ -134,7 +134,7 @@ def events_for(receiver: CallbackReceiver, vm_uuid: str) -> list[dict[str, Any]]
             if p["headers"].get("kind") == "event" and p["body"].get("vmUuid") == vm_uuid]
 
 
-def wait_event(receiver: CallbackReceiver, vm_uuid: str, state: str, timeout: float = 30) -> dict[str, Any]:
+def wait_event(receiver: CallbackReceiver, vm_uuid: str, state: str, timeout: float = 90) -> dict[str, Any]:
     def found() -> dict[str, Any] | None:
         return next((e for e in events_for(receiver, vm_uuid) if e["state"] == state), None)
     return dict(wait_until(found, timeout, interval=0.1, what=f"event {state} of {vm_uuid}"))

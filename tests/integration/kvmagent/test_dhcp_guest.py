@@ -58,7 +58,7 @@ def test_a_guest_gets_its_allocated_address_and_answers_ping(agent: AgentProcess
     root = linked_clone(guest_env, workdir / "dhcp-root.qcow2")
     started = agent.call("/vm/start", vm_body(VM, root, nics=[{"mac": MAC, "bridgeName": BRIDGE}]))
     assert started["success"], started
-    wait_console(console_log(workdir, VM), f"{guest_env['GUEST_IP_MARKER']} eth0 {IP}\n", timeout=120)
+    wait_console(console_log(workdir, VM), f"{guest_env['GUEST_IP_MARKER']} eth0 {IP}\n", timeout=240)
     ping = subprocess.run(["ip", "netns", "exec", applied["namespace"], "ping", "-c", "3", "-W", "2", IP],
                           capture_output=True, text=True, timeout=30)
     assert ping.returncode == 0, ping.stdout + ping.stderr

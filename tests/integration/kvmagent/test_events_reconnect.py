@@ -94,7 +94,7 @@ def test_the_agent_keeps_answering_while_libvirtd_is_down_and_recovers(
     # the event registration came back with the connection: a shutdown from the guest is reported
     seen = len(events_for(receiver, VM))
     virsh("shutdown", VM.replace("-", ""), uri=lv2.uri)
-    stopped = wait_event(receiver, VM, "Stopped", timeout=60)
+    stopped = wait_event(receiver, VM, "Stopped", timeout=120)
     assert stopped["reason"] == "shut down from inside the guest"
     assert len(events_for(receiver, VM)) > seen
     assert guest_env["GUEST_POWEROFF_MARKER"] in console_log(workdir, VM).read_text()

@@ -59,10 +59,10 @@ def test_cancel_stops_a_migration_and_the_vm_stays(agent: AgentProcess, receiver
                    callbackurl=receiver.url + "/v1/agent-callbacks")
     assert r.status_code == 202
     # 128 MiB of guest RAM at 1 MiB/s: still migrating when the progress shows up
-    wait_until(lambda: (agent.client.get(f"/tasks/{task}").json().get("progress") or {}).get("total"), 30,
+    wait_until(lambda: (agent.client.get(f"/tasks/{task}").json().get("progress") or {}).get("total"), 90,
                interval=0.2, what="migration progress")
     assert agent.post(f"/tasks/{task}/cancel").status_code == 200
-    reply = receiver.wait_reply(task, 30)
+    reply = receiver.wait_reply(task, 90)
     assert not reply["success"] and reply["error"]["code"] == "CANCELLED", reply
     assert domstate(VM) == "running"
     assert domstate(VM, lv2.uri) == "absent"

@@ -91,7 +91,7 @@ def test_a_hot_plugged_data_volume_is_seen_by_the_guest(agent: AgentProcess, boo
     reply = agent.call("/vm/volume/attach", {"vmUuid": VM, "volume": volume})
     assert reply["success"] and reply["device"] == "vdb", reply
     assert agent.call("/vm/volume/attach", {"vmUuid": VM, "volume": volume})["success"]  # idempotent
-    wait_console(console_log(workdir, VM), guest_env["GUEST_DISKS_MARKER"] + " vda vda1 vdb", timeout=30)
+    wait_console(console_log(workdir, VM), guest_env["GUEST_DISKS_MARKER"] + " vda vda1 vdb", timeout=120)
 
     grown = agent.call("/vm/volume/resize", {"vmUuid": VM, "volume": volume, "size": 96 << 20})
     assert grown["success"] and grown["size"] == 96 << 20
@@ -122,7 +122,7 @@ def test_a_hot_plugged_data_volume_is_seen_by_the_guest(agent: AgentProcess, boo
     gone = agent.call("/vm/volume/detach", {"vmUuid": VM, "volume": {**volume, "installPath": str(top2)}})
     assert gone["success"], gone
     assert "vdb" not in virsh("domblklist", VM.replace("-", ""))
-    wait_console(console_log(workdir, VM), only_root, timeout=30, count=root_only_lines + 1)  # the guest let go
+    wait_console(console_log(workdir, VM), only_root, timeout=120, count=root_only_lines + 1)  # the guest let go
 
 
 def test_a_long_block_pull_reports_progress(agent: AgentProcess, booted: dict[str, object], workdir: Path,
@@ -140,7 +140,7 @@ def test_a_long_block_pull_reports_progress(agent: AgentProcess, booted: dict[st
                                         "mode": "pull", "bandwidth": 8},
                    taskuuid=task, callbackurl=receiver.url + "/v1/agent-callbacks")
     assert r.status_code == 202
-    reply = receiver.wait_reply(task, 60)
+    reply = receiver.wait_reply(task, 120)
     assert reply["success"], reply
     progress = [p["body"]["progress"] for p in list(receiver.posts)
                 if p["headers"].get("taskuuid") == task and p["headers"].get("kind") == "progress"]
@@ -186,7 +186,7 @@ def test_reboot_boots_the_guest_again(agent: AgentProcess, booted: dict[str, obj
 
 def test_graceful_stop_powers_the_guest_off_and_leaves_no_qemu(agent: AgentProcess, booted: dict[str, object],
                                                                 workdir: Path, guest_env: dict[str, str]) -> None:
-    reply = agent.call("/vm/stop", {"vmUuid": VM, "graceTimeout": 60})
+    reply = agent.call("/vm/stop", {"vmUuid": VM, "graceTimeout": 180})
     assert reply["success"] and reply["state"] == "Stopped", reply
     assert guest_env["GUEST_POWEROFF_MARKER"] in console_log(workdir, VM).read_text()
     assert domstate(VM) == "absent"
