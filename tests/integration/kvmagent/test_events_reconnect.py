@@ -88,7 +88,7 @@ def test_the_agent_keeps_answering_while_libvirtd_is_down_and_recovers(
     down = agent.call("/vm/sync")
     assert not down["success"] and down["error"]["code"] == "HYPERVISOR_UNAVAILABLE", down
     restart_libvirtd(lv2)
-    synced = wait_until(lambda: (r := agent.call("/vm/sync"))["success"] and r, 60, interval=0.3,
+    synced = wait_until(lambda: (r := agent.call("/vm/sync"))["success"] and r, 120, interval=0.3,
                         what="sync after libvirtd restart")
     assert synced["states"] == {VM: "Running"}
     # the event registration came back with the connection: a shutdown from the guest is reported
