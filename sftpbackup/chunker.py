@@ -26,9 +26,13 @@ def _digest(data: bytes) -> str:
 class ChunkHasher:
     """Feed a byte stream in order; get its chunk list and whole-file sha256.
 
-    Chunk digests are computed on a helper thread (hashlib releases the GIL)
-    while the whole-file digest is computed on the caller's thread.
+    Both digests are computed on one helper thread, in order (hashlib releases
+    the GIL), so the caller's thread only receives and writes. At most
+    ``MAX_QUEUED`` chunks wait for the helper: a slow hash slows the feeder
+    instead of buffering the image in memory.
     """
+
+    MAX_QUEUED = 16
 
     def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
         self.chunk_size = chunk_size
@@ -38,25 +42,36 @@ class ChunkHasher:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="chunk-hash")
         self.size = 0
 
+    def _hash(self, chunk: bytes) -> str:
+        self._whole.update(chunk)
+        return _digest(chunk)
+
+    def _submit(self, chunk: bytes) -> None:
+        if len(self._futures) >= self.MAX_QUEUED:
+            self._futures[-self.MAX_QUEUED][1].result()
+        self._futures.append((len(chunk), self._pool.submit(self._hash, chunk)))
+
     def update(self, data: bytes | memoryview) -> None:
-        self._whole.update(data)
         self.size += len(data)
+        if not self._buf and len(data) == self.chunk_size:
+            self._submit(bytes(data))
+            return
         self._buf += data
         while len(self._buf) >= self.chunk_size:
             chunk = bytes(self._buf[: self.chunk_size])
             del self._buf[: self.chunk_size]
-            self._futures.append((len(chunk), self._pool.submit(_digest, chunk)))
+            self._submit(chunk)
 
     def finish(self) -> tuple[list[ChunkRef], str]:
         """The chunk list and the whole-file digest (hex)."""
         if self._buf:
             chunk = bytes(self._buf)
             self._buf.clear()
-            self._futures.append((len(chunk), self._pool.submit(_digest, chunk)))
+            self._submit(chunk)
         try:
             chunks = [ChunkRef(digest=f.result(), size=n) for n, f in self._futures]
         finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
         return chunks, self._whole.hexdigest()
 
 

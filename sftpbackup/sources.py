@@ -17,7 +17,7 @@ import httpx
 
 from agentcore.errors import AgentError
 from agentcore.task import TaskContext
-from sftpbackup.chunker import ChunkHasher, hash_file
+from sftpbackup.chunker import READ_SIZE, ChunkHasher, hash_file
 from sftpbackup.client import StoreClient, transfer_timeout
 from sftpbackup.errors import DownloadFailed, SizeMismatch, UnsupportedUrl
 from sftpbackup.manifest import ChunkRef
@@ -88,7 +88,7 @@ def from_http(url: str, dest: Path, ctx: TaskContext, expected_size: int | None)
                 raise SizeMismatch(f"the server announces {total} bytes, the command {expected_size}",
                                    announced=total, expected=expected_size)
             with open(dest, "wb") as f:
-                for block in resp.iter_raw():
+                for block in resp.iter_raw(READ_SIZE):
                     ctx.check()
                     f.write(block)
                     hasher.update(block)

@@ -183,3 +183,21 @@ def test_the_key_is_confined_to_sftp_inside_the_store(sshd: Sshd, store_a: Store
         assert c._ssh is not None
         _, out, _ = c._ssh.exec_command("id", timeout=10)
         assert b"uid=" not in out.read()
+
+
+def test_a_push_stopped_by_its_deadline_leaves_no_image_and_resumes(
+    agent: AgentProcess, store_a: StoreDir, store_b: StoreDir, sshd: Sshd, files: FileServer,
+    srcdir: Path,
+) -> None:
+    img = make_raw(srcdir / "big.raw", 128 * MiB, seed=71, fill=1.0)
+    add(agent, store_a, "img", files.url(img))
+    remote = sshd.endpoint(store_b.rel)
+    stopped = agent.call("/backup/image/push", store_a.body(imageUuid="img", remote=remote, timeout=0.3))
+    assert stopped["error"]["code"] == "DEADLINE_EXCEEDED"
+    assert not (store_b.path / "manifests" / "img.json").exists()
+    assert ImageStore(store_b.path).verify().ok  # whatever arrived is whole chunks under their names
+    arrived = len(store_b.chunk_files())
+    done = agent.call("/backup/image/push", store_a.body(imageUuid="img", remote=remote))
+    assert done["success"], done
+    assert done["chunksSent"] == 128 - arrived
+    assert ImageStore(store_b.path).verify().ok
