@@ -21,10 +21,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from controller.core import Controller
+from controller.db.jobs import Job
 from controller.db.models import (
     RESOURCES,
     BackupStorageZoneRef,
-    Image,
     ImageBackupStorageRef,
     ImageCache,
     L2NetworkClusterRef,
@@ -35,7 +35,6 @@ from controller.db.models import (
     VmNic,
     Volume,
 )
-from controller.db.jobs import Job
 from controller.jobs import JobContext
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
-
-from kvmagent import models as km
-from storageagent import models as sm
+from collections.abc import Sequence
 
 from controller.db.models import (
     BackupStorage,
@@ -25,6 +23,8 @@ from controller.db.models import (
     VmNic,
     Volume,
 )
+from kvmagent import models as km
+from storageagent import models as sm
 
 
 def bridge_name(l2: L2Network) -> str:
@@ -83,10 +83,10 @@ def nic_spec(nic: VmNic, l2: L2Network) -> km.NicSpec:
                       ip=nic.ip)
 
 
-def start_vm(vm: Vm, root: km.VolumeSpec, data: list[km.VolumeSpec],
+def start_vm(vm: Vm, root: km.VolumeSpec, data: Sequence[km.VolumeSpec],
              nics: list[km.NicSpec]) -> km.StartVmCmd:
     return km.StartVmCmd(vm_uuid=vm.uuid, vm_name=vm.name[:128], cpu_num=vm.cpu_num,
-                         memory_size=vm.memory_size, root_volume=root, data_volumes=data,
+                         memory_size=vm.memory_size, root_volume=root, data_volumes=list(data),
                          nics=nics)
 
 
@@ -101,7 +101,7 @@ def l2_create(l2: L2Network) -> km.L2NetworkCmd:
 
 
 def dhcp_apply(l3: L3Network, l2: L2Network, rng: IpRange, server_ip: str,
-               leases: list[tuple[str, str, str]]) -> km.DhcpApplyCmd:
+               leases: list[tuple[str, str, str | None]]) -> km.DhcpApplyCmd:
     """``leases``: (mac, ip, hostname) of every NIC of this L3 on the host."""
     prefix = ipaddress.IPv4Network(f"0.0.0.0/{rng.netmask}").prefixlen
     return km.DhcpApplyCmd(

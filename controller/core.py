@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import update
+
 from controller.db.base import Database
+from controller.db.models import Vm
 from controller.dispatch.dispatcher import Dispatcher
 from controller.dispatch.transport import HttpTransport, Transport
 from controller.jobs import JobManager
 from controller.queues import ResourceQueues
 from controller.settings import Settings
+from controller.tracker import HostTracker
 
 log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/v1/agent-callbacks"
 EVENTS_PATH = "/v1/agent-events"
+TRANSITIONAL = ("Starting", "Stopping", "Rebooting", "Migrating", "Pausing", "Resuming",
+                "Destroying")
 
 
 class Controller:
@@ -30,10 +36,15 @@ class Controller:
             poll_after=settings.poll_after)
         self.queues = ResourceQueues(settings.job_workers)
         self.jobs = JobManager(self.db, self.dispatcher, self.queues)
-        self.jobs.recover()
-        from controller.tracker import HostTracker
-
+        if self.jobs.recover():
+            self._recover_resources()
         self.tracker = HostTracker(self)
+
+    def _recover_resources(self) -> None:
+        """Resources a dead process left mid-operation: the tracker's next sync settles them."""
+        with self.db.write() as s:
+            s.execute(update(Vm).where(Vm.state == "Creating").values(state="Error"))
+            s.execute(update(Vm).where(Vm.state.in_(TRANSITIONAL)).values(state="Unknown"))
 
     @property
     def events_url(self) -> str:

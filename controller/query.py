@@ -60,7 +60,7 @@ MODEL_COLLECTION = {model: coll for coll, model in RESOURCES.items()}
 
 
 def columns(model: type[Base]) -> dict[str, Any]:
-    return {c.key: c for c in model.__table__.columns}  # type: ignore[attr-defined]
+    return {c.key: c for c in model.__table__.columns}
 
 
 def snake(model: type[Base], name: str) -> str:
@@ -115,7 +115,7 @@ def _column_condition(col: Any, op: str, raw: str, field: str) -> ColumnElement[
     v = _convert(col, raw, field)
     ops = {"=": col.__eq__, "!=": col.__ne__, ">": col.__gt__, "<": col.__lt__,
            ">=": col.__ge__, "<=": col.__le__}
-    return ops[op](v)  # type: ignore[no-any-return]
+    return ops[op](v)
 
 
 def _reverse(model: type[Base], name: str) -> tuple[type[Base], Any] | None:
@@ -137,7 +137,7 @@ def condition(model: type[Base], path: Sequence[str], op: str, raw: str,
     if len(path) == 1:
         if head == "tag":
             sub = select(Tag.resource_uuid).where(_column_condition(Tag.tag, op, raw, field))
-            return cols["uuid"].in_(sub)  # type: ignore[no-any-return]
+            return cols["uuid"].in_(sub)
         if head not in cols:
             raise BadRequest(f"q: {field}: no such attribute", field=field)
         return _column_condition(cols[head], op, raw, field)
@@ -145,12 +145,12 @@ def condition(model: type[Base], path: Sequence[str], op: str, raw: str,
     if fk in cols and fk in TARGETS:
         target = TARGETS[fk]
         sub = select(columns(target)["uuid"]).where(condition(target, path[1:], op, raw, field))
-        return cols[fk].in_(sub)  # type: ignore[no-any-return]
+        return cols[fk].in_(sub)
     rev = _reverse(model, path[0])
     if rev is not None:
         child, child_fk = rev
         sub = select(child_fk).where(condition(child, path[1:], op, raw, field))
-        return cols["uuid"].in_(sub)  # type: ignore[no-any-return]
+        return cols["uuid"].in_(sub)
     raise BadRequest(f"q: {field}: no relation {path[0]!r}", field=field)
 
 
@@ -170,8 +170,8 @@ def parse(args: Any) -> Query:
     """Parse request args (a werkzeug MultiDict or a dict of lists)."""
     conds = [parse_condition(q) for q in args.getlist("q")]
     sort = []
-    for part in ",".join(args.getlist("sort")).split(","):
-        part = part.strip()
+    for raw in ",".join(args.getlist("sort")).split(","):
+        part = raw.strip()
         if part:
             sort.append((part.lstrip("-+"), part.startswith("-")))
     try:

@@ -12,10 +12,14 @@ import logging
 from typing import Any
 
 from flask import Flask, Response
+from gunicorn.app.base import BaseApplication
 
+from controller.api import routes
 from controller.api.http import json_response
+from controller.api.openapi import build_openapi
 from controller.core import Controller
 from controller.dispatch.transport import Transport
+from controller.services import register
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,10 +28,6 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, transport: Transport | None = None,
                controller: Controller | None = None) -> Flask:
     """The controller's Flask app; ``app.extensions["kvmcloud"]`` is the :class:`Controller`."""
-    from controller.api import routes
-    from controller.api.openapi import build_openapi
-    from controller.services import register
-
     ctl = controller or Controller(settings, transport)
     register()
     app = Flask("kvmcloud")
@@ -54,11 +54,9 @@ def create_app(settings: Settings, transport: Transport | None = None,
 
 def serve(listen: str, db_url: str, **settings: Any) -> None:
     """Run the controller under gunicorn until stopped."""
-    from gunicorn.app.base import BaseApplication
-
     cfg = Settings(listen=listen, db_url=db_url, **settings)
 
-    class _App(BaseApplication):  # type: ignore[misc]
+    class _App(BaseApplication):
         def load_config(self) -> None:
             for k, v in {"bind": cfg.listen, "workers": 1, "worker_class": "gthread",
                          "threads": cfg.threads, "timeout": 120, "keepalive": 30,

@@ -19,11 +19,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from kvmagent import models as km
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from controller.db.models import Host, Vm
 from controller.dispatch.dispatcher import AgentCallError
+from kvmagent import models as km
 
 if TYPE_CHECKING:
     from controller.core import Controller
@@ -145,7 +146,7 @@ class HostTracker:
         log.warning("host %s is disconnected: %s", host_uuid, reason)
 
     def reconnect(self, host_uuid: str) -> None:
-        from controller.services.hosts import connect
+        from controller.services.hosts import connect  # noqa: PLC0415 - hosts imports the core
 
         try:
             connect(self.ctl, host_uuid)
@@ -176,10 +177,7 @@ class HostTracker:
                 new = AGENT_STATES.get(states.get(uuid, "Stopped"), "Unknown")
                 if new != state:
                     log.info("vm %s: %s -> %s (sync of host %s)", uuid, state, new, host_uuid)
-                    values: dict[str, Any] = {"state": new}
-                    if new == "Stopped":
-                        values.update(host_uuid=None, last_host_uuid=host_uuid)
-                    s.execute(update(Vm).where(Vm.uuid == uuid).values(**values))
+                    self._set_state(s, uuid, new)
 
     def on_event(self, host_uuid: str, body: dict[str, Any]) -> None:
         """A VM lifecycle event an agent pushed."""
@@ -196,4 +194,13 @@ class HostTracker:
                 return
             log.info("vm %s: %s -> %s (event from %s: %s)", vm_uuid, vm.state, state, host_uuid,
                      body.get("reason"))
-            vm.state = state
+            self._set_state(s, vm_uuid, state)
+
+    @staticmethod
+    def _set_state(s: Session, vm_uuid: str, state: str) -> None:
+        from controller.services.vmhelpers import mark_stopped  # noqa: PLC0415 - import cycle
+
+        if state == "Stopped":
+            mark_stopped(s, vm_uuid)  # gives the host's capacity back
+        else:
+            s.execute(update(Vm).where(Vm.uuid == vm_uuid).values(state=state))

@@ -100,13 +100,22 @@ def make_blueprint(ctl: Controller) -> Blueprint:
         return json_response({"error": {**err.to_dict(), "code": e.name.upper().replace(" ", "_")}},
                              e.code or 500)
 
-    # -- collections ------------------------------------------------------
+    _collection_routes(bp, ctl)
+    _action_routes(bp, ctl)
+    _job_routes(bp, ctl)
+    _agent_routes(bp, ctl)
+    return bp
 
-    def _model(coll: str) -> Any:
-        model = RESOURCES.get(coll)
-        if model is None:
-            raise NotFound(f"no such collection: {coll}")
-        return model
+
+def _model(coll: str) -> Any:
+    model = RESOURCES.get(coll)
+    if model is None:
+        raise NotFound(f"no such collection: {coll}")
+    return model
+
+
+def _collection_routes(bp: Blueprint, ctl: Controller) -> None:
+    # -- collections ------------------------------------------------------
 
     @bp.post("/<coll>")
     def create(coll: str) -> Response:
@@ -115,9 +124,9 @@ def make_blueprint(ctl: Controller) -> Blueprint:
             job, resource = fn(ctl, parse_body(schema))
             return job_answer(ctl, job, resource)
         if coll == "tags":
-            body = parse_body(sc.TagCreate)
+            tag_body = parse_body(sc.TagCreate)
             with ctl.db.write() as s:
-                row = res.create_tag(s, body)
+                row = res.create_tag(s, tag_body)
                 s.flush()
                 return json_response(to_dict(row), 201)
         if coll not in SIMPLE_CREATE:
@@ -178,6 +187,8 @@ def make_blueprint(ctl: Controller) -> Blueprint:
         job = cascade.submit_delete(ctl, coll, uuid)
         return job_answer(ctl, job, {"affected": affected})
 
+
+def _action_routes(bp: Blueprint, ctl: Controller) -> None:
     # -- actions ------------------------------------------------------------
 
     @bp.post("/<coll>/<uuid>/actions/<verb>")
@@ -192,7 +203,8 @@ def make_blueprint(ctl: Controller) -> Blueprint:
             get_or_404(s, _model(coll), uuid)
         return job_answer(ctl, fn(ctl, uuid, body))
 
-    # -- jobs ---------------------------------------------------------------
+
+def _job_routes(bp: Blueprint, ctl: Controller) -> None:
 
     @bp.get("/jobs/<job_uuid>")
     def get_job(job_uuid: str) -> Response:
@@ -219,7 +231,9 @@ def make_blueprint(ctl: Controller) -> Blueprint:
             raise NotFound(f"no job {job_uuid}")
         return json_response({"job": job_dict(job)})
 
-    # -- agents -------------------------------------------------------------
+
+
+def _agent_routes(bp: Blueprint, ctl: Controller) -> None:
 
     @bp.post("/agent-callbacks")
     def agent_callback() -> Response:
@@ -241,5 +255,3 @@ def make_blueprint(ctl: Controller) -> Blueprint:
                                             "message": "a JSON body is needed"}}, 400)
         ctl.tracker.on_event(host_uuid, body)
         return json_response({"accepted": True})
-
-    return bp

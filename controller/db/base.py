@@ -18,6 +18,8 @@ from sqlalchemy import DateTime, Engine, String, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from controller.db.migrate import upgrade
+
 
 def new_uuid() -> str:
     """A resource UUID: 32 hex digits, as ZStack spells them."""
@@ -100,8 +102,6 @@ class Database:
 
     def create_all(self) -> None:
         """Bring the schema to the newest migration."""
-        from controller.db.migrate import upgrade
-
         upgrade(self)
 
     def dispose(self) -> None:

@@ -24,7 +24,7 @@ class Job(Base):
     state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     stage: Mapped[str | None] = mapped_column(String(128), default=None)
     percent: Mapped[float | None] = mapped_column(Float, default=None)
-    result: Mapped[dict | None] = mapped_column(JSON, default=None)  # type: ignore[type-arg]
-    error: Mapped[dict | None] = mapped_column(JSON, default=None)  # type: ignore[type-arg]
+    result: Mapped[dict | None] = mapped_column(JSON, default=None)
+    error: Mapped[dict | None] = mapped_column(JSON, default=None)
     create_date: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     last_op_date: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

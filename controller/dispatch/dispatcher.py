@@ -123,6 +123,10 @@ class Dispatcher:
         data.setdefault("timeout", timeout)
         task_uuid = uuid.uuid4().hex
         pc = PendingCall(task_uuid, agent_url, path, time.monotonic() + timeout, on_progress)
+        if self._closed:
+            pc.future.set_exception(AgentCallError("SHUTDOWN", "the controller is stopping",
+                                                   path=path, agent_url=agent_url))
+            return pc
         with self._mu:
             self._pending[task_uuid] = pc
         headers = {**self._headers(agent_url), "taskuuid": task_uuid,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kvmagent import models as km
 from sqlalchemy import delete, select, update
 
 from controller import commands
@@ -33,6 +32,7 @@ from controller.jobs import JobContext
 from controller.services import allocate
 from controller.services.allocate import HostRef
 from controller.services.vmhelpers import apply_dhcp, call, new_mac, release_dhcp, start_cmd
+from kvmagent import models as km
 
 
 @dataclass

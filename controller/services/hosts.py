@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
-from kvmagent import models as km
 from sqlalchemy import func, select, update
-from storageagent import models as sm
 
 from controller.api import routes
 from controller.api import schemas as sc
@@ -17,6 +15,9 @@ from controller.db.models import Cluster, Host, PrimaryStorage, PrimaryStorageCl
 from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
 from controller.services.common import require, to_dict
+from controller.services.vmhelpers import forget_host
+from kvmagent import models as km
+from storageagent import models as sm
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 60.0
@@ -54,7 +55,7 @@ def add_host(ctl: Controller, body: sc.HostCreate) -> tuple[Job, dict[str, Any]]
 
 
 def _deploy(ctl: Controller, host_uuid: str, body: sc.HostCreate) -> None:
-    from controller.deploy import DeployTarget, deploy_agent
+    from controller.deploy import DeployTarget, deploy_agent  # noqa: PLC0415 - Ansible is heavy
 
     target = DeployTarget(address=body.management_ip, ssh_port=body.ssh_port, user=body.ssh_user)
     config = {"controller_urls": [ctl.settings.callback_base], "token": ctl.settings.agent_token}
@@ -73,6 +74,7 @@ def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
         storages = list(s.scalars(select(PrimaryStorage).where(PrimaryStorage.uuid.in_(refs))))
     with ctl.db.write() as s:
         s.execute(update(Host).where(Host.uuid == host_uuid).values(status="Connecting"))
+    forget_host(host_uuid)  # a restarted agent may have lost its bridges
     d = ctl.dispatcher
     events = f"{ctl.events_url}/{host_uuid}"
     ident = d.call_sync(host.agent_url, "/host/connect",
@@ -105,8 +107,9 @@ def mount_storage(ctl: Controller, storage_agent_url: str, ps: PrimaryStorage) -
         ctl.dispatcher.call_sync(storage_agent_url, "/storage/mount",
                                  sm.MountCmd(storage_uuid=ps.uuid, url=ps.url), CONNECT_TIMEOUT)
     elif ps.type in ("local", "sharedmountpoint"):
+        kind: Literal["local", "sharedmountpoint"] = "local" if ps.type == "local" else "sharedmountpoint"
         ctl.dispatcher.call_sync(storage_agent_url, "/storage/init", sm.InitCmd(
-            storage_uuid=ps.uuid, mount_path=ps.mount_path or "/", type=ps.type), CONNECT_TIMEOUT)
+            storage_uuid=ps.uuid, mount_path=ps.mount_path or "/", type=kind), CONNECT_TIMEOUT)
 
 
 def _set_state(ctl: Controller, host_uuid: str, state: str) -> dict[str, Any]:
@@ -133,7 +136,7 @@ def disable_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
 
 def maintain_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
     """Put a host into maintenance: no new VMs; its VMs migrate away or stop."""
-    from controller.services import vms
+    from controller.services import vms  # noqa: PLC0415 - vms imports this module's peers
 
     def run(ctx: JobContext) -> dict[str, Any]:
         _set_state(ctl, uuid, "Maintenance")

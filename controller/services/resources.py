@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from controller.api import schemas as sc
 from controller.db.models import (
+    RESOURCES,
     BackupStorage,
     BackupStorageZoneRef,
     Cluster,
@@ -169,8 +170,6 @@ def create_volume(s: Session, body: sc.VolumeCreate) -> Volume:
 
 
 def create_tag(s: Session, body: sc.TagCreate) -> Tag:
-    from controller.db.models import RESOURCES
-
     for coll, model in RESOURCES.items():
         if s.get(model, body.resource_uuid) is not None:
             dup = s.scalar(select(Tag).where(Tag.resource_uuid == body.resource_uuid,

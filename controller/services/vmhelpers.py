@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from kvmagent import models as km
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -19,6 +18,7 @@ from controller.db.models import (
     L2Network,
     L3Network,
     PrimaryStorage,
+    PrimaryStorageClusterRef,
     UsedIp,
     Vm,
     VmNic,
@@ -28,6 +28,7 @@ from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import Conflict
 from controller.jobs import JobContext
 from controller.services.allocate import dhcp_server_ip, release_host
+from kvmagent import models as km
 
 _dhcp_locks: dict[tuple[str, str], threading.Lock] = {}
 _dhcp_mu = threading.Lock()
@@ -86,7 +87,7 @@ def apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
             l2 = s.get(L2Network, l3.l2_network_uuid)
             rng = s.scalar(select(IpRange).where(IpRange.l3_network_uuid == l3_uuid)
                            .order_by(IpRange.start_ip).limit(1))
-            leases = [(mac, ip, commands.hostname(name)) for mac, ip, name in s.execute(
+            leases = [(mac, str(ip), commands.hostname(name)) for mac, ip, name in s.execute(
                 select(VmNic.mac, VmNic.ip, Vm.name).join(Vm, Vm.uuid == VmNic.vm_uuid).where(
                     VmNic.l3_network_uuid == l3_uuid, VmNic.ip.is_not(None),
                     Vm.host_uuid == host_uuid))]
@@ -159,7 +160,7 @@ def delete_volume_files(ctl: Controller, ctx: JobContext, host: Host | None,
             continue
         with ctl.db.read() as s:
             ps = s.get(PrimaryStorage, v.primary_storage_uuid)
-            h = host or _any_storage_host(s, v.primary_storage_uuid)
+            h = host or any_storage_host(s, v.primary_storage_uuid)
         if ps is None or h is None:
             continue
         try:
@@ -170,9 +171,7 @@ def delete_volume_files(ctl: Controller, ctx: JobContext, host: Host | None,
                 raise
 
 
-def _any_storage_host(s: Session, ps_uuid: str) -> Host | None:
-    from controller.db.models import PrimaryStorageClusterRef
-
+def any_storage_host(s: Session, ps_uuid: str) -> Host | None:
     clusters = select(PrimaryStorageClusterRef.cluster_uuid).where(
         PrimaryStorageClusterRef.primary_storage_uuid == ps_uuid)
     return s.scalar(select(Host).where(Host.cluster_uuid.in_(clusters), Host.status == "Connected",

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kvmagent import models as km
 from sqlalchemy import delete, select, update
 
-from controller import cascade
+from controller import cascade, commands
 from controller.api import routes
 from controller.api import schemas as sc
 from controller.core import Controller
@@ -18,7 +17,9 @@ from controller.db.models import (
     Host,
     Image,
     InstanceOffering,
+    L2Network,
     L3Network,
+    Snapshot,
     Tag,
     UsedIp,
     Vm,
@@ -29,7 +30,7 @@ from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
 from controller.flows import create_vm
 from controller.jobs import JobContext
-from controller.services import allocate
+from controller.services import allocate, volumes
 from controller.services.common import require, to_dict
 from controller.services.vmhelpers import (
     apply_dhcp,
@@ -39,9 +40,11 @@ from controller.services.vmhelpers import (
     mark_stopped,
     new_mac,
     nic_l3s,
+    realise_l2,
     release_dhcp,
     start_cmd,
 )
+from kvmagent import models as km
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +222,6 @@ def migrate_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | Non
 
 def _realise_on(ctl: Controller, ctx: JobContext, host: allocate.HostRef, l3_uuid: str) -> None:
     # the destination needs the bridge (and the lease set, sent after the move)
-    from controller.db.models import L2Network
-    from controller.services.vmhelpers import realise_l2
-
     with ctl.db.read() as s:
         l3 = s.get(L3Network, l3_uuid)
         l2 = s.get(L2Network, l3.l2_network_uuid) if l3 else None
@@ -285,8 +285,6 @@ def delete_volume(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> Non
         return
     delete_volume_files(ctl, ctx, None, [vol])
     with ctl.db.write() as s:
-        from controller.db.models import Snapshot
-
         s.execute(delete(Snapshot).where(Snapshot.volume_uuid == uuid))
         s.execute(delete(Tag).where(Tag.resource_uuid == uuid))
         s.execute(delete(Volume).where(Volume.uuid == uuid))
@@ -326,9 +324,6 @@ def attach_nic_action(ctl: Controller, uuid: str, body: sc.NicAttachAction) -> J
             nic_uuid = nic.uuid
         try:
             if vm.state == "Running" and vm.host_uuid:
-                from controller import commands
-                from controller.db.models import L2Network
-
                 with ctl.db.read() as s:
                     host = host_of(s, vm.host_uuid)
                     l2 = s.get(L2Network, l3.l2_network_uuid)
@@ -360,8 +355,6 @@ def detach_nic_action(ctl: Controller, uuid: str, body: sc.NicDetachAction) -> J
 
 
 def register() -> None:
-    from controller.services import volumes
-
     routes.JOB_CREATE["vms"] = (sc.VmCreate, create)
     routes.ACTIONS[("vms", "start")] = (sc.MigrateAction, start_action)
     routes.ACTIONS[("vms", "stop")] = (sc.StopAction, stop_action)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvmagent import models as km
 from sqlalchemy import func, select, update
-from storageagent import models as sm
 
 from controller import commands
 from controller.api import routes
@@ -17,7 +15,9 @@ from controller.db.models import Host, PrimaryStorage, Snapshot, Vm, Volume
 from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
 from controller.services.common import require, to_dict
-from controller.services.vmhelpers import call, host_of, storage_agent
+from controller.services.vmhelpers import any_storage_host, call, host_of, storage_agent
+from kvmagent import models as km
+from storageagent import models as sm
 
 
 def _context(ctl: Controller, vm_uuid: str) -> tuple[Vm, Host, Volume]:
@@ -98,9 +98,7 @@ def _volume_context(ctl: Controller, uuid: str) -> tuple[Volume, PrimaryStorage,
         vm = s.get(Vm, vol.vm_uuid) if vol.vm_uuid else None
         host = host_of(s, vm.host_uuid or vm.last_host_uuid) if vm else None
         if host is None:
-            from controller.services.vmhelpers import _any_storage_host
-
-            host = _any_storage_host(s, ps.uuid)
+            host = any_storage_host(s, ps.uuid)
         if host is None:
             raise Conflict(f"no connected host reaches primary storage {ps.uuid}")
         return vol, ps, vm, host
@@ -122,9 +120,9 @@ def snapshot_action(ctl: Controller, uuid: str, body: sc.SnapshotAction) -> Job:
                 call(ctl, ctx, host.agent_url, "/vm/volume/snapshot", km.SnapshotVolumeCmd(
                     vm_uuid=vm.uuid, volume=commands.file_volume(ps, vol, vol.device_id or 0),
                     new_install_path=commands.host_path(ps, new_path)))
-                snap_path, vol_path = vol.install_path, new_path
+                snap_path, vol_path = vol.install_path or "", new_path
             else:
-                snap_path, vol_path = f"snapshots/{snap_uuid}.qcow2", vol.install_path
+                snap_path, vol_path = f"snapshots/{snap_uuid}.qcow2", vol.install_path or ""
                 call(ctl, ctx, storage_agent(host), "/storage/snapshot/create", sm.CreateSnapshotCmd(
                     storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
                     install_path=vol.install_path or "", snapshot_path=snap_path))

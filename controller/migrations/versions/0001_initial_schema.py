@@ -1,3 +1,4 @@
+# ruff: noqa: E501, PLR0915, W291
 """initial schema
 
 Revision ID: 0001

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from controller.db.models import RESOURCES
-from tests.unit.controller.harness import API_TOKEN, GiB, Cloud
+from tests.unit.controller.harness import API_TOKEN, Cloud, GiB
 
 
 @pytest.fixture

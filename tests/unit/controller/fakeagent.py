@@ -15,13 +15,13 @@ import uuid as uuidlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from kvmagent import models as km
 from pydantic import BaseModel, ValidationError
-from storageagent import models as sm
 
 from controller.dispatch.transport import AgentRequest, AgentResponse
+from kvmagent import models as km
+from storageagent import models as sm
 
 MODELS: dict[str, type[BaseModel]] = {
     "/host/connect": km.ConnectCmd, "/host/ping": km.HostCmd, "/host/facts": km.HostCmd,
@@ -64,7 +64,7 @@ class SharedStorage:
 class FakeHost:
     """One host: its kvmagent at ``kvm_url`` and storageagent at ``storage_url``."""
 
-    registry: dict[str, FakeHost] = {}
+    registry: ClassVar[dict[str, FakeHost]] = {}
 
     def __init__(self, ip: str, storage: SharedStorage, deliver: Deliver, token: str,
                  cpu: int = 32, memory: int = 128 << 30) -> None:
