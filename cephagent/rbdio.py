@@ -19,7 +19,7 @@ from typing import Any
 import rados
 import rbd
 
-from agentcore.task import TaskContext
+from agentcore.task import TaskContext, detached_context
 from cephagent.connection import map_error
 from cephagent.errors import CephTimeout
 from cephagent.rbdstore import RbdStore, open_pool
@@ -144,7 +144,12 @@ class RbdWriter:
         self.store.rename(self.pool, self.tmp, self.name)
 
     def abort(self) -> None:
-        """Drop the temporary image (best effort; used on failure and cancel)."""
+        """Drop the temporary image (best effort; used on failure and cancel).
+
+        The cleanup runs outside the task's cancel and deadline (which have
+        usually fired by now), still bounded by the op timeout.
+        """
+        self.store = RbdStore(self.store.conn, detached_context(f"abort {self.tmp}"), self.store.gate)
         image, self._image = self._image, None
         try:
             self._drain()
