@@ -56,24 +56,26 @@ class Storage:
         return self.root / rel
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def nfs_env(component_env: Any) -> dict[str, str]:
     return dict(component_env("nfs"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sshd_env(component_env: Any) -> dict[str, str]:
     return dict(component_env("sshd"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("storageagent")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mount_base(nfs_env: dict[str, str]) -> Iterator[Path]:
-    """This module's own directory of mount points (bind mounts stand in for NFS mounts)."""
+    """This session's own directory of mount points (bind mounts stand in for NFS
+    mounts). It lies under the NFS component's directory, which QEMU (running as
+    libvirt-qemu) can traverse, unlike pytest's temporary directories."""
     base = Path(nfs_env["NFS_MOUNT_BASE"]) / f"t-{uuid.uuid4().hex[:8]}"
     base.mkdir(parents=True)
     yield base
@@ -95,9 +97,14 @@ def agent_extra(workdir: Path, mount_base: Path, sshd_env: dict[str, str] | None
     return extra
 
 
-@pytest.fixture(scope="module")
-def agent(workdir: Path, mount_base: Path) -> Iterator[AgentProcess]:
-    a = AgentProcess(python_agent("storageagent.app"), workdir, extra=agent_extra(workdir, mount_base))
+@pytest.fixture(scope="session")
+def agent(workdir: Path, mount_base: Path, sshd_env: dict[str, str]) -> Iterator[AgentProcess]:
+    """One storage agent for the whole session; its config names the host's SFTP
+    key and known_hosts (the sshd component's), as Ansible would provision them."""
+    home = workdir / "agent"
+    home.mkdir()
+    a = AgentProcess(python_agent("storageagent.app"), home,
+                     extra=agent_extra(workdir, mount_base, sshd_env))
     a.start()
     yield a
     a.stop()

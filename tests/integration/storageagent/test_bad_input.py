@@ -15,12 +15,6 @@ from tests.support.agents import AgentProcess
 
 
 @pytest.fixture(scope="module")
-def mount_base(workdir: Path) -> Path:
-    """No NFS here: only local-directory storage is used."""
-    return workdir / "mnt"
-
-
-@pytest.fixture(scope="module")
 def storage(agent: AgentProcess, workdir: Path) -> Storage:
     s = local_storage(agent, workdir)
     s.ok("/storage/volume/create-empty", installPath="vols/ok.qcow2", size=1 << 20)

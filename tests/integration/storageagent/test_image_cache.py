@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,8 +17,8 @@ from typing import Any
 import pytest
 
 from sftpbackup.client import SftpTarget, StoreClient
-from tests.integration.storageagent.conftest import Storage, agent_extra, sha256_of, tree
-from tests.support.agents import AgentProcess, python_agent, wait_until
+from tests.integration.storageagent.conftest import Storage, sha256_of, tree
+from tests.support.agents import wait_until
 from tests.support.httpserver import FileServer
 
 pytestmark = pytest.mark.nfs
@@ -137,8 +138,10 @@ def test_evict_refused_while_a_volume_is_backed_by_the_image(
 
 @pytest.mark.sftp
 def test_image_cached_from_sftp_store_and_template_uploaded_back(
-    workdir: Path, mount_base: Path, sshd_env: dict[str, str], nfs_storage: Storage, images: Path,
+    workdir: Path, sshd_env: dict[str, str], nfs_storage: Storage, images: Path,
 ) -> None:
+    """The agent's config names the host's SFTP key and known_hosts; the command
+    carries only the store's address."""
     store_root = "/" + f"sa-{uuid.uuid4().hex[:8]}"
     (Path(sshd_env["SSHD_STORE_DIR"]) / store_root.lstrip("/")).mkdir()
     target = SftpTarget(sshd_env["SSHD_HOST"], int(sshd_env["SSHD_PORT"]), sshd_env["SSHD_USER"], store_root)
@@ -147,13 +150,8 @@ def test_image_cached_from_sftp_store_and_template_uploaded_back(
         ref = c.upload(images / "disk.raw", "sftp-img")
     digest = "sha256:" + hashlib.sha256((images / "disk.raw").read_bytes()).hexdigest()
 
-    # a second agent whose config names the host's SFTP key and known_hosts
-    home = workdir / "sftp-agent"
-    home.mkdir()
-    a = AgentProcess(python_agent("storageagent.app"), home, extra=agent_extra(workdir, mount_base, sshd_env))
-    a.start()
+    s = nfs_storage
     try:
-        s = Storage(a, nfs_storage.uuid, nfs_storage.root)
         src = {"kind": "sftp", "host": target.host, "port": target.port, "user": target.user,
                "storeRoot": store_root, "imageId": "sftp-img"}
         r = s.ok("/storage/cache-image", imageId="img-sftp", source=src, digest=digest)
@@ -174,4 +172,4 @@ def test_image_cached_from_sftp_store_and_template_uploaded_back(
             s.ok("/storage/volume/delete", installPath=p)
         s.ok("/storage/cache/evict", imageId="img-sftp")
     finally:
-        a.stop()
+        shutil.rmtree(Path(sshd_env["SSHD_STORE_DIR"]) / store_root.lstrip("/"), ignore_errors=True)

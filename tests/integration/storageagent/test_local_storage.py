@@ -14,11 +14,6 @@ from tests.integration.storageagent.conftest import Storage
 from tests.support.agents import AgentProcess
 
 
-@pytest.fixture(scope="module")
-def mount_base(workdir: Path) -> Path:
-    return workdir / "mnt"
-
-
 @pytest.fixture
 def shared_mount(workdir: Path) -> Iterator[Path]:
     src = workdir / f"shared-src-{uuid.uuid4().hex[:6]}"

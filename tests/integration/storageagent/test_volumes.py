@@ -109,7 +109,7 @@ def test_root_volume_clone_booted_by_the_kvm_agent_and_not_deleted_while_qemu_ho
     console = kvmagent.workdir / "console" / f"{vm.replace('-', '')}.log"
     try:
         wait_until(lambda: console.exists() and guest["GUEST_MARKER"] in console.read_text(errors="replace"),
-                   90, 0.2, "the guest booted from the linked clone on the NFS tree")
+                   180, 0.2, "the guest booted from the linked clone on the NFS tree")
         busy = s.call("/storage/volume/delete", installPath="vm1/root.qcow2")
         assert busy["success"] is False and busy["error"]["code"] == "IN_USE"
         assert busy["error"]["details"]["holders"][0]["comm"].startswith("qemu")
