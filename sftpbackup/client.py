@@ -40,6 +40,7 @@ from sftpbackup.imageinfo import detect
 from sftpbackup.manifest import CHUNK_SIZE, Manifest, chunk_relpath, manifest_relpath, zero_digest
 from sftpbackup.models import check_image_id
 from sftpbackup.sftpcli import BatchJob, SftpCli, SftpTarget, quote
+from sftpbackup.store import fsync_dir
 
 __all__ = ["FetchResult", "ImageRef", "SftpTarget", "StoreClient"]
 
@@ -246,7 +247,7 @@ class StoreClient:
         finally:
             os.close(fd)
         os.replace(part, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         return FetchResult(m.digest, m.size, len(want), fetched)
 
     def download(self, digests: dict[str, int], workdir: Path, sink: ChunkSink,
@@ -413,14 +414,6 @@ def _matching_chunks(part: Path, m: Manifest) -> set[int]:
             if hashlib.sha256(f.read(c.size)).hexdigest() == c.digest:
                 ok.add(i)
     return ok
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _now() -> str:
