@@ -112,7 +112,7 @@ def test_ping_fails_within_its_timeout_when_the_nfs_server_is_stopped(
     os.kill(pid, signal.SIGSTOP)
     try:
         # the agent answers (with an error) although the server never does
-        r = nfs_storage.call("/storage/ping", url=url, probeTimeout=2)
+        r = nfs_storage.call("/storage/ping", url=url, probeTimeout=3)
     finally:
         os.kill(pid, signal.SIGCONT)
     assert r["success"] is False

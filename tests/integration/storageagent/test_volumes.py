@@ -207,7 +207,7 @@ def test_resize_copy_and_volume_from_template(
         s.ok("/storage/volume/delete", installPath=p)
 
 
-def random_volume(s: Storage, rel: str, tmp_path: Path, mib: int = 96) -> None:
+def random_volume(s: Storage, rel: str, tmp_path: Path, mib: int = 160) -> None:
     """A qcow2 volume full of incompressible data: compressing it takes seconds."""
     raw = tmp_path / f"random-{uuid.uuid4().hex[:6]}.raw"
     raw.write_bytes(os.urandom(mib * MiB))
