@@ -6,8 +6,9 @@ its baseline measured in the same run:
   Python bindings and the same user (median of alternating runs);
 - clones per second with 16 requests in flight through the agent vs 16 threads
   calling ``RBD().clone`` directly;
-- add-image throughput (HTTP download from a local server, sha256, format
-  detection, sparse RBD writes, rename) vs ``rbd import`` of the same file.
+- add-image throughput (HTTP download from a local busybox httpd, sha256,
+  format detection, sparse RBD writes, rename) vs ``rbd import`` of the same
+  file.
 
 The cluster is one memstore OSD: absolute numbers are those of RAM-backed
 storage on this machine; the ratios are the point.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -31,8 +33,7 @@ import rbd
 
 from tests.bench.common import Result, write
 from tests.conftest import read_component_env
-from tests.support.agents import AgentProcess, python_agent
-from tests.support.httpserver import FileServer
+from tests.support.agents import AgentProcess, free_port, python_agent
 
 SEQUENTIAL = 40
 CONCURRENCY = 16
@@ -117,6 +118,31 @@ def clone_rate(b: Bench) -> list[Result]:
                            round(direct_rate, 1))]
 
 
+class StaticServer:
+    """busybox httpd serving a directory on loopback (a C server, as an image
+    server would be; the Python test server would eat the CPU being measured)."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(["busybox", "httpd", "-f", "-p", f"127.0.0.1:{self.port}",
+                                      "-h", str(root)])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("busybox httpd did not start")
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 def add_image_throughput(b: Bench, workdir: Path) -> list[Result]:
     src = workdir / "image.raw"
     with open(src, "wb") as f:
@@ -125,7 +151,8 @@ def add_image_throughput(b: Bench, workdir: Path) -> list[Result]:
     agent_mibs: list[float] = []
     import_mibs: list[float] = []
     pool = b.pools["images"]
-    with FileServer(workdir) as srv:
+    srv = StaticServer(workdir)
+    try:
         for i in range(IMPORT_RUNS):
             name = f"add-{i}-{uuid.uuid4().hex[:6]}"
             t = time.perf_counter()
@@ -142,6 +169,8 @@ def add_image_throughput(b: Bench, workdir: Path) -> list[Result]:
                            check=True, timeout=600, env={**os.environ, "CEPH_CONF": "/dev/null"})
             import_mibs.append(IMPORT_BYTES / MiB / (time.perf_counter() - t))
             _ok(b.agent.call("/ceph/image/delete", {"cluster": b.cluster, "pool": pool, "name": name}))
+    finally:
+        srv.stop()
     return [Result.against("add_image_from_http_throughput_median", round(statistics.median(agent_mibs), 1),
                            "MiB/s", "higher", "rbd_import_throughput_median",
                            round(statistics.median(import_mibs), 1))]
