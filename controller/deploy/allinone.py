@@ -40,6 +40,13 @@ class Api:
         self.client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout,
                                    headers={"Authorization": f"Bearer {token}"})
 
+    def ensure(self, collection: str, body: dict[str, Any], key: str = "name") -> dict[str, Any]:
+        """The resource whose ``key`` matches (so ``make up`` can run again), or a new one."""
+        r = self.client.get(f"/v1/{collection}", params={"q": f"{key}={body[key]}"})
+        if r.status_code == 200 and r.json().get("items"):
+            return dict(r.json()["items"][0])
+        return self.create(collection, body)
+
     def create(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST a resource; job-backed ones are waited for. Returns the resource."""
         r = self.client.post(f"/v1/{collection}", json=body, params={"wait": "1"})
@@ -101,38 +108,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise AllInOneError(sftp.message)
     _step(t0, sftp.message)
 
-    zone = api.create("zones", {"name": "zone-1"})
-    cluster = api.create("clusters", {"name": "cluster-1", "zoneUuid": zone["uuid"]})
-    api.create("primary-storages", {
+    zone = api.ensure("zones", {"name": "zone-1"})
+    cluster = api.ensure("clusters", {"name": "cluster-1", "zoneUuid": zone["uuid"]})
+    api.ensure("primary-storages", {
         "name": "local-1", "zoneUuid": zone["uuid"], "type": "local", "url": "local",
         "mountPath": args.primary_storage, "clusterUuids": [cluster["uuid"]]})
-    bs = api.create("backup-storages", {
+    bs = api.ensure("backup-storages", {
         "name": "sftp-1", "type": "sftp", "hostname": "127.0.0.1", "port": args.ssh_port,
         "username": args.store_user, "url": "/store", "agentUrl": sftp.agent_url, "zoneUuids": [zone["uuid"]]})
     _step(t0, "zone, cluster, primary storage and backup storage registered")
 
     info = add_guest_image(sftp.agent_url, token, args.store_root + "/store", bs["uuid"], Path(args.guest_image))
-    image = api.create("images", {
+    image = api.ensure("images", {
         "name": "tiny-guest", "backupStorageUuids": [bs["uuid"]], "imageId": info["imageUuid"],
         "digest": "sha256:" + info["digest"], "format": info["format"], "size": info["virtualSize"],
         "actualSize": info["size"]})
     _step(t0, f"guest image in the store and registered ({info['size']} bytes)")
 
-    l2 = api.create("l2-networks", {"name": "flat-1", "zoneUuid": zone["uuid"], "type": "novlan",
+    l2 = api.ensure("l2-networks", {"name": "flat-1", "zoneUuid": zone["uuid"], "type": "novlan",
                                     "physicalInterface": args.interface, "clusterUuids": [cluster["uuid"]]})
-    l3 = api.create("l3-networks", {"name": "guests", "l2NetworkUuid": l2["uuid"], "ipRanges": [{
+    l3 = api.ensure("l3-networks", {"name": "guests", "l2NetworkUuid": l2["uuid"], "ipRanges": [{
         "startIp": "10.233.0.10", "endIp": "10.233.0.200", "netmask": "255.255.255.0", "gateway": "10.233.0.1"}]})
-    offering = api.create("instance-offerings", {"name": "tiny", "cpuNum": 1, "memorySize": 256 << 20})
+    offering = api.ensure("instance-offerings", {"name": "tiny", "cpuNum": 1, "memorySize": 256 << 20})
     _step(t0, "network and offering registered")
 
     _step(t0, "adding this machine as a KVM host: the controller deploys kvmagent and storageagent (Ansible)")
-    host = api.create("hosts", {
+    host = api.ensure("hosts", {
         "name": "host-1", "clusterUuid": cluster["uuid"], "managementIp": "127.0.0.1", "deploy": True,
         "sshPort": args.ssh_port, "agentUrl": "http://127.0.0.1:7070",
-        "storageAgentUrl": "http://127.0.0.1:7071"})
+        "storageAgentUrl": "http://127.0.0.1:7071"}, key="managementIp")
     _step(t0, f"host {host['uuid']} connected")
 
-    vm = api.create("vms", {"name": "vm-1", "imageUuid": image["uuid"], "instanceOfferingUuid": offering["uuid"],
+    vm = api.ensure("vms", {"name": "vm-1", "imageUuid": image["uuid"], "instanceOfferingUuid": offering["uuid"],
                             "l3NetworkUuids": [l3["uuid"]]})
     state = api.get(f"/v1/vms/{vm['uuid']}")
     if state.get("state") != "Running":
