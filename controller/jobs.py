@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from controller.db.base import Database, utcnow
 from controller.db.jobs import FINAL_STATES, Job
@@ -27,8 +27,6 @@ from controller.errors import ApiError
 from controller.queues import QueuedWork, ResourceQueues
 
 log = logging.getLogger(__name__)
-
-PROGRESS_EVERY = 0.5
 
 
 class JobCancelled(Exception):
@@ -53,7 +51,9 @@ class JobContext:
     manager: JobManager
     cancelled: threading.Event = field(default_factory=threading.Event)
     calls: set[PendingCall] = field(default_factory=set)
-    _last_progress: float = 0.0
+    state: str = "queued"
+    stage: str | None = None
+    percent: float | None = None
     _shielded: int = 0
 
     def check(self) -> None:
@@ -71,12 +71,8 @@ class JobContext:
             self._shielded -= 1
 
     def progress(self, stage: str, percent: float | None = None, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_progress < PROGRESS_EVERY:
-            return
-        self._last_progress = now
-        with self.manager.db.write() as s:
-            s.execute(update(Job).where(Job.uuid == self.uuid).values(stage=stage, percent=percent))
+        """Where the job is; kept in memory (the row is written when the job ends)."""
+        self.stage, self.percent = stage, percent
 
     def wait_call(self, pc: PendingCall) -> dict[str, Any]:
         """Wait for an agent call; a cancel of the job cancels it on the agent."""
@@ -128,10 +124,20 @@ class JobManager:
                keys: list[str], fn: JobFn) -> Job:
         """Accept a job: write it, queue it behind the work on its resources."""
         with self.db.write() as s:
-            job = Job(kind=kind, resource_type=resource_type, resource_uuid=resource_uuid,
-                      state="queued", stage=None, percent=None, result=None, error=None)
-            s.add(job)
-            s.flush()
+            job = self.prepare(s, kind, resource_type, resource_uuid)
+        return self.start(job, keys, fn)
+
+    @staticmethod
+    def prepare(s: Session, kind: str, resource_type: str, resource_uuid: str | None) -> Job:
+        """Write a job row in the caller's transaction; :meth:`start` it after the commit."""
+        job = Job(kind=kind, resource_type=resource_type, resource_uuid=resource_uuid,
+                  state="queued", stage=None, percent=None, result=None, error=None)
+        s.add(job)
+        s.flush()
+        return job
+
+    def start(self, job: Job, keys: list[str], fn: JobFn) -> Job:
+        """Queue a written job behind the work on its resources."""
         live = _Live(JobContext(job.uuid, self), threading.Event())
         with self._mu:
             self._live[job.uuid] = live
@@ -145,7 +151,7 @@ class JobManager:
         state, result, error = "failed", None, None
         try:
             ctx.check()
-            self._set(ctx.uuid, state="running")
+            ctx.state = "running"
             result = fn(ctx)
             state = "succeeded"
         except JobCancelled:
@@ -178,8 +184,14 @@ class JobManager:
             s.execute(update(Job).where(Job.uuid == job_uuid).values(last_op_date=utcnow(), **values))
 
     def get(self, job_uuid: str) -> Job | None:
+        """The job's row, with the live state and progress of a job still running here."""
+        with self._mu:
+            live = self._live.get(job_uuid)
         with self.db.read() as s:
-            return s.get(Job, job_uuid)
+            job = s.get(Job, job_uuid)
+        if job is not None and live is not None and job.state not in FINAL_STATES:
+            job.state, job.stage, job.percent = live.ctx.state, live.ctx.stage, live.ctx.percent
+        return job
 
     def wait(self, job_uuid: str, timeout: float | None = None) -> Job | None:
         """Block until the job is final (or ``timeout``); returns its row."""

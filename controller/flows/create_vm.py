@@ -143,12 +143,14 @@ def _new_volume(st: CreateVm, kind: str, size: int, name: str, device_id: int) -
         return vol
 
 
-def _volume_ready(st: CreateVm, uuid: str, reply: dict[str, object]) -> None:
+def _volume_ready(st: CreateVm, uuid: str, reply: dict[str, object], root: bool = False) -> None:
     info = reply.get("volume") or {}
     actual = int(info.get("actualSize", 0)) if isinstance(info, dict) else 0
     with st.ctl.db.write() as s:
         s.execute(update(Volume).where(Volume.uuid == uuid).values(status="Ready",
                                                                    actual_size=actual))
+        if root:
+            s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(root_volume_uuid=uuid))
 
 
 def create_root(st: CreateVm) -> None:
@@ -161,9 +163,7 @@ def create_root(st: CreateVm) -> None:
     st.root_uuid = vol.uuid
     reply = call(st.ctl, st.ctx, st.storage_agent, "/storage/volume/create-root",
                  commands.create_root(ps, st.image_id, vol))
-    _volume_ready(st, vol.uuid, reply)
-    with st.ctl.db.write() as s:
-        s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(root_volume_uuid=vol.uuid))
+    _volume_ready(st, vol.uuid, reply, root=True)
 
 
 def _delete_volumes(st: CreateVm, uuids: list[str]) -> None:

@@ -79,11 +79,15 @@ def apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
     with _dhcp_mu:
         lock = _dhcp_locks.setdefault((host_uuid, l3_uuid), threading.Lock())
     with lock:
-        with ctl.db.write() as s:
-            server_ip = dhcp_server_ip(s, l3_uuid)
+        with ctl.db.read() as s:
+            known = s.scalar(select(L3Network.dhcp_server_ip).where(L3Network.uuid == l3_uuid))
+        if known is None:
+            with ctl.db.write() as s:
+                dhcp_server_ip(s, l3_uuid)
         with ctl.db.read() as s:
             l3 = s.get(L3Network, l3_uuid)
-            assert l3 is not None
+            assert l3 is not None and l3.dhcp_server_ip is not None
+            server_ip = l3.dhcp_server_ip
             l2 = s.get(L2Network, l3.l2_network_uuid)
             rng = s.scalar(select(IpRange).where(IpRange.l3_network_uuid == l3_uuid)
                            .order_by(IpRange.start_ip).limit(1))

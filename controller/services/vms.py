@@ -74,10 +74,12 @@ def create(ctl: Controller, body: sc.VmCreate) -> tuple[Job, dict[str, Any]]:
         vm = Vm(name=body.name, description=body.description, zone_uuid=zone_uuid,
                 image_uuid=image.uuid, instance_offering_uuid=offering.uuid,
                 cpu_num=offering.cpu_num, memory_size=offering.memory_size,
-                platform=image.platform, state="Creating")
+                platform=image.platform, state="Creating", cluster_uuid=None, host_uuid=None,
+                last_host_uuid=None, root_volume_uuid=None)
         s.add(vm)
         s.flush()
         out = to_dict(vm)
+        job = ctl.jobs.prepare(s, "create-vm", "vms", out["uuid"])
     st = create_vm.CreateVm(
         ctl=ctl, ctx=None,  # type: ignore[arg-type]
         vm_uuid=out["uuid"], cpu=offering.cpu_num, memory=offering.memory_size,
@@ -91,8 +93,7 @@ def create(ctl: Controller, body: sc.VmCreate) -> tuple[Job, dict[str, Any]]:
         with ctl.db.read() as s:
             return to_dict(require(s, Vm, st.vm_uuid, "vmUuid"))
 
-    job = ctl.jobs.submit("create-vm", "vms", out["uuid"], _keys(out["uuid"]), run)
-    return job, out
+    return ctl.jobs.start(job, _keys(out["uuid"]), run), out
 
 
 def _vm(ctl: Controller, uuid: str) -> Vm:
