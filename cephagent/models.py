@@ -125,7 +125,9 @@ class PingCmd(CephCommand):
     """Write and read back a heartbeat object in ``pool``."""
 
     pool: PoolName
-    object_name: ImageName = "kvmcloud-heartbeat"
+    object_name: ImageName | None = Field(
+        default=None, description="heartbeat object; default kvmcloud-heartbeat-<hostname>, one per host",
+    )
 
 
 class PingReply(Reply):

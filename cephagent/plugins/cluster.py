@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 from agentcore.plugin import command
@@ -48,7 +49,7 @@ class ClusterPlugin(CephPlugin):
         monitor answers, CEPH_PERMISSION_DENIED when the user cannot write."""
         store = self.pools(ctx, cmd)
         start = time.monotonic()
-        store.ping(cmd.pool, cmd.object_name)
+        store.ping(cmd.pool, cmd.object_name or f"kvmcloud-heartbeat-{socket.gethostname()}")
         return PingReply(fsid=store.conn.fsid, latency_ms=round((time.monotonic() - start) * 1000, 3))
 
     @command("/facts")
