@@ -22,7 +22,8 @@ import rbd
 from agentcore.task import TaskContext, detached_context
 from cephagent.connection import map_error
 from cephagent.errors import CephTimeout
-from cephagent.rbdstore import RbdStore, open_pool
+from cephagent.pools import open_pool
+from cephagent.rbdstore import RbdStore, open_image
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +192,8 @@ def read_blocks(store: RbdStore, pool: str, name: str, snapshot: str | None = No
                 ) -> Iterator[tuple[int, bytes]]:
     """(offset, data) of an image's blocks in order, each read bounded."""
     def open_(h: rados.Rados) -> tuple[Any, Any]:
-        with open_pool(h, pool):
-            pass
+        with open_pool(h, pool) as io, open_image(io, name, read_only=True, snapshot=snapshot):
+            pass  # POOL_NOT_FOUND, IMAGE_NOT_FOUND, SNAPSHOT_NOT_FOUND, precisely
         io = h.open_ioctx(pool)
         try:
             return io, rbd.Image(io, name, snapshot=snapshot, read_only=True)
@@ -212,3 +213,24 @@ def read_blocks(store: RbdStore, pool: str, name: str, snapshot: str | None = No
     finally:
         image.close()
         io.close()
+
+
+def copy_image(ctx: TaskContext, store: RbdStore, src_pool: str, src_name: str, dst_pool: str,
+               dst_name: str, snapshot: str | None = None) -> int:
+    """Copy an image (or one snapshot of it) into a new flat, sparse image; its size.
+
+    Progress in bytes; cancel and deadline stop it between blocks, and the
+    partial copy (under the temporary name) is removed.
+    """
+    size = store.size(src_pool, src_name, snapshot)
+    writer = RbdWriter(store, dst_pool, dst_name, size).open()
+    try:
+        for offset, data in read_blocks(store, src_pool, src_name, snapshot):
+            ctx.check()
+            writer.write(data)
+            ctx.progress(done=offset + len(data), total=size, unit="bytes", stage="copy")
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return size

@@ -317,14 +317,11 @@ class RbdStore(TaskCalls):
         self.call(f"flatten {pool}/{name}", run, long=True)
         ctx.check()
 
-    def copy(self, src_pool: str, src_name: str, dst_pool: str, dst_name: str,
-             snapshot: str | None = None) -> None:
-        """Copy an image (or one snapshot of it) into a new image, flat."""
-        def run(h: rados.Rados) -> None:
-            with open_pool(h, src_pool) as sio, open_pool(h, dst_pool) as dio, \
-                    open_image(sio, src_name, read_only=True, snapshot=snapshot) as img:
-                img.copy(dio, dst_name, features=rbd.RBD_FEATURE_LAYERING)
-        self.call(f"copy {src_pool}/{src_name} to {dst_pool}/{dst_name}", run, long=True)
+    def size(self, pool: str, name: str, snapshot: str | None = None) -> int:
+        def run(h: rados.Rados) -> int:
+            with open_pool(h, pool) as io, open_image(io, name, read_only=True, snapshot=snapshot) as img:
+                return int(img.size())
+        return int(self.call(f"size {pool}/{name}", run))
 
     def rename(self, pool: str, src: str, dst: str) -> None:
         def run(h: rados.Rados) -> None:

@@ -19,6 +19,7 @@ from cephagent.models import (
     SftpImageCommand,
 )
 from cephagent.plugins.base import CephPlugin, image_lock
+from cephagent.rbdio import copy_image
 from cephagent.rbdstore import RbdStore
 from sftpbackup.client import SftpTarget
 
@@ -60,14 +61,13 @@ class ImagePlugin(CephPlugin):
     @command("/cache", lock=image_lock)
     def cache(self, ctx: TaskContext, cmd: CacheImageCmd) -> ImageInfoReply:
         """Copy ``srcPool/srcName`` (backup pool) into ``pool/name`` (the primary
-        pool's image cache). Idempotent: an existing cache entry is answered with
-        existed=true."""
+        pool's image cache), flat and sparse, with progress; cancel and deadline
+        remove the partial copy. Idempotent: an existing cache entry is answered
+        with existed=true."""
         store = self.store(ctx, cmd)
         if store.exists(cmd.pool, cmd.name):
             return _info(store, cmd.pool, cmd.name, existed=True)
-        ctx.progress(0, stage="copy", force=True)
-        store.copy(cmd.src_pool, cmd.src_name, cmd.pool, cmd.name)
-        ctx.progress(100, stage="copy", force=True)
+        copy_image(ctx, store, cmd.src_pool, cmd.src_name, cmd.pool, cmd.name)
         return _info(store, cmd.pool, cmd.name, existed=False)
 
     @command("/delete", lock=image_lock)

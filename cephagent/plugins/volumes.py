@@ -18,6 +18,7 @@ from cephagent.models import (
     VolumeInfoReply,
 )
 from cephagent.plugins.base import CephPlugin, image_lock
+from cephagent.rbdio import copy_image
 from cephagent.rbdstore import RbdStore
 
 
@@ -79,13 +80,12 @@ class VolumePlugin(CephPlugin):
     @command("/create-template", lock=lambda c: [image_lock(c), f"rbd:{c.dst_pool}/{c.dst_name}"])
     def create_template(self, ctx: TaskContext, cmd: CreateTemplateCmd) -> ImageInfoReply:
         """Copy a volume, or one of its snapshots, into ``dstPool/dstName`` (the backup
-        pool) as a flat image that new volumes can be cloned from."""
+        pool) as a flat, sparse image that new volumes can be cloned from; progress
+        in bytes; cancel and deadline remove the partial copy."""
         store = self.store(ctx, cmd)
         if store.exists(cmd.dst_pool, cmd.dst_name):
             raise ImageExists(installPath=f"{cmd.dst_pool}/{cmd.dst_name}")
-        ctx.progress(0, stage="copy", force=True)
-        store.copy(cmd.pool, cmd.name, cmd.dst_pool, cmd.dst_name, snapshot=cmd.snapshot)
-        ctx.progress(100, stage="copy", force=True)
+        copy_image(ctx, store, cmd.pool, cmd.name, cmd.dst_pool, cmd.dst_name, snapshot=cmd.snapshot)
         info = store.info(cmd.dst_pool, cmd.dst_name, usage=True)
         return ImageInfoReply(install_path=info["install_path"], size=info["size"],
                               actual_size=info["actual_size"])

@@ -150,6 +150,7 @@ def test_cache_image_and_create_template(ceph: Ceph, agent: AgentProcess, pools:
     r = call(agent, ceph, "/ceph/image/cache", pool=pools["volumes"], name=cached, srcPool=pools["images"],
              srcName=img)
     assert r["success"] and r["existed"] is False and r["size"] == SIZE, r
+    assert r["actualSize"] < SIZE  # the copy stays sparse
     assert ceph.read(pools["volumes"], cached, 0, SIZE) == data
     again = call(agent, ceph, "/ceph/image/cache", pool=pools["volumes"], name=cached, srcPool=pools["images"],
                  srcName=img)
@@ -170,6 +171,11 @@ def test_cache_image_and_create_template(ceph: Ceph, agent: AgentProcess, pools:
     r = call(agent, ceph, "/ceph/volume/create-template", pool=pools["volumes"], name=vol,
              dstPool=pools["images"], dstName=tmpl)
     assert error_code(r) == "IMAGE_EXISTS"
+    ghost = unique("tmpl")
+    r = call(agent, ceph, "/ceph/volume/create-template", pool=pools["volumes"], name=vol, snapshot="nope",
+             dstPool=pools["images"], dstName=ghost)
+    assert error_code(r) == "SNAPSHOT_NOT_FOUND"
+    assert leftovers(ceph, pools["images"], ghost) == []
     r = call(agent, ceph, "/ceph/image/delete", pool=pools["images"], name=tmpl)
     assert r["success"] and r["existed"] is True
     assert tmpl not in ceph.images(pools["images"])
