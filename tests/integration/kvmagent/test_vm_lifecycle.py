@@ -208,6 +208,23 @@ def test_destroy_a_running_vm_then_again(agent: AgentProcess, workdir: Path, gue
         ensure_destroyed(agent, vm)
 
 
+def test_stop_forces_off_a_guest_that_ignores_acpi(agent: AgentProcess, workdir: Path,
+                                                   guest_env: dict[str, str]) -> None:
+    vm = str(uuid.uuid4())
+    root = linked_clone(guest_env, workdir / "root3.qcow2")
+    try:
+        assert agent.call("/vm/start", vm_body(vm, root))["success"]
+        # still in the BIOS or boot loader: nothing in the guest listens to the power button yet
+        reply = agent.call("/vm/stop", {"vmUuid": vm, "graceTimeout": 0.5})
+        assert reply["success"] and reply["state"] == "Stopped", reply
+        assert domstate(vm) == "absent"
+        wait_until(lambda: not qemu_running(vm), 10, what="QEMU gone")
+        log = (agent.workdir / "agent.log").read_text()
+        assert f"VM {vm} is still up: forcing it off" in log
+    finally:
+        ensure_destroyed(agent, vm)
+
+
 @pytest.mark.parametrize(("change", "field"), [
     ({"memorySize": -(128 << 20)}, "memorySize"),
     ({"rootVolume": {"type": "iscsi", "volumeUuid": str(uuid.uuid4()), "deviceId": 0, "installPath": "/x"}},
