@@ -184,6 +184,8 @@ def _run(ansible_dir: Path, playbook: str, group: str, target: DeployTarget, kno
         extravars=extravars,
         envvars={
             "ANSIBLE_CONFIG": str(ansible_dir / "ansible.cfg"),
+            # ansible-runner turns host key checking off unless told otherwise
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
             "ANSIBLE_SSH_CONTROL_PATH_DIR": control_dir,
             # ansible-playbook comes with this Python's environment
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]),
