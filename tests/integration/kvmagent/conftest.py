@@ -4,6 +4,7 @@ guest image, a real kvmagent process and a real callback receiver."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -39,7 +40,8 @@ def workdir() -> Iterator[Path]:
     d.mkdir()
     d.chmod(0o755)
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    if not os.environ.get("KVMCLOUD_KEEP_TEST_DIRS"):  # keep agent logs and consoles for debugging
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
