@@ -18,6 +18,7 @@ import errno
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -104,16 +105,16 @@ class CallRunner:
              what: str, on_timeout: Callable[[], None] | None = None) -> T:
         """``fn()`` in a worker; ``CEPH_TIMEOUT`` past ``timeout``, the stop reason on cancel."""
         limit = self.bound(ctx, timeout)
+        end = time.monotonic() + limit
         fut: Future[T] = self._pool.submit(fn)
-        waited = 0.0
         while True:
             try:
-                return fut.result(timeout=min(POLL, max(0.0, limit - waited)))
+                return fut.result(timeout=min(POLL, max(0.0, end - time.monotonic())))
             except FutureTimeout:
-                waited += POLL
+                pass
             if ctx is not None and ctx.stopped:
                 ctx.check()  # cancel or deadline: the call itself may still finish
-            if waited >= limit:
+            if time.monotonic() >= end:
                 if on_timeout is not None:
                     on_timeout()
                 log.warning("%s did not finish within %.1fs", what, limit)
