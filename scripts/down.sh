@@ -18,6 +18,12 @@ fi
 for a in kvmagent storageagent sftpbackup cephagent; do   # supervisor loops, then agents
   stop_pidfile "$RUN/$a.pid"; stop_pidfile "$RUN/$a.agent.pid"
 done
+# the kvmagent's DHCP servers for flat networks (dnsmasq in a namespace per L3 network)
+for d in /var/lib/kvmcloud/kvmagent/dhcp/*/; do
+  [ -d "$d" ] || continue
+  stop_pidfile "$d/dnsmasq.pid"
+  id=$(basename "$d"); ip netns del "kvmcloud-dhcp-${id:0:12}" 2>/dev/null || true
+done
 stop_pidfile "$UP/controller.pid"
 stop_pidfile "$UP/ssh/sshd.pid"
 # the rules the roles added (comment "kvmcloud <agent>")
