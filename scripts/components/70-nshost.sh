@@ -12,6 +12,7 @@ ENVF=$E/nshost.env
 N=${NSHOST_COUNT:-2}
 BR=kcnsh0
 NET=10.231.7
+PWUSER=kcnshpw
 
 host_up() {
   local i=$1 ns=kcnsh$1 h=$D/h$1 ip=$NET.1$1
@@ -41,11 +42,17 @@ UsePAM no
 StrictModes no
 Subsystem sftp internal-sftp
 Include $h/root/etc/ssh/sshd_config.d/*.conf
+# the one user that may log in with a password: tests of the one-time key installation
+Match User $PWUSER
+    PasswordAuthentication yes
+    AuthorizedKeysFile .ssh/authorized_keys
 CONF
   if ! { [ -f "$h/sshd.pid" ] && kill -0 "$(cat "$h/sshd.pid")" 2>/dev/null; }; then
     mkdir -p /run/sshd
     /usr/sbin/sshd -t -f "$h/sshd_config"
     ip netns exec "$ns" /usr/sbin/sshd -f "$h/sshd_config" -E "$h/sshd.log"
+  else
+    kill -HUP "$(cat "$h/sshd.pid")"   # re-read the config written above
   fi
   for _ in $(seq 50); do
     ssh-keyscan -T 1 -t ed25519 "$ip" >/dev/null 2>&1 && break; sleep 0.1
@@ -76,6 +83,10 @@ host_down() {
 case ${1:-status} in
   up)
     mkdir -p "$D"; chmod 700 "$D"
+    # a user with a password (never root's): the controller uses such a password once to install its key
+    id "$PWUSER" >/dev/null 2>&1 || useradd -m -s /bin/sh "$PWUSER"
+    [ -s "$D/password" ] || (umask 077; head -c 18 /dev/urandom | base64 > "$D/password")
+    echo "$PWUSER:$(cat "$D/password")" | chpasswd
     [ -f "$D/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C kvmcloud-test-controller -f "$D/id_ed25519"
     ip link show $BR >/dev/null 2>&1 || ip link add $BR type bridge
     ip link set $BR up
@@ -85,6 +96,8 @@ case ${1:-status} in
       echo "NSHOST_KEY=$D/id_ed25519"
       echo "NSHOST_GATEWAY=$NET.254"
       echo "NSHOST_SSH_PORT=22"
+      echo "NSHOST_PASSWORD_USER=$PWUSER"
+      echo "NSHOST_PASSWORD_FILE=$D/password"
     } > "$ENVF.tmp"
     for i in $(seq "$N"); do host_up "$i"; done
     mv "$ENVF.tmp" "$ENVF"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.deploy import Deployer, DeployEvent, DeployTarget
+from controller.deploy import Deployer, DeployError, DeployEvent, DeployTarget
+from controller.deploy.keys import install_public_key
 from controller.deploy.known_hosts import host_pattern
 from tests.integration.ansible.conftest import HostFactory
 
@@ -49,3 +50,26 @@ def test_unreachable_address_fails_before_ansible(deployer: Deployer, nshost: di
     assert not result.success
     assert result.message.startswith(f"cannot reach SSH on {gone}:22")
     assert result.failed_task == "prepare"
+
+
+def test_password_is_used_once_to_install_the_controller_key(deployer: Deployer, nshost: dict[str, str],
+                                                             tmp_path: Path) -> None:
+    address, user = nshost["NSHOST_1_ADDR"], nshost["NSHOST_PASSWORD_USER"]
+    password = Path(nshost["NSHOST_PASSWORD_FILE"]).read_text().strip()
+    kh = deployer.settings.known_hosts
+    kh.ensure(address, 22)
+    key = tmp_path / "controller"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
+    pub = Path(f"{key}.pub").read_text()
+    with pytest.raises(DeployError, match="password authentication failed"):
+        install_public_key(address, 22, user, password + "x", pub, kh)
+    assert install_public_key(address, 22, user, password, pub, kh) is True
+    assert install_public_key(address, 22, user, password, pub, kh) is False  # already there: not twice
+    login = subprocess.run(
+        ["ssh", "-i", str(key), "-o", f"UserKnownHostsFile={kh.path}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", f"{user}@{address}", "id -un"],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert login.returncode == 0 and login.stdout.strip() == user, login.stderr
+    home = Path(f"~{user}").expanduser()
+    lines = (home / ".ssh" / "authorized_keys").read_text().splitlines()
+    assert lines.count(pub.strip()) == 1
