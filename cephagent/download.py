@@ -30,7 +30,7 @@ from typing import Any
 
 from agentcore.task import TaskContext
 from cephagent.errors import DigestMismatch, DownloadFailed, UnsupportedImage
-from cephagent.rbdio import BLOCK, RbdWriter, write_file
+from cephagent.rbdio import BLOCK, Buffer, RbdWriter, write_file
 from cephagent.rbdstore import RbdStore
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ QEMU_IMG_TIMEOUT = 3600.0
 MAX_REDIRECTS = 5
 
 
-def detect_format(head: bytes) -> str:
+def detect_format(head: bytes | bytearray) -> str:
     """``qcow2`` or ``raw`` from an image's first bytes; other formats are refused."""
     if head.startswith(QCOW2_MAGIC):
         return "qcow2"
@@ -91,7 +91,7 @@ class _Hasher:
 
     def __init__(self, depth: int = 8) -> None:
         self._digest = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[Buffer | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
         self._thread.start()
         self._closed = False
@@ -100,7 +100,7 @@ class _Hasher:
         while (block := self._queue.get()) is not None:
             self._digest.update(block)
 
-    def update(self, block: bytes) -> None:
+    def update(self, block: Buffer) -> None:
         self._queue.put(block)
 
     def close(self) -> None:
@@ -125,21 +125,24 @@ class _Body:
         length = response.headers.get("Content-Length")
         self.total = int(length) if length and length.isdigit() else None
 
-    def blocks(self) -> Iterator[bytes]:
-        buf = bytearray(BLOCK)
-        view = memoryview(buf)
+    def blocks(self) -> Iterator[Buffer]:
         try:
             while True:
                 self.ctx.check()
+                # a fresh buffer per block, handed on without a copy: the hash
+                # thread and librbd's write may still hold the previous one
+                buf = bytearray(BLOCK)
+                view = memoryview(buf)
                 n = 0
                 while n < BLOCK:
                     k = self.response.readinto(view[n:])
                     if not k:
                         break
                     n += k
+                view.release()
                 if n == 0:
                     break
-                block = bytes(view[:n])
+                block = bytes(buf[:n]) if n < BLOCK else buf
                 self.digest.update(block)
                 self.read += n
                 self.ctx.progress(done=self.read, total=self.total, unit="bytes", stage="download")
@@ -184,8 +187,8 @@ def _check_digest(body: _Body, sha256: str | None) -> None:
         raise DigestMismatch(expected=sha256, actual=digest)
 
 
-def _stream_raw(store: RbdStore, pool: str, name: str, first: bytes,
-                blocks: Iterator[bytes], body: _Body, sha256: str | None) -> int:
+def _stream_raw(store: RbdStore, pool: str, name: str, first: Buffer,
+                blocks: Iterator[Buffer], body: _Body, sha256: str | None) -> int:
     writer = RbdWriter(store, pool, name, body.total or 0).open()
     try:
         writer.write(first)
@@ -199,8 +202,8 @@ def _stream_raw(store: RbdStore, pool: str, name: str, first: bytes,
     return writer.offset
 
 
-def _via_qcow2(ctx: TaskContext, store: RbdStore, pool: str, name: str, first: bytes,
-               blocks: Iterator[bytes], work_dir: Path, body: _Body, sha256: str | None) -> int:
+def _via_qcow2(ctx: TaskContext, store: RbdStore, pool: str, name: str, first: Buffer,
+               blocks: Iterator[Buffer], work_dir: Path, body: _Body, sha256: str | None) -> int:
     scratch = work_dir / f"add-{uuid.uuid4().hex}"
     scratch.mkdir(parents=True, mode=0o700)
     try:

@@ -34,9 +34,11 @@ TMP_SUFFIX = ".kvmcloud-part"
 
 
 _ZERO = bytes(BLOCK)
+#: a block of data: bytes, or a bytearray handed on without copying
+Buffer = bytes | bytearray
 
 
-def is_zero(buf: bytes) -> bool:
+def is_zero(buf: Buffer) -> bool:
     """True if ``buf`` holds only zero bytes."""
     if len(buf) == BLOCK:
         return buf == _ZERO
@@ -78,7 +80,7 @@ class RbdWriter:
     def op_timeout(self) -> float:
         return self.store.conn.runner.limits.op_timeout
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Buffer) -> None:
         """Append ``data`` (any length) at the current offset."""
         assert self._image is not None
         end = self.offset + len(data)
@@ -89,7 +91,7 @@ class RbdWriter:
             self.written += len(data)
         self.offset = end
 
-    def _submit(self, offset: int, data: bytes) -> None:
+    def _submit(self, offset: int, data: Buffer) -> None:
         assert self._image is not None
         if not self._sem.acquire(timeout=self.store.conn.runner.bound(self.store.ctx, self.op_timeout)):
             raise CephTimeout("RBD writes did not complete in time", operation="aio_write")
