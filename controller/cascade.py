@@ -68,9 +68,9 @@ DEPENDANTS: dict[str, list[Dependant]] = {
     "images": [Dependant("vms", "image_uuid", "detach")],
 }
 
-#: children before parents
-RANK = ["snapshots", "vm-nics", "vms", "volumes", "ip-ranges", "hosts", "l3-networks",
-        "l2-networks", "primary-storages", "clusters", "backup-storages", "images",
+#: children before parents (hosts late: networks and storage are cleaned up through them)
+RANK = ["snapshots", "vm-nics", "vms", "volumes", "ip-ranges", "l3-networks", "l2-networks",
+        "primary-storages", "hosts", "clusters", "backup-storages", "images",
         "instance-offerings", "disk-offerings", "zones"]
 STRENGTH = {"detach": 0, "migrate-or-stop": 1, "delete": 2}
 
@@ -123,7 +123,7 @@ Executor = Callable[[Controller, JobContext, str, str], None]
 EXECUTORS: dict[tuple[str, str], Executor] = {}
 
 
-def _delete_rows(s: Session, coll: str, uuid: str) -> None:
+def delete_rows(s: Session, coll: str, uuid: str) -> None:
     """Drop a row that needs no agent, with its attachment rows and tags."""
     if coll == "zones":
         s.execute(delete(BackupStorageZoneRef).where(BackupStorageZoneRef.zone_uuid == uuid))
@@ -134,6 +134,8 @@ def _delete_rows(s: Session, coll: str, uuid: str) -> None:
         s.execute(delete(PrimaryStorageClusterRef).where(
             PrimaryStorageClusterRef.primary_storage_uuid == uuid))
         s.execute(delete(ImageCache).where(ImageCache.primary_storage_uuid == uuid))
+    elif coll == "l3-networks":
+        s.execute(delete(UsedIp).where(UsedIp.l3_network_uuid == uuid))  # the DHCP server's
     elif coll == "l2-networks":
         s.execute(delete(L2NetworkClusterRef).where(L2NetworkClusterRef.l2_network_uuid == uuid))
     elif coll == "ip-ranges":
@@ -176,7 +178,7 @@ def execute(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> dict[str,
                 _detach_any(s, c, u, items)
         else:
             with ctl.db.write() as s:
-                _delete_rows(s, c, u)
+                delete_rows(s, c, u)
         done += 1
     return {"deleted": [i for i in items if i["action"] == "delete"], "count": done}
 

@@ -44,11 +44,11 @@ def host_path(ps: PrimaryStorage, install_path: str) -> str:
 def cache_image(ps: PrimaryStorage, image: Image, image_id: str,
                 bs: BackupStorage | None) -> sm.CacheImageCmd:
     source: sm.HttpSource | sm.SftpSource
-    if bs is not None and bs.type == "sftp":
+    if image.url:  # registered by URL: fetched from there
+        source = sm.HttpSource(url=image.url)
+    elif bs is not None and bs.type == "sftp":
         source = sm.SftpSource(host=bs.hostname, port=bs.port, user=bs.username,
                                store_root=bs.url, image_id=image_id)
-    elif image.url:
-        source = sm.HttpSource(url=image.url)
     else:
         raise ValueError(f"image {image.uuid} has no source this storage can read")
     return sm.CacheImageCmd(storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",

@@ -343,6 +343,10 @@ def attach_nic_action(ctl: Controller, uuid: str, body: sc.NicAttachAction) -> J
     return ctl.jobs.submit("attach-nic", "vms", uuid, _keys(uuid), run)
 
 
+def _with_its_vm(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
+    """A NIC whose VM is deleted in the same cascade goes with the VM (delete_vm)."""
+
+
 def detach_nic_action(ctl: Controller, uuid: str, body: sc.NicDetachAction) -> Job:
     """Remove a NIC from the VM."""
     def run(ctx: JobContext) -> dict[str, Any]:
@@ -372,5 +376,5 @@ def register() -> None:
     cascade.EXECUTORS[("vms", "migrate-or-stop")] = migrate_or_stop
     cascade.EXECUTORS[("volumes", "delete")] = delete_volume
     cascade.EXECUTORS[("vm-nics", "detach")] = detach_nic
-    cascade.EXECUTORS[("vm-nics", "delete")] = detach_nic
+    cascade.EXECUTORS[("vm-nics", "delete")] = _with_its_vm
     volumes.register()

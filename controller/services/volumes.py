@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import func, select, update
 
-from controller import commands
+from controller import cascade, commands
 from controller.api import routes
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.jobs import Job
-from controller.db.models import Host, PrimaryStorage, Snapshot, Vm, Volume
+from controller.db.models import (
+    Host,
+    ImageBackupStorageRef,
+    ImageCache,
+    PrimaryStorage,
+    Snapshot,
+    Vm,
+    Volume,
+)
+from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
 from controller.services.common import require, to_dict
 from controller.services.vmhelpers import any_storage_host, call, host_of, storage_agent
+
+log = logging.getLogger(__name__)
 from kvmagent import models as km
 from storageagent import models as sm
 
@@ -156,7 +168,29 @@ def revert_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
                            [f"volumes:{snap.volume_uuid}"], run)
 
 
+def delete_primary_storage(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
+    """Evict the image cache (the volumes went first), then drop the rows."""
+    with ctl.db.read() as s:
+        ps = s.get(PrimaryStorage, uuid)
+        host = any_storage_host(s, uuid)
+        cached = list(s.scalars(select(ImageCache).where(ImageCache.primary_storage_uuid == uuid)))
+    if ps is not None and host is not None and host.storage_agent_url:
+        for c in cached:
+            image_id = c.install_path.rsplit("/", 1)[-1].split(".", 1)[0]
+            with ctl.db.read() as s:
+                ref = s.scalar(select(ImageBackupStorageRef.install_path).where(
+                    ImageBackupStorageRef.image_uuid == c.image_uuid).limit(1))
+            try:
+                call(ctl, ctx, host.storage_agent_url, "/storage/cache/evict", sm.EvictCacheCmd(
+                    storage_uuid=ps.uuid, mount_path=ps.mount_path or "/", image_id=ref or image_id))
+            except AgentCallError as e:
+                log.warning("evicting %s from %s failed: %s", c.image_uuid, uuid, e)
+    with ctl.db.write() as s:
+        cascade.delete_rows(s, coll, uuid)
+
+
 def register() -> None:
+    cascade.EXECUTORS[("primary-storages", "delete")] = delete_primary_storage
     routes.ACTIONS[("vms", "attach-volume")] = (sc.VolumeAction, attach_volume_action)
     routes.ACTIONS[("vms", "detach-volume")] = (sc.VolumeAction, detach_volume_action)
     routes.ACTIONS[("volumes", "create-snapshot")] = (sc.SnapshotAction, snapshot_action)

@@ -24,7 +24,7 @@ def test_delete_zone_lists_then_deletes_everything(cloud: Cloud) -> None:
     kinds = [a["type"] for a in plan["affected"]]
     assert kinds[-1] == "zones"
     assert {a["uuid"] for a in plan["affected"] if a["type"] == "vms"} == set(vms)
-    assert kinds.index("vms") < kinds.index("hosts") < kinds.index("clusters")
+    assert kinds.index("vms") < kinds.index("l2-networks") < kinds.index("hosts") < kinds.index("clusters")
     # nothing was deleted yet
     assert cloud.ok("GET", "/v1/vms", count="1")["total"] == 3
     job = cloud.job("DELETE", f"/v1/zones/{zone}?confirm=1")
@@ -35,10 +35,9 @@ def test_delete_zone_lists_then_deletes_everything(cloud: Cloud) -> None:
                 continue
             assert s.scalar(select(func.count()).select_from(model)) == 0, coll
         assert s.scalar(select(func.count()).select_from(UsedIp)) == 0
-    assert cloud.storage.files == {}
+    assert cloud.storage.files == {} and cloud.storage.cache == {}
     for host in cloud.hosts.values():
-        assert host.domains == {}
-        assert all(not v for v in host.leases.values())
+        assert host.domains == {} and host.bridges == set() and host.leases == {}
 
 
 def test_delete_host_migrates_its_vms(cloud: Cloud) -> None:

@@ -32,12 +32,14 @@ MODELS: dict[str, type[BaseModel]] = {
     "/vm/volume/snapshot": km.SnapshotVolumeCmd, "/vm/nic/attach": km.NicCmd,
     "/vm/nic/detach": km.DetachNicCmd, "/network/l2/create": km.L2NetworkCmd,
     "/network/dhcp/apply": km.DhcpApplyCmd, "/network/dhcp/release": km.DhcpReleaseCmd,
+    "/network/l2/delete": km.L2NetworkCmd, "/network/dhcp/delete": km.DhcpNetworkCmd,
     "/storage/mount": sm.MountCmd, "/storage/init": sm.InitCmd,
     "/storage/cache-image": sm.CacheImageCmd, "/storage/volume/create-root": sm.CreateRootVolumeCmd,
     "/storage/volume/create-empty": sm.CreateEmptyVolumeCmd,
     "/storage/volume/delete": sm.DeleteVolumeCmd,
     "/storage/snapshot/create": sm.CreateSnapshotCmd,
     "/storage/snapshot/revert": sm.RevertSnapshotCmd,
+    "/storage/cache/evict": sm.EvictCacheCmd,
 }
 
 Deliver = Callable[[str, str, dict[str, Any]], None]
@@ -211,6 +213,14 @@ class FakeHost:
         self.bridges.add(c.bridge_name)
         return ok(bridgeName=c.bridge_name)
 
+    def do_network_l2_delete(self, c: km.L2NetworkCmd) -> dict[str, Any]:
+        self.bridges.discard(c.bridge_name)
+        return ok(bridgeName=c.bridge_name)
+
+    def do_network_dhcp_delete(self, c: km.DhcpNetworkCmd) -> dict[str, Any]:
+        self.leases.pop(c.l3_network_uuid, None)
+        return ok()
+
     def do_network_dhcp_apply(self, c: km.DhcpApplyCmd) -> dict[str, Any]:
         if c.bridge_name not in self.bridges:
             return fail("NOT_FOUND", f"no bridge {c.bridge_name}")
@@ -238,6 +248,9 @@ class FakeHost:
         return ok(image={"imageId": c.image_id, "installPath": path, "format": "qcow2",
                          "virtualSize": 1 << 30, "size": 1 << 20, "digest": c.digest},
                   downloaded=True)
+
+    def do_storage_cache_evict(self, c: sm.EvictCacheCmd) -> dict[str, Any]:
+        return ok(evicted=self.storage.cache.pop((c.storage_uuid, c.image_id), None) is not None)
 
     def _create(self, storage_uuid: str, path: str, size: int) -> dict[str, Any]:
         with self.storage.lock:
