@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from kvmagent import models as km
 from sqlalchemy import select
 
 from controller import cascade, commands
@@ -13,6 +12,7 @@ from controller.db.models import Host, L2Network, L2NetworkClusterRef, L3Network
 from controller.dispatch.dispatcher import AgentCallError
 from controller.jobs import JobContext
 from controller.services.vmhelpers import call, forget_host
+from kvmagent import models as km
 
 log = logging.getLogger(__name__)
 
