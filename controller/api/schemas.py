@@ -255,6 +255,15 @@ class SnapshotAction(Body):
     description: Description = None
 
 
+class CreateImageAction(Body):
+    """Make a template image in SFTP backup storage from a volume (its VM stopped)."""
+
+    name: Name
+    description: Description = None
+    backup_storage_uuid: Uuid
+    platform: Literal["Linux", "Windows", "Other"] = "Linux"
+
+
 class StopAction(Body):
     force: bool = False
 

@@ -13,7 +13,9 @@ from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.jobs import Job
 from controller.db.models import (
+    BackupStorage,
     Host,
+    Image,
     ImageBackupStorageRef,
     ImageCache,
     PrimaryStorage,
@@ -168,6 +170,39 @@ def revert_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
                            [f"volumes:{snap.volume_uuid}"], run)
 
 
+def create_image_action(ctl: Controller, uuid: str, body: sc.CreateImageAction) -> Job:
+    """Upload the volume as a template to SFTP backup storage and register the image."""
+    def run(ctx: JobContext) -> dict[str, Any]:
+        vol, ps, vm, host = _volume_context(ctl, uuid)
+        if vm is not None and vm.state not in ("Stopped",):
+            raise Conflict(f"vm {vm.uuid} is {vm.state}; stop it to make an image", state=vm.state)
+        with ctl.db.read() as s:
+            bs = require(s, BackupStorage, body.backup_storage_uuid, "backupStorageUuid")
+        if bs.type != "sftp":
+            raise BadRequest("backupStorageUuid: only SFTP backup storage takes uploads",
+                             field="backupStorageUuid")
+        reply = call(ctl, ctx, storage_agent(host), "/storage/volume/upload-template",
+                     sm.UploadTemplateCmd(
+                         storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
+                         install_path=vol.install_path or "", name=body.name,
+                         target=sm.SftpTarget(host=bs.hostname, port=bs.port, user=bs.username,
+                                              store_root=bs.url)))
+        with ctl.db.write() as s:
+            image = Image(name=body.name, description=body.description, platform=body.platform,
+                          format=str(reply.get("format") or "qcow2"),
+                          size=int(reply.get("virtualSize") or vol.size),
+                          actual_size=int(reply.get("size") or 0),
+                          digest=str(reply.get("digest") or "") or None, status="Ready",
+                          media_type="RootVolumeTemplate" if vol.type == "Root" else
+                          "DataVolumeTemplate", url=None)
+            s.add(image)
+            s.flush()
+            s.add(ImageBackupStorageRef(image_uuid=image.uuid, backup_storage_uuid=bs.uuid,
+                                        install_path=str(reply.get("imageId"))))
+            return to_dict(image)
+    return ctl.jobs.submit("create-image", "volumes", uuid, [f"volumes:{uuid}"], run)
+
+
 def delete_primary_storage(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     """Evict the image cache (the volumes went first), then drop the rows."""
     with ctl.db.read() as s:
@@ -195,3 +230,4 @@ def register() -> None:
     routes.ACTIONS[("vms", "detach-volume")] = (sc.VolumeAction, detach_volume_action)
     routes.ACTIONS[("volumes", "create-snapshot")] = (sc.SnapshotAction, snapshot_action)
     routes.ACTIONS[("snapshots", "revert")] = (sc.EmptyAction, revert_action)
+    routes.ACTIONS[("volumes", "create-image")] = (sc.CreateImageAction, create_image_action)

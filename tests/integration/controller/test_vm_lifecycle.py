@@ -114,3 +114,19 @@ def test_capacity_exhaustion_is_a_failed_job_not_a_half_vm(cloud: Cloud) -> None
     status, data = cloud.call("POST", "/v1/vms", cloud.vm_body("b"), wait="1")
     assert data["job"]["state"] == "failed" and data["job"]["error"]["code"] == "NO_CAPACITY"
     assert cloud.ok("GET", "/v1/vms", count="1")["total"] == 1
+
+
+def test_create_image_from_a_stopped_vms_root_volume(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    vm = _create(cloud)
+    root = vm["rootVolumeUuid"]
+    body = {"name": "golden", "backupStorageUuid": cloud.ids["bs"]}
+    job = cloud.job("POST", f"/v1/volumes/{root}/actions/create-image", body)
+    assert job["state"] == "failed" and "stop it" in job["error"]["message"]
+    cloud.succeeded("POST", f"/v1/vms/{vm['uuid']}/actions/stop", {})
+    image = cloud.succeeded("POST", f"/v1/volumes/{root}/actions/create-image", body)["result"]
+    assert image["mediaType"] == "RootVolumeTemplate" and image["digest"].startswith("sha256:")
+    # and a VM can be made from it
+    data = cloud.call("POST", "/v1/vms", {**cloud.vm_body("from-golden"), "imageUuid": image["uuid"]},
+                      wait="1")[1]
+    assert data["job"]["state"] == "succeeded", data

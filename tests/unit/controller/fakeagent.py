@@ -40,6 +40,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "/storage/snapshot/create": sm.CreateSnapshotCmd,
     "/storage/snapshot/revert": sm.RevertSnapshotCmd,
     "/storage/cache/evict": sm.EvictCacheCmd,
+    "/storage/volume/upload-template": sm.UploadTemplateCmd,
 }
 
 Deliver = Callable[[str, str, dict[str, Any]], None]
@@ -251,6 +252,12 @@ class FakeHost:
 
     def do_storage_cache_evict(self, c: sm.EvictCacheCmd) -> dict[str, Any]:
         return ok(evicted=self.storage.cache.pop((c.storage_uuid, c.image_id), None) is not None)
+
+    def do_storage_volume_upload_template(self, c: sm.UploadTemplateCmd) -> dict[str, Any]:
+        if (c.storage_uuid, c.install_path) not in self.storage.files:
+            return fail("NOT_FOUND", "no such volume")
+        return ok(imageId="img-" + c.name, digest="sha256:" + "cd" * 32, size=5 << 20,
+                  virtualSize=1 << 30, format="qcow2")
 
     def _create(self, storage_uuid: str, path: str, size: int) -> dict[str, Any]:
         with self.storage.lock:
