@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from kvmagent import models as km
 from sqlalchemy import func, select, update
+from storageagent import models as sm
 
 from controller import cascade, commands
 from controller.api import routes
@@ -30,8 +32,6 @@ from controller.services.common import require, to_dict
 from controller.services.vmhelpers import any_storage_host, call, host_of, storage_agent
 
 log = logging.getLogger(__name__)
-from kvmagent import models as km
-from storageagent import models as sm
 
 
 def _context(ctl: Controller, vm_uuid: str) -> tuple[Vm, Host, Volume]:
