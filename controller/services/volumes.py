@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kvmagent import models as km
 from sqlalchemy import func, select, update
-from storageagent import models as sm
 
 from controller import cascade, commands
 from controller.api import routes
@@ -30,6 +28,8 @@ from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
 from controller.services.common import require, to_dict
 from controller.services.vmhelpers import any_storage_host, call, host_of, storage_agent
+from kvmagent import models as km
+from storageagent import models as sm
 
 log = logging.getLogger(__name__)
 
