@@ -6,6 +6,7 @@ while the bytes arrive (http) or in one pass over the file (sftp, file).
 
 from __future__ import annotations
 
+import http.client
 import logging
 import posixpath
 import time
@@ -13,19 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import httpx
-
 from agentcore.errors import AgentError
 from agentcore.task import TaskContext
 from sftpbackup.chunker import READ_SIZE, ChunkHasher, hash_file
 from sftpbackup.client import StoreClient, transfer_timeout
 from sftpbackup.errors import DownloadFailed, SizeMismatch, UnsupportedUrl
+from sftpbackup.httpget import abort, open_url
 from sftpbackup.manifest import ChunkRef
 from sftpbackup.sftpcli import SftpTarget, quote
 
 log = logging.getLogger(__name__)
 
-HTTP_TIMEOUT = httpx.Timeout(60.0, connect=20.0)
+HTTP_TIMEOUT = 60.0
 POLL = 0.2
 
 
@@ -75,33 +75,32 @@ def from_file(url: str, roots: list[Path], ctx: TaskContext) -> Hashed:
 def from_http(url: str, dest: Path, ctx: TaskContext, expected_size: int | None) -> Hashed:
     """Stream an ``http(s)://`` URL into ``dest``, hashing as it arrives."""
     hasher = ChunkHasher()
+    conn, resp = open_url(url, HTTP_TIMEOUT)
+    ctx.on_stop(lambda: abort(conn))
     try:
-        with httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=True) as client, \
-                client.stream("GET", url) as resp:
-            ctx.on_stop(resp.close)
-            if resp.status_code != 200:
-                raise DownloadFailed(f"HTTP {resp.status_code} from the server", url=url,
-                                     status=resp.status_code)
-            announced = resp.headers.get("content-length")
-            total = int(announced) if announced and announced.isdigit() else None
-            if expected_size is not None and total is not None and total != expected_size:
-                raise SizeMismatch(f"the server announces {total} bytes, the command {expected_size}",
-                                   announced=total, expected=expected_size)
-            with open(dest, "wb") as f:
-                for block in resp.iter_raw(READ_SIZE):
-                    ctx.check()
-                    f.write(block)
-                    hasher.update(block)
-                    ctx.progress(done=hasher.size, total=total or expected_size, unit="bytes",
-                                 stage="download")
+        if resp.status != 200:
+            raise DownloadFailed(f"HTTP {resp.status} from the server", url=url, status=resp.status)
+        total = resp.length
+        if expected_size is not None and total is not None and total != expected_size:
+            raise SizeMismatch(f"the server announces {total} bytes, the command {expected_size}",
+                               announced=total, expected=expected_size)
+        buf = bytearray(READ_SIZE)
+        view = memoryview(buf)
+        with open(dest, "wb") as f:
+            while n := resp.readinto(buf):
+                ctx.check()
+                f.write(view[:n])
+                hasher.update(view[:n])
+                ctx.progress(done=hasher.size, total=total or expected_size, unit="bytes", stage="download")
+        if total is not None and hasher.size != total:
+            raise DownloadFailed(f"the server sent {hasher.size} of {total} bytes", url=url)
     except AgentError:
         raise
-    except httpx.HTTPError as e:
-        ctx.check()  # a cancel closes the response: report the cancel, not the error
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        ctx.check()  # a cancel closes the connection: report the cancel, not the error
         raise DownloadFailed(f"download failed: {e}", url=url) from e
-    except Exception:
-        ctx.check()
-        raise
+    finally:
+        conn.close()
     chunks, digest = hasher.finish()
     return Hashed(dest, chunks, digest, hasher.size)
 
