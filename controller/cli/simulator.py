@@ -60,11 +60,14 @@ def simulator() -> None:
 @click.option("--auto-create/--no-auto-create", default=True, show_default=True,
               help="create an unknown agent id on first use")
 @click.option("--callback-concurrency", type=int, default=32, show_default=True)
+@click.option("--agent-port", "agent_ports", type=int, multiple=True,
+              help="also serve each agent at http://<its 127.x IP>:PORT/ (repeat: 7070, 7071)")
 @click.option("--log-level", default="WARNING", show_default=True)
 def serve(listen: str, hosts: int, primary_storages: int, backup_storages: int,
           ceph_storages: int, token: str, host_cpu: int, host_memory: int,
           storage_capacity: int, controller_urls: tuple[str, ...], events: bool,
-          auto_create: bool, callback_concurrency: int, log_level: str) -> None:
+          auto_create: bool, callback_concurrency: int, agent_ports: tuple[int, ...],
+          log_level: str) -> None:
     """Serve simulated agents at http://HOST:PORT/agents/<id> until interrupted.
 
     Hosts are host-00001..., primary storages ps-00001..., backup storages
@@ -82,7 +85,7 @@ def serve(listen: str, hosts: int, primary_storages: int, backup_storages: int,
         backup_storages=backup_storages, ceph_storages=ceph_storages,
         capacity=Capacity(cpu=host_cpu, memory=host_memory, storage=storage_capacity),
         auto_create=auto_create, controller_urls=list(controller_urls), events=events,
-        callback_concurrency=callback_concurrency,
+        callback_concurrency=callback_concurrency, agent_ports=list(agent_ports),
     )
     click.echo(f"simulator: {hosts} hosts at http://{host}:{port}/agents/host-00001 ...", err=True)
     run(config, host=host, port=port)

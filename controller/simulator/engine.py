@@ -80,6 +80,9 @@ class SimulatorConfig:
     record: int = 1000
     #: finished tasks each agent keeps for ``GET /tasks/<id>`` and idempotency
     task_retention: int = 5000
+    #: also serve each agent at http://<its IP>:<port>/ for these ports (its
+    #: IP is a 127.x.y.z loopback address), as real agents listen on 7070/7071
+    agent_ports: list[int] = field(default_factory=list)
 
 
 class Answer:
@@ -147,6 +150,10 @@ class Simulator:
                              ip=ip or f"127.1.{n // 250}.{n % 250 + 1}")
             self.agents[agent_id] = agent
         return agent
+
+    def agent_at(self, ip: str) -> SimAgent | None:
+        """The agent whose management IP is ``ip`` (by-address mode)."""
+        return next((a for a in self.agents.values() if a.ip == ip), None)
 
     def storage(self, uuid: str) -> StorageState:
         """The shared state of one primary storage (created on first use)."""

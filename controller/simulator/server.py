@@ -9,8 +9,10 @@ simulates restarts and crashes, and shows the simulated state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -63,11 +65,21 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(NotFound(f"no such path: {request.path}"))
 
 
+def _local_ip(request: web.Request) -> str | None:
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return str(sockname[0]) if sockname else None
+
+
 def _agent(request: web.Request, path: str | None = None, auth: bool = True) -> Any:
     sim = _sim(request)
-    agent = sim.agent_for(request.match_info["agent"], path)
+    if "agent" in request.match_info:
+        agent = sim.agent_for(request.match_info["agent"], path)
+        what = request.match_info["agent"]
+    else:  # by address: http://<agent IP>:<agent port>/...
+        what = _local_ip(request) or "?"
+        agent = sim.agent_at(what)
     if agent is None:
-        raise NotFound(f"no simulated agent {request.match_info['agent']}")
+        raise NotFound(f"no simulated agent {what}")
     if auth and not sim.authorised(agent, request.headers.get("Authorization", "")):
         raise Unauthorized()
     return agent
@@ -93,6 +105,8 @@ async def agent_command(request: web.Request) -> web.StreamResponse:
 
 
 async def agent_health(request: web.Request) -> web.StreamResponse:
+    if "agent" not in request.match_info and _sim(request).agent_at(_local_ip(request) or "") is None:
+        return await health(request)  # the simulator's own address
     agent = _agent(request, auth=False)
     if agent.down:
         return _drop(request)
@@ -285,7 +299,6 @@ def make_app(sim: Simulator) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     r = app.router
-    r.add_get("/healthz", health)
     r.add_get("/agents/{agent}/healthz", agent_health)
     r.add_get("/agents/{agent}/openapi.json", agent_openapi)
     r.add_get("/agents/{agent}/tasks/{task}", agent_task)
@@ -306,6 +319,12 @@ def make_app(sim: Simulator) -> web.Application:
     r.add_delete("/_sim/faults/{fault}", delete_fault)
     r.add_get("/_sim/stats", stats)
     r.add_get("/_sim/commands", recorded)
+    # by address (agent_ports): the same agent API at the root of the agent's IP
+    r.add_get("/healthz", agent_health)
+    r.add_get("/openapi.json", agent_openapi)
+    r.add_get("/tasks/{task}", agent_task)
+    r.add_post("/tasks/{task}/cancel", agent_cancel)
+    r.add_post("/{path:(?!_sim/|agents/).+}", agent_command)
     return app
 
 
@@ -315,12 +334,41 @@ async def health(request: web.Request) -> web.StreamResponse:
                   "agents": len(sim.agents)})
 
 
-def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 7070) -> None:
-    """Run the simulator in the foreground until interrupted."""
-    sim = Simulator(config)
+async def bind_agents(runner: web.AppRunner, sim: Simulator) -> list[web.TCPSite]:
+    """Listen on each agent's loopback IP at the configured agent ports."""
+    sites = []
+    for agent in list(sim.agents.values()):
+        if not agent.ip.startswith("127."):
+            continue
+        for port in sim.config.agent_ports:
+            site = web.TCPSite(runner, agent.ip, port, backlog=512, reuse_address=True)
+            await site.start()
+            sites.append(site)
+    return sites
+
+
+async def _serve(sim: Simulator, host: str, port: int) -> None:
+    runner = web.AppRunner(make_app(sim), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, backlog=2048).start()
+    await bind_agents(runner, sim)
     log.info("simulator: %d agents at http://%s:%d/agents/<id>", len(sim.agents), host, port)
-    web.run_app(make_app(sim), host=host, port=port, access_log=None, print=None,
-                backlog=2048)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 7070) -> None:
+    """Run the simulator in the foreground until interrupted (SIGINT or SIGTERM)."""
+    sim = Simulator(config)
+    loop = asyncio.new_event_loop()
+    main = loop.create_task(_serve(sim, host, port))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, main.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        loop.run_until_complete(main)
+    loop.close()
 
 
 class SimulatorThread:
@@ -363,6 +411,7 @@ class SimulatorThread:
             site = web.TCPSite(self._runner, self.host, self.port, backlog=2048)
             self._loop.run_until_complete(site.start())
             self.port = self._runner.addresses[0][1]
+            self._loop.run_until_complete(bind_agents(self._runner, self.sim))
         except BaseException as e:  # reported to start()
             self._error = e
             self._ready.set()

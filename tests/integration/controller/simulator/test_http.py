@@ -16,7 +16,7 @@ import pytest
 
 from controller.simulator import SimulatorConfig, SimulatorThread
 from kvmagent.models import StartVmCmd
-from tests.support.agents import AgentProcess, CallbackReceiver, python_agent, wait_until
+from tests.support.agents import AgentProcess, CallbackReceiver, free_port, python_agent, wait_until
 
 TOKEN = "sim-integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -158,3 +158,24 @@ def test_simulated_and_real_agent_answer_protocol_errors_alike(
         r = httpx.post(f"{base}{path}", json=body, headers=headers)
         answers.append((r.status_code, r.json()["success"], r.json()["error"]["code"]))
     assert answers[0] == answers[1]
+
+
+def test_by_address_mode_serves_each_agent_at_its_own_ip(receiver: CallbackReceiver) -> None:
+    """With agent ports, host N answers at http://127.1.0.N:PORT/ as a real agent would."""
+    port = free_port()
+    config = SimulatorConfig(token=TOKEN, hosts=2, agent_ports=[port])
+    with SimulatorThread(config) as sim, httpx.Client(headers=AUTH, timeout=30) as client:
+        second = sim.call(lambda s: s.agents["host-00002"].ip)
+        base = f"http://{second}:{port}"
+        assert httpx.get(f"{base}/healthz").json()["agent"] == "kvmagent"
+        host_uuid = str(uuid.uuid4())
+        client.post(f"{base}/host/connect",
+                    json={"hostUuid": host_uuid, "eventsUrl": f"{receiver.url}/events"})
+        r = client.post(f"{base}/host/ping", json={}, headers={"taskuuid": "ping-1",
+                                                               "callbackurl": f"{receiver.url}/cb"})
+        assert r.status_code == 202
+        assert receiver.wait_reply("ping-1")["hostUuid"] == host_uuid
+        assert client.get(f"{base}/tasks/ping-1").json()["state"] == "succeeded"
+        assert sim.call(lambda s: s.agents["host-00002"].host_uuid) == host_uuid
+        assert httpx.get(f"{sim.url}/healthz").json()["agent"] == "simulator"
+        assert client.post(f"{sim.url}/host/ping", json={}).status_code == 404
