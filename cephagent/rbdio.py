@@ -28,7 +28,7 @@ from cephagent.rbdstore import RbdStore, open_image
 log = logging.getLogger(__name__)
 
 BLOCK = 4 << 20
-WINDOW = 16
+WINDOW = 32
 GROW_STEP = 1 << 30
 TMP_SUFFIX = ".kvmcloud-part"
 
