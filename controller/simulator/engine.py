@@ -195,9 +195,16 @@ class Simulator:
             {"kind": "event", "Authorization": f"Bearer {agent.token}"},
         )
 
-    def restart(self, agent: SimAgent) -> None:
-        """Simulate an agent restart: running tasks are interrupted, the boot id changes."""
+    def restart(self, agent: SimAgent, forget_identity: bool = False) -> None:
+        """Simulate an agent restart: running tasks are interrupted, the boot id changes.
+
+        The identity handed over by ``connect`` survives (the real agent keeps it in
+        its state directory) unless ``forget_identity`` (a reinstalled agent).
+        """
         agent.boot_id = uuid.uuid4().hex
+        if forget_identity:
+            agent.host_uuid = None
+            agent.events_url = None
         for key, live in list(self._live.items()):
             if key[0] == agent.id:
                 live.reason = Interrupted()

@@ -202,7 +202,8 @@ async def delete_agent(request: web.Request) -> web.StreamResponse:
 
 async def restart_agent(request: web.Request) -> web.StreamResponse:
     agent = _known(request)
-    _sim(request).restart(agent)
+    forget = bool((await _body(request)).get("forgetIdentity", False))
+    _sim(request).restart(agent, forget_identity=forget)
     return _json(agent.summary())
 
 

@@ -9,66 +9,18 @@ while the controller created the first VM.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from controller.simulator import FaultRule, SimulatorConfig, SimulatorThread
-from tests.support.agents import free_port, wait_until
-
-SIM_TOKEN = "flows-sim-token"
-API = {"Authorization": "Bearer flows-api-token"}
-DIGEST = "sha256:" + "cd" * 32
-
-
-class Controller:
-    """``python -m controller.cli serve`` on a loopback port."""
-
-    def __init__(self, workdir: Path) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = workdir / "controller.log"
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "controller.cli", "serve", "--listen", f"127.0.0.1:{port}",
-                 "--db", f"sqlite:///{workdir / 'c.db'}", "--api-token", "flows-api-token",
-                 "--agent-token", SIM_TOKEN], stdout=out, stderr=subprocess.STDOUT)
-        self.http = httpx.Client(base_url=f"{self.url}/v1", headers=API, timeout=60)
-
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"controller exited: {self.log.read_text()[-2000:]}")
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-        wait_until(up, 60, what="controller /healthz")
-
-    def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        r = self.http.request(method, path, json=body, params=params or None)
-        assert r.status_code < 400, f"{method} {path}: {r.status_code} {r.text}"
-        return r.json()
-
-    def create(self, coll: str, body: dict[str, Any]) -> dict[str, Any]:
-        answer = self.call("POST", f"/{coll}", body, wait=1)
-        if "job" in answer:
-            assert answer["job"]["state"] == "succeeded", answer["job"]
-            return dict(answer["resource"])
-        return dict(answer)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+from tests.integration.controller.simulator.cloud import (
+    SIM_TOKEN,
+    Controller,
+    build_cloud,
+    create_vm,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,40 +28,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimulatorT
     sim = SimulatorThread(SimulatorConfig(token=SIM_TOKEN, hosts=2)).start()
     ctl = Controller(tmp_path_factory.mktemp("controller"))
     try:
-        zone = ctl.create("zones", {"name": "z"})["uuid"]
-        cluster = ctl.create("clusters", {"name": "c", "zoneUuid": zone})["uuid"]
-        for i in (1, 2):
-            url = sim.agent_url(f"host-{i:05d}")
-            ctl.create("hosts", {"name": f"h{i}", "clusterUuid": cluster,
-                                 "managementIp": f"127.1.0.{i}", "agentUrl": url,
-                                 "storageAgentUrl": url})
-        ctl.create("primary-storages", {
-            "name": "nfs", "zoneUuid": zone, "type": "nfs", "url": "127.0.0.1:/export",
-            "mountPath": "/var/lib/kvmcloud/flows", "clusterUuids": [cluster]})
-        bs = ctl.create("backup-storages", {
-            "name": "bs", "type": "sftp", "hostname": "127.0.0.1", "url": "/store",
-            "zoneUuids": [zone], "agentUrl": sim.agent_url("bs-1")})["uuid"]
-        image = ctl.create("images", {"name": "cirros", "backupStorageUuids": [bs],
-                                      "imageId": "cirros", "digest": DIGEST, "size": 1 << 26})
-        l2 = ctl.create("l2-networks", {"name": "l2", "zoneUuid": zone, "type": "novlan",
-                                        "physicalInterface": "eth0", "clusterUuids": [cluster]})
-        l3 = ctl.create("l3-networks", {"name": "pub", "l2NetworkUuid": l2["uuid"], "ipRanges": [{
-            "startIp": "10.9.0.10", "endIp": "10.9.0.50", "netmask": "255.255.255.0",
-            "gateway": "10.9.0.1"}]})
-        offering = ctl.create("instance-offerings", {"name": "tiny", "cpuNum": 1,
-                                                     "memorySize": 64 << 20})
-        env = {"image": image["uuid"], "l3": l3["uuid"], "offering": offering["uuid"]}
-        yield sim, ctl, env
+        yield sim, ctl, build_cloud(sim, ctl, hosts=2)
     finally:
         ctl.stop()
         sim.stop()
-
-
-def create_vm(ctl: Controller, env: dict[str, str], name: str) -> dict[str, Any]:
-    answer = ctl.call("POST", "/vms", {"name": name, "imageUuid": env["image"],
-                                       "instanceOfferingUuid": env["offering"],
-                                       "l3NetworkUuids": [env["l3"]]}, wait=1)
-    return {"job": answer["job"], "vm": answer.get("resource", {})}
 
 
 def sim_state(sim: SimulatorThread) -> dict[str, set[Any]]:
