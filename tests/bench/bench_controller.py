@@ -20,6 +20,7 @@ results and leaves ``bench/results/controller.json`` alone.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -38,7 +40,7 @@ from typing import Any
 import httpx
 
 from tests.bench.common import Result, percentile, write
-from tests.support.agents import free_port, wait_until
+from tests.support.agents import AgentProcess, free_port, python_agent, wait_until
 
 ZSTACK_SECONDS = {1: 0.51, 10: 1.55, 100: 11.33, 1000: 103.0, 10000: 23 * 60.0}
 ZSTACK = "ZStack published (simulator, home page)"
@@ -47,6 +49,8 @@ HOSTS = int(os.environ.get("BENCH_HOSTS", "100"))
 QUERY_ROWS = int(os.environ.get("BENCH_QUERY_VMS", "100000"))
 PARTIAL = any(k in os.environ for k in ("BENCH_VMS", "BENCH_HOSTS", "BENCH_QUERY_VMS"))
 CLIENTS = 16
+CONCURRENCY = 32
+PROTOCOL_COMMANDS = 5000
 SIM_TOKEN = "bench-simulator-token"
 API_TOKEN = "bench-api-token"
 DIGEST = "sha256:" + "ab" * 32
@@ -264,6 +268,73 @@ def query_vms(api: Api, ctl: Proc) -> list[Result]:
     ]
 
 
+async def _blast(base: str, token: str, n: int, receiver_port: int) -> float:
+    """n async ``/echo`` commands at CONCURRENCY; seconds until every reply was called back."""
+    from aiohttp import ClientSession, TCPConnector, web
+
+    got: set[str] = set()
+    done = asyncio.Event()
+
+    async def callback(request: web.Request) -> web.Response:
+        await request.read()
+        if request.headers.get("kind") == "reply":
+            got.add(request.headers.get("taskuuid", ""))
+            if len(got) >= n:
+                done.set()
+        return web.Response(text="{}")
+
+    app = web.Application()
+    app.router.add_post("/cb", callback)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
+    headers = {"Authorization": f"Bearer {token}"}
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    run = uuid.uuid4().hex[:8]
+    try:
+        async with ClientSession(connector=TCPConnector(limit=CONCURRENCY)) as session:
+            async def worker() -> None:
+                while not queue.empty():
+                    i = queue.get_nowait()
+                    h = {**headers, "taskuuid": f"{run}-{i}",
+                         "callbackurl": f"http://127.0.0.1:{receiver_port}/cb"}
+                    async with session.post(f"{base}/echo", json={"message": "x"}, headers=h) as r:
+                        if r.status != 202:
+                            raise RuntimeError(f"{base}/echo: {r.status} {await r.text()}")
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+            await asyncio.wait_for(done.wait(), 300)
+            return time.perf_counter() - start
+    finally:
+        await runner.cleanup()
+
+
+def agent_protocol_rate(sim_url: str, tmp: Path) -> list[Result]:
+    """The simulator's async command rate beside a real agentcore agent's, same load."""
+    receiver_port = free_port()
+    agent = AgentProcess(python_agent("tests.integration.agentcore.testagent"), tmp,
+                         token=SIM_TOKEN, controller_urls=[f"http://127.0.0.1:{receiver_port}"])
+    agent.start()
+    try:
+        asyncio.run(_blast(agent.url, SIM_TOKEN, 200, receiver_port))  # warm up
+        real = PROTOCOL_COMMANDS / asyncio.run(_blast(agent.url, SIM_TOKEN, PROTOCOL_COMMANDS,
+                                                      receiver_port))
+    finally:
+        agent.stop()
+    sim_base = f"{sim_url}/agents/host-00001"
+    asyncio.run(_blast(sim_base, SIM_TOKEN, 200, receiver_port))
+    sim = PROTOCOL_COMMANDS / asyncio.run(_blast(sim_base, SIM_TOKEN, PROTOCOL_COMMANDS,
+                                                 receiver_port))
+    print(f"async /echo: simulator {sim:.0f}/s, agentcore agent {real:.0f}/s", flush=True)
+    return [Result.against(
+        f"async commands/s (202 + callback, {CONCURRENCY} in flight): simulated agent",
+        round(sim, 1), "commands/s", "higher",
+        "a real agentcore agent (testagent under gunicorn, journal, outbox), same load",
+        round(real, 1))]
+
+
 def main() -> None:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="kvmcloud-bench-ctl-") as tmp:
@@ -281,6 +352,7 @@ def main() -> None:
             sim.wait_healthy()
             ctl.wait_healthy()
             api = Api(ctl_url)
+            results += agent_protocol_rate(sim_url, d)
             env = setup(api, sim_url)
             for n in SIZES:
                 results += create_vms(api, env, n, ctl, sim)
