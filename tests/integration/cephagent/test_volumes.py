@@ -182,3 +182,27 @@ def test_unknown_pool_and_image(ceph: Ceph, agent: AgentProcess, pools: dict[str
     assert error_code(r) == "IMAGE_NOT_FOUND"
     r = call(agent, ceph, "/ceph/snapshot/protect", pool=pools["volumes"], name=unique("none"), snapshot="s")
     assert error_code(r) == "IMAGE_NOT_FOUND"
+
+
+def test_flatten_cancel_keeps_the_parent_link(ceph: Ceph, agent: AgentProcess, receiver: CallbackReceiver,
+                                              pools: dict[str, str]) -> None:
+    base, vol = unique("bigbase"), unique("bigclone")
+    assert call(agent, ceph, "/ceph/volume/create", pool=pools["images"], name=base, size=256 * MiB)["success"]
+    block = bytes(range(256)) * (4 * MiB // 256)
+    for off in range(0, 256 * MiB, 4 * MiB):  # every object has data to copy up
+        ceph.write(pools["images"], base, off, block)
+    assert call(agent, ceph, "/ceph/volume/create-from-image", pool=pools["volumes"], name=vol,
+                srcPool=pools["images"], srcName=base)["success"]
+    task = unique("flatten")
+    r = agent.post("/ceph/volume/flatten", {"cluster": ceph.cluster(), "pool": pools["volumes"], "name": vol},
+                   taskuuid=task, callbackurl=receiver.url + "/cb")
+    assert r.status_code == 202
+    assert agent.client.post(f"/tasks/{task}/cancel").status_code == 200
+    assert receiver.wait_reply(task, 60)["error"]["code"] == "CANCELLED"
+    info = call(agent, ceph, "/ceph/volume/info", pool=pools["volumes"], name=vol)
+    assert info["parent"] == {"pool": pools["images"], "name": base, "snapshot": "kvmcloud-base"}
+    assert ceph.read(pools["volumes"], vol, 100 * MiB, 256) == block[:256]
+    done = call(agent, ceph, "/ceph/volume/flatten", pool=pools["volumes"], name=vol)
+    assert done["success"] and done["parent"] is None
+    assert call(agent, ceph, "/ceph/volume/delete", pool=pools["volumes"], name=vol)["success"]
+    assert call(agent, ceph, "/ceph/image/delete", pool=pools["images"], name=base)["success"]
