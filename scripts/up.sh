@@ -72,7 +72,8 @@ ip link set $IFACE up; ip link set ${IFACE}p up
 step "starting the controller on $API"
 export KVMCLOUD_DEPLOY_DIR=$UP/deploy
 export KVMCLOUD_CONTROLLER_ADDRESSES=127.0.0.1
-export KVMCLOUD_DEPLOY_HOST_VARS="{\"sftpbackup_sshd_config_dir\": \"$UP/ssh/sshd_config.d\", \"sftpbackup_sshd_pidfile\": \"$UP/ssh/sshd.pid\"}"
+# this cloud's SFTP store (a chroot: root-owned all the way up) and the sshd that serves it
+export KVMCLOUD_DEPLOY_HOST_VARS="{\"sftpbackup_store_root\": \"$UP/store\", \"sftpbackup_sshd_config_dir\": \"$UP/ssh/sshd_config.d\", \"sftpbackup_sshd_pidfile\": \"$UP/ssh/sshd.pid\"}"
 if ! running "$UP/controller.pid"; then
   KVMCLOUD_API_TOKENS=$(cat "$UP/api-token") KVMCLOUD_AGENT_TOKEN=$(cat "$UP/agent-token") \
     setsid "$REPO/.venv/bin/kvmcloud" serve --listen "127.0.0.1:$API_PORT" --db "sqlite:///$UP/kvmcloud.db" \
@@ -87,7 +88,7 @@ done
 
 "$PY" -m controller.deploy.allinone --api "$API" --api-token-file "$UP/api-token" \
   --agent-token-file "$UP/agent-token" --ssh-port "$SSH_PORT" --guest-image "$GUEST_IMAGE" \
-  --marker "$GUEST_MARKER" --interface $IFACE --summary "$UP/summary.json"
+  --marker "$GUEST_MARKER" --interface $IFACE --store-root "$UP/store" --summary "$UP/summary.json"
 
 VM=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["vm"])' "$UP/summary.json")
 CONSOLE=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["console"])' "$UP/summary.json")

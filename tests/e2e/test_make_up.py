@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     down = subprocess.run(["bash", str(ROOT / "scripts" / "down.sh")], env=env, capture_output=True,
                           text=True, timeout=300, check=False)
     assert down.returncode == 0, down.stderr
+    shutil.rmtree(up_dir, ignore_errors=True)
 
 
 def test_make_up_boots_a_vm_through_the_controller(up_env: dict[str, str]) -> None:
