@@ -39,7 +39,14 @@ def call(ctl: Controller, ctx: JobContext, agent_url: str, path: str, body: Any,
          timeout: float | None = None) -> dict[str, Any]:
     """An asynchronous agent command, waited for inside a job (cancellable)."""
     ctx.check()
-    pc = ctl.dispatcher.call(agent_url, path, body, timeout or ctl.settings.command_timeout)
+
+    def progress(p: dict[str, Any]) -> None:  # the agent's progress shows in the job
+        pct = p.get("percent")
+        ctx.progress(f"{path} {p.get('stage') or ''}".strip(),
+                     float(pct) if isinstance(pct, int | float) else None)
+
+    pc = ctl.dispatcher.call(agent_url, path, body, timeout or ctl.settings.command_timeout,
+                             on_progress=progress)
     return ctx.wait_call(pc)
 
 

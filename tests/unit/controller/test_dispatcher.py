@@ -117,3 +117,26 @@ def test_a_callback_racing_the_send_is_not_lost(script: Script) -> None:
         assert all(d.call(AGENT, "/x", {}).result(5)["fast"] == 1 for _ in range(50))
     finally:
         d.close()
+
+
+def test_agent_progress_shows_in_the_job(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.agents import wait_until
+    from tests.unit.controller.harness import Cloud
+
+    cloud = Cloud(f"sqlite:///{tmp_path}/c.db")
+    try:
+        cloud.basic(hosts=1)
+        host = next(iter(cloud.hosts.values()))
+        host.hang.add("/storage/cache-image")
+        job = cloud.ok("POST", "/v1/vms", cloud.vm_body())["job"]["uuid"]
+        wait_until(lambda: any(p == "/storage/cache-image" for p, _ in host.calls), 10)
+        task = next(t for t, v in host.tasks.items() if v["path"] == "/storage/cache-image")
+        cloud.deliver(task, "progress", {"taskUuid": task, "progress": {"stage": "download",
+                                                                        "percent": 42.0}})
+        got = cloud.ok("GET", f"/v1/jobs/{job}")["job"]
+        assert got["state"] == "running" and got["percent"] == 42.0
+        assert got["stage"] == "/storage/cache-image download"
+        cloud.ok("POST", f"/v1/jobs/{job}/cancel")
+        assert cloud.ok("GET", f"/v1/jobs/{job}", wait="1")["job"]["state"] == "cancelled"
+    finally:
+        cloud.close()
