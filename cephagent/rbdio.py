@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,9 @@ class RbdWriter:
         self.store = store
         self.pool = pool
         self.name = name
-        self.tmp = name + TMP_SUFFIX
+        # unique per attempt: a part left by a killed agent keeps that agent's
+        # watch until the OSD expires it, and must not block the next attempt
+        self.tmp = f"{name}{TMP_SUFFIX}-{uuid.uuid4().hex[:8]}"
         self.size = size
         self.offset = 0
         self.written = 0
@@ -65,9 +68,8 @@ class RbdWriter:
         self._image: rbd.Image | None = None
 
     def open(self) -> RbdWriter:
-        """Create (replacing a leftover from an earlier attempt) and open the temporary image."""
-        if self.store.exists(self.pool, self.tmp):
-            self.store.delete(self.pool, self.tmp, purge_snapshots=True)
+        """Create and open the temporary image, after removing what earlier attempts left."""
+        self.store.remove_leftovers(self.pool, self.name + TMP_SUFFIX)
         self.store.create(self.pool, self.tmp, max(self.size, 1), ["layering"])
 
         def run(h: rados.Rados) -> tuple[Any, Any]:

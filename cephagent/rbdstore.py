@@ -9,6 +9,7 @@ progress and stops on cancel through librbd's progress callback.
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,8 @@ from cephagent.errors import (
 )
 from cephagent.models import ParentRef, SnapshotInfo
 from cephagent.pools import open_pool
+
+log = logging.getLogger(__name__)
 
 FEATURES = {
     "layering": rbd.RBD_FEATURE_LAYERING,
@@ -323,6 +326,20 @@ class RbdStore(TaskCalls):
                 return int(img.size())
         return int(self.call(f"size {pool}/{name}", run))
 
+    def remove_leftovers(self, pool: str, prefix: str) -> list[str]:
+        """Delete images named ``prefix*`` (partial imports of killed agents), best
+        effort: one still held by a dead client's watch stays until a later try."""
+        names = self.call(f"list {pool}", lambda h: _list_images(h, pool))
+        removed = []
+        for n in names:
+            if n.startswith(prefix):
+                try:
+                    self.delete(pool, n, purge_snapshots=True)
+                    removed.append(n)
+                except InUse:
+                    log.info("leftover %s/%s is still watched; left for a later attempt", pool, n)
+        return removed
+
     def rename(self, pool: str, src: str, dst: str) -> None:
         def run(h: rados.Rados) -> None:
             with open_pool(h, pool) as io:
@@ -362,6 +379,11 @@ class RbdStore(TaskCalls):
         result: dict[str, Any] = self.call(f"snapshot {op} {pool}/{name}@{snap}", run,
                                             long=op == "rollback")
         return result
+
+
+def _list_images(h: rados.Rados, pool: str) -> list[str]:
+    with open_pool(h, pool) as io:
+        return [str(n) for n in rbd.RBD().list(io)]
 
 
 def _protect(img: rbd.Image, snap: str, pool: str, name: str) -> None:

@@ -19,7 +19,7 @@ from cephagent.models import (
     SftpImageCommand,
 )
 from cephagent.plugins.base import CephPlugin, image_lock
-from cephagent.rbdio import copy_image
+from cephagent.rbdio import TMP_SUFFIX, copy_image
 from cephagent.rbdstore import RbdStore
 from sftpbackup.client import SftpTarget
 
@@ -73,8 +73,11 @@ class ImagePlugin(CephPlugin):
     @command("/delete", lock=image_lock)
     def delete(self, ctx: TaskContext, cmd: DeleteImageCmd) -> ImageInfoReply:
         """Delete an image and its snapshots; idempotent; HAS_CHILDREN while volumes
-        are still cloned from it, IN_USE while a client has it open."""
-        existed = self.store(ctx, cmd).delete(cmd.pool, cmd.name, purge_snapshots=True)
+        are still cloned from it, IN_USE while a client has it open. Partial imports
+        of the name left by killed agents are removed too (when no longer watched)."""
+        store = self.store(ctx, cmd)
+        existed = store.delete(cmd.pool, cmd.name, purge_snapshots=True)
+        store.remove_leftovers(cmd.pool, cmd.name + TMP_SUFFIX)
         return ImageInfoReply(install_path=cmd.install_path, existed=existed)
 
     @command("/info")

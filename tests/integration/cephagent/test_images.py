@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.integration.cephagent.conftest import Ceph, MiB, call, error_code, make_raw, unique
-from tests.support.agents import AgentProcess, CallbackReceiver, wait_until
+from tests.support.agents import AgentProcess, CallbackReceiver, python_agent, wait_until
 from tests.support.httpserver import FileServer
 
 pytestmark = pytest.mark.ceph
@@ -179,3 +179,35 @@ def test_cache_image_and_create_template(ceph: Ceph, agent: AgentProcess, pools:
     r = call(agent, ceph, "/ceph/image/delete", pool=pools["images"], name=tmpl)
     assert r["success"] and r["existed"] is True
     assert tmpl not in ceph.images(pools["images"])
+
+
+def test_agent_killed_mid_import_then_the_import_is_redone(ceph: Ceph, pools: dict[str, str],
+                                                           receiver: CallbackReceiver,
+                                                           files: tuple[FileServer, Path, bytes],
+                                                           tmp_path: Path) -> None:
+    srv, _, data = files
+    extra = {"keyring_dirs": [ceph.env["CEPH_DIR"]]}
+    agent = AgentProcess(python_agent("cephagent.app"), tmp_path, controller_urls=[receiver.url],
+                         extra=extra).start()
+    name = unique("killed")
+    srv.rate["disk.raw"] = 2 * MiB
+    try:
+        task = _start_slow_add(ceph, agent, receiver, pools["images"], name, srv.url("disk.raw"))
+        wait_until(lambda: leftovers(ceph, pools["images"], name), 60, what="the partial image")
+        agent.kill9()
+        [part] = leftovers(ceph, pools["images"], name)
+        assert part.startswith(f"{name}.kvmcloud-part-")
+    finally:
+        del srv.rate["disk.raw"]
+    agent = AgentProcess(python_agent("cephagent.app"), tmp_path, controller_urls=[receiver.url],
+                         extra=extra, port=agent.port).start()
+    try:
+        assert agent.client.get(f"/tasks/{task}").json()["state"] == "interrupted"
+        assert receiver.wait_reply(task, 30)["error"]["code"] == "INTERRUPTED"
+        # the dead agent's watch still holds its part: the new import does not wait for it
+        r = call(agent, ceph, "/ceph/image/add", pool=pools["images"], name=name, url=srv.url("disk.raw"))
+        assert r["success"], r
+        assert ceph.read(pools["images"], name, 0, SIZE) == data
+        assert set(leftovers(ceph, pools["images"], name)) <= {name, part}
+    finally:
+        agent.stop()
