@@ -81,7 +81,7 @@ class ImageRef:
     bytes_sent: int = 0
 
 
-ChunkSink = Callable[[str, Path], None]
+ChunkSink = Callable[[str, Path, bytes], None]
 
 
 class _Progress:
@@ -236,8 +236,7 @@ class StoreClient:
                     continue
                 want.setdefault(c.digest, []).append(off)
 
-            def sink(digest: str, path: Path) -> None:
-                data = path.read_bytes()
+            def sink(digest: str, path: Path, data: bytes) -> None:
                 for off in want[digest]:
                     os.pwrite(fd, data, off)
 
@@ -255,7 +254,8 @@ class StoreClient:
         """Get chunks into a staging directory, verify each and hand it to ``sink``.
 
         The chunks are split over ``streams`` OpenSSH connections; each chunk
-        is verified and handed to ``sink`` while later ones are in flight. A
+        is verified and handed to ``sink`` (digest, file, bytes) while later
+        ones are in flight. A
         chunk whose bytes do not hash to its name fails the whole transfer
         with :class:`ChunkCorrupt`. ``sink`` may move the file away (it may be
         called from several threads at once). The staging directory's name
@@ -300,9 +300,10 @@ class StoreClient:
             if job.done.is_set():
                 job.join()
             path = staging / d
-            if hashlib.sha256(path.read_bytes()).hexdigest() != d:
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != d:
                 raise ChunkCorrupt(chunk=d, store=f"{self.target.host}:{self.target.store_root}")
-            sink(d, path)
+            sink(d, path, data)
             path.unlink(missing_ok=True)
             progress.add(sizes[d])
         job.join()

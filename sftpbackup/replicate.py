@@ -62,7 +62,7 @@ def pull(store: ImageStore, image_id: str, client: StoreClient, ctx: TaskContext
             except FileNotFoundError:
                 lacking[d] = size
 
-        def sink(digest: str, path: Path) -> None:
+        def sink(digest: str, path: Path, data: bytes) -> None:
             pending.put_chunk(digest, path)
 
         nbytes = client.download(lacking, store.root / layout.TMP, sink, ctx, tag=token)
