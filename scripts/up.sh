@@ -88,7 +88,9 @@ done
 
 "$PY" -m controller.deploy.allinone --api "$API" --api-token-file "$UP/api-token" \
   --agent-token-file "$UP/agent-token" --ssh-port "$SSH_PORT" --guest-image "$GUEST_IMAGE" \
-  --marker "$GUEST_MARKER" --interface $IFACE --store-root "$UP/store" --summary "$UP/summary.json"
+  --marker "$GUEST_MARKER" --interface $IFACE --store-root "$UP/store" \
+  --primary-storage "/var/lib/kvmcloud/storage/$(basename "$UP")-$(echo "$UP" | sha256sum | cut -c1-8)" \
+  --summary "$UP/summary.json"
 
 VM=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["vm"])' "$UP/summary.json")
 CONSOLE=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["console"])' "$UP/summary.json")
