@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select, update
@@ -30,7 +30,46 @@ from controller.jobs import JobContext
 from controller.services.allocate import dhcp_server_ip, release_host
 from kvmagent import models as km
 
-_dhcp_locks: dict[tuple[str, str], threading.Lock] = {}
+
+class _Coalescer:
+    """Group commit of DHCP lease sets for one (host, L3 network).
+
+    A caller needs an apply that *started after* its lease rows were
+    committed. One caller at a time sends the full set; callers that arrive
+    meanwhile wait, and the next apply covers all of them at once, so a burst
+    of VMs on one host costs a few applies, not one each.
+    """
+
+    def __init__(self) -> None:
+        self.cv = threading.Condition()
+        self.requested = 0
+        self.done = 0
+        self.running = False
+
+    def run(self, apply: Callable[[], None]) -> None:
+        with self.cv:
+            self.requested += 1
+            mine = self.requested
+            while True:
+                if self.done >= mine:
+                    return
+                if not self.running:
+                    self.running, target = True, self.requested
+                    break
+                self.cv.wait()
+        ok = False
+        try:
+            apply()
+            ok = True
+        finally:
+            with self.cv:
+                self.running = False
+                if ok:
+                    self.done = max(self.done, target)
+                self.cv.notify_all()  # on failure a waiter takes over and tries itself
+
+
+_dhcp: dict[tuple[str, str], _Coalescer] = {}
 _dhcp_mu = threading.Lock()
 _l2_realised: set[tuple[str, str]] = set()
 
@@ -82,31 +121,35 @@ def forget_host(host_uuid: str) -> None:
 
 def apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
                l3_uuid: str) -> None:
-    """Send the full lease set of one L3 network on one host (serialised per pair)."""
+    """Send the full lease set of one L3 network on one host (coalesced per pair)."""
     with _dhcp_mu:
-        lock = _dhcp_locks.setdefault((host_uuid, l3_uuid), threading.Lock())
-    with lock:
-        with ctl.db.read() as s:
-            known = s.scalar(select(L3Network.dhcp_server_ip).where(L3Network.uuid == l3_uuid))
-        if known is None:
-            with ctl.db.write() as s:
-                dhcp_server_ip(s, l3_uuid)
-        with ctl.db.read() as s:
-            l3 = s.get(L3Network, l3_uuid)
-            assert l3 is not None and l3.dhcp_server_ip is not None
-            server_ip = l3.dhcp_server_ip
-            l2 = s.get(L2Network, l3.l2_network_uuid)
-            rng = s.scalar(select(IpRange).where(IpRange.l3_network_uuid == l3_uuid)
-                           .order_by(IpRange.start_ip).limit(1))
-            leases = [(mac, str(ip), commands.hostname(name)) for mac, ip, name in s.execute(
-                select(VmNic.mac, VmNic.ip, Vm.name).join(Vm, Vm.uuid == VmNic.vm_uuid).where(
-                    VmNic.l3_network_uuid == l3_uuid, VmNic.ip.is_not(None),
-                    Vm.host_uuid == host_uuid))]
-        if l2 is None or rng is None:
-            raise Conflict(f"L3 network {l3_uuid} has no L2 network or IP range")
-        realise_l2(ctl, ctx, host_uuid, agent_url, l2)
-        call(ctl, ctx, agent_url, "/network/dhcp/apply",
-             commands.dhcp_apply(l3, l2, rng, server_ip, leases))
+        coalescer = _dhcp.setdefault((host_uuid, l3_uuid), _Coalescer())
+    coalescer.run(lambda: _apply_dhcp(ctl, ctx, host_uuid, agent_url, l3_uuid))
+
+
+def _apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
+                l3_uuid: str) -> None:
+    with ctl.db.read() as s:
+        known = s.scalar(select(L3Network.dhcp_server_ip).where(L3Network.uuid == l3_uuid))
+    if known is None:
+        with ctl.db.write() as s:
+            dhcp_server_ip(s, l3_uuid)
+    with ctl.db.read() as s:
+        l3 = s.get(L3Network, l3_uuid)
+        assert l3 is not None and l3.dhcp_server_ip is not None
+        server_ip = l3.dhcp_server_ip
+        l2 = s.get(L2Network, l3.l2_network_uuid)
+        rng = s.scalar(select(IpRange).where(IpRange.l3_network_uuid == l3_uuid)
+                       .order_by(IpRange.start_ip).limit(1))
+        leases = [(mac, str(ip), commands.hostname(name)) for mac, ip, name in s.execute(
+            select(VmNic.mac, VmNic.ip, Vm.name).join(Vm, Vm.uuid == VmNic.vm_uuid).where(
+                VmNic.l3_network_uuid == l3_uuid, VmNic.ip.is_not(None),
+                Vm.host_uuid == host_uuid))]
+    if l2 is None or rng is None:
+        raise Conflict(f"L3 network {l3_uuid} has no L2 network or IP range")
+    realise_l2(ctl, ctx, host_uuid, agent_url, l2)
+    call(ctl, ctx, agent_url, "/network/dhcp/apply",
+         commands.dhcp_apply(l3, l2, rng, server_ip, leases))
 
 
 def release_dhcp(ctl: Controller, ctx: JobContext, agent_url: str, l3_uuid: str,

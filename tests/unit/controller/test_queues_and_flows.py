@@ -102,3 +102,52 @@ def test_check_between_steps_stops_the_flow() -> None:
     with pytest.raises(Boom):
         flow.run(None)
     assert calls == ["a", "undo a"]
+
+
+def test_dhcp_applies_coalesce_and_each_caller_is_covered_by_a_later_apply() -> None:
+    from controller.services.vmhelpers import _Coalescer
+
+    c = _Coalescer()
+    mu = threading.Lock()
+    committed = 0
+    applies: list[int] = []  # how many callers' rows each apply saw
+    covered: list[bool] = []
+
+    def apply() -> None:
+        with mu:
+            seen = committed
+        time.sleep(0.01)
+        applies.append(seen)
+
+    def caller() -> None:
+        nonlocal committed
+        with mu:
+            committed += 1
+            mine = committed
+        c.run(apply)
+        covered.append(max(applies) >= mine)
+
+    threads = [threading.Thread(target=caller) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(covered) == 40 and all(covered)
+    assert len(applies) < 40  # a burst shares applies
+
+
+def test_a_failed_dhcp_apply_is_retried_by_a_waiter() -> None:
+    from controller.services.vmhelpers import _Coalescer
+
+    c = _Coalescer()
+    calls: list[int] = []
+
+    def flaky() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise Boom("agent down")
+
+    with pytest.raises(Boom):
+        c.run(flaky)
+    c.run(flaky)  # the next caller applies again
+    assert len(calls) == 2
