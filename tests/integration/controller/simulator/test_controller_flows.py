@@ -22,6 +22,8 @@ from tests.integration.controller.simulator.cloud import (
     create_vm,
 )
 
+pytestmark = pytest.mark.slow  # a controller process and a few flows: ~10 s
+
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimulatorThread, Controller, dict[str, str]]]:

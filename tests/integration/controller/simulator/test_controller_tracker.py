@@ -22,6 +22,8 @@ from tests.support.agents import wait_until
 
 Cloud = tuple[SimulatorThread, Controller, dict[str, str]]
 
+pytestmark = pytest.mark.slow  # a controller process and a few flows: ~10 s
+
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
