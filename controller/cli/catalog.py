@@ -120,6 +120,9 @@ def load_catalog() -> dict[str, ResourceSpec]:
     """The controller's table, or the contract's when the controller cannot be imported."""
     try:
         return controller_catalog()
-    except (ImportError, AttributeError) as e:
+    except ImportError as e:
         log.debug("controller tables unavailable (%s): using the API contract", e)
-        return contract_catalog()
+    except Exception as e:  # a broken controller must not take `simulator serve` down with it
+        log.warning("controller tables failed to load (%s: %s): using the API contract",
+                    type(e).__name__, e)
+    return contract_catalog()
