@@ -211,12 +211,15 @@ class StoreClient:
 
     # -- fetch ------------------------------------------------------------
 
-    def fetch(self, image_id: str, dest: Path, ctx: TaskContext | None = None) -> FetchResult:
+    def fetch(self, image_id: str, dest: Path, ctx: TaskContext | None = None,
+              seeds: Iterable[Path] = ()) -> FetchResult:
         """Fetch an image into ``dest``: chunks verified one by one, renamed at the end.
 
         A partial file left by an interrupted fetch (``.<name>.part``) is reused:
-        its chunks that already match are not fetched again. All-zero chunks
-        are not transferred and leave the file sparse.
+        its chunks that already match are not fetched again; so are chunks found
+        in ``seeds`` (local files such as an earlier version of the image in an
+        image cache). All-zero chunks are not transferred and leave the file
+        sparse.
         """
         m = self.manifest(image_id)
         dest = Path(dest)
@@ -241,6 +244,8 @@ class StoreClient:
                     os.pwrite(fd, data, off)
 
             sizes = m.unique_digests()
+            for d in _copy_from_seeds(seeds, want, sizes, fd):
+                del want[d]
             fetched = self.download({d: sizes[d] for d in want}, dest.parent, sink, ctx)
             os.fsync(fd)
         finally:
@@ -415,6 +420,27 @@ def _matching_chunks(part: Path, m: Manifest) -> set[int]:
             if hashlib.sha256(f.read(c.size)).hexdigest() == c.digest:
                 ok.add(i)
     return ok
+
+
+def _copy_from_seeds(seeds: Iterable[Path], want: dict[str, list[int]], sizes: dict[str, int],
+                     fd: int) -> list[str]:
+    """Write the wanted chunks that local ``seeds`` hold (re-verified as read); return their digests."""
+    found: set[str] = set()
+    for seed in seeds:
+        if not want.keys() - found:
+            break
+        with open(seed, "rb") as f:
+            for off, c in enumerate(hash_file(Path(seed))[0]):
+                if c.digest not in want or c.digest in found:
+                    continue
+                f.seek(off * CHUNK_SIZE)
+                data = f.read(sizes[c.digest])
+                if hashlib.sha256(data).hexdigest() != c.digest:
+                    continue  # the seed changed under us: fetch it instead
+                for dst in want[c.digest]:
+                    os.pwrite(fd, data, dst)
+                found.add(c.digest)
+    return sorted(found)
 
 
 def _now() -> str:

@@ -201,3 +201,18 @@ def test_a_push_stopped_by_its_deadline_leaves_no_image_and_resumes(
     assert done["success"], done
     assert done["chunksSent"] == 128 - arrived
     assert ImageStore(store_b.path).verify().ok
+
+
+def test_fetch_takes_the_chunks_a_local_seed_already_has(
+    agent: AgentProcess, store_a: StoreDir, sshd: Sshd, files: FileServer, srcdir: Path,
+    tmp_path: Path,
+) -> None:
+    v1 = make_raw(srcdir / "v1.raw", 32 * MiB, seed=91, fill=1.0)
+    v2 = srcdir / "v2.raw"
+    touched = changed_chunks(v1, v2, 0.1, seed=92)
+    add(agent, store_a, "v2", files.url(v2))
+    dest = tmp_path / "v2.raw"
+    with sshd.client(store_a.rel) as c:
+        got = c.fetch("v2", dest, seeds=[v1])  # an earlier version already in the host's cache
+    assert got.chunks_fetched == touched
+    assert sha256_of(dest) == got.digest == sha256_of(v2)
