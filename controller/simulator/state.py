@@ -93,7 +93,8 @@ class SimAgent:
     #: the management IP the controller knows the host by (migration targets it)
     ip: str = ""
     domains: dict[str, Domain] = field(default_factory=dict)
-    images: dict[str, int] = field(default_factory=dict)
+    #: a backup storage's images: image uuid -> what ``/backup/image/info`` answers
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
     l2: dict[str, dict[str, Any]] = field(default_factory=dict)
     dhcp: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: storages mounted on this host (by storage uuid)
@@ -107,6 +108,9 @@ class SimAgent:
 
     def used_memory(self) -> int:
         return sum(d.memory for d in self.domains.values() if d.state != "Stopped")
+
+    def used_by_images(self) -> int:
+        return sum(int(i.get("size", 0)) for i in self.images.values())
 
     def fits(self, cpu: int, memory: int) -> bool:
         """Whether ``cpu`` more vCPUs and ``memory`` more bytes fit on this host."""
@@ -148,7 +152,7 @@ class SimAgent:
             "ip": self.ip, "commands": self.commands, "domains": len(self.domains),
             "capacity": asdict(self.capacity),
             "used": {"cpu": self.used_cpu(), "memory": self.used_memory(),
-                     "storage": sum(self.images.values())},
+                     "storage": self.used_by_images()},
         }
 
     def dump(self) -> dict[str, Any]:

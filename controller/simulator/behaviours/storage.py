@@ -377,36 +377,73 @@ def ceph_snapshot_delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str,
 # -- SFTP backup storage (sftpbackup) -----------------------------------------------
 
 
-def _image_id(body: Body) -> str:
-    return str(body.need("imageId", "imageUuid", "name"))
+def _backup_capacity(agent: SimAgent, body: Body) -> dict[str, Any]:
+    total, used = agent.capacity.storage, agent.used_by_images()
+    return {"total_capacity": total, "available_capacity": total - used, "used_by_images": used,
+            "backup_storage_uuid": body.get("backupStorageUuid"), "version": "sim"}
 
 
 @behaves("/backup/connect", "/backup/ping", "/backup/capacity")
 def backup_capacity(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
-    total = agent.capacity.storage
-    used = sum(agent.images.values())
-    return {"total_capacity": total, "available_capacity": total - used, "version": "sim"}
+    return _backup_capacity(agent, body)
 
 
-@behaves("/backup/image/add", "/backup/image/pull")
+def _stored(agent: SimAgent, body: Body) -> dict[str, Any]:
+    image = str(body.need("imageUuid"))
+    info = agent.images.get(image)
+    if info is None:
+        raise NotFound(f"no image {image} in this store", imageUuid=image)
+    return info
+
+
+@behaves("/backup/image/add")
 def backup_add(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
-    source = str(body.get("url", "name", "imageUuid", "imageId", default="image"))
-    image_id = _digest(source).replace(":", "-")[:71]
+    image = str(body.need("imageUuid"))
+    known = agent.images.get(image)
+    if known is not None:
+        return {"image": known, "new_chunks": 0, "new_bytes": 0}
     size = int(body.get("size", default=DEFAULT_IMAGE_SIZE))
-    agent.images.setdefault(image_id, size)
-    return {"image_id": image_id, "digest": _digest(source), "size": size,
-            "virtual_size": size, "format": "qcow2"}
+    if agent.used_by_images() + size > agent.capacity.storage:
+        raise InsufficientCapacity("the backup storage is full", imageUuid=image)
+    fmt = body.get("format", default="qcow2")
+    info = {
+        "image_uuid": image, "name": str(body.get("name", default=image)),
+        "format": "qcow2" if fmt == "auto" else fmt, "virtual_size": size, "size": size,
+        "digest": _digest(str(body.get("url", default=image))).removeprefix("sha256:"),
+        "chunk_size": 4 * MiB, "chunk_count": -(-size // (4 * MiB)),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    agent.images[image] = info
+    return {"image": info, "new_chunks": info["chunk_count"], "new_bytes": size}
 
 
 @behaves("/backup/image/delete")
 def backup_delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
-    return {"deleted": agent.images.pop(_image_id(body), None) is not None}
+    return {"deleted": agent.images.pop(str(body.need("imageUuid")), None) is not None}
 
 
 @behaves("/backup/image/info")
 def backup_info(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
-    image = _image_id(body)
-    if image not in agent.images:
-        raise NotFound(f"no image {image}", imageId=image)
-    size = agent.images[image]
-    return {"image_id": image, "size": size, "virtual_size": size, "format": "qcow2"}
+    return {"image": _stored(agent, body)}
+
+
+@behaves("/backup/image/push", "/backup/image/pull")
+def backup_transfer(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    info = _stored(agent, body)
+    return {"image": info, "chunks_total": info["chunk_count"], "chunks_sent": 0,
+            "bytes_total": info["size"], "bytes_sent": 0}
+
+
+@behaves("/backup/catalogue/export", "/backup/catalogue/import")
+def backup_catalogue(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    return {"images": list(agent.images.values())}
+
+
+@behaves("/backup/verify")
+def backup_verify(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    wanted = [str(u) for u in body.list("imageUuids")] or list(agent.images)
+    missing = [u for u in wanted if u not in agent.images]
+    return {"ok": not missing, "images_checked": len(wanted) - len(missing),
+            "chunks_checked": sum(agent.images[u]["chunk_count"] for u in wanted
+                                  if u in agent.images),
+            "bad_chunks": [], "missing_chunks": [], "bad_images": missing}

@@ -40,7 +40,7 @@ class Recorder:
 
 
 def make_sim(**kw: Any) -> tuple[Simulator, Recorder]:
-    sim = Simulator(SimulatorConfig(token=TOKEN, hosts=2, **kw))
+    sim = Simulator(SimulatorConfig(token=TOKEN, **{"hosts": 2, **kw}))
     rec = Recorder()
     sim.sender = rec  # type: ignore[assignment]
     return sim, rec
@@ -337,3 +337,20 @@ def test_a_delayed_task_pushes_progress_then_its_reply() -> None:
     assert kinds[0] == "progress" and kinds[-1] == "reply"
     assert rec.posts[0][1]["progress"]["percent"] == 0.0
     assert rec.replies()["p1"]["success"] is True
+
+
+def test_backup_storage_adds_describes_and_deletes_images() -> None:
+    sim, _ = make_sim(backup_storages=1)
+    bs = {"backupStorageUuid": str(uuid.uuid4()), "root": "/var/lib/kvmcloud/store"}
+    image = {**bs, "imageUuid": "cirros"}
+    missing = call(sim, "bs-00001", "/backup/image/info", image).body
+    assert missing is not None and missing["error"]["code"] == "NOT_FOUND"
+    added = call(sim, "bs-00001", "/backup/image/add",
+                 {**image, "url": "http://127.0.0.1/cirros.qcow2", "size": 20 << 20}).body
+    assert added is not None and added["success"], added
+    assert added["image"]["imageUuid"] == "cirros" and added["image"]["size"] == 20 << 20
+    info = call(sim, "bs-00001", "/backup/image/info", image).body
+    assert info is not None and info["image"] == added["image"]
+    cap = call(sim, "bs-00001", "/backup/capacity", bs).body
+    assert cap is not None and cap["usedByImages"] == 20 << 20
+    assert call(sim, "bs-00001", "/backup/image/delete", image).body["deleted"] is True  # type: ignore[index]
