@@ -142,6 +142,8 @@ class AgentRuntime:
         with self._wd_cv:
             self._closed = True
             self._wd_cv.notify_all()
+        if self._watchdog.is_alive():
+            self._watchdog.join(5)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.outbox.stop()
         self.db.close()
@@ -301,7 +303,10 @@ class AgentRuntime:
                 self._live.pop(live.uuid, None)
             live.done.set()
 
-        self.db.write(lambda c: [op(c) for op in ops]).add_done_callback(stored)
+        try:
+            self.db.write(lambda c: [op(c) for op in ops]).add_done_callback(stored)
+        except RuntimeError:  # the agent is shutting down: a restart reports it interrupted
+            live.done.set()
 
     def _send_reply(self, task_uuid: str, url: str, body: dict[str, Any]) -> None:
         self.outbox.enqueue(url, body, {"taskuuid": task_uuid, "kind": "reply"})
