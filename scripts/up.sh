@@ -37,7 +37,8 @@ bash scripts/components/15-guest.sh up
 source "$KVMCLOUD_TEST_ENV/guest.env"
 
 mkdir -p "$UP"/{ssh/sshd_config.d,deploy}
-chmod 700 "$UP" "$UP/ssh" "$UP/deploy"
+# $UP stays traversable: the store user's sshd reads $UP/store/.ssh/authorized_keys as that user
+chmod 755 "$UP"; chmod 700 "$UP/ssh" "$UP/deploy"
 for t in api-token agent-token; do
   [ -s "$UP/$t" ] || (umask 077; "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$UP/$t")
 done
@@ -75,6 +76,7 @@ export KVMCLOUD_CONTROLLER_ADDRESSES=127.0.0.1
 # this cloud's SFTP store (a chroot: root-owned all the way up) and the sshd that serves it
 export KVMCLOUD_DEPLOY_HOST_VARS="{\"sftpbackup_store_root\": \"$UP/store\", \"sftpbackup_sshd_config_dir\": \"$UP/ssh/sshd_config.d\", \"sftpbackup_sshd_pidfile\": \"$UP/ssh/sshd.pid\"}"
 if ! running "$UP/controller.pid"; then
+  umask 077   # the database and the log are the controller's only
   KVMCLOUD_API_TOKENS=$(cat "$UP/api-token") KVMCLOUD_AGENT_TOKEN=$(cat "$UP/agent-token") \
     setsid "$REPO/.venv/bin/kvmcloud" serve --listen "127.0.0.1:$API_PORT" --db "sqlite:///$UP/kvmcloud.db" \
     >>"$UP/controller.log" 2>&1 </dev/null &
