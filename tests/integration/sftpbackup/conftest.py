@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sftpbackup.client import StoreClient
@@ -199,3 +201,32 @@ def qcow2_image(srcdir: Path) -> Path:
 @pytest.fixture
 def raw_image(srcdir: Path) -> Path:
     return make_raw(srcdir / "disk.raw", 64 * MiB, seed=1)
+
+
+# -- tasks in the background ---------------------------------------------------------
+
+
+def add_in_background(agent: AgentProcess, body: dict[str, Any], task: str) -> dict[str, Any]:
+    """Run add-image with ``taskuuid`` = ``task`` on a thread; the reply lands in ["reply"]."""
+    out: dict[str, Any] = {}
+
+    def go() -> None:
+        try:
+            out["reply"] = agent.call("/backup/image/add", body, taskuuid=task)
+        except httpx.HTTPError as e:  # the agent was killed under the request
+            out["error"] = e
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    out["thread"] = t
+    return out
+
+
+def downloading(agent: AgentProcess, task: str, at_least: int) -> bool:
+    """The task is running and has reported at least ``at_least`` bytes."""
+    try:
+        st = agent.client.get(f"/tasks/{task}").json()
+    except httpx.HTTPError:
+        return False
+    p = st.get("progress") or {}
+    return st.get("state") == "running" and (p.get("done") or 0) >= at_least

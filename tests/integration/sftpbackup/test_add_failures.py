@@ -3,17 +3,17 @@ the store as it was: no manifest, no chunk, no temporary file."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.integration.sftpbackup.conftest import (
     MiB,
     StoreDir,
+    add_in_background,
+    downloading,
     make_qcow2,
     make_raw,
     sha256_of,
@@ -99,30 +99,6 @@ def test_http_error_status_fails_cleanly(agent: AgentProcess, store_a: StoreDir,
     assert_untouched(agent, store_a, "img")
 
 
-def _add_in_background(agent: AgentProcess, body: dict[str, Any], task: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-
-    def go() -> None:
-        try:
-            out["reply"] = agent.call("/backup/image/add", body, taskuuid=task)
-        except httpx.HTTPError as e:  # the agent was killed under the request
-            out["error"] = e
-
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
-    out["thread"] = t
-    return out
-
-
-def _downloading(agent: AgentProcess, task: str, at_least: int) -> bool:
-    try:
-        st = agent.client.get(f"/tasks/{task}").json()
-    except httpx.HTTPError:
-        return False
-    p = st.get("progress") or {}
-    return st.get("state") == "running" and (p.get("done") or 0) >= at_least
-
-
 def slow_image(files: FileServer, srcdir: Path) -> Path:
     img = make_raw(srcdir / "slow.raw", 64 * MiB, seed=5, fill=1.0)
     files.rate[files.url(img).split("/", 3)[3]] = 4 * MiB
@@ -134,8 +110,8 @@ def test_cancel_a_slow_download_leaves_no_partial_image(
 ) -> None:
     img = slow_image(files, srcdir)
     task = str(uuid.uuid4())
-    bg = _add_in_background(agent, store_a.body(imageUuid="slow", url=files.url(img)), task)
-    wait_until(lambda: _downloading(agent, task, 2 * MiB), timeout=30, what="download progress")
+    bg = add_in_background(agent, store_a.body(imageUuid="slow", url=files.url(img)), task)
+    wait_until(lambda: downloading(agent, task, 2 * MiB), timeout=30, what="download progress")
     assert list((store_a.path / "tmp").iterdir()), "the download is in a temporary file"
     r = agent.client.post(f"/tasks/{task}/cancel")
     assert r.status_code == 200, r.text
@@ -161,8 +137,8 @@ def test_killed_agent_leaves_a_consistent_store(
     assert own_agent.call("/backup/image/add", store.body(imageUuid="kept", url=files.url(raw_image)))["success"]
     img = slow_image(files, srcdir)
     task = str(uuid.uuid4())
-    _add_in_background(own_agent, store.body(imageUuid="slow", url=files.url(img)), task)
-    wait_until(lambda: _downloading(own_agent, task, 2 * MiB), timeout=30, what="download progress")
+    add_in_background(own_agent, store.body(imageUuid="slow", url=files.url(img)), task)
+    wait_until(lambda: downloading(own_agent, task, 2 * MiB), timeout=30, what="download progress")
     own_agent.kill9()
     own_agent.start()
     status = own_agent.client.get(f"/tasks/{task}").json()

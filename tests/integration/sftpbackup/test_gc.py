@@ -13,11 +13,12 @@ from tests.integration.sftpbackup.conftest import (
     MiB,
     Sshd,
     StoreDir,
+    add_in_background,
     change_fraction,
+    downloading,
     make_raw,
     sha256_of,
 )
-from tests.integration.sftpbackup.test_add_failures import _add_in_background, _downloading
 from tests.support.agents import AgentProcess, wait_until
 from tests.support.httpserver import FileServer
 
@@ -61,8 +62,8 @@ def test_gc_while_an_image_is_being_added(
     img = change_fraction(base, srcdir / "new.raw", 0.1, seed=62)
     files.rate[files.url(img).split("/", 3)[3]] = 4 * MiB
     task = str(uuid.uuid4())
-    bg = _add_in_background(agent, store_a.body(imageUuid="new", url=files.url(img)), task)
-    wait_until(lambda: _downloading(agent, task, 2 * MiB), timeout=30, what="download progress")
+    bg = add_in_background(agent, store_a.body(imageUuid="new", url=files.url(img)), task)
+    wait_until(lambda: downloading(agent, task, 2 * MiB), timeout=30, what="download progress")
     during = agent.call("/backup/gc", store_a.body(graceSeconds=0, staleSeconds=0))
     assert during["success"]
     bg["thread"].join(60)
