@@ -28,7 +28,7 @@ from storageagent.qemuimg import ImageTool
 log = logging.getLogger(__name__)
 
 CACHE_FORMATS = ("qcow2", "raw")
-READ_CHUNK = 4 << 20
+READ_CHUNK = 1 << 20
 
 
 class DigestMismatch(AgentError):
@@ -190,13 +190,16 @@ class _Follower(threading.Thread):
 
     def run(self) -> None:
         try:
-            with open(self.path, "rb") as f:
+            # one reused buffer: a fresh multi-MiB bytes object per read costs page faults
+            buf = bytearray(READ_CHUNK)
+            view = memoryview(buf)
+            with open(self.path, "rb", buffering=0) as f:
                 while True:
                     complete = self.finished.is_set()  # read before the read that may hit EOF
-                    chunk = f.read(READ_CHUNK)
-                    if chunk:
-                        self.hash.update(chunk)
-                        self.done += len(chunk)
+                    n = f.readinto(view)
+                    if n:
+                        self.hash.update(view[:n])
+                        self.done += n
                         self.ctx.progress(stage="download", done=self.done, unit="bytes")
                     elif complete:
                         return
