@@ -78,7 +78,7 @@ export KVMCLOUD_DEPLOY_HOST_VARS="{\"sftpbackup_store_root\": \"$UP/store\", \"s
 if ! running "$UP/controller.pid"; then
   umask 077   # the database and the log are the controller's only
   KVMCLOUD_API_TOKENS=$(cat "$UP/api-token") KVMCLOUD_AGENT_TOKEN=$(cat "$UP/agent-token") \
-    setsid "$REPO/.venv/bin/kvmcloud" serve --listen "127.0.0.1:$API_PORT" --db "sqlite:///$UP/kvmcloud.db" \
+    setsid "$PY" -m controller.cli serve --listen "127.0.0.1:$API_PORT" --db "sqlite:///$UP/kvmcloud.db" \
     >>"$UP/controller.log" 2>&1 </dev/null &
   echo $! > "$UP/controller.pid"
 fi
