@@ -39,6 +39,8 @@ source "$KVMCLOUD_TEST_ENV/guest.env"
 mkdir -p "$UP"/{ssh/sshd_config.d,deploy}
 # $UP stays traversable: the store user's sshd reads $UP/store/.ssh/authorized_keys as that user
 chmod 755 "$UP"; chmod 700 "$UP/ssh" "$UP/deploy"
+# this cloud's id names its primary storage directory (a new state dir is a new cloud)
+[ -s "$UP/cloud-id" ] || head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$UP/cloud-id"
 for t in api-token agent-token; do
   [ -s "$UP/$t" ] || (umask 077; "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$UP/$t")
 done
@@ -91,7 +93,7 @@ done
 "$PY" -m controller.deploy.allinone --api "$API" --api-token-file "$UP/api-token" \
   --agent-token-file "$UP/agent-token" --ssh-port "$SSH_PORT" --guest-image "$GUEST_IMAGE" \
   --marker "$GUEST_MARKER" --interface $IFACE --store-root "$UP/store" \
-  --primary-storage "/var/lib/kvmcloud/storage/$(basename "$UP")-$(echo "$UP" | sha256sum | cut -c1-8)" \
+  --primary-storage "/var/lib/kvmcloud/storage/cloud-$(cat "$UP/cloud-id")" \
   --summary "$UP/summary.json"
 
 VM=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["vm"])' "$UP/summary.json")

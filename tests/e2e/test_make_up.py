@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +24,9 @@ pytestmark = [pytest.mark.ansible, pytest.mark.libvirt, pytest.mark.sftp, pytest
 
 
 @pytest.fixture
-def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def up_env() -> Iterator[dict[str, str]]:
     # the chroot of the SFTP store wants root-owned parents; /var/tmp is world-writable
-    up_dir = Path("/var/lib/kvmcloud-e2e") / tmp_path.name
+    up_dir = Path("/var/lib/kvmcloud-e2e") / uuid.uuid4().hex[:8]
     env = {**os.environ, "KVMCLOUD_TEST_ENV": str(ENV_DIR), "KVMCLOUD_UP_DIR": str(up_dir),
            "KVMCLOUD_API_PORT": str(free_port()), "KVMCLOUD_UP_SSH_PORT": str(free_port()),
            "KVMCLOUD_DOWN_KEEP_LIBVIRT": "1"}
@@ -33,6 +34,9 @@ def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     down = subprocess.run(["bash", str(ROOT / "scripts" / "down.sh")], env=env, capture_output=True,
                           text=True, timeout=300, check=False)
     assert down.returncode == 0, down.stderr
+    if (up_dir / "cloud-id").exists():
+        shutil.rmtree(Path("/var/lib/kvmcloud/storage") / f"cloud-{(up_dir / 'cloud-id').read_text()}",
+                      ignore_errors=True)
     shutil.rmtree(up_dir, ignore_errors=True)
 
 
