@@ -54,6 +54,7 @@ class JobContext:
     state: str = "queued"
     stage: str | None = None
     percent: float | None = None
+    completed: bool = False
     _shielded: int = 0
 
     def check(self) -> None:
@@ -73,6 +74,16 @@ class JobContext:
     def progress(self, stage: str, percent: float | None = None, force: bool = False) -> None:
         """Where the job is; kept in memory (the row is written when the job ends)."""
         self.stage, self.percent = stage, percent
+
+    def complete(self, s: Session, result: dict[str, Any]) -> None:
+        """Mark the job succeeded inside the caller's transaction (its last write).
+
+        Saves the job a transaction of its own; the job must return right after
+        the commit, and if it fails after all, the failure is written over this.
+        """
+        s.execute(update(Job).where(Job.uuid == self.uuid).values(
+            state="succeeded", result=result, error=None, percent=100.0, last_op_date=utcnow()))
+        self.completed = True
 
     def wait_call(self, pc: PendingCall) -> dict[str, Any]:
         """Wait for an agent call; a cancel of the job cancels it on the agent."""
@@ -172,8 +183,9 @@ class JobManager:
     def _finish(self, live: _Live, state: str, result: dict[str, Any] | None,
                 error: dict[str, Any] | None) -> None:
         try:
-            self._set(live.ctx.uuid, state=state, result=result, error=error,
-                      percent=100.0 if state == "succeeded" else None)
+            if not (state == "succeeded" and live.ctx.completed):
+                self._set(live.ctx.uuid, state=state, result=result, error=error,
+                          percent=100.0 if state == "succeeded" else None)
         finally:
             with self._mu:
                 self._live.pop(live.ctx.uuid, None)

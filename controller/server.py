@@ -67,6 +67,9 @@ def serve(listen: str, db_url: str, **settings: Any) -> None:
         def load(self) -> Flask:
             logging.basicConfig(level=logging.INFO,
                                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            # httpx logs every request at INFO: several lines per VM created
+            for chatty in ("httpx", "httpcore"):
+                logging.getLogger(chatty).setLevel(logging.WARNING)
             return create_app(cfg)
 
     _App().run()

@@ -1,22 +1,31 @@
-"""Create VM: host → primary storage → image cache → root volume → data volumes
-→ IPs → L2 + DHCP lease on the host → start. Each step undoes itself, so a
+"""Create VM: host, primary storage and IPs → image cache → root volume → data
+volumes → L2 + DHCP lease on the host → start. Each step undoes itself, so a
 failure anywhere leaves no volume, IP, lease or domain behind (and no VM row).
+
+The choices that reach no agent (host, primary storage, the volumes' rows,
+the IPs) are one step and one transaction: under load the controller's cost
+is per transaction, and an address shortage then fails the VM before any
+agent did work. The state carries the rows it made, so later steps do not
+load them again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
 from controller import commands
 from controller.core import Controller
+from controller.db.base import new_uuid
 from controller.db.models import (
     BackupStorage,
     DiskOffering,
     Image,
     ImageBackupStorageRef,
     ImageCache,
+    L2Network,
     L3Network,
     PrimaryStorage,
     Tag,
@@ -31,7 +40,8 @@ from controller.flows.base import Flow, Step
 from controller.jobs import JobContext
 from controller.services import allocate
 from controller.services.allocate import HostRef
-from controller.services.vmhelpers import apply_dhcp, call, new_mac, release_dhcp, start_cmd
+from controller.services.common import to_dict
+from controller.services.vmhelpers import apply_dhcp, call, new_mac, release_dhcp
 from kvmagent import models as km
 
 
@@ -51,14 +61,21 @@ class CreateVm:
     cluster_uuid: str | None = None
     want_host: str | None = None
     want_ps: str | None = None
+    image_size: int = 0
+    vm_name: str = ""
     host: HostRef | None = None
+    ps: PrimaryStorage | None = None
     ps_uuid: str | None = None
     ps_reserved: int = 0
     image_id: str = ""
     root_uuid: str | None = None
     data_uuids: list[str] = field(default_factory=list)
     nic_uuids: list[str] = field(default_factory=list)
+    volumes: dict[str, Volume] = field(default_factory=dict)
+    nics: list[VmNic] = field(default_factory=list)
+    l2s: dict[str, L2Network] = field(default_factory=dict)
     started: bool = False
+    result: dict[str, Any] | None = None
 
     @property
     def agent(self) -> str:
@@ -73,74 +90,98 @@ class CreateVm:
         return self.host.storage_agent_url
 
 
-def allocate_host(st: CreateVm) -> None:
+def reserve(st: CreateVm) -> None:
+    """Take host capacity, storage capacity, the volumes' rows and the IPs in one transaction.
+
+    Nothing here reaches an agent, so one short write covers it all; the state
+    is filled only after the commit, so a failure leaves nothing to undo.
+    """
+    vols: list[Volume] = []
+    nics: list[VmNic] = []
     with st.ctl.db.write() as s:
-        st.host = allocate.reserve_host(s, st.cpu, st.memory, st.zone_uuid, st.cluster_uuid,
-                                        st.want_host)
+        host = allocate.reserve_host(s, st.cpu, st.memory, st.zone_uuid, st.cluster_uuid,
+                                     st.want_host)
         s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(
-            host_uuid=st.host.uuid, cluster_uuid=st.host.cluster_uuid))
+            host_uuid=host.uuid, cluster_uuid=host.cluster_uuid))
+        size = st.image_size + sum(st.data_sizes)
+        ps = allocate.reserve_primary_storage(s, host.cluster_uuid, size, st.want_ps)
+        vols.append(_volume(st, ps.uuid, "Root", st.image_size, f"ROOT-for-{st.vm_name}"[:255], 0))
+        for i, data_size in enumerate(st.data_sizes):
+            vols.append(_volume(st, ps.uuid, "Data", data_size,
+                                f"DATA-{i + 1}-for-{st.vm_uuid}", i + 1))
+        s.add_all(vols)
+        for i, l3_uuid in enumerate(st.l3_uuids):
+            used, rng = allocate.allocate_ip(s, l3_uuid)
+            nic = VmNic(uuid=new_uuid(), name=f"nic-{i}", vm_uuid=st.vm_uuid,
+                        l3_network_uuid=l3_uuid, used_ip_uuid=used.uuid, ip=used.ip,
+                        netmask=rng.netmask, gateway=rng.gateway, mac=new_mac(s), device_id=i)
+            s.add(nic)
+            nics.append(nic)
+        l2s = {l3: l2 for l3, l2 in s.execute(
+            select(L3Network.uuid, L2Network).join(L2Network,
+                                                   L2Network.uuid == L3Network.l2_network_uuid)
+            .where(L3Network.uuid.in_(st.l3_uuids)))}
+    st.host, st.ps = host, ps
+    st.ps_uuid, st.ps_reserved = ps.uuid, size if ps.total_capacity else 0
+    st.root_uuid = vols[0].uuid
+    st.volumes = {v.uuid: v for v in vols}
+    st.data_uuids = [v.uuid for v in vols[1:]]
+    st.nics, st.l2s = nics, l2s
+    st.nic_uuids = [n.uuid for n in nics]
 
 
-def release_host(st: CreateVm) -> None:
+def _volume(st: CreateVm, ps_uuid: str, kind: str, size: int, name: str, device_id: int) -> Volume:
+    uuid = new_uuid()
+    return Volume(uuid=uuid, name=name, vm_uuid=st.vm_uuid, primary_storage_uuid=ps_uuid,
+                  type=kind, size=size, status="Creating", device_id=device_id,
+                  install_path=commands.volume_path(uuid),
+                  root_image_uuid=st.image_uuid if kind == "Root" else None)
+
+
+def release(st: CreateVm) -> None:
+    """Give back what :func:`reserve` took: IPs, volume rows left, storage, host."""
     if st.host is None:
         return
     with st.ctl.db.write() as s:
+        if st.nic_uuids:
+            used = [u for u in s.scalars(select(VmNic.used_ip_uuid).where(
+                VmNic.uuid.in_(st.nic_uuids))) if u]
+            s.execute(delete(VmNic).where(VmNic.uuid.in_(st.nic_uuids)))
+            if used:
+                s.execute(delete(UsedIp).where(UsedIp.uuid.in_(used)))
+        if st.volumes:
+            s.execute(delete(Volume).where(Volume.uuid.in_(list(st.volumes))))
+        if st.ps_uuid and st.ps_reserved:
+            allocate.release_primary_storage(s, st.ps_uuid, st.ps_reserved)
         allocate.release_host(s, st.host.uuid, st.cpu, st.memory)
         s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(host_uuid=None))
 
 
-def allocate_storage(st: CreateVm) -> None:
-    assert st.host is not None
-    with st.ctl.db.write() as s:
-        image = s.get(Image, st.image_uuid)
-        assert image is not None
-        size = image.size + sum(st.data_sizes)
-        ps = allocate.reserve_primary_storage(s, st.host.cluster_uuid, size, st.want_ps)
-        st.ps_uuid, st.ps_reserved = ps.uuid, size if ps.total_capacity else 0
-
-
-def release_storage(st: CreateVm) -> None:
-    if st.ps_uuid and st.ps_reserved:
-        with st.ctl.db.write() as s:
-            allocate.release_primary_storage(s, st.ps_uuid, st.ps_reserved)
-
-
 def cache_image(st: CreateVm) -> None:
     """Copy the image into the storage's cache once; later VMs clone from it."""
+    assert st.ps is not None
     with st.ctl.db.read() as s:
-        ps = s.get(PrimaryStorage, st.ps_uuid)
-        image = s.get(Image, st.image_uuid)
-        assert ps is not None and image is not None
-        ref = s.scalar(select(ImageBackupStorageRef).where(
-            ImageBackupStorageRef.image_uuid == image.uuid).limit(1))
+        ref = s.execute(select(ImageBackupStorageRef.install_path,
+                               ImageBackupStorageRef.backup_storage_uuid).where(
+            ImageBackupStorageRef.image_uuid == st.image_uuid).limit(1)).first()
         if ref is None:
-            raise Conflict(f"image {image.uuid} is on no backup storage")
+            raise Conflict(f"image {st.image_uuid} is on no backup storage")
         st.image_id = ref.install_path
-        cached = s.scalar(select(ImageCache.id).where(ImageCache.primary_storage_uuid == ps.uuid,
-                                                      ImageCache.image_uuid == image.uuid))
+        if s.scalar(select(ImageCache.id).where(ImageCache.primary_storage_uuid == st.ps.uuid,
+                                                ImageCache.image_uuid == st.image_uuid)):
+            return
+        image = s.get(Image, st.image_uuid)
         bs = s.get(BackupStorage, ref.backup_storage_uuid)
-    if cached is not None:
-        return
+        assert image is not None
     reply = call(st.ctl, st.ctx, st.storage_agent, "/storage/cache-image",
-                 commands.cache_image(ps, image, st.image_id, bs))
+                 commands.cache_image(st.ps, image, st.image_id, bs))
     info = reply.get("image") or {}
     with st.ctl.db.write() as s:
-        if s.scalar(select(ImageCache.id).where(ImageCache.primary_storage_uuid == ps.uuid,
+        if s.scalar(select(ImageCache.id).where(ImageCache.primary_storage_uuid == st.ps.uuid,
                                                 ImageCache.image_uuid == image.uuid)) is None:
-            s.add(ImageCache(primary_storage_uuid=ps.uuid, image_uuid=image.uuid,
+            s.add(ImageCache(primary_storage_uuid=st.ps.uuid, image_uuid=image.uuid,
                              install_path=str(info.get("installPath", st.image_id)),
                              size=int(info.get("size", 0))))
-
-
-def _new_volume(st: CreateVm, kind: str, size: int, name: str, device_id: int) -> Volume:
-    with st.ctl.db.write() as s:
-        vol = Volume(name=name, vm_uuid=st.vm_uuid, primary_storage_uuid=st.ps_uuid, type=kind,
-                     size=size, status="Creating", device_id=device_id,
-                     root_image_uuid=st.image_uuid if kind == "Root" else None)
-        s.add(vol)
-        s.flush()
-        vol.install_path = commands.volume_path(vol.uuid)
-        return vol
 
 
 def _volume_ready(st: CreateVm, uuid: str, reply: dict[str, object], root: bool = False) -> None:
@@ -154,28 +195,21 @@ def _volume_ready(st: CreateVm, uuid: str, reply: dict[str, object], root: bool 
 
 
 def create_root(st: CreateVm) -> None:
-    with st.ctl.db.read() as s:
-        ps = s.get(PrimaryStorage, st.ps_uuid)
-        vm = s.get(Vm, st.vm_uuid)
-        image = s.get(Image, st.image_uuid)
-        assert ps is not None and vm is not None and image is not None
-    vol = _new_volume(st, "Root", image.size, f"ROOT-for-{vm.name}"[:255], 0)
-    st.root_uuid = vol.uuid
+    assert st.ps is not None and st.root_uuid is not None
+    vol = st.volumes[st.root_uuid]
     reply = call(st.ctl, st.ctx, st.storage_agent, "/storage/volume/create-root",
-                 commands.create_root(ps, st.image_id, vol))
+                 commands.create_root(st.ps, st.image_id, vol))
     _volume_ready(st, vol.uuid, reply, root=True)
 
 
 def _delete_volumes(st: CreateVm, uuids: list[str]) -> None:
+    """Delete the volumes' files (a file never made answers NOT_FOUND) and their rows."""
+    assert st.ps is not None
     for uuid in reversed(uuids):
-        with st.ctl.db.read() as s:
-            vol = s.get(Volume, uuid)
-            ps = s.get(PrimaryStorage, st.ps_uuid)
-        if vol is None or ps is None:
-            continue
+        vol = st.volumes[uuid]
         try:
             call(st.ctl, st.ctx, st.storage_agent, "/storage/volume/delete",
-                 commands.delete_volume(ps, vol.install_path or ""))
+                 commands.delete_volume(st.ps, vol.install_path or ""))
         except AgentCallError as e:
             if e.code != "NOT_FOUND":
                 raise
@@ -189,44 +223,15 @@ def delete_root(st: CreateVm) -> None:
 
 
 def create_data(st: CreateVm) -> None:
-    with st.ctl.db.read() as s:
-        ps = s.get(PrimaryStorage, st.ps_uuid)
-        assert ps is not None
-    for i, size in enumerate(st.data_sizes):
-        vol = _new_volume(st, "Data", size, f"DATA-{i + 1}-for-{st.vm_uuid}", i + 1)
-        st.data_uuids.append(vol.uuid)
+    assert st.ps is not None
+    for uuid in st.data_uuids:
         reply = call(st.ctl, st.ctx, st.storage_agent, "/storage/volume/create-empty",
-                     commands.create_empty(ps, vol))
-        _volume_ready(st, vol.uuid, reply)
+                     commands.create_empty(st.ps, st.volumes[uuid]))
+        _volume_ready(st, uuid, reply)
 
 
 def delete_data(st: CreateVm) -> None:
     _delete_volumes(st, st.data_uuids)
-
-
-def allocate_ips(st: CreateVm) -> None:
-    with st.ctl.db.write() as s:
-        for i, l3_uuid in enumerate(st.l3_uuids):
-            used, rng = allocate.allocate_ip(s, l3_uuid)
-            nic = VmNic(name=f"nic-{i}", vm_uuid=st.vm_uuid, l3_network_uuid=l3_uuid,
-                        used_ip_uuid=used.uuid, ip=used.ip, netmask=rng.netmask,
-                        gateway=rng.gateway, mac=new_mac(s), device_id=i)
-            s.add(nic)
-            s.flush()
-            st.nic_uuids.append(nic.uuid)
-
-
-def release_ips(st: CreateVm) -> None:
-    with st.ctl.db.write() as s:
-        for nic_uuid in st.nic_uuids:
-            nic = s.get(VmNic, nic_uuid)
-            if nic is None:
-                continue
-            used = nic.used_ip_uuid
-            s.delete(nic)
-            s.flush()
-            if used:
-                s.execute(delete(UsedIp).where(UsedIp.uuid == used))
 
 
 def realise_network(st: CreateVm) -> None:
@@ -246,14 +251,24 @@ def unrealise_network(st: CreateVm) -> None:
 
 
 def start(st: CreateVm) -> None:
-    with st.ctl.db.read() as s:
-        vm = s.get(Vm, st.vm_uuid)
-        assert vm is not None
-        cmd = start_cmd(s, vm)
+    """Start the domain from the rows this flow made; the VM's Running and the
+    job's success are one write."""
+    assert st.ps is not None and st.root_uuid is not None
+    vols: list[km.FileVolume | km.RbdVolume] = [commands.file_volume(st.ps, st.volumes[u], st.volumes[u].device_id or 0)
+            for u in [st.root_uuid, *st.data_uuids]]
+    nics = [commands.nic_spec(nic, st.l2s[nic.l3_network_uuid]) for nic in st.nics
+            if nic.l3_network_uuid in st.l2s]
+    cmd = km.StartVmCmd(vm_uuid=st.vm_uuid, vm_name=st.vm_name[:128], cpu_num=st.cpu,
+                        memory_size=st.memory, root_volume=vols[0], data_volumes=vols[1:],
+                        nics=nics)
     call(st.ctl, st.ctx, st.agent, "/vm/start", cmd)
     st.started = True
     with st.ctl.db.write() as s:
         s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(state="Running"))
+        vm = s.get(Vm, st.vm_uuid)
+        assert vm is not None
+        st.result = to_dict(vm)
+        st.ctx.complete(s, st.result)
 
 
 def destroy(st: CreateVm) -> None:
@@ -263,12 +278,10 @@ def destroy(st: CreateVm) -> None:
 
 
 STEPS: list[Step[CreateVm]] = [
-    Step("allocate-host", allocate_host, release_host),
-    Step("allocate-primary-storage", allocate_storage, release_storage),
+    Step("allocate-host-storage-ips", reserve, release),
     Step("cache-image", cache_image, None),
     Step("create-root-volume", create_root, delete_root),
     Step("create-data-volumes", create_data, delete_data),
-    Step("allocate-ips", allocate_ips, release_ips),
     Step("realise-network", realise_network, unrealise_network),
     Step("start-vm", start, destroy),
 ]

@@ -130,12 +130,12 @@ def apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
 def _apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
                 l3_uuid: str) -> None:
     with ctl.db.read() as s:
-        known = s.scalar(select(L3Network.dhcp_server_ip).where(L3Network.uuid == l3_uuid))
-    if known is None:
-        with ctl.db.write() as s:
-            dhcp_server_ip(s, l3_uuid)
-    with ctl.db.read() as s:
         l3 = s.get(L3Network, l3_uuid)
+        if l3 is None or l3.dhcp_server_ip is None:
+            s.rollback()  # end the read snapshot, so the address written next is seen
+            with ctl.db.write() as w:
+                dhcp_server_ip(w, l3_uuid)
+            l3 = s.get(L3Network, l3_uuid, populate_existing=True)
         assert l3 is not None and l3.dhcp_server_ip is not None
         server_ip = l3.dhcp_server_ip
         l2 = s.get(L2Network, l3.l2_network_uuid)

@@ -85,11 +85,13 @@ def create(ctl: Controller, body: sc.VmCreate) -> tuple[Job, dict[str, Any]]:
         vm_uuid=out["uuid"], cpu=offering.cpu_num, memory=offering.memory_size,
         image_uuid=image.uuid, l3_uuids=list(body.l3_network_uuids), data_sizes=sizes,
         zone_uuid=zone_uuid, cluster_uuid=body.cluster_uuid, want_host=body.host_uuid,
-        want_ps=body.primary_storage_uuid)
+        want_ps=body.primary_storage_uuid, image_size=image.size, vm_name=body.name)
 
     def run(ctx: JobContext) -> dict[str, Any]:
         st.ctx = ctx
         create_vm.run(ctl, ctx, st)
+        if st.result is not None:
+            return st.result
         with ctl.db.read() as s:
             return to_dict(require(s, Vm, st.vm_uuid, "vmUuid"))
 
