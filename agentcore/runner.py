@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -151,25 +152,41 @@ def _wait(
     args: tuple[str, ...],
     redact: Sequence[str],
 ) -> None:
-    """Wait for ``proc``; kill its group on the owner's stop or the timeout."""
-    while True:
-        try:
-            proc.wait(timeout=0.05)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-        if owner is not None and (reason := owner.stop_reason()) is not None:
-            kill_group(proc.pid)
-            proc.wait()
-            raise reason
-        if time.monotonic() >= deadline:
-            kill_group(proc.pid)
-            proc.wait()
-            raise ProcessTimeout(
-                f"{os.path.basename(args[0])} did not finish in {timeout:.1f}s",
-                argv=[_redact(a, redact) for a in args],
-                timeout=timeout,
-            )
+    """Wait for ``proc``; kill its group on the owner's stop or the timeout.
+
+    The exit is noticed through a pidfd, so a short tool returns as soon as it
+    ends rather than at the next tick of a polling loop.
+    """
+    try:
+        pidfd: int | None = os.pidfd_open(proc.pid)
+    except OSError:
+        pidfd = None
+    poller = select.poll()
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
+    try:
+        while True:
+            if pidfd is not None:
+                poller.poll(50)
+            else:
+                time.sleep(0.01)
+            if proc.poll() is not None:
+                return
+            if owner is not None and (reason := owner.stop_reason()) is not None:
+                kill_group(proc.pid)
+                proc.wait()
+                raise reason
+            if time.monotonic() >= deadline:
+                kill_group(proc.pid)
+                proc.wait()
+                raise ProcessTimeout(
+                    f"{os.path.basename(args[0])} did not finish in {timeout:.1f}s",
+                    argv=[_redact(a, redact) for a in args],
+                    timeout=timeout,
+                )
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def _start_readers(
