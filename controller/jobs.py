@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -54,7 +55,7 @@ class JobContext:
     state: str = "queued"
     stage: str | None = None
     percent: float | None = None
-    completed: bool = False
+    completed: datetime | None = None  # when complete() wrote the job's success
     _shielded: int = 0
 
     def check(self) -> None:
@@ -81,9 +82,10 @@ class JobContext:
         Saves the job a transaction of its own; the job must return right after
         the commit, and if it fails after all, the failure is written over this.
         """
+        now = utcnow()
         s.execute(update(Job).where(Job.uuid == self.uuid).values(
-            state="succeeded", result=result, error=None, percent=100.0, last_op_date=utcnow()))
-        self.completed = True
+            state="succeeded", result=result, error=None, percent=100.0, last_op_date=now))
+        self.completed = now
 
     def wait_call(self, pc: PendingCall) -> dict[str, Any]:
         """Wait for an agent call; a cancel of the job cancels it on the agent."""
@@ -105,6 +107,8 @@ class _Live:
     done: threading.Event
     work: QueuedWork | None = None
     started: bool = False
+    row: Job | None = None  # as accepted; once final, as written (a copy: waiters read it)
+    final: bool = False
 
 
 class JobManager:
@@ -149,7 +153,7 @@ class JobManager:
 
     def start(self, job: Job, keys: list[str], fn: JobFn) -> Job:
         """Queue a written job behind the work on its resources."""
-        live = _Live(JobContext(job.uuid, self), threading.Event())
+        live = _Live(JobContext(job.uuid, self), threading.Event(), row=job)
         with self._mu:
             self._live[job.uuid] = live
         live.work = self.queues.submit(keys, lambda: self._run(live, fn))
@@ -183,17 +187,28 @@ class JobManager:
     def _finish(self, live: _Live, state: str, result: dict[str, Any] | None,
                 error: dict[str, Any] | None) -> None:
         try:
-            if not (state == "succeeded" and live.ctx.completed):
+            percent = 100.0 if state == "succeeded" else None
+            when = live.ctx.completed if state == "succeeded" else None
+            if when is None:
+                when = utcnow()
                 self._set(live.ctx.uuid, state=state, result=result, error=error,
-                          percent=100.0 if state == "succeeded" else None)
+                          percent=percent, last_op_date=when)
+            if live.row is not None:  # what the row now holds, so waiters need not read it
+                r = live.row
+                live.row = Job(uuid=r.uuid, kind=r.kind, resource_type=r.resource_type,
+                               resource_uuid=r.resource_uuid, state=state, stage=r.stage,
+                               percent=percent, result=result, error=error,
+                               create_date=r.create_date, last_op_date=when)
+                live.final = True
         finally:
             with self._mu:
                 self._live.pop(live.ctx.uuid, None)
             live.done.set()
 
     def _set(self, job_uuid: str, **values: Any) -> None:
+        values.setdefault("last_op_date", utcnow())
         with self.db.write() as s:
-            s.execute(update(Job).where(Job.uuid == job_uuid).values(last_op_date=utcnow(), **values))
+            s.execute(update(Job).where(Job.uuid == job_uuid).values(**values))
 
     def get(self, job_uuid: str) -> Job | None:
         """The job's row, with the live state and progress of a job still running here."""
@@ -209,8 +224,8 @@ class JobManager:
         """Block until the job is final (or ``timeout``); returns its row."""
         with self._mu:
             live = self._live.get(job_uuid)
-        if live is not None:
-            live.done.wait(timeout)
+        if live is not None and live.done.wait(timeout) and live.final:
+            return live.row
         return self.get(job_uuid)
 
     def cancel(self, job_uuid: str) -> Job | None:
