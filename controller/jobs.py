@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from controller.db.base import Database, utcnow
@@ -28,6 +29,8 @@ from controller.errors import ApiError
 from controller.queues import QueuedWork, ResourceQueues
 
 log = logging.getLogger(__name__)
+JOBS: Table = Job.__table__  # type: ignore[assignment]  # core statements: no ORM overhead
+RECENT_JOBS = 20000
 
 
 class JobCancelled(Exception):
@@ -83,7 +86,7 @@ class JobContext:
         the commit, and if it fails after all, the failure is written over this.
         """
         now = utcnow()
-        s.execute(update(Job).where(Job.uuid == self.uuid).values(
+        s.execute(update(JOBS).where(JOBS.c.uuid == self.uuid).values(
             state="succeeded", result=result, error=None, percent=100.0, last_op_date=now))
         self.completed = now
 
@@ -119,6 +122,7 @@ class JobManager:
         self.dispatcher = dispatcher
         self.queues = queues
         self._live: dict[str, _Live] = {}
+        self._done: OrderedDict[str, Job] = OrderedDict()  # recently finished here, as written
         self._mu = threading.Lock()
 
     def recover(self) -> int:
@@ -203,17 +207,24 @@ class JobManager:
         finally:
             with self._mu:
                 self._live.pop(live.ctx.uuid, None)
+                if live.final and live.row is not None:  # a final row never changes
+                    self._done[live.ctx.uuid] = live.row
+                    while len(self._done) > RECENT_JOBS:
+                        self._done.popitem(last=False)
             live.done.set()
 
     def _set(self, job_uuid: str, **values: Any) -> None:
         values.setdefault("last_op_date", utcnow())
         with self.db.write() as s:
-            s.execute(update(Job).where(Job.uuid == job_uuid).values(**values))
+            s.execute(update(JOBS).where(JOBS.c.uuid == job_uuid).values(**values))
 
     def get(self, job_uuid: str) -> Job | None:
         """The job's row, with the live state and progress of a job still running here."""
         with self._mu:
             live = self._live.get(job_uuid)
+            done = self._done.get(job_uuid)
+        if done is not None:
+            return done
         with self.db.read() as s:
             job = s.get(Job, job_uuid)
         if job is not None and live is not None and job.state not in FINAL_STATES:

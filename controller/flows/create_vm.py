@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, delete, select, update
 
 from controller import commands
 from controller.core import Controller
@@ -43,6 +43,10 @@ from controller.services.allocate import HostRef
 from controller.services.common import to_dict
 from controller.services.vmhelpers import apply_dhcp, call, new_mac, release_dhcp
 from kvmagent import models as km
+
+# hot updates as core statements on the tables: half the cost of ORM-enabled ones
+VMS: Table = Vm.__table__  # type: ignore[assignment]
+VOLUMES: Table = Volume.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -101,7 +105,7 @@ def reserve(st: CreateVm) -> None:
     with st.ctl.db.write() as s:
         host = allocate.reserve_host(s, st.cpu, st.memory, st.zone_uuid, st.cluster_uuid,
                                      st.want_host)
-        s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(
+        s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid).values(
             host_uuid=host.uuid, cluster_uuid=host.cluster_uuid))
         size = st.image_size + sum(st.data_sizes)
         ps = allocate.reserve_primary_storage(s, host.cluster_uuid, size, st.want_ps)
@@ -188,10 +192,10 @@ def _volume_ready(st: CreateVm, uuid: str, reply: dict[str, object], root: bool 
     info = reply.get("volume") or {}
     actual = int(info.get("actualSize", 0)) if isinstance(info, dict) else 0
     with st.ctl.db.write() as s:
-        s.execute(update(Volume).where(Volume.uuid == uuid).values(status="Ready",
-                                                                   actual_size=actual))
+        s.execute(update(VOLUMES).where(VOLUMES.c.uuid == uuid).values(status="Ready",
+                                                                       actual_size=actual))
         if root:
-            s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(root_volume_uuid=uuid))
+            s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid).values(root_volume_uuid=uuid))
 
 
 def create_root(st: CreateVm) -> None:
@@ -264,7 +268,7 @@ def start(st: CreateVm) -> None:
     call(st.ctl, st.ctx, st.agent, "/vm/start", cmd)
     st.started = True
     with st.ctl.db.write() as s:
-        s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(state="Running"))
+        s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid).values(state="Running"))
         vm = s.get(Vm, st.vm_uuid)
         assert vm is not None
         st.result = to_dict(vm)

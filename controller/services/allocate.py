@@ -11,7 +11,7 @@ import ipaddress
 import random
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,7 @@ from controller.db.models import Host, IpRange, L3Network, PrimaryStorage, Prima
 from controller.errors import NoCapacity
 
 CANDIDATES = 8
+HOSTS: Table = Host.__table__  # type: ignore[assignment]
 FILE_TYPES = ("nfs", "local", "sharedmountpoint")
 
 
@@ -54,11 +55,11 @@ def reserve_host(s: Session, cpu: int, memory: int, zone_uuid: str | None = None
         cols.order_by(Host.available_memory.desc()).limit(CANDIDATES))]
     random.shuffle(hosts)
     for h in hosts:
-        res = s.execute(update(Host).where(
-            Host.uuid == h.uuid, Host.available_cpu >= cpu, Host.available_memory >= memory,
-        ).values(available_cpu=Host.available_cpu - cpu,
-                 available_memory=Host.available_memory - memory),
-            execution_options={"synchronize_session": False})
+        res = s.execute(update(HOSTS).where(  # core: half the cost of an ORM-enabled update
+            HOSTS.c.uuid == h.uuid, HOSTS.c.available_cpu >= cpu,
+            HOSTS.c.available_memory >= memory,
+        ).values(available_cpu=HOSTS.c.available_cpu - cpu,
+                 available_memory=HOSTS.c.available_memory - memory))
         if res.rowcount:  # type: ignore[attr-defined]
             return h
     raise NoCapacity(f"no connected, enabled host has {cpu} vCPU and {memory} bytes free",
@@ -103,7 +104,11 @@ def _free_in_range(s: Session, rng: IpRange) -> int | None:
     lo = int(ipaddress.IPv4Address(rng.start_ip))
     hi = int(ipaddress.IPv4Address(rng.end_ip))
     gw = int(ipaddress.IPv4Address(rng.gateway))
-    top = s.scalar(select(func.max(UsedIp.ip_int)).where(UsedIp.ip_range_uuid == rng.uuid))
+    # the highest address taken in the range, by the (network, address) unique index:
+    # O(log n), where max() over the range's rows read every one of them
+    top = s.scalar(select(UsedIp.ip_int).where(
+        UsedIp.l3_network_uuid == rng.l3_network_uuid, UsedIp.ip_int.between(lo, hi))
+        .order_by(UsedIp.ip_int.desc()).limit(1))
     start = lo if top is None else top + 1
     for cand in range(start, hi + 1):  # fast path: after the highest taken
         if cand != gw:

@@ -141,10 +141,12 @@ def _apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str
         l2 = s.get(L2Network, l3.l2_network_uuid)
         rng = s.scalar(select(IpRange).where(IpRange.l3_network_uuid == l3_uuid)
                        .order_by(IpRange.start_ip).limit(1))
-        leases = [(mac, str(ip), commands.hostname(name)) for mac, ip, name in s.execute(
-            select(VmNic.mac, VmNic.ip, Vm.name).join(Vm, Vm.uuid == VmNic.vm_uuid).where(
-                VmNic.l3_network_uuid == l3_uuid, VmNic.ip.is_not(None),
-                Vm.host_uuid == host_uuid))]
+        # driven by the host's VMs (a few), not by the network's NICs (all of them):
+        # the only filter in SQL is the host, so no planner starts from the NICs
+        leases = [(mac, str(ip), commands.hostname(name)) for name, l3, mac, ip in s.execute(
+            select(Vm.name, VmNic.l3_network_uuid, VmNic.mac, VmNic.ip)
+            .join(VmNic, VmNic.vm_uuid == Vm.uuid).where(Vm.host_uuid == host_uuid))
+            if l3 == l3_uuid and ip is not None]
     if l2 is None or rng is None:
         raise Conflict(f"L3 network {l3_uuid} has no L2 network or IP range")
     realise_l2(ctl, ctx, host_uuid, agent_url, l2)
