@@ -77,6 +77,10 @@ def bench_make_up() -> Result:
     finally:
         subprocess.run(["bash", str(ROOT / "scripts" / "down.sh")], env=env, capture_output=True, timeout=300,
                        check=False)
+        if (up_dir / "cloud-id").exists():
+            shutil.rmtree(Path("/var/lib/kvmcloud/storage") / f"cloud-{(up_dir / 'cloud-id').read_text()}",
+                          ignore_errors=True)
+        shutil.rmtree(up_dir, ignore_errors=True)
     return Result("make up to running VM", round(seconds, 1), "s", "lower")
 
 
