@@ -37,7 +37,7 @@ def _receiver(port: int, ready: Any) -> None:
     class H(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             n = int(self.headers.get("Content-Length", "0"))
             self.rfile.read(n)
             if self.headers.get("kind") == "reply":
@@ -47,7 +47,7 @@ def _receiver(port: int, ready: Any) -> None:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             with lock:
                 body = json.dumps(times).encode()
                 if self.path == "/reset":

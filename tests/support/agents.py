@@ -89,7 +89,7 @@ class AgentProcess:
                                    headers={"Authorization": f"Bearer {token}"})
 
     def start(self, timeout: float = 30) -> AgentProcess:
-        out = open(self.workdir / "stdout.log", "ab")  # noqa: SIM115
+        out = open(self.workdir / "stdout.log", "ab")
         self.proc = subprocess.Popen(
             [*self.argv_prefix, "serve", "--config", str(self.config_path)],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -162,11 +162,12 @@ class CallbackReceiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(n) or b"null")
+                headers = {k.lower(): v for k, v in self.headers.items()}
                 with receiver._cv:
-                    receiver.posts.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                    receiver.posts.append({"path": self.path, "headers": headers, "body": body})
                     receiver._cv.notify_all()
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
