@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -32,10 +33,16 @@ def get_or_404(s: Session, model: type[M], uuid: str) -> M:
 def to_dict(row: Any) -> dict[str, Any]:
     """A row as the API shows it: camelCase keys, ISO dates."""
     out: dict[str, Any] = {}
-    for col in row.__table__.columns:
-        v = getattr(row, col.key)
-        out[to_camel(col.key)] = v.isoformat() if isinstance(v, datetime) else v
+    for key, camel in _columns(row.__table__):
+        v = getattr(row, key)
+        out[camel] = v.isoformat() if isinstance(v, datetime) else v
     return out
+
+
+@functools.cache
+def _columns(table: Any) -> tuple[tuple[str, str], ...]:
+    """(attribute, camelCase name) of a table's columns, worked out once per table."""
+    return tuple((col.key, to_camel(col.key)) for col in table.columns)
 
 
 def jsonable(v: Any) -> Any:
