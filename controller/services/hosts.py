@@ -42,7 +42,7 @@ def add_host(ctl: Controller, body: sc.HostCreate) -> tuple[Job, dict[str, Any]]
         try:
             if body.deploy:
                 ctx.progress("deploy", 5.0, force=True)
-                _deploy(ctl, out["uuid"], body)
+                _deploy(ctl, body, ctx)
             ctx.progress("connect", 50.0, force=True)
             return connect(ctl, out["uuid"])
         except Exception:
@@ -54,13 +54,20 @@ def add_host(ctl: Controller, body: sc.HostCreate) -> tuple[Job, dict[str, Any]]
     return job, out
 
 
-def _deploy(ctl: Controller, host_uuid: str, body: sc.HostCreate) -> None:
-    from controller.deploy import DeployTarget, deploy_agent  # noqa: PLC0415 - Ansible is heavy
+def _deploy(ctl: Controller, body: sc.HostCreate, ctx: JobContext) -> None:
+    """Install kvmagent and storageagent with the playbooks, streaming each task into the job."""
+    from controller.deploy import DeployEvent, DeployTarget, deploy_agent  # noqa: PLC0415 - Ansible is heavy
 
     target = DeployTarget(address=body.management_ip, ssh_port=body.ssh_port, user=body.ssh_user)
     config = {"controller_urls": [ctl.settings.callback_base], "token": ctl.settings.agent_token}
-    for role in ("kvmagent", "storageagent"):
-        result = deploy_agent(target, role, config)
+    for i, role in enumerate(("kvmagent", "storageagent")):
+        base = 5.0 + 20.0 * i
+
+        def on_event(e: DeployEvent, role: str = role, base: float = base) -> None:
+            if e.task:
+                ctx.progress(f"deploy {role}: {e.task}", base + 20.0 * min(e.done, 40) / 40)
+
+        result = deploy_agent(target, role, config, on_event=on_event)
         if not result.success:
             raise Conflict(f"deploying {role} failed: {result.message}", task=result.failed_task)
 
