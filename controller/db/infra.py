@@ -69,6 +69,9 @@ class BackupStorage(ResourceMixin, Base):
     username: Mapped[str] = mapped_column(String(64), default="root")
     url: Mapped[str] = mapped_column(String(1024))
     agent_url: Mapped[str | None] = mapped_column(String(512), default=None)
+    #: the store's directory on the agent's host (sftp); None: the same as ``url``,
+    #: which is the path the hosts' SFTP sessions see (different under a chroot)
+    agent_root: Mapped[str | None] = mapped_column(String(1024), default=None)
     status: Mapped[str] = mapped_column(String(32), default="Connected")
     total_capacity: Mapped[int] = mapped_column(BigInteger, default=0)
     available_capacity: Mapped[int] = mapped_column(BigInteger, default=0)
