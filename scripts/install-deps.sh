@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# MariaDB: only the -core packages (mariadbd, mariadb-install-db, the client), which
+# ship no init script or systemd unit, so installing them starts no system server;
+# scripts/components/55-mariadb.sh runs its own.
 APT_PACKAGES=(
   python3 python3-venv python3-dev build-essential
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils qemu-block-extra
@@ -16,7 +19,7 @@ APT_PACKAGES=(
   nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind nfs-common
   openssh-server openssh-client openssh-sftp-server
   bc iproute2 iptables iputils-ping curl xz-utils libxml2-utils procps psmisc
-  debootstrap postgresql
+  debootstrap postgresql mariadb-server-core mariadb-client-core
 )
 
 missing=()
@@ -37,7 +40,7 @@ fi
 stamp="$VENV/.installed-$(sha256sum setup.cfg | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   "$VENV/bin/pip" install -q --upgrade pip setuptools wheel
-  "$VENV/bin/pip" install -q -e '.[test,dev,postgres]'
+  "$VENV/bin/pip" install -q -e '.[test,dev,postgres,mysql]'
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
