@@ -1,0 +1,189 @@
+"""The controller against the real agents: shared world and helpers.
+
+``world`` (module-scoped) runs a controller in-process over real HTTP, a real
+kvmagent (libvirt, TCG guests, bridges, dnsmasq in a namespace) and a real
+storageagent (image cache over HTTP, qcow2 linked clones), serves the tiny
+guest image over HTTP and gives the bridge an uplink of its own (a veth end).
+``build_cloud`` registers a zone, cluster, local primary storage, image,
+network, offering and the host through the API. A test module uses them with
+``from tests.integration.controller.realworld import world_fixture  # noqa: F401``
+(the fixture's name is ``world``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from werkzeug.serving import make_server
+
+from controller.server import create_app
+from controller.settings import Settings
+from tests.conftest import ENV_DIR
+from tests.integration.storageagent.conftest import sha256_of
+from tests.support.agents import TOKEN, AgentProcess, free_port, python_agent, wait_until
+from tests.support.httpserver import FileServer
+
+API = "e2e-api-token-0123456789"
+
+
+@dataclass
+class World:
+    """A controller, its agents and the ids a test module builds up."""
+
+    api: httpx.Client
+    app: Any
+    kvm: AgentProcess
+    sto: AgentProcess
+    base: Path
+    ps_root: Path
+    dummy: str
+    url: str
+    guest: dict[str, str]
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def ok(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        r = self.api.request(method, path, json=body, params=params or None)
+        assert r.status_code in (200, 201, 202), r.text
+        return r.json()
+
+    def run(self, method: str, path: str, body: Any = None, **params: Any) -> dict[str, Any]:
+        """Submit a job and wait for it; returns it whatever its end."""
+        r = self.api.request(method, path, json=body, params={"wait": "1", **params}, timeout=600)
+        assert r.status_code == 200, r.text
+        job: dict[str, Any] = r.json()["job"]
+        return job
+
+    def job(self, method: str, path: str, body: Any = None, **params: Any) -> dict[str, Any]:
+        job = self.run(method, path, body, **params)
+        assert job["state"] == "succeeded", json.dumps(job)
+        return job
+
+    @property
+    def ctl(self) -> Any:
+        return self.app.extensions["kvmcloud"]
+
+    def console(self, vm: str) -> Path:
+        return self.base / "console" / f"{vm}.log"
+
+    def wait_console(self, vm: str, text: str, count: int = 1, timeout: float = 300) -> None:
+        """Until the VM's serial log holds ``text`` at least ``count`` times."""
+        log = self.console(vm)
+        wait_until(lambda: log.exists() and log.read_text(errors="replace").count(text) >= count,
+                   timeout, interval=0.5, what=f"{count}x {text!r} in the console of {vm}")
+
+
+def agent_home(base: Path, name: str) -> Path:
+    d = base / name
+    d.mkdir()
+    return d
+
+
+def kvmagent(base: Path, name: str, url: str, libvirt_uri: str, domain_type: str,
+             roots: list[Path], **extra: Any) -> AgentProcess:
+    """A kvmagent process (not started) that reports to the controller at ``url``."""
+    return AgentProcess(python_agent("kvmagent.app"), agent_home(base, name), controller_urls=[url],
+                        extra={"libvirt_uri": libvirt_uri, "domain_type": domain_type,
+                               "storage_roots": [str(r) for r in roots],
+                               "console_dir": base / "console", **extra})
+
+
+@pytest.fixture(scope="module", name="world")
+def world_fixture(component_env: Callable[[str], dict[str, str]]) -> Iterator[World]:
+    libvirt_env, guest = component_env("libvirt"), component_env("guest")
+    base = ENV_DIR / "kvmagent-tests" / f"ctl-{uuid.uuid4().hex[:10]}"
+    ps_root = base / "ps"
+    for d in (base, ps_root, base / "console", base / "images"):
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o755)
+    image = base / "images" / "guest.qcow2"
+    shutil.copyfile(guest["GUEST_IMAGE"], image)
+    files = FileServer(base / "images").start()
+    dummy = "kcd" + uuid.uuid4().hex[:8]
+    # an uplink of our own for the bridge (no dummy driver here): one end of a veth pair
+    subprocess.run(["ip", "link", "add", dummy, "type", "veth", "peer", "name", "kcp" + dummy[3:]],
+                   check=True, timeout=10)
+    subprocess.run(["ip", "link", "set", dummy, "up"], check=True, timeout=10)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(Settings(db_url=f"sqlite:///{base}/controller.db", listen=f"127.0.0.1:{port}",
+                              public_url=url, api_tokens=[API], agent_token=TOKEN, tracker=False,
+                              poll_after=10.0))
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kvm = kvmagent(base, "kvm", url, libvirt_env["LIBVIRT_URI"], libvirt_env["LIBVIRT_DOMAIN_TYPE"],
+                   [base]).start()
+    sto = AgentProcess(python_agent("storageagent.app"), agent_home(base, "sto"), controller_urls=[url],
+                       extra={"storage_base_dirs": [str(base)]}).start()
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)],
+                                     capture_output=True, check=True, timeout=30).stdout)
+    w = World(httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API}"}, timeout=120),
+              app, kvm, sto, base, ps_root, dummy, url, guest,
+              {"image_url": files.url("guest.qcow2"), "digest": sha256_of(image),
+               "size": str(info["virtual-size"])})
+    try:
+        yield w
+    finally:
+        for vm in w.ids.get("vms", "").split(","):
+            if vm:
+                subprocess.run(["virsh", "-c", "qemu:///system", "destroy", vm], capture_output=True,
+                               timeout=30)
+        kvm.stop()
+        sto.stop()
+        server.shutdown()
+        app.extensions["kvmcloud"].close()
+        files.stop()
+        subprocess.run(["ip", "link", "del", dummy], capture_output=True, timeout=10)
+        if not os.environ.get("KVMCLOUD_KEEP_TEST_DIRS"):  # keep logs and consoles for debugging
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def build_cloud(w: World, subnet: str, ps: dict[str, Any] | None = None) -> dict[str, str]:
+    """Zone, cluster, primary storage (local under ``w.ps_root`` unless ``ps``), image,
+    a flat network on ``subnet`` (``10.253.7``), a tiny offering and the host; ids in ``w.ids``."""
+    ids = w.ids
+    ids["zone"] = w.ok("POST", "/v1/zones", {"name": "e2e"})["uuid"]
+    ids["cluster"] = w.ok("POST", "/v1/clusters", {"name": "c", "zoneUuid": ids["zone"]})["uuid"]
+    ids["ps"] = w.ok("POST", "/v1/primary-storages", {
+        "name": "ps", "zoneUuid": ids["zone"], "clusterUuids": [ids["cluster"]],
+        **(ps or {"type": "local", "url": "local", "mountPath": str(w.ps_root)})})["uuid"]
+    bs = w.ok("POST", "/v1/backup-storages", {"name": "b", "type": "sftp", "hostname": "127.0.0.1",
+                                               "url": "/srv/store", "zoneUuids": [ids["zone"]]})["uuid"]
+    ids["image"] = w.ok("POST", "/v1/images", {
+        "name": "guest", "backupStorageUuids": [bs], "imageId": "guest", "digest": ids["digest"],
+        "size": int(ids["size"]), "url": ids["image_url"]})["uuid"]
+    ids["l2"] = w.ok("POST", "/v1/l2-networks", {"name": "flat", "zoneUuid": ids["zone"],
+                                                 "type": "novlan", "physicalInterface": w.dummy,
+                                                 "clusterUuids": [ids["cluster"]]})["uuid"]
+    ids["l3"] = w.ok("POST", "/v1/l3-networks", {"name": "pub", "l2NetworkUuid": ids["l2"], "ipRanges": [{
+        "startIp": f"{subnet}.10", "endIp": f"{subnet}.60", "netmask": "255.255.255.0",
+        "gateway": f"{subnet}.1"}]})["uuid"]
+    ids["offering"] = w.ok("POST", "/v1/instance-offerings", {"name": "tiny", "cpuNum": 1,
+                                                              "memorySize": 128 << 20})["uuid"]
+    host = w.job("POST", "/v1/hosts", {"name": "h1", "clusterUuid": ids["cluster"],
+                                       "managementIp": "127.0.0.1", "agentUrl": w.kvm.url,
+                                       "storageAgentUrl": w.sto.url})
+    ids["host"] = host["resourceUuid"]
+    return ids
+
+
+def create_vm(w: World, name: str, **extra: Any) -> str:
+    """Create a VM through the API and wait until its guest has its allocated address."""
+    created = w.job("POST", "/v1/vms", {"name": name, "imageUuid": w.ids["image"],
+                                        "instanceOfferingUuid": w.ids["offering"],
+                                        "l3NetworkUuids": [w.ids["l3"]], **extra})
+    vm: str = created["resourceUuid"]
+    w.ids["vms"] = ",".join(v for v in (w.ids.get("vms", ""), vm) if v)
+    ip = w.ok("GET", "/v1/vm-nics", q=f"vmUuid={vm}")["items"][0]["ip"]
+    w.wait_console(vm, f"{w.guest['GUEST_IP_MARKER']} eth0 {ip}\n")
+    return vm
