@@ -57,6 +57,15 @@ class PrimaryStorage(ResourceMixin, Base):
     status: Mapped[str] = mapped_column(String(32), default="Connected")
     total_capacity: Mapped[int] = mapped_column(BigInteger, default=0)
     available_capacity: Mapped[int] = mapped_column(BigInteger, default=0)
+    # ceph only: monitors (comma-separated HOST[:PORT]), pools, cephx user, the
+    # key's reference (never the key), the cluster's fsid, the hosts' libvirt secret
+    ceph_monitors: Mapped[str | None] = mapped_column(String(1024), default=None)
+    ceph_pool: Mapped[str | None] = mapped_column(String(64), default=None)
+    ceph_cache_pool: Mapped[str | None] = mapped_column(String(64), default=None)
+    ceph_user: Mapped[str | None] = mapped_column(String(80), default=None)
+    ceph_key_ref: Mapped[str | None] = mapped_column(String(128), default=None)
+    ceph_fsid: Mapped[str | None] = mapped_column(String(36), default=None)
+    ceph_secret_uuid: Mapped[str | None] = mapped_column(String(32), default=None)
 
 
 class BackupStorage(ResourceMixin, Base):
