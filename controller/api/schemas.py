@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from agentcore.models import WireModel
+from cephagent.models import CephUser, Fsid, KeyRef, Monitor, PoolName
 
 Name = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
 Description = Annotated[str | None, Field(default=None, max_length=2048)]
@@ -59,6 +60,19 @@ class HostCreate(Named):
     ssh_port: int = Field(default=22, gt=0, lt=65536)
 
 
+class CephPrimaryStorageSpec(Body):
+    """Where a Ceph primary storage is and who the cloud is towards it. The cephx key
+    is named, never sent: ``keyRef`` is a bare-key file in the controller's
+    ``ceph_key_dir`` (for the hosts' libvirt secret) and in the cephagent's ``secrets_dir``."""
+
+    monitors: list[Monitor] = Field(min_length=1, max_length=16, description="HOST[:PORT] of monitors")
+    pool: PoolName = Field(description="pool of the volumes")
+    cache_pool: PoolName | None = Field(default=None, description="pool of the image cache (default: pool)")
+    user: CephUser = Field(description="cephx user, with or without 'client.'")
+    key_ref: KeyRef = Field(description="name of the file holding the user's bare key")
+    fsid: Fsid | None = Field(default=None, description="the cluster's fsid, checked by the agent")
+
+
 class PrimaryStorageCreate(Named):
     """Add primary storage to a zone (and attach it to clusters)."""
 
@@ -69,6 +83,7 @@ class PrimaryStorageCreate(Named):
     agent_url: Url | None = None
     total_capacity: int = Field(default=0, ge=0)
     cluster_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
+    ceph: CephPrimaryStorageSpec | None = Field(default=None, description="ceph only")
 
     @model_validator(mode="after")
     def _needs(self) -> Self:
@@ -76,6 +91,9 @@ class PrimaryStorageCreate(Named):
             raise ValueError("mountPath is required for file-based primary storage")
         if self.type == "ceph" and not self.agent_url:
             raise ValueError("agentUrl is required for ceph primary storage")
+        if (self.type == "ceph") != (self.ceph is not None):
+            raise ValueError("ceph (monitors, pool, user, keyRef) is required for ceph primary "
+                             "storage and refused for the others")
         return self
 
 
