@@ -27,7 +27,10 @@ class Image(ResourceMixin, Base):
     """A template or ISO kept on backup storage."""
 
     __tablename__ = "images"
+    #: registered with an http(s) URL: where hosts fetch it (else from the backup storage)
     url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    #: added from a URL: where the backup storage downloaded it from (a record only)
+    source_url: Mapped[str | None] = mapped_column(String(2048), default=None)
     format: Mapped[str] = mapped_column(String(16), default="qcow2")
     media_type: Mapped[str] = mapped_column(String(32), default="RootVolumeTemplate")
     platform: Mapped[str] = mapped_column(String(32), default="Linux")
