@@ -12,6 +12,7 @@ import ipaddress
 import posixpath
 from collections.abc import Sequence
 
+from controller import digest
 from controller.db.models import (
     BackupStorage,
     Image,
@@ -44,7 +45,7 @@ def host_path(ps: PrimaryStorage, install_path: str) -> str:
 def cache_image(ps: PrimaryStorage, image: Image, image_id: str,
                 bs: BackupStorage | None) -> sm.CacheImageCmd:
     source: sm.HttpSource | sm.SftpSource
-    if image.url:  # registered by URL: fetched from there
+    if image.url:  # registered with an http(s) URL: fetched from there
         source = sm.HttpSource(url=image.url)
     elif bs is not None and bs.type == "sftp":
         source = sm.SftpSource(host=bs.hostname, port=bs.port, user=bs.username,
@@ -52,7 +53,8 @@ def cache_image(ps: PrimaryStorage, image: Image, image_id: str,
     else:
         raise ValueError(f"image {image.uuid} has no source this storage can read")
     return sm.CacheImageCmd(storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
-                            image_id=image_id, source=source, digest=image.digest or "",
+                            image_id=image_id, source=source,
+                            digest=digest.normalise(image.digest) if image.digest else "",
                             size=image.actual_size or None)
 
 
