@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from controller import cascade, commands
+from controller import cascade, commands, digest
 from controller.api import routes
 from controller.api import schemas as sc
 from controller.core import Controller
@@ -192,7 +192,8 @@ def create_image_action(ctl: Controller, uuid: str, body: sc.CreateImageAction) 
                           format=str(reply.get("format") or "qcow2"),
                           size=int(reply.get("virtualSize") or vol.size),
                           actual_size=int(reply.get("size") or 0),
-                          digest=str(reply.get("digest") or "") or None, status="Ready",
+                          digest=digest.normalise(str(reply["digest"])) if reply.get("digest")
+                          else None, status="Ready",
                           media_type="RootVolumeTemplate" if vol.type == "Root" else
                           "DataVolumeTemplate", url=None)
             s.add(image)
