@@ -32,7 +32,6 @@ SIMPLE_CREATE: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
     "zones": (sc.ZoneCreate, res.create_zone),
     "clusters": (sc.ClusterCreate, res.create_cluster),
     "primary-storages": (sc.PrimaryStorageCreate, res.create_primary_storage),
-    "backup-storages": (sc.BackupStorageCreate, res.create_backup_storage),
     "images": (sc.ImageCreate, res.create_image),
     "l2-networks": (sc.L2NetworkCreate, res.create_l2_network),
     "l3-networks": (sc.L3NetworkCreate, res.create_l3_network),
@@ -42,8 +41,9 @@ SIMPLE_CREATE: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
     "volumes": (sc.VolumeCreate, res.create_volume),
 }
 
-#: collection → (body model, fn(ctl, body) -> (job, resource dict)) for creates that reach agents
-JobCreate = Callable[[Controller, Any], tuple[Job, dict[str, Any]]]
+#: collection → (body model, fn(ctl, body) -> (job, resource dict)) for creates that reach agents;
+#: a None job means the body asked for no agent, and the resource is answered as created (201)
+JobCreate = Callable[[Controller, Any], tuple[Job | None, dict[str, Any]]]
 JOB_CREATE: dict[str, tuple[type[BaseModel], JobCreate]] = {}
 
 #: (collection, verb) → (body model, fn(ctl, uuid, body) -> Job)
@@ -122,6 +122,8 @@ def _collection_routes(bp: Blueprint, ctl: Controller) -> None:
         if coll in JOB_CREATE:
             schema, fn = JOB_CREATE[coll]
             job, resource = fn(ctl, parse_body(schema))
+            if job is None:  # nothing to reach: only a record was written
+                return json_response(resource, 201)
             return job_answer(ctl, job, resource)
         if coll == "tags":
             tag_body = parse_body(sc.TagCreate)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from agentcore.models import WireModel
 from cephagent.models import CephUser, Fsid, KeyRef, Monitor, PoolName
@@ -19,6 +19,15 @@ Description = Annotated[str | None, Field(default=None, max_length=2048)]
 Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="a resource UUID (32 hex digits)")]
 Url = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=512)]
 Bytes = Annotated[int, Field(gt=0, le=2**50)]
+
+
+def _no_dot_parts(v: str) -> str:
+    if any(part in (".", "..") for part in v.split("/")):
+        raise ValueError("must not contain '.' or '..' components")
+    return v
+
+
+AbsPath = Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]*$", max_length=1024), AfterValidator(_no_dot_parts)]
 
 
 class Body(WireModel):
@@ -104,10 +113,35 @@ class BackupStorageCreate(Named):
     hostname: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:-]+$")
     port: int = Field(default=22, gt=0, lt=65536)
     username: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    url: str = Field(min_length=1, max_length=1024, description="store root (sftp) or pool (ceph)")
+    url: str = Field(min_length=1, max_length=1024,
+                     description="store directory as SFTP clients see it (sftp), or pool (ceph)")
+    agent_root: AbsPath | None = Field(
+        default=None, description="the store's directory on its host, as the sftpbackup agent reads it "
+        "(default: url; with deploy: the role's store root followed by url)")
     agent_url: Url | None = None
     total_capacity: int = Field(default=0, ge=0)
     zone_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
+    deploy: bool = Field(default=False, description="install the sftpbackup agent on hostname over SSH first")
+    ssh_user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+                          description="who the deploy logs in as (username is the SFTP user)")
+    ssh_port: int | None = Field(default=None, gt=0, lt=65536, description="default: port")
+    ssh_password: SecretStr | None = Field(
+        default=None, max_length=1024,
+        description="used once to install the controller's SSH key; never stored")
+
+    @field_validator("agent_root", "deploy")
+    @classmethod
+    def _sftp_only(cls, v: str | bool | None, info: ValidationInfo) -> str | bool | None:
+        if v and info.data.get("type") != "sftp":
+            raise ValueError("only for sftp backup storage")
+        return v
+
+    @field_validator("ssh_password")
+    @classmethod
+    def _with_deploy(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if v is not None and not info.data.get("deploy"):
+            raise ValueError("only used with deploy")
+        return v
 
 
 class ImageCreate(Named):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import yaml
 from pydantic import SecretStr
 
 from controller.deploy.errors import DeployError
@@ -107,6 +108,15 @@ class Deployer:
     def public_key(self) -> str:
         """The controller's public key (operators may install it by hand)."""
         return ensure_controller_key(self.settings.key_file).read_text().strip()
+
+    def role_var(self, role: str, name: str, target: DeployTarget) -> Any:
+        """A role variable as a deploy of ``role`` to ``target`` sees it: the target's own,
+        this controller's ``host_vars``, or the role's default."""
+        for source in (target.host_vars, self.settings.host_vars):
+            if name in source:
+                return source[name]
+        defaults = self.settings.ansible_dir / "roles" / role / "defaults" / "main.yml"
+        return (yaml.safe_load(defaults.read_text()) or {}).get(name)
 
     def deploy(
         self,

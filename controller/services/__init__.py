@@ -11,8 +11,9 @@ def register() -> None:
     if _registered:
         return
     _registered = True
-    from controller.services import hosts, networks, vms  # noqa: PLC0415 - they import the routes
+    from controller.services import hosts, networks, storages, vms  # noqa: PLC0415 - they import the routes
 
     hosts.register()
     networks.register()
+    storages.register()
     vms.register()

@@ -12,9 +12,10 @@ from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.jobs import Job
 from controller.db.models import Cluster, Host, PrimaryStorage, PrimaryStorageClusterRef, Vm
-from controller.errors import BadRequest, Conflict
+from controller.errors import BadRequest
 from controller.jobs import JobContext
 from controller.services.common import require, to_dict
+from controller.services.deploying import deploy_role
 from controller.services.vmhelpers import forget_host
 from kvmagent import models as km
 from storageagent import models as sm
@@ -56,20 +57,12 @@ def add_host(ctl: Controller, body: sc.HostCreate) -> tuple[Job, dict[str, Any]]
 
 def _deploy(ctl: Controller, body: sc.HostCreate, ctx: JobContext) -> None:
     """Install kvmagent and storageagent with the playbooks, streaming each task into the job."""
-    from controller.deploy import DeployEvent, DeployTarget, deploy_agent  # noqa: PLC0415 - Ansible is heavy
+    from controller.deploy import DeployTarget  # noqa: PLC0415 - Ansible is heavy
 
     target = DeployTarget(address=body.management_ip, ssh_port=body.ssh_port, user=body.ssh_user)
     config = {"controller_urls": [ctl.settings.callback_base], "token": ctl.settings.agent_token}
     for i, role in enumerate(("kvmagent", "storageagent")):
-        base = 5.0 + 20.0 * i
-
-        def on_event(e: DeployEvent, role: str = role, base: float = base) -> None:
-            if e.task:
-                ctx.progress(f"deploy {role}: {e.task}", base + 20.0 * min(e.done, 40) / 40)
-
-        result = deploy_agent(target, role, config, on_event=on_event)
-        if not result.success:
-            raise Conflict(f"deploying {role} failed: {result.message}", task=result.failed_task)
+        deploy_role(ctx, target, role, config, (5.0 + 20.0 * i, 25.0 + 20.0 * i))
 
 
 def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:

@@ -74,7 +74,8 @@ def create_backup_storage(s: Session, body: sc.BackupStorageCreate) -> BackupSto
     for i, zu in enumerate(body.zone_uuids):
         require(s, Zone, zu, f"zoneUuids.{i}")
     row = BackupStorage(**_named(body), type=body.type, hostname=body.hostname, port=body.port,
-                        username=body.username, url=body.url, agent_url=body.agent_url,
+                        username=body.username, url=body.url, agent_root=body.agent_root,
+                        agent_url=body.agent_url,
                         total_capacity=body.total_capacity,
                         available_capacity=body.total_capacity)
     s.add(row)

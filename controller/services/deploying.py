@@ -1,0 +1,44 @@
+"""Running an agent's playbook inside a job: every Ansible task becomes the job's stage."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from controller.errors import ApiError
+from controller.jobs import JobContext
+
+if TYPE_CHECKING:
+    from controller.deploy import DeployResult, DeployTarget
+
+TASKS_PER_DEPLOY = 40
+"""about how many tasks one role runs: the percent grows with each of them up to there"""
+
+
+class DeployFailed(ApiError):
+    """The playbook failed; ``details.task`` names the task that failed."""
+
+    code = "DEPLOY_FAILED"
+    http_status = 409
+    default_message = "the deploy failed"
+
+
+def deploy_role(ctx: JobContext, target: DeployTarget, role: str, config: dict[str, Any],
+                percent: tuple[float, float]) -> DeployResult:
+    """Deploy ``role`` to ``target``; the job's stage is ``deploy <role>: <task>`` as it goes,
+    its percent moves from ``percent[0]`` to ``percent[1]``. A failed deploy raises
+    :class:`DeployFailed` with the failing task's message."""
+    from controller.deploy import DeployEvent, deploy_agent  # noqa: PLC0415 - Ansible is heavy
+
+    start, end = percent
+
+    def on_event(e: DeployEvent) -> None:
+        if e.task:
+            done = min(e.done, TASKS_PER_DEPLOY) / TASKS_PER_DEPLOY
+            ctx.progress(f"deploy {role}: {e.task}", start + (end - start) * done)
+
+    ctx.progress(f"deploy {role}", start, force=True)
+    result = deploy_agent(target, role, config, on_event=on_event)
+    if not result.success:
+        raise DeployFailed(f"deploying {role} failed: {result.message}", task=result.failed_task,
+                           role=role, address=target.address)
+    return result
