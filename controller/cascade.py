@@ -171,7 +171,9 @@ def execute(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> dict[str,
         ctx.progress(f"{item['action']} {item['type']} {item['uuid']}", 100.0 * i / len(items))
         c, u, action = item["type"], item["uuid"], item["action"]
         fn = EXECUTORS.get((c, action))
-        if fn is not None:
+        if fn is not None and c == "vms" and (c, u) != (coll, uuid):
+            _on_vm_queue(ctl, ctx, fn, u, action, items)
+        elif fn is not None:
             fn(ctl, ctx, c, u)
         elif action == "detach":
             with ctl.db.write() as s:
@@ -181,6 +183,26 @@ def execute(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> dict[str,
                 delete_rows(s, c, u)
         done += 1
     return {"deleted": [i for i in items if i["action"] == "delete"], "count": done}
+
+
+def _on_vm_queue(ctl: Controller, ctx: JobContext, fn: Executor, vm_uuid: str, action: str,
+                 items: list[dict[str, Any]]) -> None:
+    """Stop, migrate or delete a VM on its own queue, so none of its jobs interleaves.
+
+    Its jobs queued earlier run first. No deadlock: a VM's jobs never wait for
+    the queue of a host, zone or storage the cascade holds. The VM may have
+    changed meanwhile: gone, or moved to a host that stays, it is left alone.
+    """
+    with ctx.hold([f"vms:{vm_uuid}"]):
+        with ctl.db.read() as s:
+            vm = s.get(Vm, vm_uuid)
+            if vm is None:
+                return
+            if action == "migrate-or-stop":
+                going = {i["uuid"] for i in items if i["type"] == "hosts" and i["action"] == "delete"}
+                if vm.host_uuid not in going:
+                    return
+        fn(ctl, ctx, "vms", vm_uuid)
 
 
 def _detach_any(s: Session, coll: str, uuid: str, items: list[dict[str, Any]]) -> None:

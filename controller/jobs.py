@@ -14,7 +14,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -74,6 +74,10 @@ class JobContext:
             yield
         finally:
             self._shielded -= 1
+
+    def hold(self, keys: list[str]) -> AbstractContextManager[None]:
+        """Take other resources' queues inside the job (in arrival order); a cancel stops the wait."""
+        return self.manager.queues.hold(keys, self.check)
 
     def progress(self, stage: str, percent: float | None = None, force: bool = False) -> None:
         """Where the job is; kept in memory (the row is written when the job ends)."""

@@ -9,8 +9,10 @@ up. Different resources run in parallel; there is no global lock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from agentcore.locks import ResourceLocks
@@ -25,6 +27,7 @@ class QueuedWork:
     keys: list[str]
     fn: Callable[[], None]
     cancelled: bool = field(default=False)
+    inline: bool = field(default=False)  # a thread waits for it (hold): wake it, use no pool thread
 
     def __hash__(self) -> int:
         return id(self)
@@ -48,13 +51,44 @@ class ResourceQueues:
         """Drop parked work that has not started; False if it already runs."""
         return self._locks.withdraw(work)
 
+    @contextmanager
+    def hold(self, keys: list[str], check: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Take ``keys`` from inside running work, in arrival order, blocking this thread.
+
+        ``check`` runs while waiting; if it raises (a cancel), the wait is given up.
+        The caller must hold no key that work parked on ``keys`` may also want.
+        """
+        got = threading.Event()
+        work = QueuedWork(list(keys), got.set, inline=True)
+        if self._locks.admit(work, work.keys):
+            got.set()
+        while not got.wait(0.2):
+            try:
+                check()
+            except BaseException:
+                if self._locks.withdraw(work):
+                    raise
+                got.wait()  # admitted meanwhile: give the keys back
+                self._release(work.keys)
+                raise
+        try:
+            yield
+        finally:
+            self._release(work.keys)
+
     def _run(self, work: QueuedWork) -> None:
         try:
             work.fn()
         except Exception:
             log.exception("queued work on %s raised", work.keys)
         finally:
-            for nxt in self._locks.release(work.keys):
+            self._release(work.keys)
+
+    def _release(self, keys: list[str]) -> None:
+        for nxt in self._locks.release(keys):
+            if nxt.inline:
+                nxt.fn()
+            else:
                 self._pool.submit(self._run, nxt)
 
     def busy(self) -> set[str]:

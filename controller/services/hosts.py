@@ -140,12 +140,17 @@ def maintain_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
 
     def run(ctx: JobContext) -> dict[str, Any]:
         _set_state(ctl, uuid, "Maintenance")
-        with ctl.db.read() as s:
-            on_host = list(s.scalars(select(Vm.uuid).where(Vm.host_uuid == uuid)))
-        for vm_uuid in on_host:
-            ctx.check()
-            vms.migrate_or_stop(ctl, ctx, "vms", vm_uuid)
-        return _set_state(ctl, uuid, "Maintenance")
+        seen: set[str] = set()
+        while True:  # a start queued before the state changed may still land here
+            with ctl.db.read() as s:
+                on_host = set(s.scalars(select(Vm.uuid).where(Vm.host_uuid == uuid))) - seen
+            if not on_host:
+                return _set_state(ctl, uuid, "Maintenance")
+            for vm_uuid in sorted(on_host):
+                ctx.check()
+                ctx.progress(f"evacuate vm {vm_uuid}")
+                seen.add(vm_uuid)
+                vms.evacuate(ctl, ctx, vm_uuid, uuid)
 
     return ctl.jobs.submit("maintain-host", "hosts", uuid, [f"hosts:{uuid}"], run)
 

@@ -116,8 +116,15 @@ def start_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None 
     if vm.state not in ("Stopped", "Unknown", "Crashed"):
         raise Conflict(f"vm {uuid} is {vm.state}; only a stopped VM can start", state=vm.state)
     with ctl.db.write() as s:
-        host = allocate.reserve_host(s, vm.cpu_num, vm.memory_size, vm.zone_uuid,
-                                     vm.cluster_uuid, host_uuid or vm.last_host_uuid)
+        try:
+            host = allocate.reserve_host(s, vm.cpu_num, vm.memory_size, vm.zone_uuid,
+                                         vm.cluster_uuid, host_uuid or vm.last_host_uuid)
+        except allocate.NoCapacity:
+            if host_uuid or not vm.last_host_uuid:
+                raise
+            # the last host is full, disabled or in maintenance: any other will do
+            host = allocate.reserve_host(s, vm.cpu_num, vm.memory_size, vm.zone_uuid,
+                                         vm.cluster_uuid)
         s.execute(update(Vm).where(Vm.uuid == uuid).values(host_uuid=host.uuid, state="Starting"))
     try:
         for l3_uuid in dict.fromkeys(l3 for l3, _ in _nics(ctl, uuid)):
@@ -253,6 +260,18 @@ def migrate_or_stop(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> N
         log.warning("stopping vm %s failed (%s); marking it stopped", uuid, e)
         with ctl.db.write() as s:
             mark_stopped(s, uuid)
+
+
+def evacuate(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str) -> None:
+    """Move a VM off a host in maintenance, on the VM's own queue (its earlier jobs first).
+
+    The host's job holds the host's queue; a VM job never waits for a host's, so no deadlock.
+    """
+    with ctx.hold(_keys(uuid)):
+        with ctl.db.read() as s:
+            vm = s.get(Vm, uuid)
+        if vm is not None and vm.host_uuid == host_uuid:  # not stopped or moved meanwhile
+            migrate_or_stop(ctl, ctx, "vms", uuid)
 
 
 def delete_vm(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
