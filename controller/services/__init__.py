@@ -11,11 +11,9 @@ def register() -> None:
     if _registered:
         return
     _registered = True
-    from controller.services import primary_storages  # noqa: PLC0415 - it imports the routes
     from controller.services import hosts, networks, storages, vms  # noqa: PLC0415 - they import the routes
 
     hosts.register()
     networks.register()
-    primary_storages.register()
     storages.register()
     vms.register()
