@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, String, create_engine, event
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -32,6 +33,13 @@ def new_uuid() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+@compiles(DateTime, "mysql", "mariadb")
+def _mysql_datetime(_type: DateTime, _compiler: Any, **_kw: Any) -> str:
+    """Microseconds on MySQL/MariaDB too (a bare DATETIME keeps whole seconds), in every
+    table a migration makes: rows made in one second keep their creation order."""
+    return "DATETIME(6)"
 
 
 class Base(DeclarativeBase):
@@ -87,7 +95,10 @@ class Database:
             memory = url in ("sqlite://", "sqlite:///:memory:")
             self.read_engine = self.engine if memory else _make_sqlite(url, "BEGIN")
         else:
-            self.engine = create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+            # READ COMMITTED, PostgreSQL's default, also on MariaDB (whose default,
+            # REPEATABLE READ, would show a retry the snapshot it already lost on)
+            self.engine = create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True,
+                                        isolation_level="READ COMMITTED")
             self.read_engine = self.engine
         self._write_mu: AbstractContextManager[object] = (
             threading.RLock() if self.is_sqlite else nullcontext())
