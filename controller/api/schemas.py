@@ -92,7 +92,16 @@ class PrimaryStorageCreate(Named):
     agent_url: Url | None = None
     total_capacity: int = Field(default=0, ge=0)
     cluster_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
-    ceph: CephPrimaryStorageSpec | None = Field(default=None, description="ceph only")
+    ceph: CephPrimaryStorageSpec | None = Field(default=None, validate_default=True,
+                                                description="ceph only (and required there)")
+
+    @field_validator("ceph")
+    @classmethod
+    def _ceph_only(cls, v: CephPrimaryStorageSpec | None, info: ValidationInfo) -> CephPrimaryStorageSpec | None:
+        if (info.data.get("type") == "ceph") != (v is not None):
+            raise ValueError("required for ceph primary storage (monitors, pool, user, keyRef), "
+                             "refused for the others")
+        return v
 
     @model_validator(mode="after")
     def _needs(self) -> Self:
@@ -100,9 +109,6 @@ class PrimaryStorageCreate(Named):
             raise ValueError("mountPath is required for file-based primary storage")
         if self.type == "ceph" and not self.agent_url:
             raise ValueError("agentUrl is required for ceph primary storage")
-        if (self.type == "ceph") != (self.ceph is not None):
-            raise ValueError("ceph (monitors, pool, user, keyRef) is required for ceph primary "
-                             "storage and refused for the others")
         return self
 
 
