@@ -23,6 +23,9 @@ class Settings(BaseModel):
     sync_interval: float = Field(default=300.0, gt=0, description="seconds between full VM syncs")
     tracker: bool = Field(default=True, description="run the host tracker (ping, reconnect, sync)")
     threads: int = Field(default=64, ge=1, le=1024, description="HTTP threads")
+    ceph_key_dir: str | None = Field(
+        default=None, description="directory of bare cephx key files, named by a Ceph primary "
+        "storage's keyRef (the controller sets them as libvirt secrets on the hosts)")
 
     @field_validator("listen")
     @classmethod

@@ -34,10 +34,10 @@ from controller.db.models import (
     VmNic,
     Volume,
 )
-from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import Conflict
 from controller.flows.base import Flow, Step
 from controller.jobs import JobContext
+from controller.primary import CachedImage, Op, PrimaryBackend, backend_for
 from controller.services import allocate
 from controller.services.allocate import HostRef
 from controller.services.common import to_dict
@@ -71,7 +71,7 @@ class CreateVm:
     ps: PrimaryStorage | None = None
     ps_uuid: str | None = None
     ps_reserved: int = 0
-    image_id: str = ""
+    cached: CachedImage | None = None
     root_uuid: str | None = None
     data_uuids: list[str] = field(default_factory=list)
     nic_uuids: list[str] = field(default_factory=list)
@@ -87,11 +87,13 @@ class CreateVm:
         return self.host.agent_url
 
     @property
-    def storage_agent(self) -> str:
-        assert self.host is not None
-        if not self.host.storage_agent_url:
-            raise Conflict(f"host {self.host.uuid} has no storage agent")
-        return self.host.storage_agent_url
+    def op(self) -> Op:
+        return Op(self.ctl, self.ctx)
+
+    @property
+    def backend(self) -> PrimaryBackend:
+        assert self.ps is not None
+        return backend_for(self.ps)
 
 
 def reserve(st: CreateVm) -> None:
@@ -109,9 +111,9 @@ def reserve(st: CreateVm) -> None:
             host_uuid=host.uuid, cluster_uuid=host.cluster_uuid))
         size = st.image_size + sum(st.data_sizes)
         ps = allocate.reserve_primary_storage(s, host.cluster_uuid, size, st.want_ps)
-        vols.append(_volume(st, ps.uuid, "Root", st.image_size, f"ROOT-for-{st.vm_name}"[:255], 0))
+        vols.append(_volume(st, ps, "Root", st.image_size, f"ROOT-for-{st.vm_name}"[:255], 0))
         for i, data_size in enumerate(st.data_sizes):
-            vols.append(_volume(st, ps.uuid, "Data", data_size,
+            vols.append(_volume(st, ps, "Data", data_size,
                                 f"DATA-{i + 1}-for-{st.vm_uuid}", i + 1))
         s.add_all(vols)
         for i, l3_uuid in enumerate(st.l3_uuids):
@@ -134,11 +136,12 @@ def reserve(st: CreateVm) -> None:
     st.nic_uuids = [n.uuid for n in nics]
 
 
-def _volume(st: CreateVm, ps_uuid: str, kind: str, size: int, name: str, device_id: int) -> Volume:
-    uuid = new_uuid()
-    return Volume(uuid=uuid, name=name, vm_uuid=st.vm_uuid, primary_storage_uuid=ps_uuid,
+def _volume(st: CreateVm, ps: PrimaryStorage, kind: str, size: int, name: str,
+            device_id: int) -> Volume:
+    uuid, backend = new_uuid(), backend_for(ps)
+    return Volume(uuid=uuid, name=name, vm_uuid=st.vm_uuid, primary_storage_uuid=ps.uuid,
                   type=kind, size=size, status="Creating", device_id=device_id,
-                  install_path=commands.volume_path(uuid),
+                  install_path=backend.install_path(ps, uuid), format=backend.volume_format,
                   root_image_uuid=st.image_uuid if kind == "Root" else None)
 
 
@@ -170,27 +173,24 @@ def cache_image(st: CreateVm) -> None:
             ImageBackupStorageRef.image_uuid == st.image_uuid).limit(1)).first()
         if ref is None:
             raise Conflict(f"image {st.image_uuid} is on no backup storage")
-        st.image_id = ref.install_path
-        if s.scalar(select(ImageCache.id).where(ImageCache.primary_storage_uuid == st.ps.uuid,
-                                                ImageCache.image_uuid == st.image_uuid)):
+        cached = s.scalar(select(ImageCache.install_path).where(
+            ImageCache.primary_storage_uuid == st.ps.uuid, ImageCache.image_uuid == st.image_uuid))
+        if cached is not None:
+            st.cached = CachedImage(ref.install_path, cached)
             return
         image = s.get(Image, st.image_uuid)
         bs = s.get(BackupStorage, ref.backup_storage_uuid)
         assert image is not None
-    reply = call(st.ctl, st.ctx, st.storage_agent, "/storage/cache-image",
-                 commands.cache_image(st.ps, image, st.image_id, bs))
-    info = reply.get("image") or {}
+    assert st.host is not None
+    st.cached = st.backend.cache_image(st.op, st.ps, st.host, image, ref.install_path, bs)
     with st.ctl.db.write() as s:
         if s.scalar(select(ImageCache.id).where(ImageCache.primary_storage_uuid == st.ps.uuid,
                                                 ImageCache.image_uuid == image.uuid)) is None:
             s.add(ImageCache(primary_storage_uuid=st.ps.uuid, image_uuid=image.uuid,
-                             install_path=str(info.get("installPath", st.image_id)),
-                             size=int(info.get("size", 0))))
+                             install_path=st.cached.install_path, size=st.cached.size))
 
 
-def _volume_ready(st: CreateVm, uuid: str, reply: dict[str, object], root: bool = False) -> None:
-    info = reply.get("volume") or {}
-    actual = int(info.get("actualSize", 0)) if isinstance(info, dict) else 0
+def _volume_ready(st: CreateVm, uuid: str, actual: int, root: bool = False) -> None:
     with st.ctl.db.write() as s:
         s.execute(update(VOLUMES).where(VOLUMES.c.uuid == uuid).values(status="Ready",
                                                                        actual_size=actual))
@@ -199,24 +199,18 @@ def _volume_ready(st: CreateVm, uuid: str, reply: dict[str, object], root: bool 
 
 
 def create_root(st: CreateVm) -> None:
-    assert st.ps is not None and st.root_uuid is not None
+    assert st.ps is not None and st.host is not None and st.cached is not None
+    assert st.root_uuid is not None
     vol = st.volumes[st.root_uuid]
-    reply = call(st.ctl, st.ctx, st.storage_agent, "/storage/volume/create-root",
-                 commands.create_root(st.ps, st.image_id, vol))
-    _volume_ready(st, vol.uuid, reply, root=True)
+    _volume_ready(st, vol.uuid, st.backend.create_root(st.op, st.ps, st.host, st.cached, vol),
+                  root=True)
 
 
 def _delete_volumes(st: CreateVm, uuids: list[str]) -> None:
-    """Delete the volumes' files (a file never made answers NOT_FOUND) and their rows."""
+    """Delete the volumes (one never made is no error) and their rows."""
     assert st.ps is not None
     for uuid in reversed(uuids):
-        vol = st.volumes[uuid]
-        try:
-            call(st.ctl, st.ctx, st.storage_agent, "/storage/volume/delete",
-                 commands.delete_volume(st.ps, vol.install_path or ""))
-        except AgentCallError as e:
-            if e.code != "NOT_FOUND":
-                raise
+        st.backend.delete_volume(st.op, st.ps, st.host, st.volumes[uuid])
         with st.ctl.db.write() as s:
             s.execute(delete(Volume).where(Volume.uuid == uuid))
 
@@ -227,11 +221,9 @@ def delete_root(st: CreateVm) -> None:
 
 
 def create_data(st: CreateVm) -> None:
-    assert st.ps is not None
+    assert st.ps is not None and st.host is not None
     for uuid in st.data_uuids:
-        reply = call(st.ctl, st.ctx, st.storage_agent, "/storage/volume/create-empty",
-                     commands.create_empty(st.ps, st.volumes[uuid]))
-        _volume_ready(st, uuid, reply)
+        _volume_ready(st, uuid, st.backend.create_empty(st.op, st.ps, st.host, st.volumes[uuid]))
 
 
 def delete_data(st: CreateVm) -> None:
@@ -257,8 +249,9 @@ def unrealise_network(st: CreateVm) -> None:
 def start(st: CreateVm) -> None:
     """Start the domain from the rows this flow made; the VM's Running and the
     job's success are one write."""
-    assert st.ps is not None and st.root_uuid is not None
-    vols: list[km.FileVolume | km.RbdVolume] = [commands.file_volume(st.ps, st.volumes[u], st.volumes[u].device_id or 0)
+    assert st.ps is not None and st.host is not None and st.root_uuid is not None
+    st.backend.prepare_host(st.op, st.ps, st.host)
+    vols = [st.backend.volume_spec(st.ps, st.volumes[u], st.volumes[u].device_id or 0)
             for u in [st.root_uuid, *st.data_uuids]]
     nics = [commands.nic_spec(nic, st.l2s[nic.l3_network_uuid]) for nic in st.nics
             if nic.l3_network_uuid in st.l2s]

@@ -23,7 +23,8 @@ CANDIDATES = 8
 HOSTS: Table = Host.__table__  # type: ignore[assignment]
 STORAGES: Table = PrimaryStorage.__table__  # type: ignore[assignment]
 USED_IPS: Table = UsedIp.__table__  # type: ignore[assignment]
-FILE_TYPES = ("nfs", "local", "sharedmountpoint")
+#: the primary storage types VM disks can be made on (controller.primary has their backends)
+DISK_TYPES = ("nfs", "local", "sharedmountpoint", "ceph")
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,12 @@ def release_host(s: Session, host_uuid: str, cpu: int, memory: int) -> None:
 
 def reserve_primary_storage(s: Session, cluster_uuid: str, size: int,
                             ps_uuid: str | None = None) -> PrimaryStorage:
-    """A file-based primary storage attached to the cluster with room for ``size``."""
+    """A primary storage attached to the cluster with room for ``size``."""
     attached = select(PrimaryStorageClusterRef.primary_storage_uuid).where(
         PrimaryStorageClusterRef.cluster_uuid == cluster_uuid)
     stmt = select(PrimaryStorage).where(PrimaryStorage.uuid.in_(attached),
                                         PrimaryStorage.state == "Enabled",
-                                        PrimaryStorage.type.in_(FILE_TYPES))
+                                        PrimaryStorage.type.in_(DISK_TYPES))
     if ps_uuid:
         stmt = stmt.where(PrimaryStorage.uuid == ps_uuid)
     for ps in s.scalars(stmt.order_by(PrimaryStorage.available_capacity.desc())):

@@ -24,7 +24,6 @@ from controller.db.models import (
     VmNic,
     Volume,
 )
-from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import Conflict
 from controller.jobs import JobContext
 from controller.services.allocate import dhcp_server_ip, release_host
@@ -72,6 +71,7 @@ class _Coalescer:
 _dhcp: dict[tuple[str, str], _Coalescer] = {}
 _dhcp_mu = threading.Lock()
 _l2_realised: set[tuple[str, str]] = set()
+_done_on_host: set[tuple[str, str]] = set()
 
 
 def call(ctl: Controller, ctx: JobContext, agent_url: str, path: str, body: Any,
@@ -117,6 +117,16 @@ def realise_l2(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
 def forget_host(host_uuid: str) -> None:
     for key in [k for k in _l2_realised if k[0] == host_uuid]:
         _l2_realised.discard(key)
+    for key in [k for k in _done_on_host if k[0] == host_uuid]:
+        _done_on_host.discard(key)
+
+
+def once_on_host(host_uuid: str, key: str, do: Callable[[], object]) -> None:
+    """Run ``do`` for ``key`` on a host once (remembered until the host reconnects)."""
+    if (host_uuid, key) in _done_on_host:
+        return
+    do()
+    _done_on_host.add((host_uuid, key))
 
 
 def apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
@@ -168,12 +178,14 @@ def start_cmd(s: Session, vm: Vm) -> km.StartVmCmd:
     root = next((v for v in vols if v.type == "Root"), None)
     if root is None or root.primary_storage_uuid is None:
         raise Conflict(f"vm {vm.uuid} has no root volume")
+    from controller.primary import backend_for  # noqa: PLC0415 - the backends use these helpers
+
     specs = []
     for v in [root, *sorted((v for v in vols if v.type != "Root"),
                             key=lambda v: v.device_id or 0)]:
         ps = s.get(PrimaryStorage, v.primary_storage_uuid)
         assert ps is not None
-        specs.append(commands.file_volume(ps, v, v.device_id or 0))
+        specs.append(backend_for(ps).volume_spec(ps, v, v.device_id or 0))
     nics = []
     for nic in s.scalars(select(VmNic).where(VmNic.vm_uuid == vm.uuid).order_by(VmNic.device_id)):
         l3 = s.get(L3Network, nic.l3_network_uuid)
@@ -210,21 +222,16 @@ def host_of(s: Session, host_uuid: str | None) -> Host:
 
 def delete_volume_files(ctl: Controller, ctx: JobContext, host: Host | None,
                         vols: Iterable[Volume]) -> None:
-    """Delete volumes on their storage (through any connected host's storage agent)."""
+    """Delete volumes on their storage (file storage: through ``host`` or any connected one)."""
+    from controller.primary import Op, backend_for  # noqa: PLC0415 - the backends use these helpers
+
     for v in vols:
         if v.install_path is None or v.primary_storage_uuid is None or v.status != "Ready":
             continue
         with ctl.db.read() as s:
             ps = s.get(PrimaryStorage, v.primary_storage_uuid)
-            h = host or any_storage_host(s, v.primary_storage_uuid)
-        if ps is None or h is None:
-            continue
-        try:
-            call(ctl, ctx, storage_agent(h), "/storage/volume/delete",
-                 commands.delete_volume(ps, v.install_path))
-        except AgentCallError as e:
-            if e.code != "NOT_FOUND":
-                raise
+        if ps is not None:
+            backend_for(ps).delete_volume(Op(ctl, ctx), ps, host, v)
 
 
 def any_storage_host(s: Session, ps_uuid: str) -> Host | None:

@@ -30,6 +30,7 @@ from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
 from controller.flows import create_vm
 from controller.jobs import JobContext
+from controller.primary import Op, prepare_host_for_vm
 from controller.services import allocate, volumes
 from controller.services.common import require, to_dict
 from controller.services.vmhelpers import (
@@ -131,6 +132,7 @@ def start_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None 
             apply_dhcp(ctl, ctx, host.uuid, host.agent_url, l3_uuid)
         with ctl.db.read() as s:
             cmd = start_cmd(s, require(s, Vm, uuid, "vmUuid"))
+        prepare_host_for_vm(Op(ctl, ctx), host, uuid)
         call(ctl, ctx, host.agent_url, "/vm/start", cmd)
     except BaseException:
         with ctl.db.write() as s:
@@ -210,6 +212,7 @@ def migrate_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | Non
     try:
         for l3_uuid in dict.fromkeys(l3 for l3, _ in _nics(ctl, uuid)):
             _realise_on(ctl, ctx, dst, l3_uuid)
+        prepare_host_for_vm(Op(ctl, ctx), dst, uuid)
         call(ctl, ctx, src.agent_url, "/vm/migrate",
              km.MigrateVmCmd(vm_uuid=uuid, dest_host_ip=dst.management_ip))
     except BaseException:

@@ -23,9 +23,10 @@ from controller.db.models import (
     Vm,
     Volume,
 )
-from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
+from controller.primary import Op, backend_for
+from controller.services import primary_storages
 from controller.services.common import require, to_dict
 from controller.services.vmhelpers import any_storage_host, call, host_of, storage_agent
 from kvmagent import models as km
@@ -59,18 +60,19 @@ def attach_volume_action(ctl: Controller, uuid: str, body: sc.VolumeAction) -> J
             ps = require(s, PrimaryStorage, vol.primary_storage_uuid, "primaryStorageUuid")
             create = vol.status == "NotInstantiated"
             if create:
-                vol.install_path = commands.volume_path(vol.uuid)
+                vol.install_path = backend_for(ps).install_path(ps, vol.uuid)
+                vol.format = backend_for(ps).volume_format
             vol.status = "Creating" if create else vol.status
             vol.vm_uuid, vol.device_id = uuid, top + 1
         try:
             if create:
-                call(ctl, ctx, storage_agent(host), "/storage/volume/create-empty",
-                     commands.create_empty(ps, vol))
+                backend_for(ps).create_empty(Op(ctl, ctx), ps, host, vol)
                 with ctl.db.write() as s:
                     s.execute(update(Volume).where(Volume.uuid == vol.uuid).values(status="Ready"))
             if vm.state == "Running":
+                backend_for(ps).prepare_host(Op(ctl, ctx), ps, host)
                 call(ctl, ctx, host.agent_url, "/vm/volume/attach", km.AttachVolumeCmd(
-                    vm_uuid=uuid, volume=commands.file_volume(ps, vol, top + 1)))
+                    vm_uuid=uuid, volume=backend_for(ps).volume_spec(ps, vol, top + 1)))
         except BaseException:
             with ctl.db.write() as s:
                 s.execute(update(Volume).where(Volume.uuid == vol.uuid).values(
@@ -94,7 +96,7 @@ def detach_volume_action(ctl: Controller, uuid: str, body: sc.VolumeAction) -> J
             raise BadRequest("volumeUuid: not a data volume of this VM", field="volumeUuid")
         if vm.state == "Running":
             call(ctl, ctx, host.agent_url, "/vm/volume/detach", km.DetachVolumeCmd(
-                vm_uuid=uuid, volume=commands.file_volume(ps, vol, vol.device_id or 1)))
+                vm_uuid=uuid, volume=backend_for(ps).volume_spec(ps, vol, vol.device_id or 1)))
         with ctl.db.write() as s:
             s.execute(update(Volume).where(Volume.uuid == vol.uuid).values(vm_uuid=None,
                                                                           device_id=None))
@@ -208,24 +210,15 @@ def delete_primary_storage(ctl: Controller, ctx: JobContext, coll: str, uuid: st
     """Evict the image cache (the volumes went first), then drop the rows."""
     with ctl.db.read() as s:
         ps = s.get(PrimaryStorage, uuid)
-        host = any_storage_host(s, uuid)
         cached = list(s.scalars(select(ImageCache).where(ImageCache.primary_storage_uuid == uuid)))
-    if ps is not None and host is not None and host.storage_agent_url:
-        for c in cached:
-            image_id = c.install_path.rsplit("/", 1)[-1].split(".", 1)[0]
-            with ctl.db.read() as s:
-                ref = s.scalar(select(ImageBackupStorageRef.install_path).where(
-                    ImageBackupStorageRef.image_uuid == c.image_uuid).limit(1))
-            try:
-                call(ctl, ctx, host.storage_agent_url, "/storage/cache/evict", sm.EvictCacheCmd(
-                    storage_uuid=ps.uuid, mount_path=ps.mount_path or "/", image_id=ref or image_id))
-            except AgentCallError as e:
-                log.warning("evicting %s from %s failed: %s", c.image_uuid, uuid, e)
+    if ps is not None and cached:
+        backend_for(ps).evict_cache(Op(ctl, ctx), ps, cached)
     with ctl.db.write() as s:
         cascade.delete_rows(s, coll, uuid)
 
 
 def register() -> None:
+    primary_storages.register()
     cascade.EXECUTORS[("primary-storages", "delete")] = delete_primary_storage
     routes.ACTIONS[("vms", "attach-volume")] = (sc.VolumeAction, attach_volume_action)
     routes.ACTIONS[("vms", "detach-volume")] = (sc.VolumeAction, detach_volume_action)

@@ -1,0 +1,92 @@
+"""The contract of a primary storage backend, and what its methods share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from controller.core import Controller
+from controller.db.models import BackupStorage, Image, ImageCache, PrimaryStorage, Volume
+from controller.jobs import JobContext
+from controller.services.vmhelpers import call
+from kvmagent import models as km
+
+
+class HostLike(Protocol):
+    """What a backend needs of a host (a ``Host`` row or an allocation's ``HostRef``)."""
+
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def agent_url(self) -> str: ...
+    @property
+    def storage_agent_url(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Op:
+    """The job a storage operation runs in: its agent calls are waited for there (cancellable)."""
+
+    ctl: Controller
+    ctx: JobContext
+
+    def call(self, agent_url: str, path: str, body: BaseModel) -> dict[str, Any]:
+        return call(self.ctl, self.ctx, agent_url, path, body)
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    """An image in a primary storage's cache: ``image_id`` is its id in backup
+    storage, ``install_path`` where the cache holds it."""
+
+    image_id: str
+    install_path: str
+    size: int = 0
+
+
+class PrimaryBackend(ABC):
+    """How one kind of primary storage makes, describes and removes VM disks.
+
+    ``host`` is the host the disk is for (file storage reaches the storage
+    through that host's storageagent); a volume's ``install_path`` is what
+    :meth:`install_path` gave it. Deleting what is not there is success.
+    """
+
+    #: the format of the volumes it makes (the ``format`` of their rows)
+    volume_format: ClassVar[str] = "qcow2"
+
+    @abstractmethod
+    def install_path(self, ps: PrimaryStorage, volume_uuid: str) -> str:
+        """Where a new volume will live on this storage."""
+
+    @abstractmethod
+    def cache_image(self, op: Op, ps: PrimaryStorage, host: HostLike, image: Image, image_id: str,
+                    bs: BackupStorage | None) -> CachedImage:
+        """Copy an image into the storage's cache (from its URL or its backup storage)."""
+
+    @abstractmethod
+    def create_root(self, op: Op, ps: PrimaryStorage, host: HostLike, cached: CachedImage,
+                    vol: Volume) -> int:
+        """Make a root volume a linked clone of the cached image; answers its allocated bytes."""
+
+    @abstractmethod
+    def create_empty(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume) -> int:
+        """Make an empty data volume; answers its allocated bytes."""
+
+    @abstractmethod
+    def delete_volume(self, op: Op, ps: PrimaryStorage, host: HostLike | None, vol: Volume) -> None:
+        """Remove a volume (``host``: the one it was made through, when known)."""
+
+    @abstractmethod
+    def evict_cache(self, op: Op, ps: PrimaryStorage, cached: list[ImageCache]) -> None:
+        """Remove cached images (the storage is going away); failures are logged, not raised."""
+
+    @abstractmethod
+    def volume_spec(self, ps: PrimaryStorage, vol: Volume, device_id: int) -> km.VolumeSpec:
+        """The volume as the KVM agent opens it (``/vm/start``, attach, detach)."""
+
+    def prepare_host(self, op: Op, ps: PrimaryStorage, host: HostLike) -> None:  # noqa: B027 - optional
+        """Make sure ``host`` can open this storage's disks before a VM starts there."""

@@ -1,0 +1,204 @@
+"""Ceph primary storage through the storage's cephagent (librbd, no kernel RBD).
+
+The image cache is an RBD image per image (``<cache pool>/image-<uuid>``,
+added from the image's URL, imported from SFTP backup storage, or copied from
+a Ceph backup pool); a root volume is a clone of its protected snapshot
+(``<pool>/volume-<uuid>``), a data volume a plain RBD image. The KVM agent
+opens them through librbd as the storage's cephx user, whose key it holds in
+a libvirt secret that the controller sets once per host
+(``/host/ceph-secret/set``). The key is read from the controller's
+``ceph_key_dir`` by the reference the storage names, never taken from a
+request; the cephagent finds the same reference in its own ``secrets_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+
+from pydantic import BaseModel
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+
+from cephagent import models as cm
+from controller.db.models import BackupStorage, Image, ImageCache, PrimaryStorage, Volume
+from controller.dispatch.dispatcher import AgentCallError
+from controller.errors import BadRequest, Conflict
+from controller.primary.base import CachedImage, HostLike, Op, PrimaryBackend
+from controller.services.vmhelpers import once_on_host
+from controller.settings import Settings
+from kvmagent import models as km
+
+log = logging.getLogger(__name__)
+
+#: how long a delete waits for a destroyed QEMU's watch on the image to expire
+IN_USE_PATIENCE = 90.0
+_KEY = re.compile(r"^[A-Za-z0-9+/=]{16,256}$")
+
+
+def _in_use(e: BaseException) -> bool:
+    return isinstance(e, AgentCallError) and e.code == "IN_USE"
+
+
+class CephBackend(PrimaryBackend):
+    """RBD images in the storage's pools, made by its cephagent."""
+
+    volume_format = "raw"
+
+    def __init__(self) -> None:
+        self._pools_ready: set[str] = set()
+        self._mu = threading.Lock()
+
+    def install_path(self, ps: PrimaryStorage, volume_uuid: str) -> str:
+        return f"{ps.ceph_pool}/volume-{volume_uuid}"
+
+    def cache_image(self, op: Op, ps: PrimaryStorage, host: HostLike, image: Image, image_id: str,
+                    bs: BackupStorage | None) -> CachedImage:
+        self._init_pools(op, ps)
+        pool, name = cache_pool(ps), f"image-{image.uuid}"
+        path, cmd = _image_source(ps, pool, name, image, image_id, bs)
+        try:
+            reply = op.call(_agent(ps), path, cmd)
+        except AgentCallError as e:
+            if e.code != "IMAGE_EXISTS":  # another VM's flow cached it meanwhile
+                raise
+            reply = op.call(_agent(ps), "/ceph/image/info",
+                            cm.ImageInfoCmd(cluster=cluster_ref(ps), pool=pool, name=name))
+        return CachedImage(image_id, str(reply.get("installPath") or f"{pool}/{name}"),
+                           int(reply.get("size") or 0))
+
+    def create_root(self, op: Op, ps: PrimaryStorage, host: HostLike, cached: CachedImage,
+                    vol: Volume) -> int:
+        src_pool, _, src_name = cached.install_path.partition("/")
+        pool, name = _split(vol)
+        reply = op.call(_agent(ps), "/ceph/volume/create-from-image", cm.CreateVolumeFromImageCmd(
+            cluster=cluster_ref(ps), pool=pool, name=name, src_pool=src_pool, src_name=src_name,
+            size=vol.size or None))
+        return int(reply.get("actualSize") or 0)
+
+    def create_empty(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume) -> int:
+        self._init_pools(op, ps)
+        pool, name = _split(vol)
+        reply = op.call(_agent(ps), "/ceph/volume/create", cm.CreateVolumeCmd(
+            cluster=cluster_ref(ps), pool=pool, name=name, size=vol.size))
+        return int(reply.get("actualSize") or 0)
+
+    @retry(retry=retry_if_exception(_in_use), wait=wait_exponential(multiplier=0.5, max=5),
+           stop=stop_after_delay(IN_USE_PATIENCE), reraise=True)
+    def delete_volume(self, op: Op, ps: PrimaryStorage, host: HostLike | None, vol: Volume) -> None:
+        pool, name = _split(vol)
+        op.call(_agent(ps), "/ceph/volume/delete",
+                cm.DeleteVolumeCmd(cluster=cluster_ref(ps), pool=pool, name=name))
+
+    def evict_cache(self, op: Op, ps: PrimaryStorage, cached: list[ImageCache]) -> None:
+        for c in cached:
+            pool, _, name = c.install_path.partition("/")
+            try:
+                op.call(_agent(ps), "/ceph/image/delete",
+                        cm.DeleteImageCmd(cluster=cluster_ref(ps), pool=pool, name=name))
+            except AgentCallError as e:
+                log.warning("removing cached image %s from %s failed: %s", c.install_path, ps.uuid, e)
+
+    def volume_spec(self, ps: PrimaryStorage, vol: Volume, device_id: int) -> km.VolumeSpec:
+        return km.RbdVolume(type="rbd", volume_uuid=vol.uuid, device_id=device_id,
+                            install_path=vol.install_path or "", monitors=monitors(ps),
+                            auth_user=user_id(ps), secret_uuid=ps.ceph_secret_uuid)
+
+    def prepare_host(self, op: Op, ps: PrimaryStorage, host: HostLike) -> None:
+        """Set the libvirt secret of the storage's user on the host, once (until it reconnects)."""
+        secret = ps.ceph_secret_uuid or ""
+        once_on_host(host.uuid, f"ceph-secret:{secret}", lambda: op.call(
+            host.agent_url, "/host/ceph-secret/set", km.SetCephSecretCmd(
+                secret_uuid=secret, user_name=user_id(ps),
+                user_key=read_key(op.ctl.settings, ps.ceph_key_ref or ""))))
+
+    def _init_pools(self, op: Op, ps: PrimaryStorage) -> None:
+        """Create the pools if missing and enable rbd on them, once per storage and process."""
+        if ps.uuid in self._pools_ready:
+            return
+        names = list(dict.fromkeys([ps.ceph_pool or "", cache_pool(ps)]))
+        op.call(_agent(ps), "/ceph/pools/init", cm.InitPoolsCmd(
+            cluster=cluster_ref(ps), pools=[cm.PoolSpec(name=n) for n in names]))
+        with self._mu:
+            self._pools_ready.add(ps.uuid)
+
+
+def _image_source(ps: PrimaryStorage, pool: str, name: str, image: Image, image_id: str,
+                  bs: BackupStorage | None) -> tuple[str, BaseModel]:
+    """The cephagent command that brings ``image`` into ``pool/name``."""
+    cluster = cluster_ref(ps)
+    if image.url:  # registered by URL: fetched from there (digest checked when it is a sha256)
+        digest = image.digest or ""
+        sha = digest.removeprefix("sha256:") if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else None
+        return "/ceph/image/add", cm.AddImageCmd(cluster=cluster, pool=pool, name=name,
+                                                 url=image.url, sha256=sha)  # type: ignore[arg-type]
+    if bs is not None and bs.type == "sftp":
+        return "/ceph/image/import-from-sftp", cm.ImportFromSftpCmd(
+            cluster=cluster, pool=pool, name=name, host=bs.hostname, port=bs.port,
+            user=bs.username, store_root=bs.url, image_id=image_id)
+    if bs is not None and bs.type == "ceph":  # a backup pool of the same cluster
+        return "/ceph/image/cache", cm.CacheImageCmd(cluster=cluster, pool=pool, name=name,
+                                                     src_pool=bs.url, src_name=image_id)
+    raise Conflict(f"image {image.uuid} has no source this storage can read", imageUuid=image.uuid)
+
+
+def _agent(ps: PrimaryStorage) -> str:
+    if not ps.agent_url:
+        raise Conflict(f"ceph primary storage {ps.uuid} has no agent URL")
+    return ps.agent_url
+
+
+def _split(vol: Volume) -> tuple[str, str]:
+    pool, _, name = (vol.install_path or "").partition("/")
+    return pool, name
+
+
+def cache_pool(ps: PrimaryStorage) -> str:
+    return ps.ceph_cache_pool or ps.ceph_pool or ""
+
+
+def user_id(ps: PrimaryStorage) -> str:
+    """The cephx user without ``client.``."""
+    return (ps.ceph_user or "").removeprefix("client.")
+
+
+def cluster_ref(ps: PrimaryStorage) -> cm.ClusterRef:
+    """Who the cephagent is towards the cluster: monitors, user, key by reference."""
+    return cm.ClusterRef(monitors=(ps.ceph_monitors or "").split(","), user=ps.ceph_user or "",
+                         key_ref=ps.ceph_key_ref, fsid=ps.ceph_fsid)
+
+
+def monitors(ps: PrimaryStorage) -> list[km.CephMon]:
+    """The monitors as the KVM agent takes them (``[v6]:port`` and ``host`` forms too)."""
+    out = []
+    for m in (ps.ceph_monitors or "").split(","):
+        if m.startswith("["):
+            host, _, rest = m[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            host, _, port = m.partition(":")
+        out.append(km.CephMon(host=host, port=int(port or 6789)))
+    return out
+
+
+def read_key(settings: Settings, key_ref: str, field: str | None = None) -> str:
+    """The bare cephx key named ``key_ref`` in the controller's ``ceph_key_dir``.
+
+    With ``field``, a missing or unusable key is a 400 naming that field;
+    without, a conflict (the storage was added, the file went away since).
+    """
+    def refuse(why: str) -> Exception:
+        msg = f"keyRef {key_ref!r}: {why}"
+        return BadRequest(f"{field}: {msg}", field=field) if field else Conflict(msg)
+
+    if not settings.ceph_key_dir:
+        raise refuse("the controller has no ceph_key_dir")
+    base = Path(settings.ceph_key_dir).resolve()
+    path = (base / key_ref).resolve()
+    if path.parent != base or not path.is_file():
+        raise refuse("no such key file in the controller's ceph_key_dir")
+    key = path.read_text(errors="replace").strip()
+    if not _KEY.match(key):
+        raise refuse("the file does not hold a bare base64 cephx key")
+    return key

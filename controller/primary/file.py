@@ -1,0 +1,93 @@
+"""File-based primary storage (nfs, local, sharedmountpoint) through the storageagent.
+
+Every host runs a storageagent that mounts the storage; the image cache and
+the qcow2 linked clones are files under the storage's root, and the KVM agent
+opens them by their host path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from controller import commands
+from controller.db.models import (
+    BackupStorage,
+    Image,
+    ImageBackupStorageRef,
+    ImageCache,
+    PrimaryStorage,
+    Volume,
+)
+from controller.dispatch.dispatcher import AgentCallError
+from controller.primary.base import CachedImage, HostLike, Op, PrimaryBackend
+from controller.services.vmhelpers import any_storage_host, storage_agent
+from kvmagent import models as km
+from storageagent import models as sm
+
+log = logging.getLogger(__name__)
+
+
+class FileBackend(PrimaryBackend):
+    """qcow2 files on a mounted storage, made by the host's storageagent."""
+
+    volume_format = "qcow2"
+
+    def install_path(self, ps: PrimaryStorage, volume_uuid: str) -> str:
+        return commands.volume_path(volume_uuid)
+
+    def cache_image(self, op: Op, ps: PrimaryStorage, host: HostLike, image: Image, image_id: str,
+                    bs: BackupStorage | None) -> CachedImage:
+        reply = op.call(storage_agent(host), "/storage/cache-image",
+                        commands.cache_image(ps, image, image_id, bs))
+        info = reply.get("image") or {}
+        return CachedImage(image_id, str(info.get("installPath", image_id)), int(info.get("size", 0)))
+
+    def create_root(self, op: Op, ps: PrimaryStorage, host: HostLike, cached: CachedImage,
+                    vol: Volume) -> int:
+        reply = op.call(storage_agent(host), "/storage/volume/create-root",
+                        commands.create_root(ps, cached.image_id, vol))
+        return _actual_size(reply)
+
+    def create_empty(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume) -> int:
+        reply = op.call(storage_agent(host), "/storage/volume/create-empty",
+                        commands.create_empty(ps, vol))
+        return _actual_size(reply)
+
+    def delete_volume(self, op: Op, ps: PrimaryStorage, host: HostLike | None, vol: Volume) -> None:
+        if host is None or not host.storage_agent_url:
+            with op.ctl.db.read() as s:
+                host = any_storage_host(s, ps.uuid)
+        if host is None:
+            log.warning("no connected host reaches %s: volume %s stays", ps.uuid, vol.uuid)
+            return
+        try:
+            op.call(storage_agent(host), "/storage/volume/delete",
+                    commands.delete_volume(ps, vol.install_path or ""))
+        except AgentCallError as e:
+            if e.code != "NOT_FOUND":
+                raise
+
+    def evict_cache(self, op: Op, ps: PrimaryStorage, cached: list[ImageCache]) -> None:
+        with op.ctl.db.read() as s:
+            host = any_storage_host(s, ps.uuid)
+            refs = {c.image_uuid: s.scalar(select(ImageBackupStorageRef.install_path).where(
+                ImageBackupStorageRef.image_uuid == c.image_uuid).limit(1)) for c in cached}
+        if host is None:
+            return
+        for c in cached:
+            image_id = refs[c.image_uuid] or c.install_path.rsplit("/", 1)[-1].split(".", 1)[0]
+            try:
+                op.call(storage_agent(host), "/storage/cache/evict", sm.EvictCacheCmd(
+                    storage_uuid=ps.uuid, mount_path=ps.mount_path or "/", image_id=image_id))
+            except AgentCallError as e:
+                log.warning("evicting %s from %s failed: %s", c.image_uuid, ps.uuid, e)
+
+    def volume_spec(self, ps: PrimaryStorage, vol: Volume, device_id: int) -> km.VolumeSpec:
+        return commands.file_volume(ps, vol, device_id)
+
+
+def _actual_size(reply: dict[str, object]) -> int:
+    info = reply.get("volume") or {}
+    return int(info.get("actualSize", 0)) if isinstance(info, dict) else 0
