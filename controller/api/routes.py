@@ -32,7 +32,6 @@ SIMPLE_CREATE: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
     "zones": (sc.ZoneCreate, res.create_zone),
     "clusters": (sc.ClusterCreate, res.create_cluster),
     "primary-storages": (sc.PrimaryStorageCreate, res.create_primary_storage),
-    "images": (sc.ImageCreate, res.create_image),
     "l2-networks": (sc.L2NetworkCreate, res.create_l2_network),
     "l3-networks": (sc.L3NetworkCreate, res.create_l3_network),
     "ip-ranges": (sc.IpRangeCreate, res.create_ip_range),

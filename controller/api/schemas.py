@@ -13,11 +13,13 @@ from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_val
 
 from agentcore.models import WireModel
 from cephagent.models import CephUser, Fsid, KeyRef, Monitor, PoolName
+from controller.digest import normalise as normalise_digest
 
 Name = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
 Description = Annotated[str | None, Field(default=None, max_length=2048)]
 Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="a resource UUID (32 hex digits)")]
 Url = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=512)]
+ImageUrl = Annotated[str, Field(pattern=r"^(https?|sftp|file)://[^\s]+$", max_length=2048)]
 Bytes = Annotated[int, Field(gt=0, le=2**50)]
 
 
@@ -151,18 +153,42 @@ class BackupStorageCreate(Named):
 
 
 class ImageCreate(Named):
-    """Register an image that is in backup storage (its id and digest there)."""
+    """Add an image to backup storage from a URL, or register one already in a store.
+
+    Without ``imageId``: a job (``add-image``) has each backup storage's agent
+    download ``url`` into its store; ``digest`` and ``actualSize``, when given,
+    are checked, and size, digest and format are then what the store measured.
+    With ``imageId`` and ``digest``: the image is already in the stores under
+    that id; it is recorded at once (201)."""
 
     backup_storage_uuids: list[Uuid] = Field(min_length=1, max_length=100)
-    image_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
-                          description="the image's id in the backup storage")
-    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    url: Url | None = None
-    format: Literal["qcow2", "raw", "iso"] = "qcow2"
+    url: ImageUrl | None = Field(
+        default=None, description="what to download (http, https, sftp, file); with imageId: "
+        "an http(s) URL hosts fetch the image from")
+    image_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                                 description="the image's id in the backup storage (registers it)")
+    digest: str | None = Field(default=None, description="sha256:<hex> or <hex>: required with "
+                               "imageId, checked when adding")
+    format: Literal["qcow2", "raw", "iso"] | None = Field(
+        default=None, description="adding: the expected format (detected if unset); "
+        "registering: default qcow2")
     media_type: Literal["RootVolumeTemplate", "DataVolumeTemplate", "ISO"] = "RootVolumeTemplate"
     platform: Literal["Linux", "Windows", "Other"] = "Linux"
-    size: Bytes = Field(description="virtual size in bytes")
-    actual_size: int = Field(default=0, ge=0)
+    size: Bytes | None = Field(default=None, description="virtual size in bytes (with imageId)")
+    actual_size: int | None = Field(default=None, ge=0, le=2**50,
+                                    description="bytes of the image file; checked when adding")
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, v: str | None) -> str | None:
+        return None if v is None else normalise_digest(v)
+
+    @field_validator("backup_storage_uuids")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a backup storage is named twice")
+        return v
 
 
 class L2NetworkCreate(Named):

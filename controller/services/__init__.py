@@ -11,9 +11,10 @@ def register() -> None:
     if _registered:
         return
     _registered = True
-    from controller.services import hosts, networks, storages, vms  # noqa: PLC0415 - they import the routes
+    from controller.services import hosts, images, networks, storages, vms  # noqa: PLC0415 - they import the routes
 
     hosts.register()
+    images.register()
     networks.register()
     storages.register()
     vms.register()

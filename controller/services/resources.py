@@ -15,8 +15,6 @@ from controller.db.models import (
     BackupStorageZoneRef,
     Cluster,
     DiskOffering,
-    Image,
-    ImageBackupStorageRef,
     InstanceOffering,
     IpRange,
     L2Network,
@@ -82,20 +80,6 @@ def create_backup_storage(s: Session, body: sc.BackupStorageCreate) -> BackupSto
     s.flush()
     for zu in body.zone_uuids:
         s.add(BackupStorageZoneRef(backup_storage_uuid=row.uuid, zone_uuid=zu))
-    return row
-
-
-def create_image(s: Session, body: sc.ImageCreate) -> Image:
-    for i, bu in enumerate(body.backup_storage_uuids):
-        require(s, BackupStorage, bu, f"backupStorageUuids.{i}")
-    row = Image(**_named(body), url=body.url, format=body.format, media_type=body.media_type,
-                platform=body.platform, size=body.size, actual_size=body.actual_size,
-                digest=body.digest, status="Ready")
-    s.add(row)
-    s.flush()
-    for bu in body.backup_storage_uuids:
-        s.add(ImageBackupStorageRef(image_uuid=row.uuid, backup_storage_uuid=bu,
-                                    install_path=body.image_id))
     return row
 
 

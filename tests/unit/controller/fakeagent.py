@@ -68,6 +68,7 @@ class FakeHost:
     """One host: its kvmagent at ``kvm_url`` and storageagent at ``storage_url``."""
 
     registry: ClassVar[dict[str, FakeHost]] = {}
+    models: ClassVar[dict[str, type[BaseModel]]] = MODELS  # path -> the agent's command model
 
     def __init__(self, ip: str, storage: SharedStorage, deliver: Deliver, token: str,
                  cpu: int = 32, memory: int = 128 << 30) -> None:
@@ -109,7 +110,7 @@ class FakeHost:
             if task and task["state"] == "running":
                 task.update(state="cancelled", reply=fail("CANCELLED"))
             return AgentResponse(200, task or {})
-        model = MODELS.get(req.path)
+        model = self.models.get(req.path)
         if model is None:
             return AgentResponse(404, fail("NOT_FOUND", f"no such path: {req.path}"))
         try:
