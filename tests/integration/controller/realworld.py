@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from controller.server import create_app
 from controller.settings import Settings
@@ -98,6 +98,18 @@ def kvmagent(base: Path, name: str, url: str, libvirt_uri: str, domain_type: str
                                "console_dir": base / "console", **extra})
 
 
+def serve_controller(db_url: str, api_token: str) -> tuple[Any, str, BaseWSGIServer]:
+    """A controller app over real HTTP on a free port (agents use ``TOKEN``): app, URL, server."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(Settings(db_url=db_url, listen=f"127.0.0.1:{port}", public_url=url,
+                              api_tokens=[api_token], agent_token=TOKEN, tracker=False,
+                              poll_after=10.0))
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return app, url, server
+
+
 @pytest.fixture(scope="module", name="world")
 def world_fixture(component_env: Callable[[str], dict[str, str]]) -> Iterator[World]:
     libvirt_env, guest = component_env("libvirt"), component_env("guest")
@@ -114,13 +126,7 @@ def world_fixture(component_env: Callable[[str], dict[str, str]]) -> Iterator[Wo
     subprocess.run(["ip", "link", "add", dummy, "type", "veth", "peer", "name", "kcp" + dummy[3:]],
                    check=True, timeout=10)
     subprocess.run(["ip", "link", "set", dummy, "up"], check=True, timeout=10)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    app = create_app(Settings(db_url=f"sqlite:///{base}/controller.db", listen=f"127.0.0.1:{port}",
-                              public_url=url, api_tokens=[API], agent_token=TOKEN, tracker=False,
-                              poll_after=10.0))
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    app, url, server = serve_controller(f"sqlite:///{base}/controller.db", API)
     kvm = kvmagent(base, "kvm", url, libvirt_env["LIBVIRT_URI"], libvirt_env["LIBVIRT_DOMAIN_TYPE"],
                    [base]).start()
     sto = AgentProcess(python_agent("storageagent.app"), agent_home(base, "sto"), controller_urls=[url],

@@ -13,7 +13,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,14 +23,12 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from controller.db.models import ImageBackupStorageRef
-from controller.server import create_app
-from controller.settings import Settings
 from sftpbackup.client import StoreClient
 from sftpbackup.sftpcli import SftpTarget
-from tests.support.agents import TOKEN, AgentProcess, free_port, python_agent
+from tests.integration.controller.realworld import serve_controller
+from tests.support.agents import AgentProcess, python_agent
 from tests.support.httpserver import FileServer
 
 pytestmark = [pytest.mark.sftp, pytest.mark.slow]
@@ -79,13 +76,7 @@ def rig(component_env: Callable[[str], dict[str, str]],
     rel = f"t-ctl-{uuid.uuid4().hex[:10]}"
     store_dir = Path(sshd["SSHD_STORE_DIR"]) / rel
     files = FileServer(base / "files").start()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    app = create_app(Settings(db_url=f"sqlite:///{base}/controller.db", listen=f"127.0.0.1:{port}",
-                              public_url=url, api_tokens=[API], agent_token=TOKEN, tracker=False,
-                              poll_after=10.0))
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    app, url, server = serve_controller(f"sqlite:///{base}/controller.db", API)
     (base / "agent").mkdir()
     agent = AgentProcess(python_agent("sftpbackup.app"), base / "agent", controller_urls=[url],
                          extra={"sftp_key_file": sshd["SSHD_KEY"],
