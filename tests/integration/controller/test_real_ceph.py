@@ -13,12 +13,13 @@ watch is gone); deleting the zone removes the cached image too.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ class CephWorld:
     uplink: str
     image_url: str
     pool: str
+    secrets: list[str] = field(default_factory=list)
 
     def ok(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         r = self.api.request(method, path, json=body, params=params or None)
@@ -101,9 +103,9 @@ def world(component_env: Callable[[str], dict[str, str]]) -> Iterator[CephWorld]
     try:
         yield w
     finally:
-        for secret in w.ok("GET", "/v1/primary-storages")["items"]:
+        for secret in w.secrets:  # the host's libvirt secret of client.agent
             subprocess.run(["virsh", "-c", libvirt_env["LIBVIRT_URI"], "secret-undefine",
-                            str(uuid.UUID(secret["cephSecretUuid"]))], capture_output=True, timeout=30)
+                            str(uuid.UUID(secret))], capture_output=True, timeout=30)
         kvm.stop()
         cephagent.stop()
         server.shutdown()
@@ -112,7 +114,8 @@ def world(component_env: Callable[[str], dict[str, str]]) -> Iterator[CephWorld]
         w.ceph.remove_pool(w.pool)
         admin.shutdown()
         subprocess.run(["ip", "link", "del", uplink], capture_output=True, timeout=10)
-        shutil.rmtree(base, ignore_errors=True)
+        if not os.environ.get("KVMCLOUD_KEEP_TEST_DIRS"):  # keep logs and consoles for debugging
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _cloud(w: CephWorld) -> dict[str, str]:
@@ -120,11 +123,13 @@ def _cloud(w: CephWorld) -> dict[str, str]:
     ids: dict[str, str] = {}
     ids["zone"] = w.ok("POST", "/v1/zones", {"name": "ceph"})["uuid"]
     ids["cluster"] = w.ok("POST", "/v1/clusters", {"name": "c", "zoneUuid": ids["zone"]})["uuid"]
-    ids["ps"] = w.ok("POST", "/v1/primary-storages", {
+    ps = w.ok("POST", "/v1/primary-storages", {
         "name": "rbd", "zoneUuid": ids["zone"], "type": "ceph", "url": f"ceph://{w.pool}",
         "agentUrl": w.cephagent.url, "clusterUuids": [ids["cluster"]],
         "ceph": {"monitors": w.ceph.monitors, "pool": w.pool, "user": w.ceph.env["CEPH_AGENT_USER"],
-                 "keyRef": KEY_REF, "fsid": w.ceph.env["CEPH_FSID"]}})["uuid"]
+                 "keyRef": KEY_REF, "fsid": w.ceph.env["CEPH_FSID"]}})
+    ids["ps"] = ps["uuid"]
+    w.secrets.append(ps["cephSecretUuid"])
     bs = w.ok("POST", "/v1/backup-storages", {"name": "b", "type": "sftp", "hostname": "127.0.0.1",
                                                "url": "/srv/store", "zoneUuids": [ids["zone"]]})["uuid"]
     image = w.base / "images" / "guest.qcow2"
@@ -157,6 +162,9 @@ def test_vm_on_ceph_boots_from_an_rbd_clone_and_its_delete_removes_the_image(
                                    "l3NetworkUuids": [ids["l3"]]})["resourceUuid"]
     try:
         assert w.ok("GET", f"/v1/vms/{vm}")["state"] == "Running"
+        secrets = subprocess.run(["virsh", "-c", "qemu:///system", "secret-list"], check=True,
+                                 capture_output=True, text=True, timeout=30).stdout
+        assert str(uuid.UUID(w.secrets[0])) in secrets  # set on the host by the controller
         root = w.ok("GET", "/v1/volumes", q=f"vmUuid={vm}")["items"][0]
         pool, name = root["installPath"].split("/")
         assert (pool, name) == (w.pool, f"volume-{root['uuid']}")
