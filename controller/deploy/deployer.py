@@ -128,8 +128,13 @@ class Deployer:
         force: bool = False,
         check: bool = False,
         only_if_version_differs: bool = False,
+        secret_vars: dict[str, Any] | None = None,
     ) -> DeployResult:
-        """Install, configure and start ``role`` on ``target``; never raises for a failed deploy."""
+        """Install, configure and start ``role`` on ``target``; never raises for a failed deploy.
+
+        ``secret_vars`` are role variables holding keys (``cephagent_keyring``...): they go to
+        Ansible as extra variables, whose file is removed after the run, never into the
+        inventory, the run's artifacts or the result."""
         started = time.monotonic()
         if role not in AGENT_ROLES:
             raise ValueError(f"unknown agent role {role!r}; known: {', '.join(AGENT_ROLES)}")
@@ -160,6 +165,7 @@ class Deployer:
             "kvmcloud_agent_token": token,
             "kvmcloud_agent_config": config,
             "kvmcloud_controller_addresses": list(self.settings.controller_addresses),
+            **(secret_vars or {}),
         }
         outcome = run_playbook(
             self.settings.ansible_dir, f"{role}.yml", role, target, self.settings.known_hosts,
@@ -252,6 +258,7 @@ def deploy_agent(
     force: bool = False,
     check: bool = False,
     only_if_version_differs: bool = False,
+    secret_vars: dict[str, Any] | None = None,
 ) -> DeployResult:
     """Deploy ``role`` (kvmagent, storageagent, sftpbackup, cephagent) onto ``target``.
 
@@ -263,5 +270,5 @@ def deploy_agent(
     """
     return (deployer or default_deployer()).deploy(
         target, role, agent_config, on_event, force=force, check=check,
-        only_if_version_differs=only_if_version_differs,
+        only_if_version_differs=only_if_version_differs, secret_vars=secret_vars,
     )

@@ -23,10 +23,11 @@ class DeployFailed(ApiError):
 
 
 def deploy_role(ctx: JobContext, target: DeployTarget, role: str, config: dict[str, Any],
-                percent: tuple[float, float]) -> DeployResult:
+                percent: tuple[float, float], secret_vars: dict[str, Any] | None = None) -> DeployResult:
     """Deploy ``role`` to ``target``; the job's stage is ``deploy <role>: <task>`` as it goes,
     its percent moves from ``percent[0]`` to ``percent[1]``. A failed deploy raises
-    :class:`DeployFailed` with the failing task's message."""
+    :class:`DeployFailed` with the failing task's message. ``secret_vars``: role variables
+    holding keys (see :meth:`controller.deploy.Deployer.deploy`)."""
     from controller.deploy import DeployEvent, deploy_agent  # noqa: PLC0415 - Ansible is heavy
 
     start, end = percent
@@ -37,7 +38,7 @@ def deploy_role(ctx: JobContext, target: DeployTarget, role: str, config: dict[s
             ctx.progress(f"deploy {role}: {e.task}", start + (end - start) * done)
 
     ctx.progress(f"deploy {role}", start, force=True)
-    result = deploy_agent(target, role, config, on_event=on_event)
+    result = deploy_agent(target, role, config, on_event=on_event, secret_vars=secret_vars)
     if not result.success:
         raise DeployFailed(f"deploying {role} failed: {result.message}", task=result.failed_task,
                            role=role, address=target.address)

@@ -33,15 +33,17 @@ def host_vars(root: Path, nshost: dict[str, str], i: int) -> dict[str, str]:
 STORE_BASE = Path("/run/kvmcloud-test-stores")
 
 
-def stop_host(netns: str, root: Path) -> None:
-    """Stop every agent deployed under ``root`` and drop the firewall rules of the namespace."""
+def stop_host(netns: str | None, root: Path) -> None:
+    """Stop every agent deployed under ``root`` and drop the firewall rules of the namespace
+    (none when ``netns`` is None: a host in this machine's own namespace gets no firewall)."""
     run_dir = root / "run" / "kvmcloud"
     pidfiles = sorted(run_dir.glob("*.pid"), key=lambda p: p.name.endswith(".agent.pid"))
     for pidfile in pidfiles:  # supervisor loops first, then any agent they left
         subprocess.run(["start-stop-daemon", "--stop", "--oknodo", "--pidfile", str(pidfile),
                         "--retry", "TERM/15/KILL/5"], capture_output=True, timeout=30, check=False)
-    subprocess.run(["ip", "netns", "exec", netns, "iptables", "-F", "INPUT"], capture_output=True,
-                   timeout=30, check=False)
+    if netns is not None:
+        subprocess.run(["ip", "netns", "exec", netns, "iptables", "-F", "INPUT"], capture_output=True,
+                       timeout=30, check=False)
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(STORE_BASE / root.name, ignore_errors=True)
 
