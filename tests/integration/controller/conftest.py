@@ -1,4 +1,4 @@
-"""The controller suite runs twice: on SQLite and on a real PostgreSQL server."""
+"""The controller suite runs three times: on SQLite, and on real PostgreSQL and MariaDB servers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pymysql
 import pytest
 
 from tests.unit.controller.harness import Cloud, new_db_name
@@ -27,13 +28,35 @@ def _pg_database(component_env: Callable[[str], dict[str, str]]) -> tuple[str, C
     return base.rsplit("/", 1)[0] + "/" + name, drop
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def mariadb_database(component_env: Callable[[str], dict[str, str]],
+                     charset: str = "utf8mb4 COLLATE utf8mb4_bin") -> tuple[str, Callable[[], None]]:
+    """A new, empty database on the MariaDB server (its URL), and how to drop it."""
+    env = component_env("mariadb")
+    name = new_db_name()
+
+    def run(sql: str) -> None:
+        conn = pymysql.connect(host=env["MARIADB_HOST"], port=int(env["MARIADB_PORT"]),
+                               user=env["MARIADB_USER"], password=env["MARIADB_PASSWORD"])
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    run(f"CREATE DATABASE `{name}` CHARACTER SET {charset}")
+    base, _, query = env["MARIADB_URL"].partition("?")
+    return base.rstrip("/") + "/" + name + "?" + query, lambda: run(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path,
            component_env: Callable[[str], dict[str, str]]) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/controller.db"
         return
-    url, drop = _pg_database(component_env)
+    make = _pg_database if request.param == "postgres" else mariadb_database
+    url, drop = make(component_env)
     yield url
     drop()
 
