@@ -54,7 +54,7 @@ DEFAULT_COLUMNS = ["uuid", "name", "state"]
 EXTRA_COLUMNS = {
     "vms": ["hostUuid", "cpuNum", "memorySize"],
     "hosts": ["managementIp", "status"],
-    "images": ["format", "size"],
+    "images": ["status", "format", "size"],
     "volumes": ["type", "size", "vmUuid"],
     "primary-storages": ["type", "url"],
     "backup-storages": ["type", "hostname"],

@@ -16,7 +16,7 @@ from controller.cli.catalog import CONTRACT_COLLECTIONS, contract_catalog
 from controller.cli.client import ApiClient, Settings
 
 UUIDS = {"images": "a" * 32, "instance-offerings": "b" * 32, "l3-networks": "c" * 32,
-         "vms": "d" * 32}
+         "vms": "d" * 32, "backup-storages": "e" * 32}
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
@@ -66,6 +66,18 @@ def test_vm_create_resolves_names_and_sends_the_api_body() -> None:
     lookups = [r.url.params.get("q") for r in api.sent("GET", "/images")]
     assert lookups == ["name=cirros"]
     assert json.loads(res.stdout)["job"]["state"] == "queued"
+
+
+def test_image_create_from_a_url_sends_the_add_body() -> None:
+    api = FakeApi({("POST", "/images"): (202, {"job": job("queued", kind="add-image"),
+                                               "resource": {"uuid": "a" * 32}})})
+    res = run(api, "image", "create", "--name", "guest", "--bs", "sftp-1", "--url",
+              "http://files.example/guest.qcow2", "--digest", "ab" * 32, "--no-wait", "--json")
+    assert res.exit_code == 0, res.output
+    [post] = api.sent("POST", "/images")
+    assert json.loads(post.content) == {"name": "guest", "backupStorageUuids": ["e" * 32],
+                                        "url": "http://files.example/guest.qcow2",
+                                        "digest": "ab" * 32}
 
 
 def test_a_missing_field_is_refused_naming_it_before_anything_is_sent() -> None:
