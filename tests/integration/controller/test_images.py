@@ -189,3 +189,23 @@ def test_bad_input_is_400_naming_the_field_and_writes_nothing(cloud: Cloud, extr
     assert _counts(cloud) == (0, 0)
     assert cloud.ok("GET", "/v1/jobs", count="1")["total"] == jobs_before
     assert not any(path == "/backup/image/add" for path, _ in a.calls)
+
+
+def test_cancel_stops_the_download_and_rolls_back(cloud: Cloud) -> None:
+    a, bs_a = _backup_agent(cloud, "bsa")
+    b, bs_b = _backup_agent(cloud, "bsb")
+    b.hang.add("/backup/image/add")  # the second store's download never ends by itself
+    status, data = cloud.call("POST", "/v1/images", {"name": "g", "backupStorageUuids": [bs_a, bs_b],
+                                                     "url": URL})
+    assert status == 202, data
+    job_uuid, image = data["job"]["uuid"], data["resource"]["uuid"]
+    end = time.monotonic() + 10
+    while not any(path == "/backup/image/add" for path, _ in b.calls):
+        assert time.monotonic() < end
+        time.sleep(0.02)
+    cloud.ok("POST", f"/v1/jobs/{job_uuid}/cancel")
+    job = cloud.job("GET", f"/v1/jobs/{job_uuid}")
+    assert job["state"] == "cancelled", job
+    assert [t["state"] for t in b.tasks.values() if t["path"] == "/backup/image/add"] == ["cancelled"]
+    assert a.held() == set() and _counts(cloud) == (0, 0)
+    assert cloud.call("GET", f"/v1/images/{image}")[0] == 404
