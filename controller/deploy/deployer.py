@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ import httpx
 import yaml
 from pydantic import SecretStr
 
+from controller.deploy import debs
 from controller.deploy.errors import DeployError
 from controller.deploy.keys import ensure_controller_key, install_public_key
 from controller.deploy.known_hosts import KnownHosts
@@ -97,6 +98,7 @@ class Deployer:
     def __init__(self, settings: DeploySettings) -> None:
         self.settings = settings
         self._wheel_lock = threading.Lock()
+        self._debs_lock = threading.Lock()
 
     def wheelhouse(self) -> Wheelhouse:
         with self._wheel_lock:
@@ -154,11 +156,13 @@ class Deployer:
                                         version=running, agent_url=agent_url, token=SecretStr(token),
                                         skipped=True, duration=time.monotonic() - started)
             target = self._prepare(target)
+            shipped = self._packages(target, role)
         except DeployError as e:
             return self._failed(role, target, str(e), started, on_event)
         run_dir = self.settings.work_dir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{role}-{uuid.uuid4().hex[:6]}"
         extravars = {
             **self._store_access(role),
+            **shipped,
             "kvmcloud_version": house.version,
             "kvmcloud_wheelhouse_tar": str(house.tar),
             "kvmcloud_force": force,
@@ -185,6 +189,14 @@ class Deployer:
             stats=outcome.stats, run_dir=run_dir,
         )
 
+    def _packages(self, target: DeployTarget, role: str) -> dict[str, Any]:
+        """The role's Debian packages as a local repository, for hosts that reach no mirror."""
+        if not target.ship_packages:
+            return {}
+        with self._debs_lock:
+            repo = debs.build(debs.role_packages(self.settings.ansible_dir, role), self.settings.work_dir / "debs")
+        return {"kvmcloud_local_repo_tar": str(repo.tar)}
+
     def _store_access(self, role: str) -> dict[str, Any]:
         """The controller's store key: installed on the agents that reach SFTP backup
         storage, authorized (SFTP only, in the store) on the backup storage hosts."""
@@ -208,11 +220,9 @@ class Deployer:
             if target.password is not None:
                 install_public_key(target.address, target.ssh_port, target.user,
                                    target.password.get_secret_value(), pub.read_text(), kh)
-            target = DeployTarget(target.address, target.ssh_port, target.user, self.settings.key_file,
-                                  None, target.python, target.host_vars)
+            target = replace(target, key_file=self.settings.key_file, password=None)
         if self.settings.host_vars:
-            target = DeployTarget(target.address, target.ssh_port, target.user, target.key_file, target.password,
-                                  target.python, {**self.settings.host_vars, **target.host_vars})
+            target = replace(target, host_vars={**self.settings.host_vars, **target.host_vars})
         return target
 
     def _failed(self, role: str, target: DeployTarget, message: str, started: float,

@@ -24,7 +24,9 @@ class DeployTarget:
     ``key_file`` is the controller's private key; ``password`` is used only once,
     to install the controller's public key (never stored, never passed to
     Ansible). ``host_vars`` overrides role defaults for this host (install
-    prefix, state and run directories...).
+    prefix, state and run directories...). ``ship_packages``: the host reaches
+    no package mirror, so the controller ships the role's Debian packages
+    (``controller.deploy.debs``).
     """
 
     address: str
@@ -34,6 +36,7 @@ class DeployTarget:
     password: SecretStr | None = None
     python: str = "/usr/bin/python3"
     host_vars: dict[str, Any] = field(default_factory=dict)
+    ship_packages: bool = False
 
     @property
     def label(self) -> str:

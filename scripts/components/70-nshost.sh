@@ -6,6 +6,8 @@
 # No route leads outside: what the hosts need is shipped by the controller.
 #   up|down|status      env: NSHOST_COUNT (default 2)
 set -euo pipefail
+# shellcheck source=../lib/netns-host.sh
+. "$(dirname "$0")/../lib/netns-host.sh"
 E=${KVMCLOUD_TEST_ENV:-/var/tmp/kvmcloud-test}
 D=$E/nshost
 ENVF=$E/nshost.env
@@ -17,15 +19,7 @@ PWUSER=kcnshpw
 host_up() {
   local i=$1 ns=kcnsh$1 h=$D/h$1 ip=$NET.1$1
   mkdir -p "$h/root"
-  ip netns list | grep -qw "$ns" || ip netns add "$ns"
-  if ! ip link show "kcnsh$i-br" >/dev/null 2>&1; then
-    ip link add "kcnsh$i-br" type veth peer name eth0 netns "$ns"
-    ip link set "kcnsh$i-br" master $BR up
-  fi
-  ip netns exec "$ns" ip link set lo up
-  ip netns exec "$ns" ip link set eth0 up
-  ip netns exec "$ns" ip -4 addr show dev eth0 | grep -q "$ip/" || ip netns exec "$ns" ip addr add "$ip/24" dev eth0
-  ip netns exec "$ns" ip route replace default via $NET.254
+  netns_host "$ns" "kcnsh$i-br" $BR "$ip/24" $NET.254
   [ -f "$h/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$h/ssh_host_ed25519_key"
   cp "$D/id_ed25519.pub" "$h/authorized_keys"; chmod 600 "$h/authorized_keys"
   mkdir -p "$h/root/etc/ssh/sshd_config.d"
@@ -54,9 +48,7 @@ CONF
   else
     kill -HUP "$(cat "$h/sshd.pid")"   # re-read the config written above
   fi
-  for _ in $(seq 50); do
-    ssh-keyscan -T 1 -t ed25519 "$ip" >/dev/null 2>&1 && break; sleep 0.1
-  done
+  wait_sshd "$ip"
   {
     echo "NSHOST_${i}_ADDR=$ip"
     echo "NSHOST_${i}_NETNS=$ns"
@@ -70,13 +62,7 @@ CONF
 host_down() {
   local i=$1 ns=kcnsh$1 h=$D/h$1
   # every process started inside the namespace (sshd, deployed agents and their loops)
-  if ip netns list | grep -qw "$ns"; then
-    for pid in $(ip netns pids "$ns"); do kill -TERM "$pid" 2>/dev/null || true; done
-    for _ in $(seq 50); do [ -z "$(ip netns pids "$ns")" ] && break; sleep 0.1; done
-    for pid in $(ip netns pids "$ns"); do kill -KILL "$pid" 2>/dev/null || true; done
-    ip netns del "$ns"
-  fi
-  ip link del "kcnsh$i-br" 2>/dev/null || true
+  netns_host_down "$ns" "kcnsh$i-br"
   rm -f "$h/sshd.pid"
 }
 
