@@ -30,6 +30,15 @@ def _no_dot_parts(v: str) -> str:
 
 
 AbsPath = Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]*$", max_length=1024), AfterValidator(_no_dot_parts)]
+SshUser = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="who the deploy logs in as")]
+SshPassword = Annotated[SecretStr | None, Field(
+    max_length=1024, description="used once to install the controller's SSH key; never stored")]
+
+
+def _only_with_deploy(v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+    if v is not None and not info.data.get("deploy"):
+        raise ValueError("only used with deploy")
+    return v
 
 
 class Body(WireModel):
@@ -96,6 +105,20 @@ class PrimaryStorageCreate(Named):
     cluster_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
     ceph: CephPrimaryStorageSpec | None = Field(default=None, validate_default=True,
                                                 description="ceph only (and required there)")
+    deploy: bool = Field(default=False, description="ceph: install the cephagent on agentUrl's host "
+                         "over SSH first (its key by keyRef from the controller's ceph_key_dir)")
+    ssh_user: SshUser = "root"
+    ssh_port: int = Field(default=22, gt=0, lt=65536)
+    ssh_password: SshPassword = None
+    _with_deploy = field_validator("ssh_password")(_only_with_deploy)
+
+    @field_validator("deploy")
+    @classmethod
+    def _ceph_deploy(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("type") != "ceph":
+            raise ValueError("only ceph primary storage has an agent of its own (file storage's "
+                             "storageagent is deployed with each host)")
+        return v
 
     @field_validator("ceph")
     @classmethod
@@ -130,25 +153,16 @@ class BackupStorageCreate(Named):
     total_capacity: int = Field(default=0, ge=0)
     zone_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
     deploy: bool = Field(default=False, description="install the sftpbackup agent on hostname over SSH first")
-    ssh_user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
-                          description="who the deploy logs in as (username is the SFTP user)")
+    ssh_user: SshUser = "root"
     ssh_port: int | None = Field(default=None, gt=0, lt=65536, description="default: port")
-    ssh_password: SecretStr | None = Field(
-        default=None, max_length=1024,
-        description="used once to install the controller's SSH key; never stored")
+    ssh_password: SshPassword = None
+    _with_deploy = field_validator("ssh_password")(_only_with_deploy)
 
     @field_validator("agent_root", "deploy")
     @classmethod
     def _sftp_only(cls, v: str | bool | None, info: ValidationInfo) -> str | bool | None:
         if v and info.data.get("type") != "sftp":
             raise ValueError("only for sftp backup storage")
-        return v
-
-    @field_validator("ssh_password")
-    @classmethod
-    def _with_deploy(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if v is not None and not info.data.get("deploy"):
-            raise ValueError("only used with deploy")
         return v
 
 

@@ -11,10 +11,18 @@ def register() -> None:
     if _registered:
         return
     _registered = True
-    from controller.services import hosts, images, networks, storages, vms  # noqa: PLC0415 - they import the routes
+    from controller.services import (  # noqa: PLC0415 - they import the routes
+        hosts,
+        images,
+        networks,
+        primary_storages,
+        storages,
+        vms,
+    )
 
     hosts.register()
     images.register()
     networks.register()
+    primary_storages.register()
     storages.register()
     vms.register()

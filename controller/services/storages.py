@@ -1,4 +1,4 @@
-"""Backup storage: add (deploy its agent, connect it), reconnect.
+"""Storage with an agent of its own: add (deploy the agent, connect it), reconnect.
 
 An SFTP backup storage with an agent (``agentUrl``, or ``deploy``) is added
 in a job: the row is written ``Connecting``; with ``deploy`` the sftpbackup
@@ -8,22 +8,32 @@ host, and the capacity it reports is recorded with the status ``Connected``.
 A failure fails the job with the agent's or the failing task's message and
 leaves the storage ``Disconnected`` (``reconnect`` retries the connect).
 A backup storage without an agent is only a record (201, no job).
+
+Ceph primary storage (its own cephagent) is added the same way by
+:func:`add_ceph_primary_storage`: with ``deploy`` the cephagent role runs on
+``agentUrl``'s host, given the key that ``ceph.keyRef`` names in the
+controller's ``ceph_key_dir`` (as a role secret: never in a body or the
+inventory); then ``/ceph/connect`` checks the credential (and fsid) and
+``/ceph/capacity`` gives the cluster's capacity. File primary storage needs
+no job: its storageagent is deployed with each host, which mounts it on connect.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from sqlalchemy import update
 
+from cephagent import models as cm
 from controller.api import routes
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.jobs import Job
-from controller.db.models import BackupStorage
+from controller.db.models import BackupStorage, PrimaryStorage
 from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
 from controller.services import resources as res
@@ -54,21 +64,34 @@ def add_backup_storage(ctl: Controller, body: sc.BackupStorageCreate) -> tuple[J
     if not with_agent:
         return None, out
     uuid = out["uuid"]
+    deploy = (lambda ctx: _deploy(ctl, ctx, body, uuid)) if body.deploy else None
+    return _agent_job(ctl, "add-backup-storage", BackupStorage, uuid, deploy,
+                      lambda: connect(ctl, uuid)), out
+
+
+def add_ceph_primary_storage(ctl: Controller, body: sc.PrimaryStorageCreate, uuid: str) -> Job:
+    """The job that deploys (optional) and connects the cephagent of a written Ceph primary storage."""
+    deploy = (lambda ctx: _deploy_cephagent(ctl, ctx, body)) if body.deploy else None
+    return _agent_job(ctl, "add-primary-storage", PrimaryStorage, uuid, deploy,
+                      lambda: connect_primary(ctl, uuid))
+
+
+def _agent_job(ctl: Controller, kind: str, model: type[Storage], uuid: str,
+               deploy: Callable[[JobContext], None] | None, connect_fn: Callable[[], dict[str, Any]]) -> Job:
+    """Deploy (when asked), then connect; any failure leaves the storage ``Disconnected``."""
+    coll = "backup-storages" if model is BackupStorage else "primary-storages"
 
     def run(ctx: JobContext) -> dict[str, Any]:
         try:
-            if body.deploy:
-                _deploy(ctl, ctx, body, uuid)
+            if deploy is not None:
+                deploy(ctx)
             ctx.progress("connect", 90.0, force=True)
-            return connect(ctl, uuid)
+            return connect_fn()
         except Exception:
-            with ctl.db.write() as s:
-                s.execute(update(BackupStorage).where(BackupStorage.uuid == uuid).values(
-                    status="Disconnected"))
+            _set(ctl, model, uuid, status="Disconnected")
             raise
 
-    return ctl.jobs.submit("add-backup-storage", "backup-storages", uuid,
-                           [f"backup-storages:{uuid}"], run), out
+    return ctl.jobs.submit(kind, coll, uuid, [f"{coll}:{uuid}"], run)
 
 
 def _check_root(root: str, field: str) -> None:
@@ -95,39 +118,80 @@ def _deploy(ctl: Controller, ctx: JobContext, body: sc.BackupStorageCreate, uuid
     result = deploy_role(ctx, target, "sftpbackup", config, (5.0, 85.0))
     agent_root = body.agent_root or _store_dir(default_deployer().role_var("sftpbackup", STORE_ROOT_VAR, target),
                                                body.url)
-    with ctl.db.write() as s:
-        s.execute(update(BackupStorage).where(BackupStorage.uuid == uuid).values(
-            agent_url=body.agent_url or result.agent_url, agent_root=agent_root))
+    _set(ctl, BackupStorage, uuid, agent_url=body.agent_url or result.agent_url, agent_root=agent_root)
+
+
+def _deploy_cephagent(ctl: Controller, ctx: JobContext, body: sc.PrimaryStorageCreate) -> None:
+    """Run the cephagent role on agentUrl's host with the key ``ceph.keyRef`` names."""
+    from controller.deploy import DeployTarget  # noqa: PLC0415 - Ansible is heavy
+    from controller.primary.ceph import read_key  # noqa: PLC0415 - it imports the services
+
+    assert body.ceph is not None and body.agent_url is not None  # the schema requires both for ceph
+    where = urlsplit(body.agent_url)
+    target = DeployTarget(address=where.hostname or "", ssh_port=body.ssh_port, user=body.ssh_user,
+                          password=body.ssh_password)
+    config = {"controller_urls": [ctl.settings.callback_base], "token": ctl.settings.agent_token,
+              "listen": where.netloc}
+    key = read_key(ctl.settings, body.ceph.key_ref)
+    deploy_role(ctx, target, "cephagent", config, (5.0, 85.0),
+                secret_vars={"cephagent_keys": {body.ceph.key_ref: key}})
 
 
 def _store_dir(chroot: str, url: str) -> str:
     return chroot.rstrip("/") + "/" + url.strip("/")
 
 
+Storage = BackupStorage | PrimaryStorage
+
+
+def _set(ctl: Controller, model: type[Storage], uuid: str, **values: Any) -> dict[str, Any]:
+    with ctl.db.write() as s:
+        s.execute(update(model).where(model.uuid == uuid).values(**values))
+        return to_dict(require(s, model, uuid, "uuid"))
+
+
+def _connecting(ctl: Controller, model: type[Storage], uuid: str, kind: str) -> Any:
+    """The storage's row, once it is marked ``Connecting``; a 409 if it has no agent of ``kind``."""
+    with ctl.db.read() as s:
+        row = require(s, model, uuid, "uuid")
+    if row.type != kind or not row.agent_url:
+        raise Conflict(f"{uuid} is {row.type} storage without an agent of its own to connect", type=row.type)
+    _set(ctl, model, uuid, status="Connecting")
+    return row
+
+
 def connect(ctl: Controller, uuid: str) -> dict[str, Any]:
     """Send the agent ``/backup/connect`` (it makes or checks the store) and record its capacity."""
-    with ctl.db.read() as s:
-        bs = require(s, BackupStorage, uuid, "backupStorageUuid")
-    if bs.type != "sftp" or not bs.agent_url:
-        raise Conflict(f"backup storage {uuid} has no agent to connect", type=bs.type)
-    with ctl.db.write() as s:
-        s.execute(update(BackupStorage).where(BackupStorage.uuid == uuid).values(status="Connecting"))
-    reply = ctl.dispatcher.call_sync(bs.agent_url, "/backup/connect", bm.ConnectCmd(
+    bs: BackupStorage = _connecting(ctl, BackupStorage, uuid, "sftp")
+    reply = ctl.dispatcher.call_sync(bs.agent_url or "", "/backup/connect", bm.ConnectCmd(
         backup_storage_uuid=uuid, root=bs.agent_root or bs.url), CONNECT_TIMEOUT)
-    total = int(reply.get("totalCapacity") or 0)
-    with ctl.db.write() as s:
-        s.execute(update(BackupStorage).where(BackupStorage.uuid == uuid).values(
-            status="Connected", total_capacity=total,
-            available_capacity=int(reply.get("availableCapacity") or 0)))
-        return to_dict(require(s, BackupStorage, uuid, "backupStorageUuid"))
+    return _set(ctl, BackupStorage, uuid, status="Connected", total_capacity=int(reply.get("totalCapacity") or 0),
+                available_capacity=int(reply.get("availableCapacity") or 0))
 
 
-def reconnect_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
-    """Connect a backup storage's agent again (after the agent or its host came back)."""
-    return ctl.jobs.submit("reconnect-backup-storage", "backup-storages", uuid,
-                           [f"backup-storages:{uuid}"], lambda ctx: connect(ctl, uuid))
+def connect_primary(ctl: Controller, uuid: str) -> dict[str, Any]:
+    """Connect a Ceph primary storage's agent: credential and fsid checked, capacity recorded."""
+    from controller.primary.ceph import cluster_ref  # noqa: PLC0415 - it imports the services
+
+    ps: PrimaryStorage = _connecting(ctl, PrimaryStorage, uuid, "ceph")
+    ref, url = cluster_ref(ps), ps.agent_url or ""
+    hello = ctl.dispatcher.call_sync(url, "/ceph/connect", cm.ConnectCmd(cluster=ref), CONNECT_TIMEOUT)
+    cap = ctl.dispatcher.call_sync(url, "/ceph/capacity", cm.CapacityCmd(cluster=ref), CONNECT_TIMEOUT)
+    return _set(ctl, PrimaryStorage, uuid, status="Connected", ceph_fsid=ps.ceph_fsid or hello.get("fsid") or None,
+                total_capacity=int(cap.get("totalCapacity") or 0),
+                available_capacity=int(cap.get("availableCapacity") or 0))
+
+
+def _reconnect(coll: str, connect_fn: Callable[[Controller, str], dict[str, Any]]) -> routes.Action:
+    def action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
+        """Connect the storage's agent again (after the agent or its host came back)."""
+        return ctl.jobs.submit(f"reconnect-{coll[:-1]}", coll, uuid, [f"{coll}:{uuid}"],
+                               lambda ctx: connect_fn(ctl, uuid))
+    return action
 
 
 def register() -> None:
     routes.JOB_CREATE["backup-storages"] = (sc.BackupStorageCreate, add_backup_storage)
-    routes.ACTIONS[("backup-storages", "reconnect")] = (sc.EmptyAction, reconnect_action)
+    routes.ACTIONS[("backup-storages", "reconnect")] = (sc.EmptyAction, _reconnect("backup-storages", connect))
+    routes.ACTIONS[("primary-storages", "reconnect")] = (sc.EmptyAction,
+                                                         _reconnect("primary-storages", connect_primary))

@@ -6,7 +6,9 @@ deploys to an sshd of its own on this machine's loopback, with Ansible over real
 host: the role installs the least-privilege ``client.agent``'s keyring and bare key (0600), the
 agent starts, and commands that name the key only by path or by reference create, list and
 delete an RBD image in the cluster. The key is in no request body, in no agent log line and in
-nothing the deploy left in the controller's run directory.
+nothing the deploy left in the controller's run directory. Then the same through the API: a Ceph
+primary storage added with ``deploy`` gets its cephagent and the key its keyRef names, and is
+connected.
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ import rados
 import rbd
 
 from controller.deploy import Deployer, DeploySettings, DeployTarget, Wheelhouse
+from controller.deploy import deployer as deployer_module
+from controller.server import create_app
+from controller.settings import Settings
 from tests.conftest import ENV_DIR
 from tests.integration.ansible.conftest import stop_host
 from tests.support.agents import TOKEN, free_port, wait_until
 
 pytestmark = [pytest.mark.ansible, pytest.mark.ceph, pytest.mark.slow]
+API = "cephagent-deploy-api-token-0123456789"
 
 
 @pytest.fixture
@@ -132,3 +138,40 @@ def test_cephagent_deploy_with_a_keyring_reaches_the_cluster(
     for f in work.rglob("*"):  # inventory, artifacts, events of the run
         if f.is_file() and f.name not in ("id_ed25519", "store_ed25519"):
             assert secret not in f.read_bytes(), f"the key is in {f}"
+
+
+def test_ceph_primary_storage_added_with_deploy_connects_its_agent(
+        tmp_path: Path, wheelhouse: Wheelhouse, loopback_host: DeployTarget,
+        ceph_admin: tuple[dict[str, str], rados.Rados], monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST /v1/primary-storages (ceph, deploy): the controller deploys the cephagent to agentUrl's
+    host with the key its keyRef names in the controller's ceph_key_dir, then connects it."""
+    env, _ = ceph_admin
+    key = Path(env["CEPH_AGENT_KEY_FILE"]).read_text().strip()
+    keys = tmp_path / "ceph-keys"
+    keys.mkdir(mode=0o700)
+    (keys / "agent-key").write_text(key + "\n")
+    work = tmp_path / "deploy"
+    work.mkdir(mode=0o700)
+    assert loopback_host.key_file is not None
+    shutil.copy(loopback_host.key_file, work / "id_ed25519")  # the key the host trusts is the controller's
+    monkeypatch.setattr(deployer_module, "_default", Deployer(DeploySettings(
+        work_dir=work, wheelhouse=wheelhouse, host_vars=loopback_host.host_vars)))
+    app = create_app(Settings(db_url=f"sqlite:///{tmp_path}/controller.db", api_tokens=[API], agent_token=TOKEN,
+                              tracker=False, ceph_key_dir=str(keys)))
+    client, headers = app.test_client(use_cookies=False), {"Authorization": f"Bearer {API}"}
+    try:
+        zone = client.post("/v1/zones", json={"name": "z"}, headers=headers).get_json()["uuid"]
+        r = client.post("/v1/primary-storages", query_string={"wait": "1"}, headers=headers, json={
+            "name": "rbd", "zoneUuid": zone, "type": "ceph", "url": "ceph://kvmcloud",
+            "agentUrl": f"http://127.0.0.1:{free_port()}", "deploy": True, "sshPort": loopback_host.ssh_port,
+            "ceph": {"monitors": env["CEPH_MONITORS"].split(","), "pool": "kvmcloud", "user": env["CEPH_AGENT_USER"],
+                     "keyRef": "agent-key", "fsid": env["CEPH_FSID"]}})
+        job = r.get_json()["job"]
+        assert job["state"] == "succeeded", job
+        ps = job["result"]
+        assert ps["status"] == "Connected" and ps["totalCapacity"] > 0 and ps["cephFsid"] == env["CEPH_FSID"], ps
+        secret = Path(loopback_host.host_vars["kvmcloud_etc_dir"]) / "ceph" / "secrets" / "agent-key"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.read_text().strip() == key
+        assert key not in json.dumps(r.get_json())
+    finally:
+        app.extensions["kvmcloud"].close()
