@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+from controller.db.models import PrimaryStorage
+from controller.primary.ceph import monitors
+from controller.simulator import FaultRule
 from tests.unit.controller.cephcloud import KEY, POOL, SimAgents, build, fail_once, write_key
 from tests.unit.controller.harness import Cloud
 
@@ -114,3 +117,19 @@ def test_primary_storage_cascade_delete_removes_every_rbd_image(ceph: Any) -> No
     assert sims.rbd_images() == set()
     assert sims.domains() == set()
     assert cloud.ok("GET", "/v1/volumes")["items"] == []
+
+
+def test_a_delete_waits_while_the_image_is_still_in_use(ceph: Any) -> None:
+    """A destroyed QEMU's watch outlives it for a while: the delete is retried."""
+    cloud, sims, ids = ceph
+    vm = _vm(cloud, ids, "busy")["resourceUuid"]
+    root = _volumes(cloud, vm)["Root"]["installPath"]
+    sims.sim.faults.add(FaultRule(path="/ceph/volume/delete", action="fail", code="IN_USE", times=2))
+    cloud.succeeded("DELETE", f"/v1/vms/{vm}?confirm=1")
+    assert root not in sims.rbd_images() and sims.sim.faults.list() == []
+
+
+def test_monitors_are_handed_to_the_kvm_agent_with_their_ports() -> None:
+    ps = PrimaryStorage(ceph_monitors="10.0.0.1:3300,mon-b,[fd00::1]:6790,[fd00::2]")
+    assert [(m.host, m.port) for m in monitors(ps)] == [
+        ("10.0.0.1", 3300), ("mon-b", 6789), ("fd00::1", 6790), ("fd00::2", 6789)]
