@@ -7,7 +7,9 @@ answers with another host UUID, or none (it restarted without its identity),
 is reconnected. Disconnected hosts are retried at each tick. VM states come
 from events the agents push (``POST /v1/agent-events/<hostUuid>``) and from a
 full ``/vm/sync`` at connect and every ``sync_interval``. A VM with an
-operation in its queue is left alone: the operation decides its state.
+operation in its queue is left alone: the operation decides its state. A VM
+stopped in the database that the agent reports running on its last host (a
+start whose outcome was lost with a killed agent) is adopted by that host.
 """
 
 from __future__ import annotations
@@ -169,7 +171,15 @@ class HostTracker:
         reply = self.ctl.dispatcher.call_sync(host.agent_url, "/vm/sync", km.SyncVmCmd(), 60.0)
         states: dict[str, str] = {k.replace("-", ""): v for k, v in (reply.get("states") or {}).items()}
         busy = set(self._busy_vms())
+        live = [u for u, st in states.items() if st in ("Running", "Paused")]
         with self.ctl.db.write() as s:
+            # a VM the database thinks stopped may run here after all: its start's
+            # outcome was lost with a killed agent; it is this host's again
+            lost = [u for u in s.scalars(select(Vm.uuid).where(
+                Vm.host_uuid.is_(None), Vm.last_host_uuid == host_uuid, Vm.uuid.in_(live)))
+                if u not in busy]
+            for uuid in lost:
+                self._adopt(s, uuid, host_uuid)
             rows = list(s.execute(select(Vm.uuid, Vm.state).where(Vm.host_uuid == host_uuid)))
             for uuid, state in rows:
                 if uuid in busy:
@@ -195,6 +205,18 @@ class HostTracker:
             log.info("vm %s: %s -> %s (event from %s: %s)", vm_uuid, vm.state, state, host_uuid,
                      body.get("reason"))
             self._set_state(s, vm_uuid, state)
+
+    @staticmethod
+    def _adopt(s: Session, vm_uuid: str, host_uuid: str) -> None:
+        vm = s.get(Vm, vm_uuid, with_for_update=True)
+        if vm is None or vm.host_uuid is not None:
+            return
+        log.warning("vm %s runs on host %s though stopped in the database; adopting it", vm_uuid,
+                    host_uuid)
+        s.execute(update(Host).where(Host.uuid == host_uuid).values(
+            available_cpu=Host.available_cpu - vm.cpu_num,
+            available_memory=Host.available_memory - vm.memory_size))
+        vm.host_uuid, vm.state = host_uuid, "Unknown"  # the sync below sets the agent's state
 
     @staticmethod
     def _set_state(s: Session, vm_uuid: str, state: str) -> None:

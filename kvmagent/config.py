@@ -25,4 +25,9 @@ class KvmAgentConfig(AgentConfig):
         default=Path("/var/log/kvmcloud/console"), description="serial console logs, one <vm uuid>.log per VM",
     )
     dnsmasq: str = Field(default="/usr/sbin/dnsmasq", description="dnsmasq binary for flat-network DHCP")
+    dhcp_tag: str = Field(
+        default="", pattern=r"^[a-z0-9]{0,3}$",
+        description="for a second agent sharing this machine's kernel (a nested host): "
+                    "its DHCP namespaces and veths get names of their own",
+    )
     stop_poll_interval: float = Field(default=0.2, gt=0, le=5)

@@ -47,10 +47,11 @@ class DhcpNames:
     inner: str
 
     @classmethod
-    def of(cls, l3_uuid: str) -> DhcpNames:
+    def of(cls, l3_uuid: str, tag: str = "") -> DhcpNames:
         key = l3_uuid.replace("-", "").lower()
-        short = key[:9]
-        return cls(key=key, namespace=f"kvmcloud-dhcp-{key[:12]}", outer=f"kd{short}o", inner=f"kd{short}i")
+        short = tag + key[:9 - len(tag)]
+        return cls(key=key, namespace=f"kvmcloud-dhcp-{tag}{key[:12]}", outer=f"kd{short}o",
+                   inner=f"kd{short}i")
 
 
 def hosts_file(leases: list[DhcpLease]) -> str:
@@ -114,22 +115,26 @@ def _alive(pid_file: Path, marker: str) -> int | None:
 class DhcpServers:
     """The dnsmasq instances of this host, one per L3 network."""
 
-    def __init__(self, state_dir: Path, dnsmasq: str, run: Runner) -> None:
+    def __init__(self, state_dir: Path, dnsmasq: str, run: Runner, tag: str = "") -> None:
         self.root = state_dir / "dhcp"
         self.dnsmasq = dnsmasq
         self.run = run
+        self.tag = tag
+
+    def names(self, l3_uuid: str) -> DhcpNames:
+        return DhcpNames.of(l3_uuid, self.tag)
 
     def workdir(self, names: DhcpNames) -> Path:
         return self.root / names.key
 
     def pid(self, l3_uuid: str) -> int | None:
-        names = DhcpNames.of(l3_uuid)
+        names = self.names(l3_uuid)
         wd = self.workdir(names)
         return _alive(wd / "dnsmasq.pid", str(wd / "dnsmasq.conf"))
 
     def apply(self, cmd: DhcpApplyCmd) -> tuple[DhcpNames, int]:
         """Make the network's DHCP server exist and serve exactly ``cmd.leases``."""
-        names = DhcpNames.of(cmd.l3_network_uuid)
+        names = self.names(cmd.l3_network_uuid)
         wd = self.workdir(names)
         wd.mkdir(parents=True, exist_ok=True)
         self._plumb(cmd, names)
@@ -154,7 +159,7 @@ class DhcpServers:
 
     def release(self, l3_uuid: str, macs: list[str]) -> int:
         """Drop leases by MAC; returns how many leases remain."""
-        names = DhcpNames.of(l3_uuid)
+        names = self.names(l3_uuid)
         wd = self.workdir(names)
         hosts = wd / "hosts"
         if not hosts.exists():
@@ -169,7 +174,7 @@ class DhcpServers:
 
     def delete(self, l3_uuid: str) -> None:
         """Stop the network's dnsmasq and remove its namespace, veth and files."""
-        names = DhcpNames.of(l3_uuid)
+        names = self.names(l3_uuid)
         wd = self.workdir(names)
         pid = _alive(wd / "dnsmasq.pid", str(wd / "dnsmasq.conf"))
         if pid is not None:

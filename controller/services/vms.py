@@ -19,6 +19,7 @@ from controller.db.models import (
     InstanceOffering,
     L2Network,
     L3Network,
+    PrimaryStorage,
     Snapshot,
     Tag,
     UsedIp,
@@ -213,8 +214,8 @@ def migrate_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | Non
         for l3_uuid in dict.fromkeys(l3 for l3, _ in _nics(ctl, uuid)):
             _realise_on(ctl, ctx, dst, l3_uuid)
         prepare_host_for_vm(Op(ctl, ctx), dst, uuid)
-        call(ctl, ctx, src.agent_url, "/vm/migrate",
-             km.MigrateVmCmd(vm_uuid=uuid, dest_host_ip=dst.management_ip))
+        call(ctl, ctx, src.agent_url, "/vm/migrate", km.MigrateVmCmd(
+            vm_uuid=uuid, dest_host_ip=dst.management_ip, unsafe=_on_shared_mount_point(ctl, uuid)))
     except BaseException:
         with ctl.db.write() as s:
             allocate.release_host(s, dst.uuid, vm.cpu_num, vm.memory_size)
@@ -231,6 +232,14 @@ def migrate_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | Non
         except AgentCallError as e:
             log.warning("releasing the lease of %s on %s failed: %s", uuid, src_uuid, e)
     return _set(ctl, uuid)
+
+
+def _on_shared_mount_point(ctl: Controller, uuid: str) -> bool:
+    """Disks on a shared mount point: shared, but libvirt cannot tell (it refuses unless unsafe)."""
+    with ctl.db.read() as s:
+        return s.scalar(select(PrimaryStorage.uuid).join(
+            Volume, Volume.primary_storage_uuid == PrimaryStorage.uuid).where(
+            Volume.vm_uuid == uuid, PrimaryStorage.type == "sharedmountpoint").limit(1)) is not None
 
 
 def _realise_on(ctl: Controller, ctx: JobContext, host: allocate.HostRef, l3_uuid: str) -> None:

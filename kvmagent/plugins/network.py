@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from agentcore.plugin import Plugin, command
 from agentcore.task import TaskContext
-from kvmagent.dhcp import DhcpNames, DhcpServers
+from kvmagent.dhcp import DhcpServers
 from kvmagent.l2 import L2Networks, Netlink, uplink_name
 from kvmagent.models import (
     DhcpApplyCmd,
@@ -42,7 +42,8 @@ class NetworkPlugin(Plugin):
         def run(argv: Sequence[str]) -> object:
             return ctx.run(argv, timeout=DNSMASQ_TIMEOUT)
 
-        return DhcpServers(self.host.config.state_dir, self.host.config.dnsmasq, run)
+        return DhcpServers(self.host.config.state_dir, self.host.config.dnsmasq, run,
+                           self.host.config.dhcp_tag)
 
     def _l2_reply(self, cmd: L2NetworkCmd, exists: bool) -> L2NetworkReply:
         return L2NetworkReply(bridge_name=cmd.bridge_name, uplink=uplink_name(cmd), exists=exists)
@@ -73,12 +74,14 @@ class NetworkPlugin(Plugin):
     @command("/dhcp/release", lock=_l3_lock)
     def release_dhcp(self, ctx: TaskContext, cmd: DhcpReleaseCmd) -> DhcpReply:
         """Remove the leases of these MACs (VMs gone), keeping the others."""
-        left = self._dhcp(ctx).release(cmd.l3_network_uuid, cmd.macs)
-        return DhcpReply(namespace=DhcpNames.of(cmd.l3_network_uuid).namespace, leases=left,
-                         pid=self._dhcp(ctx).pid(cmd.l3_network_uuid))
+        servers = self._dhcp(ctx)
+        left = servers.release(cmd.l3_network_uuid, cmd.macs)
+        return DhcpReply(namespace=servers.names(cmd.l3_network_uuid).namespace, leases=left,
+                         pid=servers.pid(cmd.l3_network_uuid))
 
     @command("/dhcp/delete", lock=_l3_lock)
     def delete_dhcp(self, ctx: TaskContext, cmd: DhcpNetworkCmd) -> DhcpReply:
         """Stop the L3 network's DHCP server and remove its namespace; absent is success."""
-        self._dhcp(ctx).delete(cmd.l3_network_uuid)
-        return DhcpReply(namespace=DhcpNames.of(cmd.l3_network_uuid).namespace, leases=0)
+        servers = self._dhcp(ctx)
+        servers.delete(cmd.l3_network_uuid)
+        return DhcpReply(namespace=servers.names(cmd.l3_network_uuid).namespace, leases=0)

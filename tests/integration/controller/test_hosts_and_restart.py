@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from controller.services.vmhelpers import mark_stopped
 from tests.support.agents import wait_until
 from tests.unit.controller.harness import AGENT_TOKEN, Cloud
 
@@ -94,3 +95,17 @@ def test_controller_restart_fails_unfinished_jobs(make_cloud: Callable[..., Clou
     job = second.job("DELETE", f"/v1/vms/{data['resource']['uuid']}?confirm=1")
     assert job["state"] == "succeeded", job
     assert first.storage.files == {}
+
+
+def test_sync_adopts_a_vm_that_runs_though_stopped_in_the_database(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    vm = _vm(cloud)
+    host = next(iter(cloud.hosts.values()))
+    free = cloud.ok("GET", f"/v1/hosts/{host.host_uuid}")["availableCpu"]
+    # a start whose outcome was lost: the controller marked the VM stopped, the domain runs
+    with cloud.ctl.db.write() as s:
+        mark_stopped(s, vm)
+    cloud.ctl.tracker.sync_vms(host.host_uuid)
+    got = cloud.ok("GET", f"/v1/vms/{vm}")
+    assert got["state"] == "Running" and got["hostUuid"] == host.host_uuid
+    assert cloud.ok("GET", f"/v1/hosts/{host.host_uuid}")["availableCpu"] == free

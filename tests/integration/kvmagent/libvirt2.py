@@ -19,9 +19,12 @@ from pathlib import Path
 
 
 class SecondLibvirtd:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, tcp_addr: str | None = None) -> None:
         self.base = base
         self.uri = f"qemu+unix:///system?socket={base}/run/libvirt-sock"
+        # with an address, it also listens on <addr>:16509 (plain TCP, no auth), so the
+        # default migration URI qemu+tcp://<addr>/system reaches it as it would a real host
+        self.tcp_addr = tcp_addr
 
     def start(self, timeout: float = 60) -> SecondLibvirtd:
         b = self.base
@@ -30,8 +33,11 @@ class SecondLibvirtd:
         shutil.copytree("/etc/libvirt", b / "etc", dirs_exist_ok=True)
         for f in (b / "etc" / "qemu").glob("*.xml"):
             f.unlink()
-        with open(b / "etc" / "libvirtd.conf", "a") as f:
-            f.write(f'\nhost_uuid = "{uuid.uuid4()}"\n')
+        with open(b / "etc" / "libvirtd.conf", "a") as conf:
+            conf.write(f'\nhost_uuid = "{uuid.uuid4()}"\n')
+            if self.tcp_addr:
+                conf.write(f'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "{self.tcp_addr}"\n'
+                        'auth_tcp = "none"\n')
         shutil.chown(b / "lib" / "qemu", "libvirt-qemu", "libvirt-qemu")
         if Path("/var/cache/libvirt").exists():  # reuse the QEMU capability cache: starts in 0.2 s
             shutil.copytree("/var/cache/libvirt", b / "cache", dirs_exist_ok=True)
@@ -44,7 +50,7 @@ class SecondLibvirtd:
             f"mount --bind {b}/log /var/log/libvirt\n"
             f"mount --bind {b}/etc /etc/libvirt\n"
             f"virtlogd -d -p {b}/virtlogd.pid\n"
-            f"libvirtd -d -p {b}/libvirtd.pid\n"
+            f"libvirtd -d {'-l ' if self.tcp_addr else ''}-p {b}/libvirtd.pid\n"
         )
         subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", str(script)],
                        check=True, timeout=60)

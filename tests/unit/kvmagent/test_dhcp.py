@@ -26,6 +26,9 @@ def test_names_fit_linux_interface_names() -> None:
     n = DhcpNames.of(L3)
     assert len(n.outer) <= 15 and len(n.inner) <= 15 and n.outer != n.inner
     assert n.namespace == "kvmcloud-dhcp-7a1c2e3f4b5d"
+    tagged = DhcpNames.of(L3, "b2")  # a second agent on the same kernel
+    assert tagged.namespace == "kvmcloud-dhcp-b27a1c2e3f4b5d" and len(tagged.outer) == len(n.outer)
+    assert {tagged.outer, tagged.inner}.isdisjoint({n.outer, n.inner})
 
 
 def test_hosts_file_is_sorted_and_round_trips() -> None:
