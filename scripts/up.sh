@@ -5,11 +5,14 @@
 #  2. libvirtd and the tiny guest image (scripts/components/10-libvirt.sh, 15-guest.sh);
 #  3. an sshd on 127.0.0.1 that the deploys go through, trusting the controller's key;
 #  4. the controller (kvmcloud serve, SQLite), with fresh API and agent tokens;
-#  5. controller/deploy/allinone.py: the sftpbackup agent deployed over SSH by
-#     the playbooks, the guest image put into the store, zone/cluster/storage/
-#     network/image/offering registered, this machine added as a host (the
-#     controller deploys kvmagent and storageagent through the same playbooks),
-#     a VM created and watched until its serial console shows the guest's marker.
+#  5. controller/deploy/allinone.py, all through the API: zone/cluster/primary
+#     storage registered, the SFTP backup storage added with deploy (the
+#     controller deploys the sftpbackup agent over SSH by the playbooks and
+#     connects it), the guest image added from a file:// URL (the store's agent
+#     copies it in), network/offering registered, this machine added as a host
+#     (the controller deploys kvmagent and storageagent through the same
+#     playbooks), a VM created and watched
+#     until its serial console shows the guest's marker.
 #
 # State: $KVMCLOUD_UP_DIR (default /var/lib/kvmcloud-up). `make down` stops it all.
 # Env: KVMCLOUD_API_PORT (8080), KVMCLOUD_UP_SSH_PORT (2202).
@@ -76,6 +79,8 @@ step "starting the controller on $API"
 export KVMCLOUD_DEPLOY_DIR=$UP/deploy
 export KVMCLOUD_CONTROLLER_ADDRESSES=127.0.0.1
 # this cloud's SFTP store (a chroot: root-owned all the way up) and the sshd that serves it
+# the sftpbackup agent may read the guest image from its directory (file:// URLs)
+export KVMCLOUD_DEPLOY_AGENT_CONFIG="{\"sftpbackup\": {\"file_url_roots\": [\"$(dirname "$GUEST_IMAGE")\"]}}"
 export KVMCLOUD_DEPLOY_HOST_VARS="{\"sftpbackup_store_root\": \"$UP/store\", \"sftpbackup_sshd_config_dir\": \"$UP/ssh/sshd_config.d\", \"sftpbackup_sshd_pidfile\": \"$UP/ssh/sshd.pid\"}"
 if ! running "$UP/controller.pid"; then
   umask 077   # the database and the log are the controller's only
@@ -91,8 +96,8 @@ for _ in $(seq 300); do
 done
 
 "$PY" -m controller.deploy.allinone --api "$API" --api-token-file "$UP/api-token" \
-  --agent-token-file "$UP/agent-token" --ssh-port "$SSH_PORT" --guest-image "$GUEST_IMAGE" \
-  --marker "$GUEST_MARKER" --interface $IFACE --store-root "$UP/store" \
+  --ssh-port "$SSH_PORT" --guest-image "$GUEST_IMAGE" \
+  --marker "$GUEST_MARKER" --interface $IFACE \
   --primary-storage "/var/lib/kvmcloud/storage/cloud-$(cat "$UP/cloud-id")" \
   --summary "$UP/summary.json"
 

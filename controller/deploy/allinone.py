@@ -1,12 +1,14 @@
 """The second half of ``make up``: an all-in-one cloud on this machine.
 
-With the controller running (``scripts/up.sh`` starts it), this deploys the
-SFTP backup storage agent over SSH through the playbooks, puts the guest
-image into the store, then registers a zone, a cluster, a local primary
-storage, the backup storage, the image, an L2/L3 network and an offering
-through the API, adds this machine as a KVM host (the controller deploys
-its agents through the same playbooks), creates a VM, and waits until it
-runs and its serial console shows the guest's marker.
+With the controller running (``scripts/up.sh`` starts it), this registers a
+zone, a cluster and a local primary storage through the API, adds the SFTP
+backup storage with ``deploy: true`` (the controller deploys the sftpbackup
+agent over SSH through the playbooks and connects it), adds the guest image
+(a ``file://`` URL the store's agent copies in), an L2/L3 network and an offering, adds
+this machine as a KVM host (the controller deploys its agents through the
+same playbooks), creates a VM, and waits until it runs and its serial
+console shows the guest's marker. The deploys' Ansible tasks are printed as
+the jobs report them.
 
     python -m controller.deploy.allinone --api http://127.0.0.1:8080 --token-file T ...
 """
@@ -22,9 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from controller.deploy.deployer import default_deployer
-from controller.deploy.models import DeployEvent, DeployTarget
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +47,38 @@ class Api:
         return self.create(collection, body)
 
     def create(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST a resource; job-backed ones are waited for. Returns the resource."""
-        r = self.client.post(f"/v1/{collection}", json=body, params={"wait": "1"})
+        """POST a resource; job-backed ones are followed (each new stage printed) until they
+        end. Returns the resource."""
+        r = self.client.post(f"/v1/{collection}", json=body)
         data = r.json() if r.content else {}
         if r.status_code >= 400:
             raise AllInOneError(f"POST /v1/{collection} answered {r.status_code}: {json.dumps(data)[:2000]}")
         if isinstance(data, dict) and "job" in data:
-            job = data["job"]
+            job = self.follow(data["job"])
             if job.get("state") != "succeeded":
                 raise AllInOneError(f"creating {collection} failed: {json.dumps(job.get('error') or job)[:2000]}")
-            return dict(data.get("resource") or job.get("result") or {})
+            return dict(job.get("result") or data.get("resource") or {})
         return dict(data)
+
+    def action(self, collection: str, uuid: str, verb: str) -> dict[str, Any]:
+        """Run an action on a resource and wait for it; returns the job's result."""
+        r = self.client.post(f"/v1/{collection}/{uuid}/actions/{verb}", json={})
+        r.raise_for_status()
+        job = self.follow(r.json()["job"])
+        if job.get("state") != "succeeded":
+            raise AllInOneError(f"{verb} {collection} {uuid} failed: {json.dumps(job.get('error') or job)[:2000]}")
+        return dict(job.get("result") or {})
+
+    def follow(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Poll a job until it ends, printing each stage it reports (the deploys' tasks)."""
+        stage = None
+        while job.get("state") not in ("succeeded", "failed", "cancelled"):
+            if job.get("stage") and job["stage"] != stage:
+                stage = job["stage"]
+                print(f"         {stage}", flush=True)
+            time.sleep(0.5)
+            job = self.get(f"/v1/jobs/{job['uuid']}")["job"]
+        return job
 
     def get(self, path: str) -> dict[str, Any]:
         r = self.client.get(path)
@@ -70,60 +90,30 @@ def _step(t0: float, what: str) -> None:
     print(f"[{time.monotonic() - t0:6.1f}s] {what}", flush=True)
 
 
-def _print_event(e: DeployEvent) -> None:
-    if e.kind in ("changed", "failed", "unreachable"):
-        print(f"         {e.kind:8} {e.task}{': ' + e.message if e.message else ''}", flush=True)
-
-
-def _agent_call(agent_url: str, token: str, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
-    r = httpx.post(f"{agent_url}{path}", json=body, timeout=600, headers={"Authorization": f"Bearer {token}"})
-    reply = r.json()
-    if r.status_code != 200 or not reply.get("success"):
-        raise AllInOneError(f"{what} failed: {json.dumps(reply)[:2000]}")
-    return dict(reply)
-
-
-def add_guest_image(agent_url: str, token: str, store: str, bs_uuid: str, image: Path) -> dict[str, Any]:
-    """Make the directory a store and put the guest image into it through the sftpbackup agent."""
-    _agent_call(agent_url, token, "/backup/connect", {"backupStorageUuid": bs_uuid, "root": store},
-                "connecting the backup storage")
-    body = {"backupStorageUuid": bs_uuid, "root": store, "imageUuid": "allinone-guest",
-            "url": f"file://{image}", "name": "guest"}
-    reply = _agent_call(agent_url, token, "/backup/image/add", body, "adding the guest image to the store")
-    return dict(reply["image"])
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
-    token = Path(args.agent_token_file).read_text().strip()
     api = Api(args.api, Path(args.api_token_file).read_text().strip(), args.timeout)
-    deployer = default_deployer()
-    here = DeployTarget("127.0.0.1", args.ssh_port)
-
-    _step(t0, f"deploying the sftpbackup agent to root@127.0.0.1:{args.ssh_port} (Ansible)")
-    sftp = deployer.deploy(here, "sftpbackup", {"token": token, "controller_urls": [args.api],
-                                                 "file_url_roots": [str(Path(args.guest_image).parent)]},
-                           _print_event)
-    if not sftp.success:
-        raise AllInOneError(sftp.message)
-    _step(t0, sftp.message)
 
     zone = api.ensure("zones", {"name": "zone-1"})
     cluster = api.ensure("clusters", {"name": "cluster-1", "zoneUuid": zone["uuid"]})
     api.ensure("primary-storages", {
         "name": "local-1", "zoneUuid": zone["uuid"], "type": "local", "url": "local",
         "mountPath": args.primary_storage, "clusterUuids": [cluster["uuid"]]})
+    _step(t0, "zone, cluster and primary storage registered")
+
+    _step(t0, f"adding the backup storage: the controller deploys sftpbackup to root@127.0.0.1:{args.ssh_port} "
+              "(Ansible) and connects it")
     bs = api.ensure("backup-storages", {
         "name": "sftp-1", "type": "sftp", "hostname": "127.0.0.1", "port": args.ssh_port,
-        "username": args.store_user, "url": "/store", "agentUrl": sftp.agent_url, "zoneUuids": [zone["uuid"]]})
-    _step(t0, "zone, cluster, primary storage and backup storage registered")
+        "username": args.store_user, "url": "/store", "deploy": True, "zoneUuids": [zone["uuid"]]})
+    if bs.get("status") != "Connected":  # found from an earlier run whose agent is gone
+        bs = api.action("backup-storages", bs["uuid"], "reconnect")
+    _step(t0, f"backup storage {bs['uuid']} connected ({bs['agentRoot']})")
 
-    info = add_guest_image(sftp.agent_url, token, args.store_root + "/store", bs["uuid"], Path(args.guest_image))
-    image = api.ensure("images", {
-        "name": "tiny-guest", "backupStorageUuids": [bs["uuid"]], "imageId": info["imageUuid"],
-        "digest": "sha256:" + info["digest"], "format": info["format"], "size": info["virtualSize"],
-        "actualSize": info["size"]})
-    _step(t0, f"guest image in the store and registered ({info['size']} bytes)")
+    _step(t0, "adding the guest image: the store's agent copies it in")
+    image = api.ensure("images", {"name": "tiny-guest", "backupStorageUuids": [bs["uuid"]],
+                                  "url": f"file://{Path(args.guest_image).resolve()}"})
+    _step(t0, f"guest image {image['uuid']} in the store ({image.get('actualSize')} bytes)")
 
     l2 = api.ensure("l2-networks", {"name": "flat-1", "zoneUuid": zone["uuid"], "type": "novlan",
                                     "physicalInterface": args.interface, "clusterUuids": [cluster["uuid"]]})
@@ -160,13 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m controller.deploy.allinone", description=__doc__.splitlines()[0])
     p.add_argument("--api", required=True, help="the controller's base URL")
     p.add_argument("--api-token-file", required=True)
-    p.add_argument("--agent-token-file", required=True)
     p.add_argument("--ssh-port", type=int, required=True, help="sshd of this machine the deploys go through")
     p.add_argument("--guest-image", required=True)
     p.add_argument("--marker", required=True, help="line the guest prints on its serial console")
     p.add_argument("--interface", required=True, help="interface the flat network's bridge enslaves")
     p.add_argument("--primary-storage", default="/var/lib/kvmcloud/storage/local-1")
-    p.add_argument("--store-root", default="/var/lib/kvmcloud/store", help="sftpbackup_store_root of the role")
     p.add_argument("--store-user", default="kvmcloud-store")
     p.add_argument("--console-dir", default="/var/log/kvmcloud/console")
     p.add_argument("--timeout", type=float, default=900)

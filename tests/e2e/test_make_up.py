@@ -1,7 +1,8 @@
 """``make up``'s path on this machine: deps, libvirtd, the guest, an sshd, the
 controller, the agents deployed over SSH by the real playbooks (sftpbackup by
-the all-in-one script, kvmagent and storageagent by the controller's add-host),
-every resource registered through the API, and a VM whose serial console shows
+the controller's add-backup-storage, kvmagent and storageagent by its add-host),
+every resource (the guest image too, from a file:// URL) added through the API,
+and a VM whose serial console shows
 the guest's marker. ``make down`` stops it all (libvirtd stays: other tests share it)."""
 
 from __future__ import annotations
