@@ -20,8 +20,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -33,9 +31,9 @@ from controller.server import create_app
 from controller.settings import Settings
 from tests.conftest import ENV_DIR
 from tests.integration.cephagent.conftest import Ceph
-from tests.integration.controller.realworld import API, agent_home, kvmagent
+from tests.integration.controller.realworld import API, World, agent_home, kvmagent
 from tests.integration.storageagent.conftest import sha256_of
-from tests.support.agents import TOKEN, AgentProcess, free_port, python_agent, wait_until
+from tests.support.agents import TOKEN, AgentProcess, free_port, python_agent
 from tests.support.httpserver import FileServer
 
 pytestmark = [pytest.mark.ceph, pytest.mark.libvirt, pytest.mark.slow]
@@ -44,31 +42,16 @@ KEY_REF = "agent-key"
 
 @dataclass
 class CephWorld:
-    api: httpx.Client
+    """The controller world (``world.sto`` is the cephagent) and the cluster's side."""
+
+    world: World
     ceph: Ceph
-    kvm: AgentProcess
-    cephagent: AgentProcess
-    base: Path
-    uplink: str
-    image_url: str
     pool: str
     secrets: list[str] = field(default_factory=list)
 
-    def ok(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        r = self.api.request(method, path, json=body, params=params or None)
-        assert r.status_code in (200, 201, 202), r.text
-        return r.json()
-
-    def job(self, method: str, path: str, body: Any = None, **params: Any) -> dict[str, Any]:
-        r = self.api.request(method, path, json=body, params={"wait": "1", **params}, timeout=900)
-        assert r.status_code == 200, r.text
-        job: dict[str, Any] = r.json()["job"]
-        assert job["state"] == "succeeded", job
-        return job
-
 
 @pytest.fixture
-def world(component_env: Callable[[str], dict[str, str]]) -> Iterator[CephWorld]:
+def ceph_world(component_env: Callable[[str], dict[str, str]]) -> Iterator[CephWorld]:
     libvirt_env, guest, env = component_env("libvirt"), component_env("guest"), component_env("ceph")
     base = ENV_DIR / "kvmagent-tests" / f"ceph-{uuid.uuid4().hex[:10]}"
     for d in (base, base / "console", base / "images"):
@@ -97,13 +80,17 @@ def world(component_env: Callable[[str], dict[str, str]]) -> Iterator[CephWorld]
     cephagent = AgentProcess(python_agent("cephagent.app"), agent_home(base, "ceph"), controller_urls=[url],
                              extra={"keyring_dirs": [env["CEPH_DIR"]], "secrets_dir": keys,
                                     "op_timeout": 30, "connect_timeout": 5}).start()
-    w = CephWorld(httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API}"}, timeout=120),
-                  Ceph(env, admin), kvm, cephagent, base, uplink, files.url("guest.qcow2"),
-                  f"ctl-{uuid.uuid4().hex[:6]}")
+    image = base / "images" / "guest.qcow2"
+    size = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)], check=True,
+                                     capture_output=True, timeout=30).stdout)["virtual-size"]
+    w = World(httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API}"}, timeout=120),
+              app, kvm, cephagent, base, base, uplink, url, guest,
+              {"image_url": files.url("guest.qcow2"), "digest": sha256_of(image), "size": str(size)})
+    cw = CephWorld(w, Ceph(env, admin), f"ctl-{uuid.uuid4().hex[:6]}")
     try:
-        yield w
+        yield cw
     finally:
-        for secret in w.secrets:  # the host's libvirt secret of client.agent
+        for secret in cw.secrets:  # the host's libvirt secret of client.agent
             subprocess.run(["virsh", "-c", libvirt_env["LIBVIRT_URI"], "secret-undefine",
                             str(uuid.UUID(secret))], capture_output=True, timeout=30)
         kvm.stop()
@@ -111,36 +98,33 @@ def world(component_env: Callable[[str], dict[str, str]]) -> Iterator[CephWorld]
         server.shutdown()
         app.extensions["kvmcloud"].close()
         files.stop()
-        w.ceph.remove_pool(w.pool)
+        cw.ceph.remove_pool(cw.pool)
         admin.shutdown()
         subprocess.run(["ip", "link", "del", uplink], capture_output=True, timeout=10)
         if not os.environ.get("KVMCLOUD_KEEP_TEST_DIRS"):  # keep logs and consoles for debugging
             shutil.rmtree(base, ignore_errors=True)
 
 
-def _cloud(w: CephWorld) -> dict[str, str]:
+def _cloud(cw: CephWorld) -> dict[str, str]:
     """Zone, cluster, the Ceph primary storage, the image (by URL), a flat network, the host."""
-    ids: dict[str, str] = {}
+    w, ids = cw.world, cw.world.ids
     ids["zone"] = w.ok("POST", "/v1/zones", {"name": "ceph"})["uuid"]
     ids["cluster"] = w.ok("POST", "/v1/clusters", {"name": "c", "zoneUuid": ids["zone"]})["uuid"]
     ps = w.ok("POST", "/v1/primary-storages", {
-        "name": "rbd", "zoneUuid": ids["zone"], "type": "ceph", "url": f"ceph://{w.pool}",
-        "agentUrl": w.cephagent.url, "clusterUuids": [ids["cluster"]],
-        "ceph": {"monitors": w.ceph.monitors, "pool": w.pool, "user": w.ceph.env["CEPH_AGENT_USER"],
-                 "keyRef": KEY_REF, "fsid": w.ceph.env["CEPH_FSID"]}})
+        "name": "rbd", "zoneUuid": ids["zone"], "type": "ceph", "url": f"ceph://{cw.pool}",
+        "agentUrl": w.sto.url, "clusterUuids": [ids["cluster"]],
+        "ceph": {"monitors": cw.ceph.monitors, "pool": cw.pool, "user": cw.ceph.env["CEPH_AGENT_USER"],
+                 "keyRef": KEY_REF, "fsid": cw.ceph.env["CEPH_FSID"]}})
     ids["ps"] = ps["uuid"]
-    w.secrets.append(ps["cephSecretUuid"])
+    cw.secrets.append(ps["cephSecretUuid"])
     bs = w.ok("POST", "/v1/backup-storages", {"name": "b", "type": "sftp", "hostname": "127.0.0.1",
                                                "url": "/srv/store", "zoneUuids": [ids["zone"]]})["uuid"]
-    image = w.base / "images" / "guest.qcow2"
-    size = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)], check=True,
-                                     capture_output=True, timeout=30).stdout)["virtual-size"]
     made = w.ok("POST", "/v1/images", {
-        "name": "guest", "backupStorageUuids": [bs], "imageId": "guest", "digest": sha256_of(image),
-        "size": size, "url": w.image_url}, wait=1)
+        "name": "guest", "backupStorageUuids": [bs], "imageId": "guest", "digest": ids["digest"],
+        "size": int(ids["size"]), "url": ids["image_url"]}, wait=1)
     ids["image"] = made.get("uuid") or made["resource"]["uuid"]
     l2 = w.ok("POST", "/v1/l2-networks", {"name": "flat", "zoneUuid": ids["zone"], "type": "novlan",
-                                           "physicalInterface": w.uplink,
+                                           "physicalInterface": w.dummy,
                                            "clusterUuids": [ids["cluster"]]})["uuid"]
     ids["l3"] = w.ok("POST", "/v1/l3-networks", {"name": "pub", "l2NetworkUuid": l2, "ipRanges": [{
         "startIp": "10.253.9.10", "endIp": "10.253.9.60", "netmask": "255.255.255.0",
@@ -154,9 +138,9 @@ def _cloud(w: CephWorld) -> dict[str, str]:
 
 
 def test_vm_on_ceph_boots_from_an_rbd_clone_and_its_delete_removes_the_image(
-        world: CephWorld, component_env: Callable[[str], dict[str, str]]) -> None:
-    w, marker = world, component_env("guest")["GUEST_MARKER"]
-    ids = _cloud(w)
+        ceph_world: CephWorld) -> None:
+    cw, w = ceph_world, ceph_world.world
+    ids = _cloud(cw)
     vm = w.job("POST", "/v1/vms", {"name": "rbd1", "imageUuid": ids["image"],
                                    "instanceOfferingUuid": ids["offering"],
                                    "l3NetworkUuids": [ids["l3"]]})["resourceUuid"]
@@ -164,18 +148,16 @@ def test_vm_on_ceph_boots_from_an_rbd_clone_and_its_delete_removes_the_image(
         assert w.ok("GET", f"/v1/vms/{vm}")["state"] == "Running"
         secrets = subprocess.run(["virsh", "-c", "qemu:///system", "secret-list"], check=True,
                                  capture_output=True, text=True, timeout=30).stdout
-        assert str(uuid.UUID(w.secrets[0])) in secrets  # set on the host by the controller
+        assert str(uuid.UUID(cw.secrets[0])) in secrets  # set on the host by the controller
         root = w.ok("GET", "/v1/volumes", q=f"vmUuid={vm}")["items"][0]
         pool, name = root["installPath"].split("/")
-        assert (pool, name) == (w.pool, f"volume-{root['uuid']}")
-        with w.ceph.admin.open_ioctx(pool) as io, rbd.Image(io, name, read_only=True) as img:
+        assert (pool, name) == (cw.pool, f"volume-{root['uuid']}")
+        with cw.ceph.admin.open_ioctx(pool) as io, rbd.Image(io, name, read_only=True) as img:
             assert img.parent_info() == (pool, f"image-{ids['image']}", "kvmcloud-base")
-        console = w.base / "console" / f"{vm}.log"
-        wait_until(lambda: console.exists() and marker in console.read_text(errors="replace"),
-                   180, 0.5, "the guest booted from its RBD root volume")
+        w.wait_console(vm, w.guest["GUEST_MARKER"], timeout=180)  # booted from its RBD root
     finally:
         w.job("DELETE", f"/v1/vms/{vm}", confirm="1")
-    assert w.ceph.images(w.pool) == [f"image-{ids['image']}"]  # only the cache is left
+    assert cw.ceph.images(cw.pool) == [f"image-{ids['image']}"]  # only the cache is left
     assert w.kvm.call("/vm/sync")["states"].get(vm) in (None, "Stopped")
     w.job("DELETE", f"/v1/zones/{ids['zone']}", confirm="1")
-    assert w.ceph.images(w.pool) == []
+    assert cw.ceph.images(cw.pool) == []
