@@ -76,8 +76,10 @@ class HostCreate(Named):
     agent_url: Url | None = None
     storage_agent_url: Url | None = None
     deploy: bool = Field(default=False, description="run the Ansible deploy first")
-    ssh_user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_user: SshUser = "root"
     ssh_port: int = Field(default=22, gt=0, lt=65536)
+    ssh_password: SshPassword = None
+    _with_deploy = field_validator("ssh_password")(_only_with_deploy)
 
 
 class CephPrimaryStorageSpec(Body):

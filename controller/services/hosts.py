@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Literal
 
 from sqlalchemy import func, select, update
@@ -59,10 +60,12 @@ def _deploy(ctl: Controller, body: sc.HostCreate, ctx: JobContext) -> None:
     """Install kvmagent and storageagent with the playbooks, streaming each task into the job."""
     from controller.deploy import DeployTarget  # noqa: PLC0415 - Ansible is heavy
 
-    target = DeployTarget(address=body.management_ip, ssh_port=body.ssh_port, user=body.ssh_user)
+    target = DeployTarget(address=body.management_ip, ssh_port=body.ssh_port, user=body.ssh_user,
+                          password=body.ssh_password)
     config = {"controller_urls": [ctl.settings.callback_base], "token": ctl.settings.agent_token}
     for i, role in enumerate(("kvmagent", "storageagent")):
         deploy_role(ctx, target, role, config, (5.0 + 20.0 * i, 25.0 + 20.0 * i))
+        target = replace(target, password=None)  # the first deploy installed the controller's key
 
 
 def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
