@@ -115,13 +115,17 @@ def test_snapshot_and_revert_the_root_volume(world: World) -> None:
     w.wait_console(vm, w.guest["GUEST_MARKER"], count=booted + 1, timeout=120)
 
 
-def test_agent_killed_during_a_start(world: World) -> None:
+@pytest.mark.parametrize("when", ["job-running", "domain-running"])
+def test_agent_killed_during_a_start(world: World, when: str) -> None:
     w, vm, host = world, _vm(world), world.ids["host"]
     w.job("POST", f"/v1/vms/{vm}/actions/stop", {"force": True})
     job = w.ok("POST", f"/v1/vms/{vm}/actions/start", {})["job"]["uuid"]
     tracker = w.ctl.tracker
-    # killed as soon as libvirt runs the domain: most often before the agent could answer
-    wait_until(lambda: domstate(vm) == "running", 60, interval=0.02, what="the domain to start")
+    if when == "job-running":  # while the controller prepares the host (DHCP) or sends the start
+        wait_until(lambda: w.ok("GET", f"/v1/jobs/{job}")["job"]["state"] == "running", 10,
+                   interval=0.01, what="the start job to run")
+    else:  # as soon as libvirt runs the domain: sometimes before the agent could answer
+        wait_until(lambda: domstate(vm) == "running", 60, interval=0.02, what="the domain to start")
     w.kvm.kill9()
     tracker.ping(host)
     tracker.ping(host)
@@ -129,7 +133,6 @@ def test_agent_killed_during_a_start(world: World) -> None:
     w.kvm.start()
     ended = w.api.get(f"/v1/jobs/{job}", params={"wait": "1", "timeout": "120"}, timeout=150).json()["job"]
     assert ended["state"] in ("succeeded", "failed"), ended  # never left hanging
-    print(f"the start job ended {ended['state']}: {ended['error']}")
     tracker.reconnect(host)
     assert w.ok("GET", f"/v1/hosts/{host}")["status"] == "Connected"
     want = {"running": "Running", "shut off": "Stopped", "absent": "Stopped"}[domstate(vm)]
