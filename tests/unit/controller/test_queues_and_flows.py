@@ -55,6 +55,61 @@ def test_parked_work_can_be_withdrawn() -> None:
     q.shutdown()
 
 
+def test_hold_takes_a_key_in_turn_from_inside_running_work() -> None:
+    q = ResourceQueues(2)
+    gate = threading.Event()
+    entered = threading.Event()
+    order: list[str] = []
+
+    def earlier() -> None:
+        gate.wait()
+        order.append("earlier")
+
+    q.submit(["vm:a"], earlier)
+
+    def host_job() -> None:
+        entered.set()
+        with q.hold(["vm:a"]):
+            order.append("host")
+
+    q.submit(["host:1"], host_job)
+    assert entered.wait(5)
+    time.sleep(0.05)  # the hold is parked behind the earlier work
+    q.submit(["vm:a"], lambda: order.append("later"))  # arrives after the hold
+    gate.set()
+    wait_until(lambda: len(order) == 3, 5, what="all work")
+    assert order == ["earlier", "host", "later"]
+    q.shutdown()
+
+
+def test_a_cancelled_hold_gives_up_waiting() -> None:
+    q = ResourceQueues(2)
+    gate = threading.Event()
+    q.submit(["vm:a"], gate.wait)
+    cancelled = threading.Event()
+
+    def check() -> None:
+        if cancelled.is_set():
+            raise Boom()
+
+    def wait_for_it() -> None:
+        with q.hold(["vm:a"], check):
+            raise AssertionError("never held")
+
+    def run() -> None:
+        with pytest.raises(Boom):
+            wait_for_it()
+
+    t = threading.Thread(target=run)
+    t.start()
+    cancelled.set()
+    t.join(5)
+    assert not t.is_alive()
+    gate.set()
+    wait_until(lambda: not q.busy(), 5, what="vm:a free")  # nothing left parked on it
+    q.shutdown()
+
+
 class Boom(Exception):
     pass
 
