@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Table, delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from controller import commands
 from controller.core import Controller
@@ -150,6 +151,12 @@ def release(st: CreateVm) -> None:
     if st.host is None:
         return
     with st.ctl.db.write() as s:
+        # rows locked in reserve's order (host, VM, storage): a release and a reserve that
+        # run together wait for each other instead of deadlocking
+        allocate.release_host(s, st.host.uuid, st.cpu, st.memory)
+        s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(host_uuid=None))
+        if st.ps_uuid and st.ps_reserved:
+            allocate.release_primary_storage(s, st.ps_uuid, st.ps_reserved)
         if st.nic_uuids:
             used = [u for u in s.scalars(select(VmNic.used_ip_uuid).where(
                 VmNic.uuid.in_(st.nic_uuids))) if u]
@@ -158,10 +165,6 @@ def release(st: CreateVm) -> None:
                 s.execute(delete(UsedIp).where(UsedIp.uuid.in_(used)))
         if st.volumes:
             s.execute(delete(Volume).where(Volume.uuid.in_(list(st.volumes))))
-        if st.ps_uuid and st.ps_reserved:
-            allocate.release_primary_storage(s, st.ps_uuid, st.ps_reserved)
-        allocate.release_host(s, st.host.uuid, st.cpu, st.memory)
-        s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(host_uuid=None))
 
 
 def cache_image(st: CreateVm) -> None:
@@ -186,8 +189,12 @@ def cache_image(st: CreateVm) -> None:
     with st.ctl.db.write() as s:
         if s.scalar(select(ImageCache.id).where(ImageCache.primary_storage_uuid == st.ps.uuid,
                                                 ImageCache.image_uuid == image.uuid)) is None:
-            s.add(ImageCache(primary_storage_uuid=st.ps.uuid, image_uuid=image.uuid,
-                             install_path=st.cached.install_path, size=st.cached.size))
+            try:  # a VM created alongside may have cached it too: the first row stays
+                with s.begin_nested():
+                    s.add(ImageCache(primary_storage_uuid=st.ps.uuid, image_uuid=image.uuid,
+                                     install_path=st.cached.install_path, size=st.cached.size))
+            except IntegrityError:
+                pass
 
 
 def _volume_ready(st: CreateVm, uuid: str, actual: int, root: bool = False) -> None:

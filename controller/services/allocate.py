@@ -155,7 +155,9 @@ def allocate_ip(s: Session, l3_uuid: str) -> tuple[UsedIp, IpRange]:
 
 def dhcp_server_ip(s: Session, l3_uuid: str) -> str:
     """The L3 network's DHCP server address, allocated once from its ranges."""
-    l3 = s.get(L3Network, l3_uuid, with_for_update=True)
+    # FOR NO KEY UPDATE on PostgreSQL: a create inserting an address of this network (whose
+    # foreign key check takes FOR KEY SHARE) is not blocked, so it cannot deadlock with us
+    l3 = s.get(L3Network, l3_uuid, with_for_update={"key_share": True})
     if l3 is None:
         raise NoCapacity(f"no L3 network {l3_uuid}")
     if l3.dhcp_server_ip is None:
