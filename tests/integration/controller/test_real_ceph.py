@@ -6,7 +6,8 @@ The controller adds the guest image to the Ceph cache from HTTP (qcow2
 converted to raw by the cephagent), clones the root volume from its
 protected snapshot, sets the libvirt secret of client.agent on the host and
 starts the VM, whose guest boots from RBD through librbd (its marker shows on
-the serial console). Deleting the VM removes its RBD clone (after QEMU's
+the serial console). A create that fails after the clone (its network's
+uplink does not exist) leaves only the cached image in the pool. Deleting the VM removes its RBD clone (after QEMU's
 watch is gone); deleting the zone removes the cached image too.
 """
 
@@ -141,6 +142,18 @@ def test_vm_on_ceph_boots_from_an_rbd_clone_and_its_delete_removes_the_image(
         ceph_world: CephWorld) -> None:
     cw, w = ceph_world, ceph_world.world
     ids = _cloud(cw)
+    # a failure after the clone (the L2 uplink does not exist) leaves only the cache in the pool
+    l2 = w.ok("POST", "/v1/l2-networks", {"name": "broken", "zoneUuid": ids["zone"], "type": "novlan",
+                                           "physicalInterface": "kcnosuch0", "clusterUuids": [ids["cluster"]]})
+    l3 = w.ok("POST", "/v1/l3-networks", {"name": "broken", "l2NetworkUuid": l2["uuid"], "ipRanges": [{
+        "startIp": "10.253.10.10", "endIp": "10.253.10.20", "netmask": "255.255.255.0",
+        "gateway": "10.253.10.1"}]})["uuid"]
+    failed = w.run("POST", "/v1/vms", {"name": "doomed", "imageUuid": ids["image"],
+                                       "instanceOfferingUuid": ids["offering"], "l3NetworkUuids": [l3]})
+    assert failed["state"] == "failed" and "kcnosuch0" in json.dumps(failed["error"]), failed
+    assert cw.ceph.images(cw.pool) == [f"image-{ids['image']}"]
+    assert w.ok("GET", "/v1/vms")["items"] == [] and w.ok("GET", "/v1/volumes")["items"] == []
+
     vm = w.job("POST", "/v1/vms", {"name": "rbd1", "imageUuid": ids["image"],
                                    "instanceOfferingUuid": ids["offering"],
                                    "l3NetworkUuids": [ids["l3"]]})["resourceUuid"]
