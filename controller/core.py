@@ -7,7 +7,7 @@ import logging
 from sqlalchemy import update
 
 from controller.db.base import Database
-from controller.db.models import Vm
+from controller.db.models import Image, Vm
 from controller.dispatch.dispatcher import Dispatcher
 from controller.dispatch.transport import HttpTransport, Transport
 from controller.jobs import JobManager
@@ -45,6 +45,8 @@ class Controller:
         with self.db.write() as s:
             s.execute(update(Vm).where(Vm.state == "Creating").values(state="Error"))
             s.execute(update(Vm).where(Vm.state.in_(TRANSITIONAL)).values(state="Unknown"))
+            # an add cut short: which stores got it is unknown; delete the image to clean up
+            s.execute(update(Image).where(Image.status == "Downloading").values(status="Error"))
 
     @property
     def events_url(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -209,3 +210,21 @@ def test_cancel_stops_the_download_and_rolls_back(cloud: Cloud) -> None:
     assert [t["state"] for t in b.tasks.values() if t["path"] == "/backup/image/add"] == ["cancelled"]
     assert a.held() == set() and _counts(cloud) == (0, 0)
     assert cloud.call("GET", f"/v1/images/{image}")[0] == 404
+
+
+def test_a_controller_restart_mid_add_leaves_the_image_error(make_cloud: Callable[..., Cloud]) -> None:
+    first = make_cloud()
+    a, bs_a = _backup_agent(first, "bsa")
+    a.hang.add("/backup/image/add")
+    data = first.ok("POST", "/v1/images", {"name": "g", "backupStorageUuids": [bs_a], "url": URL})
+    end = time.monotonic() + 10
+    while not any(path == "/backup/image/add" for path, _ in a.calls):
+        assert time.monotonic() < end
+        time.sleep(0.02)
+    second = make_cloud()  # a second process on the same database: the first one is gone
+    job = second.ok("GET", f"/v1/jobs/{data['job']['uuid']}")["job"]
+    assert job["state"] == "failed" and job["error"]["code"] == "CONTROLLER_RESTARTED"
+    image = data["resource"]["uuid"]
+    assert second.ok("GET", f"/v1/images/{image}")["status"] == "Error"
+    assert second.job("DELETE", f"/v1/images/{image}?confirm=1")["state"] == "succeeded"
+    assert _counts(second) == (0, 0)
