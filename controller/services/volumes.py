@@ -26,7 +26,6 @@ from controller.db.models import (
 from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
 from controller.primary import Op, backend_for
-from controller.services import primary_storages
 from controller.services.common import require, to_dict
 from controller.services.vmhelpers import any_storage_host, call, host_of, storage_agent
 from kvmagent import models as km
@@ -218,7 +217,6 @@ def delete_primary_storage(ctl: Controller, ctx: JobContext, coll: str, uuid: st
 
 
 def register() -> None:
-    primary_storages.register()
     cascade.EXECUTORS[("primary-storages", "delete")] = delete_primary_storage
     routes.ACTIONS[("vms", "attach-volume")] = (sc.VolumeAction, attach_volume_action)
     routes.ACTIONS[("vms", "detach-volume")] = (sc.VolumeAction, detach_volume_action)
