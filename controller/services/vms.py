@@ -61,6 +61,8 @@ def create(ctl: Controller, body: sc.VmCreate) -> tuple[Job, dict[str, Any]]:
         image = require(s, Image, body.image_uuid, "imageUuid")
         if image.media_type != "RootVolumeTemplate":
             raise BadRequest("imageUuid: not a root volume template", field="imageUuid")
+        if image.status != "Ready":
+            raise BadRequest(f"imageUuid: the image is {image.status}, not Ready", field="imageUuid")
         offering = require(s, InstanceOffering, body.instance_offering_uuid, "instanceOfferingUuid")
         zones = set()
         for i, l3_uuid in enumerate(body.l3_network_uuids):

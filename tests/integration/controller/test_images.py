@@ -228,3 +228,14 @@ def test_a_controller_restart_mid_add_leaves_the_image_error(make_cloud: Callabl
     assert second.ok("GET", f"/v1/images/{image}")["status"] == "Error"
     assert second.job("DELETE", f"/v1/images/{image}?confirm=1")["state"] == "succeeded"
     assert _counts(second) == (0, 0)
+
+
+def test_no_vm_from_an_image_still_downloading(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    a, bs_a = _backup_agent(cloud, "bsa")
+    a.hang.add("/backup/image/add")
+    image = cloud.ok("POST", "/v1/images", {"name": "g", "backupStorageUuids": [bs_a],
+                                            "url": URL})["resource"]["uuid"]
+    status, data = cloud.call("POST", "/v1/vms", cloud.vm_body(imageUuid=image))
+    assert status == 400 and data["error"]["details"]["field"] == "imageUuid", data
+    assert "Downloading" in data["error"]["message"]
