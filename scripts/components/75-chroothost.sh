@@ -81,34 +81,16 @@ host_up() {
     esac
   done
   netns_host "$NS" "$VETH" "$BR" "$IP/24" "$NSHOST_GATEWAY"
-  [ -f "$H/etc/ssh/ssh_host_ed25519_key" ] || chroot "$H" ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
-  mkdir -p "$H/root/.ssh" "$H/run/sshd"
-  chmod 700 "$H/root/.ssh"
-  cp "$NSHOST_KEY.pub" "$H/root/.ssh/authorized_keys"
-  chmod 600 "$H/root/.ssh/authorized_keys"
-  cat > "$H/etc/ssh/sshd_config.d/00-kvmcloud-test.conf" <<CONF
-ListenAddress $IP
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-CONF
+  root_ssh_access "$H" "$NSHOST_KEY.pub" "$IP"
+  mkdir -p "$H/run/sshd"
+  echo "UsePAM no" >> "$H/etc/ssh/sshd_config.d/00-kvmcloud-test.conf"
   if ! { [ -f "$H/run/sshd.pid" ] && kill -0 "$(cat "$H/run/sshd.pid")" 2>/dev/null; }; then
     chroot "$H" /usr/sbin/sshd -t
     ip netns exec "$NS" chroot "$H" /usr/sbin/sshd -E /var/log/sshd.log
   fi
   wait_sshd "$IP"
   touch "$H/.kvmcloud-built"
-  {
-    echo "CHROOTHOST_ADDR=$IP"
-    echo "CHROOTHOST_NETNS=$NS"
-    echo "CHROOTHOST_ROOT=$H"
-    echo "CHROOTHOST_SSH_PORT=22"
-    echo "CHROOTHOST_KEY=$NSHOST_KEY"
-    echo "CHROOTHOST_GATEWAY=$NSHOST_GATEWAY"
-    echo "CHROOTHOST_SUITE=$SUITE"
-  } > "$ENVF.tmp"
-  mv "$ENVF.tmp" "$ENVF"
+  host_env "$ENVF" CHROOTHOST "$NS" "$IP" "$H" "$NSHOST_KEY" "$NSHOST_GATEWAY" "SUITE=$SUITE"
 }
 
 case ${1:-status} in

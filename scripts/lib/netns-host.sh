@@ -34,3 +34,36 @@ wait_sshd() {
   done
   return 0
 }
+
+# root_ssh_access ROOT PUBKEY ADDRESS: in the root filesystem ROOT, root logs in with
+# PUBKEY only, and sshd listens on ADDRESS only (host key made once).
+root_ssh_access() {
+  local root=$1 pub=$2 addr=$3
+  [ -f "$root/etc/ssh/ssh_host_ed25519_key" ] || chroot "$root" ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+  mkdir -p "$root/root/.ssh"
+  chmod 700 "$root/root/.ssh"
+  cp "$pub" "$root/root/.ssh/authorized_keys"
+  chmod 600 "$root/root/.ssh/authorized_keys"
+  cat > "$root/etc/ssh/sshd_config.d/00-kvmcloud-test.conf" <<CONF
+ListenAddress $addr
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+CONF
+}
+
+# host_env FILE PREFIX NETNS ADDRESS ROOT KEY GATEWAY [EXTRA=VALUE...]: the facts tests read.
+host_env() {
+  local f=$1 p=$2
+  {
+    echo "${p}_ADDR=$4"
+    echo "${p}_NETNS=$3"
+    echo "${p}_ROOT=$5"
+    echo "${p}_SSH_PORT=22"
+    echo "${p}_KEY=$6"
+    echo "${p}_GATEWAY=$7"
+    shift 7
+    for kv in "$@"; do echo "${p}_$kv"; done
+  } > "$f.tmp"
+  mv "$f.tmp" "$f"
+}

@@ -1,8 +1,10 @@
-"""A host with a root filesystem of its own and no package mirror (component
-``chroothost``: a debootstrap minbase Debian in a network namespace, sshd
-chrooted into it). The controller ships the role's Debian packages as a local
-repository; the play installs them into that root only, starts the agent
-there, and a second run changes nothing."""
+"""Hosts with a root filesystem of their own and no package mirror: component
+``chroothost`` (a debootstrap minbase Debian in a network namespace, sshd
+chrooted into it) and component ``systemdhost`` (the same root plus systemd,
+booted by systemd-nspawn: PID 1 is systemd there, unlike on this machine). The
+controller ships the role's Debian packages as a local repository; the play
+installs them into that root only, starts the agent (under the supervisor loop,
+or as a systemd unit where systemd runs), and a second run changes nothing."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pytest
 from controller.deploy import Deployer, DeployEvent, DeployTarget, Wheelhouse
 from tests.conftest import ROOT
 from tests.integration.ansible.conftest import make_deployer
+from tests.support.agents import wait_until
 
 pytestmark = [pytest.mark.ansible, pytest.mark.netns, pytest.mark.slow]
 
@@ -86,5 +89,70 @@ def test_sftpbackup_on_a_host_without_mirror_gets_shipped_packages(
     assert httpx.post(first.agent_url + "/echo", json={"message": "x"}, timeout=10).status_code == 401
 
     second = deployer.deploy(target, "sftpbackup", {**config, "token": first.token.get_secret_value()})
+    assert second.success, second.message
+    assert second.changed == 0, second.stats
+
+
+SYSTEMD_COMPONENT = ROOT / "scripts" / "components" / "76-systemdhost.sh"
+
+
+@pytest.fixture(scope="module")
+def systemd_host(component_env, nshost: dict[str, str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A host whose PID 1 is systemd (booted by systemd-nspawn), fresh for this module."""
+    env = component_env("systemdhost")
+    subprocess.run(["bash", str(SYSTEMD_COMPONENT), "fresh"], check=True, capture_output=True, timeout=600)
+    return env
+
+
+def in_machine(env: dict[str, str], *argv: str) -> str:
+    """Run a command on the systemd host (over SSH: its processes live in the container)."""
+    proc = subprocess.run(
+        ["ssh", "-i", env["SYSTEMDHOST_KEY"], "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", f"root@{env['SYSTEMDHOST_ADDR']}", *argv],
+        capture_output=True, text=True, timeout=60, check=False)
+    return proc.stdout.strip()
+
+
+def test_agent_runs_as_a_systemd_unit_restarted_on_failure(systemd_host: dict[str, str], deployer: Deployer) -> None:
+    env = systemd_host
+    assert in_machine(env, "cat", "/proc/1/comm") == "systemd"
+    target = DeployTarget(env["SYSTEMDHOST_ADDR"], int(env["SYSTEMDHOST_SSH_PORT"]),
+                          key_file=Path(env["SYSTEMDHOST_KEY"]), ship_packages=True)
+    config = {"controller_urls": [f"http://{env['SYSTEMDHOST_GATEWAY']}:8080"]}
+    events: list[DeployEvent] = []
+    first = deployer.deploy(target, "sftpbackup", dict(config), events.append)
+    assert first.success, first.message
+    done = {e.task for e in events if e.kind in ("ok", "changed")}
+    assert "Enable and start kvmcloud-sftpbackup" in done
+    assert "Install the supervisor loop of sftpbackup" not in done  # the systemd path, not the fallback
+
+    unit = "kvmcloud-sftpbackup"
+    assert in_machine(env, "systemctl", "is-enabled", unit) == "enabled"
+    assert in_machine(env, "systemctl", "is-active", unit) == "active"
+    assert in_machine(env, "systemctl", "show", "-p", "Restart", "--value", unit) == "on-failure"
+    pid = in_machine(env, "systemctl", "show", "-p", "MainPID", "--value", unit)
+    assert pid.isdigit() and int(pid) > 0
+
+    # killed: systemd starts it again (Restart=on-failure), and it serves again
+    in_machine(env, "kill", "-9", pid)
+
+    def restarted() -> bool:
+        now = in_machine(env, "systemctl", "show", "-p", "MainPID", "--value", unit)
+        return now.isdigit() and now not in ("0", pid) and in_machine(env, "systemctl", "is-active", unit) == "active"
+
+    wait_until(restarted, timeout=60, interval=0.5, what="systemd to restart the killed agent")
+    assert first.token is not None
+    token = first.token.get_secret_value()
+
+    def serves() -> bool:
+        try:
+            return httpx.post(first.agent_url + "/echo", json={"message": "again"}, timeout=5,
+                              headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(serves, timeout=60, interval=0.5, what="the restarted agent")
+
+    second = deployer.deploy(target, "sftpbackup", {**config, "token": token})
     assert second.success, second.message
     assert second.changed == 0, second.stats
