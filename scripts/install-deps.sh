@@ -19,7 +19,7 @@ APT_PACKAGES=(
   nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind nfs-common
   openssh-server openssh-client openssh-sftp-server
   bc iproute2 iptables iputils-ping curl xz-utils libxml2-utils procps psmisc
-  debootstrap postgresql mariadb-server-core mariadb-client-core
+  debootstrap systemd-container dpkg-dev postgresql mariadb-server-core mariadb-client-core
 )
 
 missing=()
