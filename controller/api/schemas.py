@@ -35,10 +35,15 @@ SshPassword = Annotated[SecretStr | None, Field(
     max_length=1024, description="used once to install the controller's SSH key; never stored")]
 
 
-def _only_with_deploy(v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-    if v is not None and not info.data.get("deploy"):
+def _only_with_deploy(v: SecretStr | bool | None, info: ValidationInfo) -> SecretStr | bool | None:
+    if v is not None and v is not False and not info.data.get("deploy"):
         raise ValueError("only used with deploy")
     return v
+
+
+ShipPackages = Annotated[bool, Field(
+    default=False, description="with deploy: the host reaches no package mirror, so the controller "
+    "ships the role's Debian packages (from its own mirror, for hosts of its Debian release)")]
 
 
 class Body(WireModel):
@@ -79,7 +84,8 @@ class HostCreate(Named):
     ssh_user: SshUser = "root"
     ssh_port: int = Field(default=22, gt=0, lt=65536)
     ssh_password: SshPassword = None
-    _with_deploy = field_validator("ssh_password")(_only_with_deploy)
+    ship_packages: ShipPackages = False
+    _with_deploy = field_validator("ssh_password", "ship_packages")(_only_with_deploy)
 
 
 class CephPrimaryStorageSpec(Body):
@@ -112,7 +118,8 @@ class PrimaryStorageCreate(Named):
     ssh_user: SshUser = "root"
     ssh_port: int = Field(default=22, gt=0, lt=65536)
     ssh_password: SshPassword = None
-    _with_deploy = field_validator("ssh_password")(_only_with_deploy)
+    ship_packages: ShipPackages = False
+    _with_deploy = field_validator("ssh_password", "ship_packages")(_only_with_deploy)
 
     @field_validator("deploy")
     @classmethod
@@ -158,7 +165,8 @@ class BackupStorageCreate(Named):
     ssh_user: SshUser = "root"
     ssh_port: int | None = Field(default=None, gt=0, lt=65536, description="default: port")
     ssh_password: SshPassword = None
-    _with_deploy = field_validator("ssh_password")(_only_with_deploy)
+    ship_packages: ShipPackages = False
+    _with_deploy = field_validator("ssh_password", "ship_packages")(_only_with_deploy)
 
     @field_validator("agent_root", "deploy")
     @classmethod

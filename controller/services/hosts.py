@@ -61,7 +61,7 @@ def _deploy(ctl: Controller, body: sc.HostCreate, ctx: JobContext) -> None:
     from controller.deploy import DeployTarget  # noqa: PLC0415 - Ansible is heavy
 
     target = DeployTarget(address=body.management_ip, ssh_port=body.ssh_port, user=body.ssh_user,
-                          password=body.ssh_password)
+                          password=body.ssh_password, ship_packages=body.ship_packages)
     config = {"controller_urls": [ctl.settings.callback_base], "token": ctl.settings.agent_token}
     for i, role in enumerate(("kvmagent", "storageagent")):
         deploy_role(ctx, target, role, config, (5.0 + 20.0 * i, 25.0 + 20.0 * i))

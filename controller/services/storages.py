@@ -110,7 +110,7 @@ def _deploy(ctl: Controller, ctx: JobContext, body: sc.BackupStorageCreate, uuid
     if body.agent_root:  # the chroot is agentRoot without url
         host_vars[STORE_ROOT_VAR] = body.agent_root[: len(body.agent_root) - len(body.url.rstrip("/"))] or "/"
     target = DeployTarget(address=body.hostname, ssh_port=body.ssh_port or body.port, user=body.ssh_user,
-                          password=body.ssh_password, host_vars=host_vars)
+                          password=body.ssh_password, host_vars=host_vars, ship_packages=body.ship_packages)
     config: dict[str, Any] = {"controller_urls": [ctl.settings.callback_base],
                               "token": ctl.settings.agent_token}
     if body.agent_url:
@@ -129,7 +129,7 @@ def _deploy_cephagent(ctl: Controller, ctx: JobContext, body: sc.PrimaryStorageC
     assert body.ceph is not None and body.agent_url is not None  # the schema requires both for ceph
     where = urlsplit(body.agent_url)
     target = DeployTarget(address=where.hostname or "", ssh_port=body.ssh_port, user=body.ssh_user,
-                          password=body.ssh_password)
+                          password=body.ssh_password, ship_packages=body.ship_packages)
     config = {"controller_urls": [ctl.settings.callback_base], "token": ctl.settings.agent_token,
               "listen": where.netloc}
     key = read_key(ctl.settings, body.ceph.key_ref)
