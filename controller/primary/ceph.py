@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from cephagent import models as cm
+from controller import digest
 from controller.db.models import BackupStorage, Image, ImageCache, PrimaryStorage, Volume
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
@@ -129,8 +130,7 @@ def _image_source(ps: PrimaryStorage, pool: str, name: str, image: Image, image_
     """The cephagent command that brings ``image`` into ``pool/name``."""
     cluster = cluster_ref(ps)
     if image.url:  # registered by URL: fetched from there (digest checked when it is a sha256)
-        digest = image.digest or ""
-        sha = digest.removeprefix("sha256:") if re.fullmatch(r"sha256:[0-9a-f]{64}", digest) else None
+        sha = digest.bare(image.digest) if image.digest else None
         return "/ceph/image/add", cm.AddImageCmd(cluster=cluster, pool=pool, name=name,
                                                  url=image.url, sha256=sha)  # type: ignore[arg-type]
     if bs is not None and bs.type == "sftp":
