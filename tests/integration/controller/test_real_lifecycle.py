@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,14 +150,15 @@ class Second:
 
 
 @pytest.fixture(scope="module")
-def second(world: World) -> Iterator[Second]:
+def second(world: World, component_env: Callable[[str], dict[str, str]]) -> Iterator[Second]:
     """A second host: its own libvirtd (on 127.0.0.2) and kvmagent; the storage agent is shared,
     and so is a mount point (a bind mount of a directory, standing in for a shared filesystem)."""
     smp = world.base / "smp"
     smp.mkdir(mode=0o755)
     subprocess.run(["mount", "--bind", str(smp), str(smp)], check=True, timeout=10)
     lv = SecondLibvirtd(world.base / "lv2", tcp_addr="127.0.0.2").start()
-    kvm = kvmagent(world.base, "kvm2", world.url, lv.uri, "qemu", [world.base], dhcp_tag="h2").start()
+    kvm = kvmagent(world.base, "kvm2", world.url, lv.uri, component_env("libvirt")["LIBVIRT_DOMAIN_TYPE"],
+                   [world.base], dhcp_tag="h2").start()
     try:
         yield Second(lv, kvm, smp)
     finally:
@@ -196,5 +197,7 @@ def test_delete_the_zone_with_two_hosts(world: World, second: Second) -> None:
     assert w.ok("GET", "/v1/vms")["items"] == [] and w.ok("GET", "/v1/hosts")["items"] == []
     assert second.kvm.call("/vm/sync")["states"] == {} or all(
         s == "Stopped" for s in second.kvm.call("/vm/sync")["states"].values())
+    # both hosts' DHCP servers went: the first's namespace and the second's (tagged) one
+    assert not list(Path("/run/netns").glob(f"kvmcloud-dhcp-*{ids['l3'][:12]}"))
     leftovers = [p for p in second.smp.rglob("*") if p.is_file() and ".kvmcloud" not in p.parts]
     assert leftovers == [], leftovers
