@@ -6,6 +6,7 @@ import logging
 
 from sqlalchemy import update
 
+from controller.agent_tokens import AgentTokens
 from controller.db.base import Database
 from controller.db.models import Image, Vm
 from controller.dispatch.dispatcher import Dispatcher
@@ -31,8 +32,9 @@ class Controller:
         self.db = Database(settings.db_url)
         self.db.create_all()
         self.transport = transport or HttpTransport()
+        self.agent_tokens = AgentTokens(self.db, settings.agent_token)
         self.dispatcher = Dispatcher(
-            self.transport, settings.callback_base + CALLBACK_PATH, token=settings.agent_token,
+            self.transport, settings.callback_base + CALLBACK_PATH, token=self.agent_tokens.for_url,
             poll_after=settings.poll_after)
         self.queues = ResourceQueues(settings.job_workers)
         self.jobs = JobManager(self.db, self.dispatcher, self.queues)

@@ -82,9 +82,10 @@ def make_blueprint(ctl: Controller) -> Blueprint:
         if path in PUBLIC_PATHS:
             return None
         if path.startswith(AGENT_PATHS):
-            tokens = [ctl.settings.agent_token] if ctl.settings.agent_token else []
-        else:
-            tokens = ctl.settings.api_tokens
+            if ctl.agent_tokens.required and not ctl.agent_tokens.accepts(_bearer()):
+                return error_response(Unauthorized())
+            return None
+        tokens = ctl.settings.api_tokens
         if tokens and not _token_ok(_bearer(), tokens):
             return error_response(Unauthorized())
         return None

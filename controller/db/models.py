@@ -15,6 +15,7 @@ from controller.db.compute import (
     VmNic,
     Volume,
 )
+from controller.db.credentials import AgentCredential
 from controller.db.infra import (
     BackupStorage,
     BackupStorageZoneRef,
@@ -47,7 +48,7 @@ RESOURCES: dict[str, type[ResourceMixin]] = {
 }
 
 __all__ = [
-    "RESOURCES", "BackupStorage", "BackupStorageZoneRef", "Base", "Cluster", "DiskOffering",
+    "RESOURCES", "AgentCredential", "BackupStorage", "BackupStorageZoneRef", "Base", "Cluster", "DiskOffering",
     "Host", "Image", "ImageBackupStorageRef", "ImageCache", "InstanceOffering", "IpRange",
     "Job", "L2Network", "L2NetworkClusterRef", "L3Network", "PrimaryStorage",
     "PrimaryStorageClusterRef", "ResourceMixin", "Snapshot", "Tag", "UsedIp", "Vm", "VmNic",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from controller.core import Controller
 from controller.errors import ApiError
 from controller.jobs import JobContext
 
@@ -43,3 +44,23 @@ def deploy_role(ctx: JobContext, target: DeployTarget, role: str, config: dict[s
         raise DeployFailed(f"deploying {role} failed: {result.message}", task=result.failed_task,
                            role=role, address=target.address)
     return result
+
+
+def agent_config(ctl: Controller, agent_url: str, **fields: Any) -> dict[str, Any]:
+    """The config a deployed agent gets: the controller's callback URL, where it listens
+    (``agent_url``'s host:port) and its own token if an earlier deploy gave it one (else
+    the deploy generates one)."""
+    from controller.agent_tokens import endpoint  # noqa: PLC0415 - keep this module light
+
+    config: dict[str, Any] = {"controller_urls": [ctl.settings.callback_base], "listen": endpoint(agent_url),
+                              **fields}
+    token = ctl.agent_tokens.known(agent_url)
+    if token:
+        config["token"] = token
+    return config
+
+
+def register_token(ctl: Controller, result: DeployResult) -> None:
+    """From now on the controller presents, and accepts, the deployed agent's own token."""
+    if result.token is not None and not result.skipped:
+        ctl.agent_tokens.register(result.agent_url, result.token.get_secret_value(), result.role)

@@ -16,7 +16,7 @@ from controller.db.models import Cluster, Host, PrimaryStorage, PrimaryStorageCl
 from controller.errors import BadRequest
 from controller.jobs import JobContext
 from controller.services.common import require, to_dict
-from controller.services.deploying import deploy_role
+from controller.services.deploying import agent_config, deploy_role, register_token
 from controller.services.vmhelpers import forget_host
 from kvmagent import models as km
 from storageagent import models as sm
@@ -44,7 +44,7 @@ def add_host(ctl: Controller, body: sc.HostCreate) -> tuple[Job, dict[str, Any]]
         try:
             if body.deploy:
                 ctx.progress("deploy", 5.0, force=True)
-                _deploy(ctl, body, ctx)
+                _deploy(ctl, body, ctx, out)
             ctx.progress("connect", 50.0, force=True)
             return connect(ctl, out["uuid"])
         except Exception:
@@ -56,16 +56,26 @@ def add_host(ctl: Controller, body: sc.HostCreate) -> tuple[Job, dict[str, Any]]
     return job, out
 
 
-def _deploy(ctl: Controller, body: sc.HostCreate, ctx: JobContext) -> None:
-    """Install kvmagent and storageagent with the playbooks, streaming each task into the job."""
-    from controller.deploy import DeployTarget  # noqa: PLC0415 - Ansible is heavy
+def _deploy(ctl: Controller, body: sc.HostCreate, ctx: JobContext, host: dict[str, Any]) -> None:
+    """Install kvmagent and storageagent with the playbooks, streaming each task into the job.
+
+    Each agent gets a token of its own (kept when it was deployed before), registered
+    with the controller; a storage agent deployed for a host that named none becomes
+    the host's."""
+    from controller.deploy import AGENT_ROLES, DeployTarget  # noqa: PLC0415 - Ansible is heavy
 
     target = DeployTarget(address=body.management_ip, ssh_port=body.ssh_port, user=body.ssh_user,
                           password=body.ssh_password, ship_packages=body.ship_packages)
-    config = {"controller_urls": [ctl.settings.callback_base], "token": ctl.settings.agent_token}
+    urls = {"kvmagent": host["agentUrl"],
+            "storageagent": host.get("storageAgentUrl") or f"http://{body.management_ip}:{AGENT_ROLES['storageagent']}"}
     for i, role in enumerate(("kvmagent", "storageagent")):
-        deploy_role(ctx, target, role, config, (5.0 + 20.0 * i, 25.0 + 20.0 * i))
+        config = agent_config(ctl, urls[role])
+        result = deploy_role(ctx, target, role, config, (5.0 + 20.0 * i, 25.0 + 20.0 * i))
+        register_token(ctl, result)
         target = replace(target, password=None)  # the first deploy installed the controller's key
+    if not host.get("storageAgentUrl"):
+        with ctl.db.write() as s:
+            s.execute(update(Host).where(Host.uuid == host["uuid"]).values(storage_agent_url=urls["storageagent"]))
 
 
 def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
 from controller.services import resources as res
 from controller.services.common import require, to_dict
-from controller.services.deploying import deploy_role
+from controller.services.deploying import agent_config, deploy_role, register_token
 from sftpbackup import models as bm
 
 log = logging.getLogger(__name__)
@@ -104,18 +104,16 @@ def _check_root(root: str, field: str) -> None:
 
 def _deploy(ctl: Controller, ctx: JobContext, body: sc.BackupStorageCreate, uuid: str) -> None:
     """Run the sftpbackup role on the store's host; record where its agent listens and the store is."""
-    from controller.deploy import DeployTarget, default_deployer  # noqa: PLC0415 - Ansible is heavy
+    from controller.deploy import AGENT_ROLES, DeployTarget, default_deployer  # noqa: PLC0415 - Ansible is heavy
 
     host_vars: dict[str, Any] = {}
     if body.agent_root:  # the chroot is agentRoot without url
         host_vars[STORE_ROOT_VAR] = body.agent_root[: len(body.agent_root) - len(body.url.rstrip("/"))] or "/"
     target = DeployTarget(address=body.hostname, ssh_port=body.ssh_port or body.port, user=body.ssh_user,
                           password=body.ssh_password, host_vars=host_vars, ship_packages=body.ship_packages)
-    config: dict[str, Any] = {"controller_urls": [ctl.settings.callback_base],
-                              "token": ctl.settings.agent_token}
-    if body.agent_url:
-        config["listen"] = urlsplit(body.agent_url).netloc
-    result = deploy_role(ctx, target, "sftpbackup", config, (5.0, 85.0))
+    agent_url = body.agent_url or f"http://{body.hostname}:{AGENT_ROLES['sftpbackup']}"
+    result = deploy_role(ctx, target, "sftpbackup", agent_config(ctl, agent_url), (5.0, 85.0))
+    register_token(ctl, result)
     agent_root = body.agent_root or _store_dir(default_deployer().role_var("sftpbackup", STORE_ROOT_VAR, target),
                                                body.url)
     _set(ctl, BackupStorage, uuid, agent_url=body.agent_url or result.agent_url, agent_root=agent_root)
@@ -130,11 +128,10 @@ def _deploy_cephagent(ctl: Controller, ctx: JobContext, body: sc.PrimaryStorageC
     where = urlsplit(body.agent_url)
     target = DeployTarget(address=where.hostname or "", ssh_port=body.ssh_port, user=body.ssh_user,
                           password=body.ssh_password, ship_packages=body.ship_packages)
-    config = {"controller_urls": [ctl.settings.callback_base], "token": ctl.settings.agent_token,
-              "listen": where.netloc}
     key = read_key(ctl.settings, body.ceph.key_ref)
-    deploy_role(ctx, target, "cephagent", config, (5.0, 85.0),
-                secret_vars={"cephagent_keys": {body.ceph.key_ref: key}})
+    result = deploy_role(ctx, target, "cephagent", agent_config(ctl, body.agent_url), (5.0, 85.0),
+                         secret_vars={"cephagent_keys": {body.ceph.key_ref: key}})
+    register_token(ctl, result)
 
 
 def _store_dir(chroot: str, url: str) -> str:
