@@ -33,33 +33,40 @@ ready() {
     -e 'SELECT 1' >/dev/null 2>&1
 }
 
+start() {
+  rm -f "$PIDFILE" "$SOCKET" "$SOCKET.lock"
+  setsid /usr/sbin/mariadbd --no-defaults --user=root --datadir="$DATA" --pid-file="$PIDFILE" \
+    --socket="$SOCKET" --bind-address=127.0.0.1 --port="$PORT" --skip-name-resolve \
+    --init-file="$DIR/init.sql" --log-error="$DIR/mariadbd.log" \
+    --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+    --max-connections=300 --performance-schema=OFF --skip-log-bin \
+    --innodb-buffer-pool-size=128M --innodb-log-file-size=48M \
+    --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 --innodb-flush-method=nosync \
+    --innodb-use-native-aio=0 </dev/null >/dev/null 2>&1 &
+  started=1
+}
+
 up() {
   command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || {
     echo "mariadbd not found (apt-get install mariadb-server-core mariadb-client-core)" >&2; exit 1; }
   mkdir -p "$DIR"
-  if [ ! -d "$DATA/mysql" ]; then
-    rm -rf "$DATA"
-    mariadb-install-db --no-defaults --datadir="$DATA" --user=root --skip-test-db \
+  if [ ! -d "$DATA/mysql" ]; then  # made aside and moved in whole: an interrupted run redoes it
+    rm -rf "$DATA" "$DATA.new"
+    mariadb-install-db --no-defaults --datadir="$DATA.new" --user=root --skip-test-db \
       --auth-root-authentication-method=socket --skip-name-resolve >"$DIR/install-db.log" 2>&1
+    mv "$DATA.new" "$DATA"
   fi
   # the test user, (re)created at every start: the server runs this file before it listens
   cat > "$DIR/init.sql" <<SQL
 CREATE USER IF NOT EXISTS '$USER_NAME'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
 GRANT ALL PRIVILEGES ON *.* TO '$USER_NAME'@'127.0.0.1';
 SQL
-  if ! alive; then
-    rm -f "$PIDFILE" "$SOCKET" "$SOCKET.lock"
-    setsid /usr/sbin/mariadbd --no-defaults --user=root --datadir="$DATA" --pid-file="$PIDFILE" \
-      --socket="$SOCKET" --bind-address=127.0.0.1 --port="$PORT" --skip-name-resolve \
-      --init-file="$DIR/init.sql" --log-error="$DIR/mariadbd.log" \
-      --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
-      --max-connections=300 --performance-schema=OFF --skip-log-bin \
-      --innodb-buffer-pool-size=128M --innodb-log-file-size=48M \
-      --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 --innodb-flush-method=nosync \
-      --innodb-use-native-aio=0 </dev/null >/dev/null 2>&1 &
-  fi
+  started=
+  alive || start
   for _ in $(seq 1 300); do
     ready && break
+    # one found alive may have been dying (a kill -9 just sent): start it then
+    [ -n "$started" ] || alive || start
     sleep 0.1
   done
   ready || { echo "mariadbd did not come up; see $DIR/mariadbd.log" >&2; exit 1; }
