@@ -1,7 +1,11 @@
 """Deploy benchmark: the kvmagent onto a bare namespace host (component
-``nshost``) through the controller's deploy seam and the real playbooks, an
-idempotent re-run of the same deploy, and ``make up`` (scripts/up.sh) to a
-running VM whose serial console shows the guest's marker.
+``nshost``, which shares this machine's root filesystem, so its packages are
+there) through the controller's deploy seam and the real playbooks, an
+idempotent re-run of the same deploy; the kvmagent onto a really bare host
+(component ``chroothost``: a fresh debootstrap minbase root, no mirror), its
+packages (libvirt, QEMU...) resolved, downloaded and shipped by the controller
+and installed by the play; and ``make up`` (scripts/up.sh) to a running VM
+whose serial console shows the guest's marker.
 
 ``make up`` is measured on this machine as it is when the benchmark runs: the
 Debian packages and the venv are already installed (install-deps.sh only
@@ -61,6 +65,30 @@ def bench_namespace_host() -> list[Result]:
     ]
 
 
+def bench_debootstrap_host() -> Result:
+    """From a fresh copy of the pristine root, with an empty package cache on the controller:
+    building the local repository (apt-get download from the controller's mirror) is in the time."""
+    read_component_env("chroothost")
+    subprocess.run(["bash", str(ROOT / "scripts" / "components" / "75-chroothost.sh"), "fresh"], check=True,
+                   capture_output=True, timeout=600)
+    env = read_component_env("chroothost")
+    ns = read_component_env("nshost")
+    house = Wheelhouse.build(ROOT, ENV_DIR / "ansible-wheels")
+    work = ENV_DIR / f"bench-deploy-{uuid.uuid4().hex[:8]}"
+    target = DeployTarget(env["CHROOTHOST_ADDR"], key_file=Path(env["CHROOTHOST_KEY"]), ship_packages=True)
+    deployer = Deployer(DeploySettings(work_dir=work, wheelhouse=house, controller_addresses=[ns["NSHOST_GATEWAY"]]))
+    try:
+        t = time.monotonic()
+        first = deployer.deploy(target, "kvmagent", {})
+        seconds = time.monotonic() - t
+        assert first.success, first.message
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        subprocess.run(["bash", str(ROOT / "scripts" / "components" / "75-chroothost.sh"), "fresh"], check=False,
+                       capture_output=True, timeout=600)
+    return Result("deploy kvmagent to a bare debootstrap host, packages shipped", round(seconds, 2), "s", "lower")
+
+
 def bench_make_up() -> Result:
     up_dir = Path("/var/lib/kvmcloud-bench") / uuid.uuid4().hex[:8]
     env = {**os.environ, "KVMCLOUD_TEST_ENV": str(ENV_DIR), "KVMCLOUD_UP_DIR": str(up_dir),
@@ -86,6 +114,7 @@ def bench_make_up() -> Result:
 
 def main() -> None:
     results = bench_namespace_host()
+    results.append(bench_debootstrap_host())
     results.append(bench_make_up())
     write("deploy", results, command="BENCH=deploy .venv/bin/python -m tests.bench.run")
 
