@@ -380,6 +380,16 @@ class EmptyAction(Body):
     """An action without parameters."""
 
 
+class HostRedeploy(Body):
+    """Redeploy a host's agents over SSH with the controller's key (installed by the add)."""
+
+    force: bool = Field(default=False, description="reinstall and restart every agent; without it, only "
+                        "the agents that report another kvmcloud version than the controller ships")
+    ssh_user: SshUser = "root"
+    ssh_port: int = Field(default=22, gt=0, lt=65536)
+    ship_packages: bool = Field(default=False, description="the host reaches no package mirror")
+
+
 class ClusterAction(Body):
     cluster_uuid: Uuid
 

@@ -26,7 +26,7 @@ CONTRACT_COLLECTIONS = [
 CONTRACT_ACTIONS = {
     "vms": ["start", "stop", "reboot", "pause", "resume", "migrate", "attach-volume",
             "detach-volume", "attach-nic", "detach-nic"],
-    "hosts": ["reconnect", "enable", "disable", "maintain"],
+    "hosts": ["reconnect", "enable", "disable", "maintain", "redeploy"],
     "volumes": ["create-snapshot"],
     "snapshots": ["revert"],
 }

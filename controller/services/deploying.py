@@ -24,11 +24,13 @@ class DeployFailed(ApiError):
 
 
 def deploy_role(ctx: JobContext, target: DeployTarget, role: str, config: dict[str, Any],
-                percent: tuple[float, float], secret_vars: dict[str, Any] | None = None) -> DeployResult:
+                percent: tuple[float, float], secret_vars: dict[str, Any] | None = None,
+                *, force: bool = False, only_if_version_differs: bool = False) -> DeployResult:
     """Deploy ``role`` to ``target``; the job's stage is ``deploy <role>: <task>`` as it goes,
     its percent moves from ``percent[0]`` to ``percent[1]``. A failed deploy raises
     :class:`DeployFailed` with the failing task's message. ``secret_vars``: role variables
-    holding keys (see :meth:`controller.deploy.Deployer.deploy`)."""
+    holding keys; ``force``, ``only_if_version_differs``: see
+    :meth:`controller.deploy.Deployer.deploy`."""
     from controller.deploy import DeployEvent, deploy_agent  # noqa: PLC0415 - Ansible is heavy
 
     start, end = percent
@@ -39,7 +41,8 @@ def deploy_role(ctx: JobContext, target: DeployTarget, role: str, config: dict[s
             ctx.progress(f"deploy {role}: {e.task}", start + (end - start) * done)
 
     ctx.progress(f"deploy {role}", start, force=True)
-    result = deploy_agent(target, role, config, on_event=on_event, secret_vars=secret_vars)
+    result = deploy_agent(target, role, config, on_event=on_event, secret_vars=secret_vars, force=force,
+                          only_if_version_differs=only_if_version_differs)
     if not result.success:
         raise DeployFailed(f"deploying {role} failed: {result.message}", task=result.failed_task,
                            role=role, address=target.address)

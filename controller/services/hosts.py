@@ -6,6 +6,7 @@ import logging
 from dataclasses import replace
 from typing import Any, Literal
 
+from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
 from controller.api import routes
@@ -44,7 +45,8 @@ def add_host(ctl: Controller, body: sc.HostCreate) -> tuple[Job, dict[str, Any]]
         try:
             if body.deploy:
                 ctx.progress("deploy", 5.0, force=True)
-                _deploy(ctl, body, ctx, out)
+                _deploy(ctl, ctx, out, ssh_port=body.ssh_port, ssh_user=body.ssh_user,
+                        password=body.ssh_password, ship_packages=body.ship_packages)
             ctx.progress("connect", 50.0, force=True)
             return connect(ctl, out["uuid"])
         except Exception:
@@ -56,26 +58,36 @@ def add_host(ctl: Controller, body: sc.HostCreate) -> tuple[Job, dict[str, Any]]
     return job, out
 
 
-def _deploy(ctl: Controller, body: sc.HostCreate, ctx: JobContext, host: dict[str, Any]) -> None:
+AGENTS = ("kvmagent", "storageagent")
+
+
+def _deploy(ctl: Controller, ctx: JobContext, host: dict[str, Any], *, ssh_port: int, ssh_user: str,
+            password: SecretStr | None = None, ship_packages: bool = False, force: bool = False,
+            only_if_version_differs: bool = False) -> list[dict[str, Any]]:
     """Install kvmagent and storageagent with the playbooks, streaming each task into the job.
 
     Each agent gets a token of its own (kept when it was deployed before), registered
     with the controller; a storage agent deployed for a host that named none becomes
-    the host's."""
+    the host's. Returns what happened to each agent."""
     from controller.deploy import AGENT_ROLES, DeployTarget  # noqa: PLC0415 - Ansible is heavy
 
-    target = DeployTarget(address=body.management_ip, ssh_port=body.ssh_port, user=body.ssh_user,
-                          password=body.ssh_password, ship_packages=body.ship_packages)
+    ip = host["managementIp"]
+    target = DeployTarget(address=ip, ssh_port=ssh_port, user=ssh_user, password=password,
+                          ship_packages=ship_packages)
     urls = {"kvmagent": host["agentUrl"],
-            "storageagent": host.get("storageAgentUrl") or f"http://{body.management_ip}:{AGENT_ROLES['storageagent']}"}
-    for i, role in enumerate(("kvmagent", "storageagent")):
-        config = agent_config(ctl, urls[role])
-        result = deploy_role(ctx, target, role, config, (5.0 + 20.0 * i, 25.0 + 20.0 * i))
+            "storageagent": host.get("storageAgentUrl") or f"http://{ip}:{AGENT_ROLES['storageagent']}"}
+    done: list[dict[str, Any]] = []
+    for i, role in enumerate(AGENTS):
+        result = deploy_role(ctx, target, role, agent_config(ctl, urls[role]), (5.0 + 20.0 * i, 25.0 + 20.0 * i),
+                             force=force, only_if_version_differs=only_if_version_differs)
         register_token(ctl, result)
         target = replace(target, password=None)  # the first deploy installed the controller's key
+        done.append({"role": role, "agentUrl": urls[role], "redeployed": not result.skipped,
+                     "version": result.version, "changedTasks": result.changed, "message": result.message})
     if not host.get("storageAgentUrl"):
         with ctl.db.write() as s:
             s.execute(update(Host).where(Host.uuid == host["uuid"]).values(storage_agent_url=urls["storageagent"]))
+    return done
 
 
 def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
@@ -137,6 +149,21 @@ def reconnect_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
                            lambda ctx: connect(ctl, uuid))
 
 
+def redeploy_action(ctl: Controller, uuid: str, body: sc.HostRedeploy) -> Job:
+    """Redeploy the host's agents: those that report another kvmcloud version than the
+    controller ships (all of them with ``force``), then reconnect the host."""
+    def run(ctx: JobContext) -> dict[str, Any]:
+        with ctl.db.read() as s:
+            host = to_dict(require(s, Host, uuid, "hostUuid"))
+        agents = _deploy(ctl, ctx, host, ssh_port=body.ssh_port, ssh_user=body.ssh_user,
+                         ship_packages=body.ship_packages, force=body.force,
+                         only_if_version_differs=not body.force)
+        ctx.progress("connect", 50.0, force=True)
+        return {**connect(ctl, uuid), "agents": agents}
+
+    return ctl.jobs.submit("redeploy-host", "hosts", uuid, [f"hosts:{uuid}"], run)
+
+
 def enable_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
     return ctl.jobs.submit("enable-host", "hosts", uuid, [f"hosts:{uuid}"],
                            lambda ctx: _set_state(ctl, uuid, "Enabled"))
@@ -171,6 +198,7 @@ def maintain_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
 def register() -> None:
     routes.JOB_CREATE["hosts"] = (sc.HostCreate, add_host)
     routes.ACTIONS[("hosts", "reconnect")] = (sc.EmptyAction, reconnect_action)
+    routes.ACTIONS[("hosts", "redeploy")] = (sc.HostRedeploy, redeploy_action)
     routes.ACTIONS[("hosts", "enable")] = (sc.EmptyAction, enable_action)
     routes.ACTIONS[("hosts", "disable")] = (sc.EmptyAction, disable_action)
     routes.ACTIONS[("hosts", "maintain")] = (sc.EmptyAction, maintain_action)
