@@ -27,6 +27,7 @@ class Host(ResourceMixin, Base):
 
     ``state`` is the operator's choice (Enabled, Disabled, Maintenance);
     ``status`` is what the tracker sees (Connecting, Connected, Disconnected).
+    ``vtep_ip`` is the host's VXLAN tunnel endpoint (IPv4) on the underlay.
     """
 
     __tablename__ = "hosts"
@@ -43,6 +44,7 @@ class Host(ResourceMixin, Base):
     available_memory: Mapped[int] = mapped_column(BigInteger, default=0, index=True)
     architecture: Mapped[str | None] = mapped_column(String(32), default=None)
     agent_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    vtep_ip: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class PrimaryStorage(ResourceMixin, Base):

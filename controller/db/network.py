@@ -9,13 +9,19 @@ from controller.db.base import Base, ResourceMixin, new_uuid
 
 
 class L2Network(ResourceMixin, Base):
-    """A layer-2 segment on hosts' physical interface: novlan, vlan or vxlan."""
+    """A layer-2 segment on hosts' physical interface: novlan, vlan or vxlan.
+
+    ``vlan`` is the 802.1Q id of a vlan network, ``vni`` the VXLAN network
+    identifier of a vxlan one (unique in its zone: a host names the device by it).
+    """
 
     __tablename__ = "l2_networks"
+    __table_args__ = (UniqueConstraint("zone_uuid", "vni", name="uq_l2_networks_zone_vni"),)
     zone_uuid: Mapped[str] = mapped_column(ForeignKey("zones.uuid"), index=True)
     type: Mapped[str] = mapped_column(String(16))
     physical_interface: Mapped[str] = mapped_column(String(32))
     vlan: Mapped[int | None] = mapped_column(Integer, default=None)
+    vni: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class L2NetworkClusterRef(Base):
