@@ -92,12 +92,17 @@ def start_vm(vm: Vm, root: km.VolumeSpec, data: Sequence[km.VolumeSpec],
                          nics=nics)
 
 
-def l2_create(l2: L2Network) -> km.L2NetworkCmd:
+def l2_create(l2: L2Network, vtep_ip: str | None = None, peers: Sequence[str] = ()) -> km.L2NetworkCmd:
+    """The L2 network on one host; a vxlan one needs the host's VTEP and its peers' VTEPs."""
     if l2.type == "vlan":
         return km.L2NetworkCmd(type="vlan", bridge_name=bridge_name(l2),
                                physical_interface=l2.physical_interface, vlan_id=l2.vlan)
     if l2.type == "vxlan":
-        raise ValueError("vxlan networks need a VTEP address per host, not supported yet")
+        if vtep_ip is None:
+            raise ValueError(f"vxlan network {l2.uuid} needs the host's vtepIp")
+        return km.L2NetworkCmd(type="vxlan", bridge_name=bridge_name(l2), vni=l2.vni,
+                               physical_interface=l2.physical_interface, vtep_ip=vtep_ip,
+                               peers=list(peers))
     return km.L2NetworkCmd(type="novlan", bridge_name=bridge_name(l2),
                            physical_interface=l2.physical_interface)
 

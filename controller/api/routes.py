@@ -40,6 +40,9 @@ SIMPLE_CREATE: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
     "volumes": (sc.VolumeCreate, res.create_volume),
 }
 
+#: collection → the PATCH body, where a resource lets more than name and description change
+UPDATE_BODIES: dict[str, type[sc.UpdateBody]] = {"hosts": sc.HostUpdate}
+
 #: collection → (body model, fn(ctl, body) -> (job, resource dict)) for creates that reach agents;
 #: a None job means the body asked for no agent, and the resource is answered as created (201)
 JobCreate = Callable[[Controller, Any], tuple[Job | None, dict[str, Any]]]
@@ -163,7 +166,7 @@ def _collection_routes(bp: Blueprint, ctl: Controller) -> None:
     @bp.patch("/<coll>/<uuid>")
     def patch(coll: str, uuid: str) -> Response:
         model = _model(coll)
-        body = parse_body(sc.UpdateBody)
+        body = parse_body(UPDATE_BODIES.get(coll, sc.UpdateBody))
         values = body.model_dump(exclude_unset=True)
         with ctl.db.write() as s:
             row = get_or_404(s, model, uuid)

@@ -73,6 +73,18 @@ class ClusterCreate(Named):
     hypervisor_type: Literal["KVM"] = "KVM"
 
 
+def _ipv4(v: str | None) -> str | None:
+    try:
+        return None if v is None else str(ipaddress.IPv4Address(v))
+    except ValueError:
+        raise ValueError("must be an IPv4 address") from None
+
+
+VtepIp = Annotated[str | None, Field(default=None, max_length=64, description=(
+    "the host's VXLAN tunnel endpoint (IPv4) on the underlay; default: managementIp "
+    "when that is an IPv4 address")), AfterValidator(_ipv4)]
+
+
 class HostCreate(Named):
     """Add a KVM host: deploy its agents (optional), connect, and track it."""
 
@@ -85,7 +97,14 @@ class HostCreate(Named):
     ssh_port: int = Field(default=22, gt=0, lt=65536)
     ssh_password: SshPassword = None
     ship_packages: ShipPackages = False
+    vtep_ip: VtepIp = None
     _with_deploy = field_validator("ssh_password", "ship_packages")(_only_with_deploy)
+
+
+class HostUpdate(UpdateBody):
+    """PATCH a host: name, description, VTEP address (reconnect the host to apply a new one)."""
+
+    vtep_ip: VtepIp = None
 
 
 class CephPrimaryStorageSpec(Body):
@@ -220,19 +239,22 @@ class L2NetworkCreate(Named):
 
     zone_uuid: Uuid
     type: Literal["novlan", "vlan", "vxlan"]
-    physical_interface: str = Field(pattern=r"^[A-Za-z0-9._-]{1,15}$")
-    vlan: int | None = Field(default=None, ge=1, le=16777215)
+    physical_interface: str = Field(pattern=r"^[A-Za-z0-9._-]{1,15}$",
+                                    description="uplink (novlan, vlan) or VTEP device (vxlan)")
+    vlan: int | None = Field(default=None, ge=1, le=4094, validate_default=True,
+                             description="802.1Q id: required for vlan, refused for the others")
+    vni: int | None = Field(default=None, ge=1, le=16777215, validate_default=True,
+                            description="VXLAN network identifier, unique in the zone: required "
+                            "for vxlan, refused for the others")
     cluster_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
 
-    @model_validator(mode="after")
-    def _vlan(self) -> Self:
-        if self.type == "novlan" and self.vlan is not None:
-            raise ValueError("vlan must not be set for a novlan network")
-        if self.type == "vlan" and (self.vlan is None or self.vlan > 4094):
-            raise ValueError("vlan (1-4094) is required for a vlan network")
-        if self.type == "vxlan" and self.vlan is None:
-            raise ValueError("vlan (the VNI) is required for a vxlan network")
-        return self
+    @field_validator("vlan", "vni")
+    @classmethod
+    def _by_type(cls, v: int | None, info: ValidationInfo) -> int | None:
+        wanted = "vlan" if info.field_name == "vlan" else "vxlan"
+        if (info.data.get("type") == wanted) != (v is not None):
+            raise ValueError(f"required for a {wanted} network, refused for the others")
+        return v
 
 
 class IpRangeSpec(Body):

@@ -16,6 +16,7 @@ from controller.db.jobs import Job
 from controller.db.models import Cluster, Host, PrimaryStorage, PrimaryStorageClusterRef, Vm
 from controller.errors import BadRequest
 from controller.jobs import JobContext
+from controller.services import vxlan
 from controller.services.common import require, to_dict
 from controller.services.deploying import agent_config, deploy_role, register_token
 from controller.services.vmhelpers import forget_host
@@ -36,7 +37,8 @@ def add_host(ctl: Controller, body: sc.HostCreate) -> tuple[Job, dict[str, Any]]
         host = Host(name=body.name, description=body.description, zone_uuid=cluster.zone_uuid,
                     cluster_uuid=cluster.uuid, management_ip=body.management_ip,
                     agent_url=body.agent_url or f"http://{body.management_ip}:7070",
-                    storage_agent_url=body.storage_agent_url, status="Connecting")
+                    storage_agent_url=body.storage_agent_url, status="Connecting",
+                    vtep_ip=body.vtep_ip or vxlan.default_vtep(body.management_ip))
         s.add(host)
         s.flush()
         out = to_dict(host)
@@ -122,6 +124,7 @@ def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
             architecture=facts.get("arch") or None, agent_version=ident.get("version") or None))
     ctl.tracker.connected(host_uuid)
     ctl.tracker.sync_vms(host_uuid)
+    vxlan.host_joined(ctl, host_uuid)
     with ctl.db.read() as s:
         return to_dict(require(s, Host, host_uuid, "hostUuid"))
 

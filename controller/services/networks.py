@@ -8,22 +8,20 @@ from sqlalchemy import select
 
 from controller import cascade, commands
 from controller.core import Controller
-from controller.db.models import Host, L2Network, L2NetworkClusterRef, L3Network
+from controller.db.models import Host, L2Network, L3Network
 from controller.dispatch.dispatcher import AgentCallError
 from controller.jobs import JobContext
+from controller.services import vxlan
 from controller.services.vmhelpers import call, forget_host
 from kvmagent import models as km
 
 log = logging.getLogger(__name__)
 
 
-def _hosts_of(ctl: Controller, l2_uuid: str) -> list[tuple[str, str]]:
-    """(uuid, agent URL) of the connected hosts in the clusters the L2 network is attached to."""
+def _hosts_of(ctl: Controller, l2_uuid: str) -> list[vxlan.Member]:
+    """The connected hosts in the clusters the L2 network is attached to."""
     with ctl.db.read() as s:
-        clusters = select(L2NetworkClusterRef.cluster_uuid).where(
-            L2NetworkClusterRef.l2_network_uuid == l2_uuid)
-        return [(u, a) for u, a in s.execute(select(Host.uuid, Host.agent_url).where(
-            Host.cluster_uuid.in_(clusters), Host.status == "Connected"))]
+        return [h for h in vxlan.members(s, l2_uuid) if h.connected]
 
 
 def delete_l3(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
@@ -31,30 +29,43 @@ def delete_l3(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     with ctl.db.read() as s:
         l3 = s.get(L3Network, uuid)
     if l3 is not None:
-        for host_uuid, agent in _hosts_of(ctl, l3.l2_network_uuid):
+        for h in _hosts_of(ctl, l3.l2_network_uuid):
             try:
-                call(ctl, ctx, agent, "/network/dhcp/delete", km.DhcpNetworkCmd(l3_network_uuid=uuid))
+                call(ctl, ctx, h.agent_url, "/network/dhcp/delete", km.DhcpNetworkCmd(l3_network_uuid=uuid))
             except AgentCallError as e:
-                log.warning("removing DHCP of %s from host %s failed: %s", uuid, host_uuid, e)
+                log.warning("removing DHCP of %s from host %s failed: %s", uuid, h.uuid, e)
     with ctl.db.write() as s:
         cascade.delete_rows(s, coll, uuid)
 
 
 def delete_l2(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
-    """Remove the L2 network's bridge from every host, then drop the rows."""
+    """Remove the L2 network's bridge (and VLAN or VXLAN device) from every host, then drop the rows."""
     with ctl.db.read() as s:
         l2 = s.get(L2Network, uuid)
     if l2 is not None:
-        for host_uuid, agent in _hosts_of(ctl, uuid):
+        for h in _hosts_of(ctl, uuid):
             try:
-                call(ctl, ctx, agent, "/network/l2/delete", commands.l2_create(l2))
+                call(ctl, ctx, h.agent_url, "/network/l2/delete", commands.l2_create(l2, h.vtep_ip))
             except (AgentCallError, ValueError) as e:
-                log.warning("removing L2 %s from host %s failed: %s", uuid, host_uuid, e)
-            forget_host(host_uuid)
+                log.warning("removing L2 %s from host %s failed: %s", uuid, h.uuid, e)
+            forget_host(h.uuid)
+        vxlan.forget(l2_uuid=uuid)
     with ctl.db.write() as s:
         cascade.delete_rows(s, coll, uuid)
+
+
+def delete_host(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
+    """Drop the host's row; the hosts left on its vxlan networks drop its VTEP (best effort)."""
+    with ctl.db.read() as s:
+        cluster_uuid = s.scalar(select(Host.cluster_uuid).where(Host.uuid == uuid))
+    with ctl.db.write() as s:
+        cascade.delete_rows(s, coll, uuid)
+    forget_host(uuid)
+    if cluster_uuid is not None:
+        vxlan.sync_cluster(ctl, cluster_uuid)
 
 
 def register() -> None:
     cascade.EXECUTORS[("l3-networks", "delete")] = delete_l3
     cascade.EXECUTORS[("l2-networks", "delete")] = delete_l2
+    cascade.EXECUTORS[("hosts", "delete")] = delete_host

@@ -86,8 +86,11 @@ def create_backup_storage(s: Session, body: sc.BackupStorageCreate) -> BackupSto
 def create_l2_network(s: Session, body: sc.L2NetworkCreate) -> L2Network:
     require(s, Zone, body.zone_uuid, "zoneUuid")
     _clusters_in_zone(s, body.zone_uuid, body.cluster_uuids, "clusterUuids")
+    if body.vni is not None and s.scalar(select(L2Network.uuid).where(
+            L2Network.zone_uuid == body.zone_uuid, L2Network.vni == body.vni)):
+        raise BadRequest(f"vni: an L2 network of this zone has VNI {body.vni}", field="vni")
     row = L2Network(**_named(body), zone_uuid=body.zone_uuid, type=body.type,
-                    physical_interface=body.physical_interface, vlan=body.vlan)
+                    physical_interface=body.physical_interface, vlan=body.vlan, vni=body.vni)
     s.add(row)
     s.flush()
     for cu in body.cluster_uuids:

@@ -26,6 +26,7 @@ from controller.db.models import (
 )
 from controller.errors import Conflict
 from controller.jobs import JobContext
+from controller.services import vxlan
 from controller.services.allocate import dhcp_server_ip, release_host
 from kvmagent import models as km
 
@@ -106,8 +107,15 @@ def storage_agent(host: Host | Any) -> str:
 
 def realise_l2(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
                l2: L2Network) -> None:
-    """Create the L2 bridge on a host once (remembered until the host reconnects)."""
+    """Create the L2 bridge on a host once (remembered until the host reconnects).
+
+    A vxlan network is synced on the hosts of its clusters instead: this host
+    gets its VTEP and its peers, the others learn this host as a peer."""
     key = (host_uuid, l2.uuid)
+    if l2.type == "vxlan":
+        vxlan.sync(ctl, l2, lambda url, cmd: call(ctl, ctx, url, "/network/l2/create", cmd),
+                   need=host_uuid)
+        return
     if key in _l2_realised:
         return
     call(ctl, ctx, agent_url, "/network/l2/create", commands.l2_create(l2))
@@ -115,6 +123,7 @@ def realise_l2(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
 
 
 def forget_host(host_uuid: str) -> None:
+    vxlan.forget(host_uuid=host_uuid)
     for key in [k for k in _l2_realised if k[0] == host_uuid]:
         _l2_realised.discard(key)
     for key in [k for k in _done_on_host if k[0] == host_uuid]:

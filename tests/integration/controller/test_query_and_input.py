@@ -84,7 +84,7 @@ BAD_BODIES = [
     ("images", {"name": "i", "backupStorageUuids": [], "imageId": "x", "digest": "sha256:00",
                 "size": 1}, "backupStorageUuids"),
     ("l2-networks", {"name": "l", "zoneUuid": "0" * 32, "type": "vlan",
-                     "physicalInterface": "eth0"}, "body"),
+                     "physicalInterface": "eth0"}, "vlan"),
     ("l2-networks", {"name": "l", "zoneUuid": "0" * 32, "type": "novlan",
                      "physicalInterface": "this-name-is-too-long"}, "physicalInterface"),
     ("l3-networks", {"name": "l", "l2NetworkUuid": "0" * 32, "dns": ["nope"]}, "dns"),
