@@ -44,6 +44,8 @@ class Link:
     master: int | None
     vlan_id: int | None = None
     vni: int | None = None
+    vxlan_local: str | None = None
+    vxlan_port: int | None = None
 
 
 class Netlink:
@@ -64,11 +66,14 @@ class Netlink:
         info = msg.get_attr("IFLA_LINKINFO")
         kind = info.get_attr("IFLA_INFO_KIND") if info else None
         data = info.get_attr("IFLA_INFO_DATA") if info else None
+        vx = data if data is not None and kind == "vxlan" else None
         return Link(
             index=msg["index"], name=name, kind=kind, alias=msg.get_attr("IFLA_IFALIAS"),
             master=msg.get_attr("IFLA_MASTER"),
             vlan_id=data.get_attr("IFLA_VLAN_ID") if data is not None and kind == "vlan" else None,
-            vni=data.get_attr("IFLA_VXLAN_ID") if data is not None and kind == "vxlan" else None,
+            vni=vx.get_attr("IFLA_VXLAN_ID") if vx is not None else None,
+            vxlan_local=vx.get_attr("IFLA_VXLAN_LOCAL") if vx is not None else None,
+            vxlan_port=vx.get_attr("IFLA_VXLAN_PORT") if vx is not None else None,
         )
 
     def link(self, command: str, **request: Any) -> None:
@@ -148,7 +153,11 @@ class L2Networks:
                 raise Conflict("the VLAN device exists with another VLAN id", ifname=name)
             if cmd.type == "vxlan" and existing.vni not in (None, cmd.vni):
                 raise Conflict("the VXLAN device exists with another VNI", ifname=name)
-            return existing
+            if cmd.type != "vxlan" or not self._vtep_moved(existing, cmd, mark):
+                return existing
+            # the host's VTEP address (or port) changed: a VXLAN device cannot be
+            # changed in place, so ours is made again (its FDB entries are re-added below)
+            self._do(self.nl.link, "del", index=existing.index)
         if cmd.type == "vlan":
             assert cmd.physical_interface is not None
             parent = self._require(cmd.physical_interface, field="physicalInterface")
@@ -164,6 +173,15 @@ class L2Networks:
         link = self._require(name)
         self._do(self.nl.link, "set", index=link.index, ifalias=mark)
         return link
+
+    @staticmethod
+    def _vtep_moved(link: Link, cmd: L2NetworkCmd, mark: str) -> bool:
+        moved = (link.vxlan_local not in (None, cmd.vtep_ip)
+                 or link.vxlan_port not in (None, cmd.dst_port))
+        if moved and link.alias != mark:
+            raise Conflict("the VXLAN device exists with another local address or port",
+                           ifname=link.name, local=link.vxlan_local, port=link.vxlan_port)
+        return moved
 
     def _sync_fdb(self, vxlan: Link, peers: list[str]) -> None:
         have = self.nl.fdb_destinations(vxlan.index)

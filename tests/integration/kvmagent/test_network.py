@@ -90,6 +90,29 @@ def test_a_vxlan_overlay_with_static_peers_carries_traffic(two_hosts: tuple[str,
     assert "vxlan42" not in links(a) and "br_vx42" not in links(a)
 
 
+def test_a_vtep_address_moved_is_followed_by_both_ends(two_hosts: tuple[str, str]) -> None:
+    """What the controller sends after an operator changes a host's vtepIp and reconnects it."""
+    a, b = two_hosts
+    ends = ((a, "10.77.0.1", "10.77.0.2", "10.78.0.1"), (b, "10.77.0.2", "10.77.0.1", "10.78.0.2"))
+    for ns, me, peer, addr in ends:
+        L2Networks(Netlink(ns)).create(L2NetworkCmd(type="vxlan", bridge_name="br_vx43", vni=43, vtep_ip=me,
+                                                    peers=[peer], physical_interface="under"))
+        with IPRoute(netns=ns) as ipr:
+            ipr.addr("add", index=ipr.link_lookup(ifname="br_vx43")[0], address=addr, prefixlen=24)
+    with IPRoute(netns=a) as ipr:
+        ipr.addr("add", index=ipr.link_lookup(ifname="under")[0], address="10.77.0.11", prefixlen=24)
+    L2Networks(Netlink(a)).create(L2NetworkCmd(type="vxlan", bridge_name="br_vx43", vni=43, vtep_ip="10.77.0.11",
+                                               peers=["10.77.0.2"], physical_interface="under"))
+    L2Networks(Netlink(b)).create(L2NetworkCmd(type="vxlan", bridge_name="br_vx43", vni=43, vtep_ip="10.77.0.2",
+                                               peers=["10.77.0.11"], physical_interface="under"))
+    assert "local 10.77.0.11" in in_ns(a, "ip", "-d", "link", "show", "vxlan43").stdout
+    assert "master br_vx43" in in_ns(a, "ip", "link", "show", "vxlan43").stdout
+    fdb_b = in_ns(b, "bridge", "fdb", "show", "dev", "vxlan43").stdout
+    assert "dst 10.77.0.11" in fdb_b and "dst 10.77.0.1 " not in fdb_b
+    ping = in_ns(a, "ping", "-c", "2", "-W", "2", "10.78.0.2")
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
 def test_vlan_fails_cleanly_on_a_kernel_without_8021q(two_hosts: tuple[str, str]) -> None:
     a, _ = two_hosts
     cmd = L2NetworkCmd(type="vlan", bridge_name="br_under_100", physical_interface="under", vlan_id=100)

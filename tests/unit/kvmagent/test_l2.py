@@ -7,6 +7,7 @@ against the real kernel in tests/integration/kvmagent/test_network.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -37,11 +38,13 @@ class RecordingNetlink(Netlink):
         if command == "add":
             self._next += 1
             self.links[request["ifname"]] = Link(self._next, request["ifname"], request["kind"], None, None,
-                                                 vlan_id=request.get("vlan_id"), vni=request.get("vxlan_id"))
+                                                 vlan_id=request.get("vlan_id"), vni=request.get("vxlan_id"),
+                                                 vxlan_local=request.get("vxlan_local"),
+                                                 vxlan_port=request.get("vxlan_port"))
         elif command == "set":
             old = self._by_index(request["index"])
-            self.links[old.name] = Link(old.index, old.name, old.kind, request.get("ifalias", old.alias),
-                                        request.get("master", old.master), old.vlan_id, old.vni)
+            self.links[old.name] = replace(old, alias=request.get("ifalias", old.alias),
+                                           master=request.get("master", old.master))
         elif command == "del":
             del self.links[self._by_index(request["index"]).name]
 
@@ -108,6 +111,28 @@ def test_vxlan_gets_vni_vtep_and_one_fdb_entry_per_peer() -> None:
     L2Networks(nl).create(cmd.model_copy(update={"peers": ["10.0.0.3", "10.0.0.4"]}))
     assert nl.fdbs[vx.index] == {"10.0.0.3", "10.0.0.4"}
     assert ("fdb", "del", {"ifindex": vx.index, "lladdr": ZERO_MAC, "dst": "10.0.0.2"}) in nl.requests
+
+
+def test_a_new_vtep_address_remakes_our_vxlan_device_with_its_peers() -> None:
+    nl = RecordingNetlink()
+    cmd = L2NetworkCmd(type="vxlan", bridge_name="br_vx42", vni=42, vtep_ip="10.0.0.1", peers=["10.0.0.2"])
+    bridge = L2Networks(nl).create(cmd)
+    old = nl.links["vxlan42"]
+    L2Networks(nl).create(cmd)  # the same address: left as it is
+    assert nl.links["vxlan42"] == old
+    L2Networks(nl).create(cmd.model_copy(update={"vtep_ip": "10.0.1.1"}))
+    assert ("link", "del", {"index": old.index}) in nl.requests
+    new = nl.links["vxlan42"]
+    assert (new.vxlan_local, new.master, new.alias) == ("10.0.1.1", bridge.index, MARK + "br_vx42")
+    assert nl.fdbs[new.index] == {"10.0.0.2"}
+
+
+def test_a_foreign_vxlan_device_with_another_address_is_a_conflict() -> None:
+    nl = RecordingNetlink({"vxlan42": Link(7, "vxlan42", "vxlan", None, None, vni=42,
+                                           vxlan_local="10.9.9.9", vxlan_port=4789)})
+    with pytest.raises(Conflict):
+        L2Networks(nl).create(L2NetworkCmd(type="vxlan", bridge_name="br_vx42", vni=42, vtep_ip="10.0.0.1"))
+    assert "vxlan42" in nl.links
 
 
 def test_delete_removes_only_what_kvmcloud_created() -> None:
