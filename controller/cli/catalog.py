@@ -53,12 +53,12 @@ COMMAND_ALIASES = {
 DEFAULT_COLUMNS = ["uuid", "name", "state"]
 EXTRA_COLUMNS = {
     "vms": ["hostUuid", "cpuNum", "memorySize"],
-    "hosts": ["managementIp", "status"],
+    "hosts": ["managementIp", "status", "vtepIp"],
     "images": ["status", "format", "size"],
     "volumes": ["type", "size", "vmUuid"],
     "primary-storages": ["type", "url"],
     "backup-storages": ["type", "hostname"],
-    "l2-networks": ["type", "vlan"],
+    "l2-networks": ["type", "vlan", "vni"],
     "instance-offerings": ["cpuNum", "memorySize"],
     "disk-offerings": ["diskSize"],
     "ip-ranges": ["startIp", "endIp"],

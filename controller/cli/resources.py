@@ -112,13 +112,15 @@ def resource_group(spec: ResourceSpec) -> click.Group:
     @click.argument("ref")
     @click.option("--name")
     @click.option("--description")
+    @click.option("--vtep-ip", help="hosts: the VXLAN tunnel endpoint (reconnect the host to apply it)")
     @JSON
     @click.pass_context
     def update(ctx: click.Context, ref: str, name: str | None, description: str | None,
-               as_json: bool) -> None:
-        """Rename or re-describe a resource."""
+               vtep_ip: str | None, as_json: bool) -> None:
+        """Rename or re-describe a resource (or set a host's VTEP address)."""
         client = client_of(ctx)
-        body = {k: v for k, v in {"name": name, "description": description}.items() if v is not None}
+        body = {k: v for k, v in {"name": name, "description": description,
+                                  "vtepIp": vtep_ip}.items() if v is not None}
         item = client.request("PATCH", f"/{coll}/{client.resolve(coll, ref)}", json=body)
         show_json(item) if as_json else show_item(item)
 

@@ -152,3 +152,12 @@ def test_the_contract_fallback_has_every_collection() -> None:
     table = contract_catalog()
     assert list(table) == CONTRACT_COLLECTIONS
     assert table["vms"].command == "vm" and "migrate" in table["vms"].actions
+
+
+def test_host_update_sets_the_vtep_address() -> None:
+    host = "f" * 32
+    api = FakeApi({("PATCH", f"/hosts/{host}"): (200, {"uuid": host, "vtepIp": "192.0.2.7"})})
+    res = run(api, "host", "update", host, "--vtep-ip", "192.0.2.7", "--json")
+    assert res.exit_code == 0, res.output
+    [patch] = api.sent("PATCH", f"/hosts/{host}")
+    assert json.loads(patch.content) == {"vtepIp": "192.0.2.7"}
