@@ -158,8 +158,8 @@ class PrimaryStorageCreate(Named):
 
     @model_validator(mode="after")
     def _needs(self) -> Self:
-        if self.type != "ceph" and not self.mount_path:
-            raise ValueError("mountPath is required for file-based primary storage")
+        if self.type in ("local", "sharedmountpoint") and not self.mount_path:
+            raise ValueError("mountPath is required for local and sharedmountpoint primary storage")
         if self.type == "ceph" and not self.agent_url:
             raise ValueError("agentUrl is required for ceph primary storage")
         return self

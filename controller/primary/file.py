@@ -70,19 +70,28 @@ class FileBackend(PrimaryBackend):
                 raise
 
     def evict_cache(self, op: Op, ps: PrimaryStorage, cached: list[ImageCache]) -> None:
+        """Everything in the storage's cache goes: the images of ``cached`` and the copies
+        whose image was deleted while VMs still used them (the image took their rows)."""
         with op.ctl.db.read() as s:
             host = any_storage_host(s, ps.uuid)
             refs = {c.image_uuid: s.scalar(select(ImageBackupStorageRef.install_path).where(
                 ImageBackupStorageRef.image_uuid == c.image_uuid).limit(1)) for c in cached}
         if host is None:
             return
-        for c in cached:
-            image_id = refs[c.image_uuid] or c.install_path.rsplit("/", 1)[-1].split(".", 1)[0]
+        mount_path = ps.mount_path or "/"
+        ids = {refs[c.image_uuid] or c.install_path.rsplit("/", 1)[-1].split(".", 1)[0] for c in cached}
+        try:
+            listed = op.call(storage_agent(host), "/storage/cache/list", sm.ListCacheCmd(
+                storage_uuid=ps.uuid, mount_path=mount_path))
+            ids |= {str(i["imageId"]) for i in listed.get("images") or [] if i.get("imageId")}
+        except AgentCallError as e:
+            log.warning("listing the cache of %s failed: %s", ps.uuid, e)
+        for image_id in sorted(ids):
             try:
                 op.call(storage_agent(host), "/storage/cache/evict", sm.EvictCacheCmd(
-                    storage_uuid=ps.uuid, mount_path=ps.mount_path or "/", image_id=image_id))
+                    storage_uuid=ps.uuid, mount_path=mount_path, image_id=image_id))
             except AgentCallError as e:
-                log.warning("evicting %s from %s failed: %s", c.image_uuid, ps.uuid, e)
+                log.warning("evicting %s from %s failed: %s", image_id, ps.uuid, e)
 
     def volume_spec(self, ps: PrimaryStorage, vol: Volume, device_id: int) -> km.VolumeSpec:
         return commands.file_volume(ps, vol, device_id)

@@ -130,10 +130,22 @@ def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
 
 
 def mount_storage(ctl: Controller, storage_agent_url: str, ps: PrimaryStorage) -> None:
-    """Make a primary storage available on one host (NFS mount, or init a directory)."""
+    """Make a primary storage available on one host (NFS mount, or init a directory).
+
+    The storageagent mounts an NFS export where its config says
+    (``<mount_base>/<storageUuid>``); a storage added without ``mountPath``
+    gets that path from the first host that mounts it.
+    """
     if ps.type == "nfs":
-        ctl.dispatcher.call_sync(storage_agent_url, "/storage/mount",
-                                 sm.MountCmd(storage_uuid=ps.uuid, url=ps.url), CONNECT_TIMEOUT)
+        reply = ctl.dispatcher.call_sync(storage_agent_url, "/storage/mount",
+                                         sm.MountCmd(storage_uuid=ps.uuid, url=ps.url), CONNECT_TIMEOUT)
+        mounted = reply.get("mountPath") or reply.get("mount_path")
+        if not ps.mount_path and mounted:
+            with ctl.db.write() as s:
+                s.execute(update(PrimaryStorage).where(PrimaryStorage.uuid == ps.uuid,
+                                                       PrimaryStorage.mount_path.is_(None))
+                          .values(mount_path=str(mounted)))
+            ps.mount_path = str(mounted)
     elif ps.type in ("local", "sharedmountpoint"):
         kind: Literal["local", "sharedmountpoint"] = "local" if ps.type == "local" else "sharedmountpoint"
         ctl.dispatcher.call_sync(storage_agent_url, "/storage/init", sm.InitCmd(

@@ -11,6 +11,7 @@ from controller import cascade, commands, digest
 from controller.api import routes
 from controller.api import schemas as sc
 from controller.core import Controller
+from controller.db.base import new_uuid
 from controller.db.jobs import Job
 from controller.db.models import (
     BackupStorage,
@@ -19,10 +20,12 @@ from controller.db.models import (
     ImageBackupStorageRef,
     ImageCache,
     PrimaryStorage,
+    PrimaryStorageClusterRef,
     Snapshot,
     Vm,
     Volume,
 )
+from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
 from controller.primary import Op, backend_for
@@ -172,7 +175,8 @@ def revert_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
 
 
 def create_image_action(ctl: Controller, uuid: str, body: sc.CreateImageAction) -> Job:
-    """Upload the volume as a template to SFTP backup storage and register the image."""
+    """Flatten the volume into a template next to it, upload that to SFTP backup storage
+    under the new image's UUID, drop the template and register the image."""
     def run(ctx: JobContext) -> dict[str, Any]:
         vol, ps, vm, host = _volume_context(ctl, uuid)
         if vm is not None and vm.state not in ("Stopped",):
@@ -182,15 +186,26 @@ def create_image_action(ctl: Controller, uuid: str, body: sc.CreateImageAction) 
         if bs.type != "sftp":
             raise BadRequest("backupStorageUuid: only SFTP backup storage takes uploads",
                              field="backupStorageUuid")
-        reply = call(ctl, ctx, storage_agent(host), "/storage/volume/upload-template",
-                     sm.UploadTemplateCmd(
-                         storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
-                         install_path=vol.install_path or "", name=body.name,
-                         target=sm.SftpTarget(host=bs.hostname, port=bs.port, user=bs.username,
-                                              store_root=bs.url)))
+        image_uuid = new_uuid()
+        # a linked clone has a backing file, which a store refuses: upload a flattened copy
+        template = f"templates/{image_uuid}.qcow2"
+        mount_path = ps.mount_path or "/"
+        call(ctl, ctx, storage_agent(host), "/storage/volume/create-template", sm.CreateTemplateCmd(
+            storage_uuid=ps.uuid, mount_path=mount_path, install_path=vol.install_path or "",
+            template_path=template))
+        try:
+            reply = call(ctl, ctx, storage_agent(host), "/storage/volume/upload-template",
+                         sm.UploadTemplateCmd(
+                             storage_uuid=ps.uuid, mount_path=mount_path, install_path=template,
+                             name=image_uuid,
+                             target=sm.SftpTarget(host=bs.hostname, port=bs.port, user=bs.username,
+                                                  store_root=bs.url)))
+        finally:
+            call(ctl, ctx, storage_agent(host), "/storage/volume/delete",
+                 commands.delete_volume(ps, template))
         with ctl.db.write() as s:
-            image = Image(name=body.name, description=body.description, platform=body.platform,
-                          format=str(reply.get("format") or "qcow2"),
+            image = Image(uuid=image_uuid, name=body.name, description=body.description,
+                          platform=body.platform, format=str(reply.get("format") or "qcow2"),
                           size=int(reply.get("virtualSize") or vol.size),
                           actual_size=int(reply.get("size") or 0),
                           digest=digest.normalise(str(reply["digest"])) if reply.get("digest")
@@ -200,18 +215,29 @@ def create_image_action(ctl: Controller, uuid: str, body: sc.CreateImageAction) 
             s.add(image)
             s.flush()
             s.add(ImageBackupStorageRef(image_uuid=image.uuid, backup_storage_uuid=bs.uuid,
-                                        install_path=str(reply.get("imageId"))))
+                                        install_path=str(reply.get("imageId") or image_uuid)))
             return to_dict(image)
     return ctl.jobs.submit("create-image", "volumes", uuid, [f"volumes:{uuid}"], run)
 
 
 def delete_primary_storage(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
-    """Evict the image cache (the volumes went first), then drop the rows."""
+    """Evict the image cache (the volumes went first), unmount an NFS export from the
+    hosts that mounted it, then drop the rows."""
     with ctl.db.read() as s:
         ps = s.get(PrimaryStorage, uuid)
         cached = list(s.scalars(select(ImageCache).where(ImageCache.primary_storage_uuid == uuid)))
-    if ps is not None and cached:
+        clusters = select(PrimaryStorageClusterRef.cluster_uuid).where(
+            PrimaryStorageClusterRef.primary_storage_uuid == uuid)
+        agents = sorted({u for u in s.scalars(select(Host.storage_agent_url).where(
+            Host.cluster_uuid.in_(clusters), Host.status == "Connected")) if u})
+    if ps is not None:
         backend_for(ps).evict_cache(Op(ctl, ctx), ps, cached)
+    if ps is not None and ps.type == "nfs":
+        for url in agents:
+            try:
+                call(ctl, ctx, url, "/storage/unmount", sm.UnmountCmd(storage_uuid=uuid))
+            except AgentCallError as e:
+                log.warning("unmounting %s through %s failed: %s", uuid, url, e)
     with ctl.db.write() as s:
         cascade.delete_rows(s, coll, uuid)
 

@@ -18,7 +18,8 @@ import shutil
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from controller.server import create_app
 from controller.settings import Settings
+from sftpbackup.sftpcli import SftpTarget
 from tests.conftest import ENV_DIR
 from tests.integration.storageagent.conftest import sha256_of
 from tests.support.agents import TOKEN, AgentProcess, free_port, python_agent, wait_until
@@ -110,8 +112,11 @@ def serve_controller(db_url: str, api_token: str) -> tuple[Any, str, BaseWSGISer
     return app, url, server
 
 
-@pytest.fixture(scope="module", name="world")
-def world_fixture(component_env: Callable[[str], dict[str, str]]) -> Iterator[World]:
+@contextmanager
+def open_world(component_env: Callable[[str], dict[str, str]],
+               sto_extra: dict[str, Any] | None = None, roots: Sequence[Path] = ()) -> Iterator[World]:
+    """The world of a test module; ``sto_extra``: more of the storageagent's config,
+    ``roots``: more directories the kvmagent opens disks under."""
     libvirt_env, guest = component_env("libvirt"), component_env("guest")
     base = ENV_DIR / "kvmagent-tests" / f"ctl-{uuid.uuid4().hex[:10]}"
     ps_root = base / "ps"
@@ -128,9 +133,9 @@ def world_fixture(component_env: Callable[[str], dict[str, str]]) -> Iterator[Wo
     subprocess.run(["ip", "link", "set", dummy, "up"], check=True, timeout=10)
     app, url, server = serve_controller(f"sqlite:///{base}/controller.db", API)
     kvm = kvmagent(base, "kvm", url, libvirt_env["LIBVIRT_URI"], libvirt_env["LIBVIRT_DOMAIN_TYPE"],
-                   [base]).start()
+                   [base, *roots]).start()
     sto = AgentProcess(python_agent("storageagent.app"), agent_home(base, "sto"), controller_urls=[url],
-                       extra={"storage_base_dirs": [str(base)]}).start()
+                       extra={"storage_base_dirs": [str(base)], **(sto_extra or {})}).start()
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)],
                                      capture_output=True, check=True, timeout=30).stdout)
     w = World(httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API}"}, timeout=120),
@@ -156,20 +161,87 @@ def world_fixture(component_env: Callable[[str], dict[str, str]]) -> Iterator[Wo
             shutil.rmtree(base, ignore_errors=True)
 
 
-def build_cloud(w: World, subnet: str, ps: dict[str, Any] | None = None) -> dict[str, str]:
+@pytest.fixture(scope="module", name="world")
+def world_fixture(component_env: Callable[[str], dict[str, str]]) -> Iterator[World]:
+    with open_world(component_env) as w:
+        yield w
+
+
+@dataclass
+class SftpStore:
+    """A real sftpbackup agent and its store in the sshd component's chroot: ``body`` is the
+    backup storage as the API takes it (``url`` as SFTP clients see the store, ``agentRoot``
+    as the agent reads it)."""
+
+    agent: AgentProcess
+    store_dir: Path
+    target: SftpTarget
+    key: Path
+    known_hosts: Path
+    body: dict[str, Any]
+
+    def manifest(self, image_id: str) -> Path:
+        return self.store_dir / "manifests" / f"{image_id}.json"
+
+    def chunks(self) -> list[Path]:
+        return [p for p in (self.store_dir / "chunks").rglob("*") if p.is_file()]
+
+
+@contextmanager
+def sftp_store(sshd: dict[str, str], controller_url: str, home: Path) -> Iterator[SftpStore]:
+    """A store of its own under the sshd component's store dir, its agent in ``home``."""
+    rel = f"t-ctl-{uuid.uuid4().hex[:10]}"
+    store_dir = Path(sshd["SSHD_STORE_DIR"]) / rel
+    home.mkdir(exist_ok=True)
+    agent = AgentProcess(python_agent("sftpbackup.app"), home, controller_urls=[controller_url],
+                         extra={"sftp_key_file": sshd["SSHD_KEY"],
+                                "sftp_known_hosts": sshd["SSHD_KNOWN_HOSTS"]}).start()
+    try:
+        yield SftpStore(agent, store_dir,
+                        SftpTarget(sshd["SSHD_HOST"], int(sshd["SSHD_PORT"]), sshd["SSHD_USER"], f"/{rel}"),
+                        Path(sshd["SSHD_KEY"]), Path(sshd["SSHD_KNOWN_HOSTS"]), {
+                            "type": "sftp", "hostname": sshd["SSHD_HOST"], "port": int(sshd["SSHD_PORT"]),
+                            "username": sshd["SSHD_USER"], "url": f"/{rel}",
+                            "agentRoot": str(store_dir), "agentUrl": agent.url})
+    finally:
+        agent.stop()
+        shutil.rmtree(store_dir, ignore_errors=True)
+
+
+def add_backup_storage(api: httpx.Client, body: dict[str, Any]) -> str:
+    """``POST /v1/backup-storages`` (a job when the storage has an agent to connect): its uuid."""
+    r = api.post("/v1/backup-storages", params={"wait": "1"}, json=body, timeout=120)
+    assert r.status_code in (200, 201), r.text
+    data = r.json()
+    if "job" in data:
+        assert data["job"]["state"] == "succeeded", data
+        return str(data["resource"]["uuid"])
+    return str(data["uuid"])
+
+
+def build_cloud(w: World, subnet: str, ps: dict[str, Any] | None = None,
+                store: SftpStore | None = None) -> dict[str, str]:
     """Zone, cluster, primary storage (local under ``w.ps_root`` unless ``ps``), image,
-    a flat network on ``subnet`` (``10.253.7``), a tiny offering and the host; ids in ``w.ids``."""
+    a flat network on ``subnet`` (``10.253.7``), a tiny offering and the host; ids in ``w.ids``.
+    The image is registered in a backup storage no agent serves (hosts fetch it over HTTP),
+    or, with ``store``, added from its HTTP URL into that real SFTP store (hosts fetch it there)."""
     ids = w.ids
     ids["zone"] = w.ok("POST", "/v1/zones", {"name": "e2e"})["uuid"]
     ids["cluster"] = w.ok("POST", "/v1/clusters", {"name": "c", "zoneUuid": ids["zone"]})["uuid"]
     ids["ps"] = w.ok("POST", "/v1/primary-storages", {
         "name": "ps", "zoneUuid": ids["zone"], "clusterUuids": [ids["cluster"]],
         **(ps or {"type": "local", "url": "local", "mountPath": str(w.ps_root)})})["uuid"]
-    bs = w.ok("POST", "/v1/backup-storages", {"name": "b", "type": "sftp", "hostname": "127.0.0.1",
-                                               "url": "/srv/store", "zoneUuids": [ids["zone"]]})["uuid"]
-    ids["image"] = w.ok("POST", "/v1/images", {
-        "name": "guest", "backupStorageUuids": [bs], "imageId": "guest", "digest": ids["digest"],
-        "size": int(ids["size"]), "url": ids["image_url"]})["uuid"]
+    if store is None:
+        bs = w.ok("POST", "/v1/backup-storages", {"name": "b", "type": "sftp", "hostname": "127.0.0.1",
+                                                   "url": "/srv/store", "zoneUuids": [ids["zone"]]})["uuid"]
+        ids["image"] = w.ok("POST", "/v1/images", {
+            "name": "guest", "backupStorageUuids": [bs], "imageId": "guest", "digest": ids["digest"],
+            "size": int(ids["size"]), "url": ids["image_url"]})["uuid"]
+    else:
+        ids["bs"] = add_backup_storage(w.api, {"name": "b", "zoneUuids": [ids["zone"]], **store.body})
+        ids["image"] = w.job("POST", "/v1/images", {
+            "name": "guest", "backupStorageUuids": [ids["bs"]], "url": ids["image_url"],
+            "digest": ids["digest"], "platform": "Linux"})["resourceUuid"]
     ids["l2"] = w.ok("POST", "/v1/l2-networks", {"name": "flat", "zoneUuid": ids["zone"],
                                                  "type": "novlan", "physicalInterface": w.dummy,
                                                  "clusterUuids": [ids["cluster"]]})["uuid"]

@@ -14,7 +14,6 @@ import json
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,7 @@ from sqlalchemy import select
 
 from controller.db.models import ImageBackupStorageRef
 from sftpbackup.client import StoreClient
-from sftpbackup.sftpcli import SftpTarget
-from tests.integration.controller.realworld import serve_controller
-from tests.support.agents import AgentProcess, python_agent
+from tests.integration.controller.realworld import SftpStore, add_backup_storage, serve_controller, sftp_store
 from tests.support.httpserver import FileServer
 
 pytestmark = [pytest.mark.sftp, pytest.mark.slow]
@@ -37,15 +34,12 @@ API = "images-api-token-0123456789"
 
 @dataclass
 class Rig:
-    """The controller's API, the agent, the file server and the store (both views)."""
+    """The controller's API, the file server and the store with its agent."""
 
     api: httpx.Client
     app: Any
     files: FileServer
-    store_dir: Path
-    sftp: SftpTarget
-    key: Path
-    known_hosts: Path
+    store: SftpStore
     bs: str
     image: Path
     sha256: str
@@ -58,7 +52,7 @@ class Rig:
         return job
 
     def manifest(self, image_id: str) -> Path:
-        return self.store_dir / "manifests" / f"{image_id}.json"
+        return self.store.manifest(image_id)
 
 
 @pytest.fixture(scope="module")
@@ -73,33 +67,17 @@ def rig(component_env: Callable[[str], dict[str, str]],
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)],
                                      capture_output=True, check=True, timeout=30).stdout)
-    rel = f"t-ctl-{uuid.uuid4().hex[:10]}"
-    store_dir = Path(sshd["SSHD_STORE_DIR"]) / rel
     files = FileServer(base / "files").start()
     app, url, server = serve_controller(f"sqlite:///{base}/controller.db", API)
-    (base / "agent").mkdir()
-    agent = AgentProcess(python_agent("sftpbackup.app"), base / "agent", controller_urls=[url],
-                         extra={"sftp_key_file": sshd["SSHD_KEY"],
-                                "sftp_known_hosts": sshd["SSHD_KNOWN_HOSTS"]}).start()
     api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API}"}, timeout=120)
     try:
-        r = api.post("/v1/backup-storages", params={"wait": "1"}, json={
-            "name": "sftp-real", "type": "sftp", "hostname": sshd["SSHD_HOST"],
-            "port": int(sshd["SSHD_PORT"]), "username": sshd["SSHD_USER"], "url": f"/{rel}",
-            "agentRoot": str(store_dir), "agentUrl": agent.url})
-        assert r.status_code in (200, 201), r.text
-        data = r.json()
-        bs = data["resource"]["uuid"] if "job" in data else data["uuid"]
-        yield Rig(api, app, files, store_dir,
-                  SftpTarget(sshd["SSHD_HOST"], int(sshd["SSHD_PORT"]), sshd["SSHD_USER"], f"/{rel}"),
-                  Path(sshd["SSHD_KEY"]), Path(sshd["SSHD_KNOWN_HOSTS"]), bs, image, sha256,
-                  int(info["virtual-size"]))
+        with sftp_store(sshd, url, base / "agent") as store:
+            bs = add_backup_storage(api, {"name": "sftp-real", **store.body})
+            yield Rig(api, app, files, store, bs, image, sha256, int(info["virtual-size"]))
     finally:
-        agent.stop()
         server.shutdown()
         app.extensions["kvmcloud"].close()
         files.stop()
-        shutil.rmtree(store_dir, ignore_errors=True)
 
 
 def _refs(rig: Rig, image: str) -> list[str]:
@@ -134,7 +112,7 @@ def test_add_from_http_shows_progress_and_lands_in_the_store(rig: Rig, tmp_path:
     assert _refs(rig, image) == [image]
     assert json.loads(rig.manifest(image).read_text())["digest"] == rig.sha256
     # what hosts will read: the image over SFTP through the chroot, every chunk verified
-    with StoreClient(rig.sftp, rig.key, rig.known_hosts) as client:
+    with StoreClient(rig.store.target, rig.store.key, rig.store.known_hosts) as client:
         fetched = client.fetch(image, tmp_path / "back.qcow2")
     assert fetched.digest.removeprefix("sha256:") == rig.sha256
 

@@ -39,7 +39,9 @@ MODELS: dict[str, type[BaseModel]] = {
     "/storage/volume/delete": sm.DeleteVolumeCmd,
     "/storage/snapshot/create": sm.CreateSnapshotCmd,
     "/storage/snapshot/revert": sm.RevertSnapshotCmd,
-    "/storage/cache/evict": sm.EvictCacheCmd,
+    "/storage/cache/evict": sm.EvictCacheCmd, "/storage/cache/list": sm.ListCacheCmd,
+    "/storage/unmount": sm.UnmountCmd,
+    "/storage/volume/create-template": sm.CreateTemplateCmd,
     "/storage/volume/upload-template": sm.UploadTemplateCmd,
 }
 
@@ -253,6 +255,22 @@ class FakeHost:
 
     def do_storage_cache_evict(self, c: sm.EvictCacheCmd) -> dict[str, Any]:
         return ok(evicted=self.storage.cache.pop((c.storage_uuid, c.image_id), None) is not None)
+
+    def do_storage_unmount(self, c: sm.UnmountCmd) -> dict[str, Any]:
+        mounted = (self.ip, c.storage_uuid) in self.storage.mounted
+        self.storage.mounted.discard((self.ip, c.storage_uuid))
+        return ok(mountPath=f"/mnt/{c.storage_uuid}", wasMounted=mounted)
+
+    def do_storage_cache_list(self, c: sm.ListCacheCmd) -> dict[str, Any]:
+        return ok(images=[{"imageId": image, "installPath": path}
+                          for (su, image), path in list(self.storage.cache.items())
+                          if su == c.storage_uuid])
+
+    def do_storage_volume_create_template(self, c: sm.CreateTemplateCmd) -> dict[str, Any]:
+        size = self.storage.files.get((c.storage_uuid, c.install_path))
+        if size is None:
+            return fail("NOT_FOUND", "no such volume")
+        return self._create(c.storage_uuid, c.template_path, size)
 
     def do_storage_volume_upload_template(self, c: sm.UploadTemplateCmd) -> dict[str, Any]:
         if (c.storage_uuid, c.install_path) not in self.storage.files:
