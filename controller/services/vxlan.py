@@ -111,7 +111,7 @@ def in_use(s: Session, cluster_uuid: str) -> list[L2Network]:
         L2NetworkClusterRef.cluster_uuid == cluster_uuid)
     used = select(L3Network.l2_network_uuid).join(VmNic, VmNic.l3_network_uuid == L3Network.uuid).join(
         Vm, Vm.uuid == VmNic.vm_uuid).where(Vm.host_uuid.is_not(None))
-    wanted = {k[1] for k in list(_sent)} | set(s.scalars(used))
+    wanted = {k[1] for k in _sent.copy()} | set(s.scalars(used))  # copy: other jobs write it
     return [l2 for l2 in s.scalars(select(L2Network).where(
         L2Network.type == "vxlan", L2Network.uuid.in_(attached)).order_by(L2Network.uuid))
         if l2.uuid in wanted]
@@ -139,5 +139,5 @@ def host_joined(ctl: Controller, host_uuid: str) -> None:
 
 def forget(host_uuid: str | None = None, l2_uuid: str | None = None) -> None:
     """Drop what was sent to a host (it reconnects, or goes) or for a network (deleted)."""
-    for key in [k for k in _sent if k[0] == host_uuid or k[1] == l2_uuid]:
+    for key in [k for k in _sent.copy() if k[0] == host_uuid or k[1] == l2_uuid]:
         _sent.pop(key, None)
