@@ -42,6 +42,8 @@ SIMPLE_CREATE: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
 
 #: collection → the PATCH body, where a resource lets more than name and description change
 UPDATE_BODIES: dict[str, type[sc.UpdateBody]] = {"hosts": sc.HostUpdate}
+#: collection → fn(ctl, uuid, changed column values), run after a PATCH is committed
+AFTER_UPDATE: dict[str, Callable[[Controller, str, dict[str, Any]], None]] = {}
 
 #: collection → (body model, fn(ctl, body) -> (job, resource dict)) for creates that reach agents;
 #: a None job means the body asked for no agent, and the resource is answered as created (201)
@@ -117,6 +119,22 @@ def _model(coll: str) -> Any:
     return model
 
 
+def _update(ctl: Controller, coll: str, uuid: str) -> dict[str, Any]:
+    """PATCH: the fields the collection's update body allows; the resource as it is now."""
+    model = _model(coll)
+    body = parse_body(UPDATE_BODIES.get(coll, sc.UpdateBody))
+    values = body.model_dump(exclude_unset=True)
+    with ctl.db.write() as s:
+        row = get_or_404(s, model, uuid)
+        if values:
+            s.execute(update(model).where(model.uuid == uuid).values(last_op_date=utcnow(), **values))
+            s.refresh(row)
+        out = to_dict(row)
+    if values and coll in AFTER_UPDATE:
+        AFTER_UPDATE[coll](ctl, uuid, values)
+    return out
+
+
 def _collection_routes(bp: Blueprint, ctl: Controller) -> None:
     # -- collections ------------------------------------------------------
 
@@ -165,16 +183,7 @@ def _collection_routes(bp: Blueprint, ctl: Controller) -> None:
 
     @bp.patch("/<coll>/<uuid>")
     def patch(coll: str, uuid: str) -> Response:
-        model = _model(coll)
-        body = parse_body(UPDATE_BODIES.get(coll, sc.UpdateBody))
-        values = body.model_dump(exclude_unset=True)
-        with ctl.db.write() as s:
-            row = get_or_404(s, model, uuid)
-            if values:
-                s.execute(update(model).where(model.uuid == uuid).values(
-                    last_op_date=utcnow(), **values))
-                s.refresh(row)
-            return json_response(to_dict(row))
+        return json_response(_update(ctl, coll, uuid))
 
     @bp.delete("/<coll>/<uuid>")
     def delete(coll: str, uuid: str) -> Response:

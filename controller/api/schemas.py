@@ -102,7 +102,7 @@ class HostCreate(Named):
 
 
 class HostUpdate(UpdateBody):
-    """PATCH a host: name, description, VTEP address (reconnect the host to apply a new one)."""
+    """PATCH a host: name, description, VTEP address (a new one is applied by a ``sync-vxlan`` job)."""
 
     vtep_ip: VtepIp = None
 

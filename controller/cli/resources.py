@@ -112,7 +112,7 @@ def resource_group(spec: ResourceSpec) -> click.Group:
     @click.argument("ref")
     @click.option("--name")
     @click.option("--description")
-    @click.option("--vtep-ip", help="hosts: the VXLAN tunnel endpoint (reconnect the host to apply it)")
+    @click.option("--vtep-ip", help="hosts: the VXLAN tunnel endpoint (applied by a sync-vxlan job)")
     @JSON
     @click.pass_context
     def update(ctx: click.Context, ref: str, name: str | None, description: str | None,

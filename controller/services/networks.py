@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import select
 
 from controller import cascade, commands
+from controller.api import routes
 from controller.core import Controller
 from controller.db.models import Host, L2Network, L3Network
 from controller.dispatch.dispatcher import AgentCallError
@@ -65,7 +67,21 @@ def delete_host(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
         vxlan.sync_cluster(ctl, cluster_uuid)
 
 
+def vtep_changed(ctl: Controller, uuid: str, values: dict[str, Any]) -> None:
+    """A host's new VTEP goes to its VXLAN devices and to its peers' lists, in a job."""
+    if "vtep_ip" not in values:
+        return
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        vxlan.forget(host_uuid=uuid)
+        vxlan.host_joined(ctl, uuid)
+        return {}
+
+    ctl.jobs.submit("sync-vxlan", "hosts", uuid, [f"hosts:{uuid}"], run)
+
+
 def register() -> None:
     cascade.EXECUTORS[("l3-networks", "delete")] = delete_l3
     cascade.EXECUTORS[("l2-networks", "delete")] = delete_l2
     cascade.EXECUTORS[("hosts", "delete")] = delete_host
+    routes.AFTER_UPDATE["hosts"] = vtep_changed

@@ -91,9 +91,13 @@ def test_vtep_ip_is_set_at_add_and_by_update_and_used_as_the_local_address(cloud
     assert _creates(h2)[-1]["vtepIp"] == "192.0.2.2"
 
     cloud.ok("PATCH", f"/v1/hosts/{h2.uuid}", {"vtepIp": "192.0.2.3"})  # type: ignore[attr-defined]
-    cloud.succeeded("POST", f"/v1/hosts/{h2.uuid}/actions/reconnect", {})  # type: ignore[attr-defined]
+    jobs = cloud.ok("GET", "/v1/jobs", q=f"resourceUuid={h2.uuid}", sort="-createDate")  # type: ignore[attr-defined]
+    job = next(j for j in jobs["items"] if j["kind"] == "sync-vxlan")
+    assert cloud.ok("GET", f"/v1/jobs/{job['uuid']}", wait="1")["job"]["state"] == "succeeded"
     assert _creates(h1)[-1]["peers"] == ["192.0.2.3"]
     assert _creates(h2)[-1]["vtepIp"] == "192.0.2.3"
+    cloud.succeeded("POST", f"/v1/hosts/{h2.uuid}/actions/reconnect", {})  # type: ignore[attr-defined]
+    assert _creates(h2)[-1]["vtepIp"] == "192.0.2.3"  # a reconnect sends the host its lists again
 
 
 def test_a_host_without_a_vtep_cannot_take_a_vm_on_a_vxlan_network(cloud: Cloud) -> None:
