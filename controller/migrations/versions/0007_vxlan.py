@@ -39,7 +39,9 @@ def upgrade() -> None:
     with op.batch_alter_table('l2_networks', schema=None) as batch_op:
         batch_op.add_column(sa.Column('vni', sa.Integer(), nullable=True))
     conn = op.get_bind()
-    conn.execute(l2.update().where(l2.c.type == 'vxlan').values(vni=l2.c.vlan, vlan=None))
+    # two statements: MySQL assigns left to right, seeing the values just set
+    conn.execute(l2.update().where(l2.c.type == 'vxlan').values(vni=l2.c.vlan))
+    conn.execute(l2.update().where(l2.c.type == 'vxlan').values(vlan=None))
     for uuid, ip in conn.execute(sa.select(hosts.c.uuid, hosts.c.management_ip)).all():
         if _ipv4(ip):
             conn.execute(hosts.update().where(hosts.c.uuid == uuid).values(vtep_ip=_ipv4(ip)))

@@ -7,10 +7,14 @@ in network namespaces, in tests/integration/kvmagent/test_network.py.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from controller.db.base import Database
+from controller.db.migrate import upgrade
 from controller.db.models import Host
 from tests.unit.controller.fakeagent import FakeHost
 from tests.unit.controller.harness import Cloud
@@ -166,3 +170,35 @@ def test_a_vni_is_unique_in_its_zone_and_a_vtep_must_be_ipv4(cloud: Cloud) -> No
     status, data = cloud.call("POST", "/v1/hosts", {
         "name": "h9", "clusterUuid": cloud.ids["cluster"], "managementIp": "10.9.9.9", "vtepIp": "nope"})
     assert status == 400 and "vtepIp" in str(data["error"]), data
+
+
+def test_migration_0007_moves_old_vnis_and_gives_hosts_their_ipv4_as_vtep(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        upgrade(db, "0006")
+        now = datetime.datetime(2026, 1, 1)
+        common = {"state": "Enabled", "create_date": now, "last_op_date": now}
+        with db.engine.begin() as c:
+            c.execute(text("INSERT INTO zones (uuid, name, state, create_date, last_op_date) "
+                           "VALUES ('z', 'z', :state, :create_date, :last_op_date)"), common)
+            c.execute(text("INSERT INTO clusters (uuid, name, zone_uuid, hypervisor_type, state, create_date, "
+                           "last_op_date) VALUES ('c', 'c', 'z', 'KVM', :state, :create_date, :last_op_date)"),
+                      common)
+            for uuid, ip in (("h4", "10.1.2.3"), ("hn", "kvm-7.example")):
+                c.execute(text(
+                    "INSERT INTO hosts (uuid, name, zone_uuid, cluster_uuid, management_ip, agent_url, status, "
+                    "cpu_num, total_cpu, available_cpu, total_memory, available_memory, state, create_date, "
+                    "last_op_date) VALUES (:uuid, :uuid, 'z', 'c', :ip, 'http://x:7070', 'Connected', "
+                    "0, 0, 0, 0, 0, :state, :create_date, :last_op_date)"), {"uuid": uuid, "ip": ip, **common})
+            for uuid, kind, vlan in (("vx", "vxlan", 5000), ("vl", "vlan", 100)):
+                c.execute(text(
+                    "INSERT INTO l2_networks (uuid, name, zone_uuid, type, physical_interface, vlan, state, "
+                    "create_date, last_op_date) VALUES (:uuid, :uuid, 'z', :kind, 'eth0', :vlan, :state, "
+                    ":create_date, :last_op_date)"), {"uuid": uuid, "kind": kind, "vlan": vlan, **common})
+        upgrade(db)
+        with db.engine.begin() as c:
+            assert dict(c.execute(text("SELECT uuid, vtep_ip FROM hosts")).all()) == {"h4": "10.1.2.3", "hn": None}
+            assert sorted(c.execute(text("SELECT uuid, vlan, vni FROM l2_networks")).all()) == [
+                ("vl", 100, None), ("vx", None, 5000)]
+    finally:
+        db.engine.dispose()
