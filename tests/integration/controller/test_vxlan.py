@@ -8,6 +8,8 @@ in network namespaces, in tests/integration/kvmagent/test_network.py.
 from __future__ import annotations
 
 import datetime
+import ipaddress
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from controller.db.base import Database
 from controller.db.migrate import upgrade
 from controller.db.models import Host
 from tests.unit.controller.fakeagent import FakeHost
-from tests.unit.controller.harness import Cloud
+from tests.unit.controller.harness import AGENT_TOKEN, API_TOKEN, Cloud
 
 VNI = 5001
 
@@ -202,3 +204,32 @@ def test_migration_0007_moves_old_vnis_and_gives_hosts_their_ipv4_as_vtep(db_url
                 ("vl", 100, None), ("vx", None, 5000)]
     finally:
         db.engine.dispose()
+
+
+def test_hosts_joining_while_vms_start_end_with_every_peer_everywhere(cloud: Cloud) -> None:
+    cloud.basic(hosts=2)
+    _, l3 = _vxlan(cloud)
+    _vm_on(cloud, cloud.hosts["h1"], "first", l3)
+    joining = [FakeHost(f"10.5.0.{i}", cloud.storage, cloud.deliver, AGENT_TOKEN) for i in (1, 2)]
+    for h in joining:
+        cloud.transport.register(h.kvm_url, h.handle)
+        cloud.transport.register(h.storage_url, h.handle)
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        client = cloud.app.test_client(use_cookies=False)  # one per thread
+        r = client.post(path, json=body, query_string={"wait": "1"},
+                        headers={"Authorization": f"Bearer {API_TOKEN}"})
+        job: dict[str, Any] = r.get_json()["job"]
+        return job
+
+    bodies = [("/v1/hosts", {"name": f"j{i}", "clusterUuid": cloud.ids["cluster"], "managementIp": h.ip,
+                             "agentUrl": h.kvm_url, "storageAgentUrl": h.storage_url})
+              for i, h in enumerate(joining)]
+    bodies += [("/v1/vms", cloud.vm_body(f"v{i}", l3NetworkUuids=[l3])) for i in range(4)]
+    with ThreadPoolExecutor(6) as pool:
+        jobs = list(pool.map(lambda pb: post(*pb), bodies))
+    assert [j for j in jobs if j["state"] != "succeeded"] == []
+    everyone = [cloud.hosts["h1"], cloud.hosts["h2"], *joining]
+    for h in everyone:
+        assert _creates(h)[-1]["peers"] == sorted((o.ip for o in everyone if o is not h),
+                                                  key=ipaddress.IPv4Address), h.ip
