@@ -131,14 +131,15 @@ class JobManager:
 
     def recover(self) -> int:
         """Fail jobs left unfinished by a previous process; returns how many."""
-        with self.db.write() as s:
+        def fail_unfinished(s: Session) -> int:
             res = s.execute(
                 update(Job).where(Job.state.in_(("queued", "running"))).values(
                     state="failed", last_op_date=utcnow(),
                     error={"code": "CONTROLLER_RESTARTED",
                            "message": "the controller restarted while the job ran",
                            "details": {}}))
-            count = int(res.rowcount or 0)  # type: ignore[attr-defined]
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+        count = self.db.transaction(fail_unfinished)
         if count:
             log.warning("marked %d unfinished job(s) failed after a restart", count)
         return count
@@ -146,8 +147,7 @@ class JobManager:
     def submit(self, kind: str, resource_type: str, resource_uuid: str | None,
                keys: list[str], fn: JobFn) -> Job:
         """Accept a job: write it, queue it behind the work on its resources."""
-        with self.db.write() as s:
-            job = self.prepare(s, kind, resource_type, resource_uuid)
+        job = self.db.transaction(lambda s: self.prepare(s, kind, resource_type, resource_uuid))
         return self.start(job, keys, fn)
 
     @staticmethod
@@ -219,8 +219,8 @@ class JobManager:
 
     def _set(self, job_uuid: str, **values: Any) -> None:
         values.setdefault("last_op_date", utcnow())
-        with self.db.write() as s:
-            s.execute(update(JOBS).where(JOBS.c.uuid == job_uuid).values(**values))
+        self.db.transaction(lambda s: s.execute(update(JOBS).where(JOBS.c.uuid == job_uuid)
+                                                .values(**values)))
 
     def get(self, job_uuid: str) -> Job | None:
         """The job's row, with the live state and progress of a job still running here."""

@@ -7,23 +7,41 @@ has one writer at a time anyway, so this process queues its writers on a
 mutex instead of letting them spin in SQLite's busy handler (which sleeps in
 growing steps and wrecks latency under load). Other databases (PostgreSQL,
 MariaDB) use one engine for both and no mutex.
+
+A database may abort a transaction to break a deadlock (PostgreSQL 40P01,
+MariaDB 1213), for a serialization failure (40001) or a lock wait timeout
+(MariaDB 1205), and SQLite answers "database is locked" when another process
+holds the file past the busy timeout. :meth:`Database.transaction` runs a body
+again from its start on those errors; ``with db.write()`` cannot (a context
+manager cannot re-run its block), so contended writes go through it.
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Engine, String, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from controller.db.migrate import upgrade
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: how often a transaction runs before its transient error is raised
+WRITE_ATTEMPTS = 8
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+_RETRY_MYSQL_CODES = frozenset({1213, 1205})  # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 
 
 def new_uuid() -> str:
@@ -40,6 +58,28 @@ def _mysql_datetime(_type: DateTime, _compiler: Any, **_kw: Any) -> str:
     """Microseconds on MySQL/MariaDB too (a bare DATETIME keeps whole seconds), in every
     table a migration makes: rows made in one second keep their creation order."""
     return "DATETIME(6)"
+
+
+def is_transient(e: BaseException) -> bool:
+    """True when the database gave up on the transaction and running it again can succeed."""
+    if not isinstance(e, DBAPIError) or e.orig is None:
+        return False
+    orig = e.orig
+    if getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES:  # psycopg
+        return True
+    if isinstance(orig, sqlite3.OperationalError):
+        code = getattr(orig, "sqlite_errorcode", None)
+        return (code is not None and code & 0xFF == sqlite3.SQLITE_BUSY) or \
+            "database is locked" in str(orig)
+    errno = next(iter(orig.args), None)  # PyMySQL: (errno, message)
+    return errno in _RETRY_MYSQL_CODES
+
+
+def _log_retry(state: RetryCallState) -> None:
+    e = state.outcome.exception() if state.outcome is not None else None
+    body = next(iter(state.args), None)  # Database._once(body)
+    log.warning("write transaction %s: attempt %d failed (%s); running it again",
+                getattr(body, "__qualname__", body), state.attempt_number, getattr(e, "orig", e))
 
 
 class Base(DeclarativeBase):
@@ -104,12 +144,30 @@ class Database:
             threading.RLock() if self.is_sqlite else nullcontext())
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._retrying = Retrying(
+            retry=retry_if_exception(is_transient), stop=stop_after_attempt(WRITE_ATTEMPTS),
+            wait=wait_random_exponential(multiplier=0.02, max=1.0), before_sleep=_log_retry,
+            reraise=True)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A short write transaction: committed on success, rolled back on error."""
         with self._write_mu, self._writer() as session, session.begin():
             yield session
+
+    def transaction(self, body: Callable[[Session], T]) -> T:
+        """Run ``body(session)`` in a write transaction; again from the start (jittered
+        backoff, :data:`WRITE_ATTEMPTS` at most) when the database aborts it as a deadlock
+        victim, for a serialization failure or a lock wait timeout, or finds SQLite busy.
+
+        ``body`` may run more than once, so it must do nothing outside the session (no
+        agent call, no state kept from a failed attempt); it returns what the caller keeps.
+        """
+        return self._retrying(self._once, body)
+
+    def _once(self, body: Callable[[Session], T]) -> T:
+        with self.write() as s:
+            return body(s)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

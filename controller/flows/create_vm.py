@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from controller import commands
 from controller.core import Controller
@@ -100,41 +101,45 @@ class CreateVm:
 def reserve(st: CreateVm) -> None:
     """Take host capacity, storage capacity, the volumes' rows and the IPs in one transaction.
 
-    Nothing here reaches an agent, so one short write covers it all; the state
-    is filled only after the commit, so a failure leaves nothing to undo.
+    Nothing here reaches an agent, so one short write covers it all (run again from the
+    start if the database aborts it); the state is filled only after the commit, so a
+    failure leaves nothing to undo.
     """
-    vols: list[Volume] = []
-    nics: list[VmNic] = []
-    with st.ctl.db.write() as s:
-        host = allocate.reserve_host(s, st.cpu, st.memory, st.zone_uuid, st.cluster_uuid,
-                                     st.want_host)
-        s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid).values(
-            host_uuid=host.uuid, cluster_uuid=host.cluster_uuid))
-        size = st.image_size + sum(st.data_sizes)
-        ps = allocate.reserve_primary_storage(s, host.cluster_uuid, size, st.want_ps)
-        vols.append(_volume(st, ps, "Root", st.image_size, f"ROOT-for-{st.vm_name}"[:255], 0))
-        for i, data_size in enumerate(st.data_sizes):
-            vols.append(_volume(st, ps, "Data", data_size,
-                                f"DATA-{i + 1}-for-{st.vm_uuid}", i + 1))
-        s.add_all(vols)
-        for i, l3_uuid in enumerate(st.l3_uuids):
-            used, rng = allocate.allocate_ip(s, l3_uuid)
-            nic = VmNic(uuid=new_uuid(), name=f"nic-{i}", vm_uuid=st.vm_uuid,
-                        l3_network_uuid=l3_uuid, used_ip_uuid=used.uuid, ip=used.ip,
-                        netmask=rng.netmask, gateway=rng.gateway, mac=new_mac(s), device_id=i)
-            s.add(nic)
-            nics.append(nic)
-        l2s = {l3: l2 for l3, l2 in s.execute(
-            select(L3Network.uuid, L2Network).join(L2Network,
-                                                   L2Network.uuid == L3Network.l2_network_uuid)
-            .where(L3Network.uuid.in_(st.l3_uuids)))}
+    host, ps, vols, nics, l2s = st.ctl.db.transaction(lambda s: _reserve_rows(st, s))
     st.host, st.ps = host, ps
-    st.ps_uuid, st.ps_reserved = ps.uuid, size if ps.total_capacity else 0
+    st.ps_uuid, st.ps_reserved = ps.uuid, st.image_size + sum(st.data_sizes) if ps.total_capacity else 0
     st.root_uuid = vols[0].uuid
     st.volumes = {v.uuid: v for v in vols}
     st.data_uuids = [v.uuid for v in vols[1:]]
     st.nics, st.l2s = nics, l2s
     st.nic_uuids = [n.uuid for n in nics]
+
+
+def _reserve_rows(st: CreateVm, s: Session) -> tuple[
+        HostRef, PrimaryStorage, list[Volume], list[VmNic], dict[str, L2Network]]:
+    host = allocate.reserve_host(s, st.cpu, st.memory, st.zone_uuid, st.cluster_uuid,
+                                 st.want_host)
+    s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid).values(
+        host_uuid=host.uuid, cluster_uuid=host.cluster_uuid))
+    size = st.image_size + sum(st.data_sizes)
+    ps = allocate.reserve_primary_storage(s, host.cluster_uuid, size, st.want_ps)
+    vols = [_volume(st, ps, "Root", st.image_size, f"ROOT-for-{st.vm_name}"[:255], 0)]
+    for i, data_size in enumerate(st.data_sizes):
+        vols.append(_volume(st, ps, "Data", data_size, f"DATA-{i + 1}-for-{st.vm_uuid}", i + 1))
+    s.add_all(vols)
+    nics: list[VmNic] = []
+    for i, l3_uuid in enumerate(st.l3_uuids):
+        used, rng = allocate.allocate_ip(s, l3_uuid)
+        nic = VmNic(uuid=new_uuid(), name=f"nic-{i}", vm_uuid=st.vm_uuid,
+                    l3_network_uuid=l3_uuid, used_ip_uuid=used.uuid, ip=used.ip,
+                    netmask=rng.netmask, gateway=rng.gateway, mac=new_mac(s), device_id=i)
+        s.add(nic)
+        nics.append(nic)
+    l2s = {l3: l2 for l3, l2 in s.execute(
+        select(L3Network.uuid, L2Network).join(L2Network,
+                                               L2Network.uuid == L3Network.l2_network_uuid)
+        .where(L3Network.uuid.in_(st.l3_uuids)))}
+    return host, ps, vols, nics, l2s
 
 
 def _volume(st: CreateVm, ps: PrimaryStorage, kind: str, size: int, name: str,
@@ -148,23 +153,26 @@ def _volume(st: CreateVm, ps: PrimaryStorage, kind: str, size: int, name: str,
 
 def release(st: CreateVm) -> None:
     """Give back what :func:`reserve` took: IPs, volume rows left, storage, host."""
-    if st.host is None:
-        return
-    with st.ctl.db.write() as s:
-        # rows locked in reserve's order (host, VM, storage): a release and a reserve that
-        # run together wait for each other instead of deadlocking
-        allocate.release_host(s, st.host.uuid, st.cpu, st.memory)
-        s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(host_uuid=None))
-        if st.ps_uuid and st.ps_reserved:
-            allocate.release_primary_storage(s, st.ps_uuid, st.ps_reserved)
-        if st.nic_uuids:
-            used = [u for u in s.scalars(select(VmNic.used_ip_uuid).where(
-                VmNic.uuid.in_(st.nic_uuids))) if u]
-            s.execute(delete(VmNic).where(VmNic.uuid.in_(st.nic_uuids)))
-            if used:
-                s.execute(delete(UsedIp).where(UsedIp.uuid.in_(used)))
-        if st.volumes:
-            s.execute(delete(Volume).where(Volume.uuid.in_(list(st.volumes))))
+    if st.host is not None:
+        st.ctl.db.transaction(lambda s: _release_rows(st, s))
+
+
+def _release_rows(st: CreateVm, s: Session) -> None:
+    assert st.host is not None
+    # rows locked in reserve's order (host, VM, storage): a release and a reserve that
+    # run together wait for each other instead of deadlocking
+    allocate.release_host(s, st.host.uuid, st.cpu, st.memory)
+    s.execute(update(Vm).where(Vm.uuid == st.vm_uuid).values(host_uuid=None))
+    if st.ps_uuid and st.ps_reserved:
+        allocate.release_primary_storage(s, st.ps_uuid, st.ps_reserved)
+    if st.nic_uuids:
+        used = [u for u in s.scalars(select(VmNic.used_ip_uuid).where(
+            VmNic.uuid.in_(st.nic_uuids))) if u]
+        s.execute(delete(VmNic).where(VmNic.uuid.in_(st.nic_uuids)))
+        if used:
+            s.execute(delete(UsedIp).where(UsedIp.uuid.in_(used)))
+    if st.volumes:
+        s.execute(delete(Volume).where(Volume.uuid.in_(list(st.volumes))))
 
 
 def cache_image(st: CreateVm) -> None:
@@ -186,23 +194,29 @@ def cache_image(st: CreateVm) -> None:
         assert image is not None
     assert st.host is not None
     st.cached = st.backend.cache_image(st.op, st.ps, st.host, image, ref.install_path, bs)
-    with st.ctl.db.write() as s:
-        if s.scalar(select(ImageCache.id).where(ImageCache.primary_storage_uuid == st.ps.uuid,
-                                                ImageCache.image_uuid == image.uuid)) is None:
-            try:  # a VM created alongside may have cached it too: the first row stays
-                with s.begin_nested():
-                    s.add(ImageCache(primary_storage_uuid=st.ps.uuid, image_uuid=image.uuid,
-                                     install_path=st.cached.install_path, size=st.cached.size))
-            except IntegrityError:
-                pass
+    st.ctl.db.transaction(lambda s: _record_cache(s, st.ps, image.uuid, st.cached))
+
+
+def _record_cache(s: Session, ps: PrimaryStorage | None, image_uuid: str,
+                  cached: CachedImage | None) -> None:
+    assert ps is not None and cached is not None
+    if s.scalar(select(ImageCache.id).where(ImageCache.primary_storage_uuid == ps.uuid,
+                                            ImageCache.image_uuid == image_uuid)) is None:
+        try:  # a VM created alongside may have cached it too: the first row stays
+            with s.begin_nested():
+                s.add(ImageCache(primary_storage_uuid=ps.uuid, image_uuid=image_uuid,
+                                 install_path=cached.install_path, size=cached.size))
+        except IntegrityError:
+            pass
 
 
 def _volume_ready(st: CreateVm, uuid: str, actual: int, root: bool = False) -> None:
-    with st.ctl.db.write() as s:
+    def ready(s: Session) -> None:
         s.execute(update(VOLUMES).where(VOLUMES.c.uuid == uuid).values(status="Ready",
                                                                        actual_size=actual))
         if root:
             s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid).values(root_volume_uuid=uuid))
+    st.ctl.db.transaction(ready)
 
 
 def create_root(st: CreateVm) -> None:
@@ -267,12 +281,16 @@ def start(st: CreateVm) -> None:
                         nics=nics)
     call(st.ctl, st.ctx, st.agent, "/vm/start", cmd)
     st.started = True
-    with st.ctl.db.write() as s:
-        s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid).values(state="Running"))
-        vm = s.get(Vm, st.vm_uuid)
-        assert vm is not None
-        st.result = to_dict(vm)
-        st.ctx.complete(s, st.result)
+    st.result = st.ctl.db.transaction(lambda s: _running(st, s))
+
+
+def _running(st: CreateVm, s: Session) -> dict[str, Any]:
+    s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid).values(state="Running"))
+    vm = s.get(Vm, st.vm_uuid)
+    assert vm is not None
+    result = to_dict(vm)
+    st.ctx.complete(s, result)  # idempotent: a retry writes it again
+    return result
 
 
 def destroy(st: CreateVm) -> None:
@@ -300,10 +318,13 @@ def run(ctl: Controller, ctx: JobContext, st: CreateVm) -> None:
         Flow("create-vm", STEPS, check=ctx.check, on_step=on_step,
              guard=ctx.uncancellable).run(st)
     except BaseException:
-        with ctl.db.write() as s:
-            s.execute(delete(Tag).where(Tag.resource_uuid == st.vm_uuid))
-            s.execute(delete(Vm).where(Vm.uuid == st.vm_uuid))
+        ctl.db.transaction(lambda s: _drop_vm_row(s, st.vm_uuid))
         raise
+
+
+def _drop_vm_row(s: Session, vm_uuid: str) -> None:
+    s.execute(delete(Tag).where(Tag.resource_uuid == vm_uuid))
+    s.execute(delete(Vm).where(Vm.uuid == vm_uuid))
 
 
 def data_sizes(ctl: Controller, offering_uuids: list[str]) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Table, insert, select, update
@@ -67,6 +68,18 @@ def reserve_host(s: Session, cpu: int, memory: int, zone_uuid: str | None = None
             return h
     raise NoCapacity(f"no connected, enabled host has {cpu} vCPU and {memory} bytes free",
                      cpu=cpu, memory=memory)
+
+
+def lock_hosts(s: Session, host_uuids: Iterable[str]) -> None:
+    """Lock host rows one at a time in one order (by UUID), before anything else the
+    transaction does to them: two transactions that take the same two hosts (migrations
+    crossing each other, A to B and B to A) then wait for each other instead of deadlocking.
+
+    FOR NO KEY UPDATE on PostgreSQL, so the foreign key checks of VM rows pointing at the
+    hosts (FOR KEY SHARE) still pass; FOR UPDATE on MariaDB; SQLite has one writer anyway.
+    """
+    for uuid in sorted(set(host_uuids)):
+        s.execute(select(HOSTS.c.uuid).where(HOSTS.c.uuid == uuid).with_for_update(key_share=True))
 
 
 def release_host(s: Session, host_uuid: str, cpu: int, memory: int) -> None:

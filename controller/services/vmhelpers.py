@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from controller import commands
@@ -73,6 +74,7 @@ _dhcp: dict[tuple[str, str], _Coalescer] = {}
 _dhcp_mu = threading.Lock()
 _l2_realised: set[tuple[str, str]] = set()
 _done_on_host: set[tuple[str, str]] = set()
+_arriving: dict[str, set[str]] = {}  # host -> VMs migrating to it (their leases go there first)
 
 
 def call(ctl: Controller, ctx: JobContext, agent_url: str, path: str, body: Any,
@@ -138,6 +140,19 @@ def once_on_host(host_uuid: str, key: str, do: Callable[[], object]) -> None:
     _done_on_host.add((host_uuid, key))
 
 
+@contextmanager
+def arriving(host_uuid: str, vm_uuid: str) -> Iterator[None]:
+    """While inside, the host's lease sets also hold the VM's leases (a migration's
+    destination, before the VM's row names that host)."""
+    with _dhcp_mu:
+        _arriving.setdefault(host_uuid, set()).add(vm_uuid)
+    try:
+        yield
+    finally:
+        with _dhcp_mu:
+            _arriving[host_uuid].discard(vm_uuid)
+
+
 def apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
                l3_uuid: str) -> None:
     """Send the full lease set of one L3 network on one host (coalesced per pair)."""
@@ -162,9 +177,13 @@ def _apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str
                        .order_by(IpRange.start_ip).limit(1))
         # driven by the host's VMs (a few), not by the network's NICs (all of them):
         # the only filter in SQL is the host, so no planner starts from the NICs
+        with _dhcp_mu:
+            incoming = list(_arriving.get(host_uuid, ()))
+        on_host = Vm.host_uuid == host_uuid
         leases = [(mac, str(ip), commands.hostname(name)) for name, l3, mac, ip in s.execute(
             select(Vm.name, VmNic.l3_network_uuid, VmNic.mac, VmNic.ip)
-            .join(VmNic, VmNic.vm_uuid == Vm.uuid).where(Vm.host_uuid == host_uuid))
+            .join(VmNic, VmNic.vm_uuid == Vm.uuid)
+            .where(or_(on_host, Vm.uuid.in_(incoming)) if incoming else on_host))
             if l3 == l3_uuid and ip is not None]
     if l2 is None or rng is None:
         raise Conflict(f"L3 network {l3_uuid} has no L2 network or IP range")

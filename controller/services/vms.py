@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from controller import cascade, commands
 from controller.api import routes
@@ -28,7 +29,7 @@ from controller.db.models import (
     Volume,
 )
 from controller.dispatch.dispatcher import AgentCallError
-from controller.errors import BadRequest, Conflict
+from controller.errors import ApiError, BadRequest, Conflict
 from controller.flows import create_vm
 from controller.jobs import JobContext
 from controller.primary import Op, prepare_host_for_vm
@@ -36,13 +37,13 @@ from controller.services import allocate, volumes
 from controller.services.common import require, to_dict
 from controller.services.vmhelpers import (
     apply_dhcp,
+    arriving,
     call,
     delete_volume_files,
     host_of,
     mark_stopped,
     new_mac,
     nic_l3s,
-    realise_l2,
     release_dhcp,
     start_cmd,
 )
@@ -57,33 +58,8 @@ def _keys(uuid: str) -> list[str]:
 
 def create(ctl: Controller, body: sc.VmCreate) -> tuple[Job, dict[str, Any]]:
     """Validate references, write the VM (Creating) and queue the create flow."""
-    with ctl.db.write() as s:
-        image = require(s, Image, body.image_uuid, "imageUuid")
-        if image.media_type != "RootVolumeTemplate":
-            raise BadRequest("imageUuid: not a root volume template", field="imageUuid")
-        if image.status != "Ready":
-            raise BadRequest(f"imageUuid: the image is {image.status}, not Ready", field="imageUuid")
-        offering = require(s, InstanceOffering, body.instance_offering_uuid, "instanceOfferingUuid")
-        zones = set()
-        for i, l3_uuid in enumerate(body.l3_network_uuids):
-            zones.add(require(s, L3Network, l3_uuid, f"l3NetworkUuids.{i}").zone_uuid)
-        sizes = [require(s, DiskOffering, u, f"dataDiskOfferingUuids.{i}").disk_size
-                 for i, u in enumerate(body.data_disk_offering_uuids)]
-        if len(zones) != 1 or (body.zone_uuid and body.zone_uuid not in zones):
-            raise BadRequest("l3NetworkUuids: networks must be in one zone (the VM's)",
-                             field="l3NetworkUuids")
-        zone_uuid = zones.pop()
-        if body.host_uuid:
-            require(s, Host, body.host_uuid, "hostUuid")
-        vm = Vm(name=body.name, description=body.description, zone_uuid=zone_uuid,
-                image_uuid=image.uuid, instance_offering_uuid=offering.uuid,
-                cpu_num=offering.cpu_num, memory_size=offering.memory_size,
-                platform=image.platform, state="Creating", cluster_uuid=None, host_uuid=None,
-                last_host_uuid=None, root_volume_uuid=None)
-        s.add(vm)
-        s.flush()
-        out = to_dict(vm)
-        job = ctl.jobs.prepare(s, "create-vm", "vms", out["uuid"])
+    job, out, image, offering, sizes, zone_uuid = ctl.db.transaction(
+        lambda s: _create_rows(ctl, s, body))
     st = create_vm.CreateVm(
         ctl=ctl, ctx=None,  # type: ignore[arg-type]
         vm_uuid=out["uuid"], cpu=offering.cpu_num, memory=offering.memory_size,
@@ -102,15 +78,51 @@ def create(ctl: Controller, body: sc.VmCreate) -> tuple[Job, dict[str, Any]]:
     return ctl.jobs.start(job, _keys(out["uuid"]), run), out
 
 
+def _create_rows(ctl: Controller, s: Session, body: sc.VmCreate) -> tuple[
+        Job, dict[str, Any], Image, InstanceOffering, list[int], str]:
+    image = require(s, Image, body.image_uuid, "imageUuid")
+    if image.media_type != "RootVolumeTemplate":
+        raise BadRequest("imageUuid: not a root volume template", field="imageUuid")
+    if image.status != "Ready":
+        raise BadRequest(f"imageUuid: the image is {image.status}, not Ready", field="imageUuid")
+    offering = require(s, InstanceOffering, body.instance_offering_uuid, "instanceOfferingUuid")
+    zones = set()
+    for i, l3_uuid in enumerate(body.l3_network_uuids):
+        zones.add(require(s, L3Network, l3_uuid, f"l3NetworkUuids.{i}").zone_uuid)
+    sizes = [require(s, DiskOffering, u, f"dataDiskOfferingUuids.{i}").disk_size
+             for i, u in enumerate(body.data_disk_offering_uuids)]
+    if len(zones) != 1 or (body.zone_uuid and body.zone_uuid not in zones):
+        raise BadRequest("l3NetworkUuids: networks must be in one zone (the VM's)",
+                         field="l3NetworkUuids")
+    zone_uuid = zones.pop()
+    if body.host_uuid:
+        require(s, Host, body.host_uuid, "hostUuid")
+    vm = Vm(name=body.name, description=body.description, zone_uuid=zone_uuid,
+            image_uuid=image.uuid, instance_offering_uuid=offering.uuid,
+            cpu_num=offering.cpu_num, memory_size=offering.memory_size,
+            platform=image.platform, state="Creating", cluster_uuid=None, host_uuid=None,
+            last_host_uuid=None, root_volume_uuid=None)
+    s.add(vm)
+    s.flush()
+    out = to_dict(vm)
+    job = ctl.jobs.prepare(s, "create-vm", "vms", out["uuid"])
+    return job, out, image, offering, sizes, zone_uuid
+
+
 def _vm(ctl: Controller, uuid: str) -> Vm:
     with ctl.db.read() as s:
         return require(s, Vm, uuid, "vmUuid")
 
 
 def _set(ctl: Controller, uuid: str, **values: Any) -> dict[str, Any]:
-    with ctl.db.write() as s:
+    def set_values(s: Session) -> dict[str, Any]:
         s.execute(update(Vm).where(Vm.uuid == uuid).values(**values))
         return to_dict(require(s, Vm, uuid, "vmUuid"))
+    return ctl.db.transaction(set_values)
+
+
+def _stopped(ctl: Controller, uuid: str) -> None:
+    ctl.db.transaction(lambda s: mark_stopped(s, uuid))
 
 
 def start_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None = None) -> dict[str, Any]:
@@ -119,7 +131,7 @@ def start_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None 
         return to_dict(vm)
     if vm.state not in ("Stopped", "Unknown", "Crashed"):
         raise Conflict(f"vm {uuid} is {vm.state}; only a stopped VM can start", state=vm.state)
-    with ctl.db.write() as s:
+    def reserve(s: Session) -> allocate.HostRef:
         try:
             host = allocate.reserve_host(s, vm.cpu_num, vm.memory_size, vm.zone_uuid,
                                          vm.cluster_uuid, host_uuid or vm.last_host_uuid)
@@ -130,6 +142,8 @@ def start_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None 
             host = allocate.reserve_host(s, vm.cpu_num, vm.memory_size, vm.zone_uuid,
                                          vm.cluster_uuid)
         s.execute(update(Vm).where(Vm.uuid == uuid).values(host_uuid=host.uuid, state="Starting"))
+        return host
+    host = ctl.db.transaction(reserve)
     try:
         for l3_uuid in dict.fromkeys(l3 for l3, _ in _nics(ctl, uuid)):
             apply_dhcp(ctl, ctx, host.uuid, host.agent_url, l3_uuid)
@@ -138,8 +152,7 @@ def start_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None 
         prepare_host_for_vm(Op(ctl, ctx), host, uuid)
         call(ctl, ctx, host.agent_url, "/vm/start", cmd)
     except BaseException:
-        with ctl.db.write() as s:
-            mark_stopped(s, uuid)
+        _stopped(ctl, uuid)
         raise
     return _set(ctl, uuid, state="Running")
 
@@ -152,8 +165,7 @@ def _nics(ctl: Controller, uuid: str) -> list[tuple[str, str]]:
 def stop_vm(ctl: Controller, ctx: JobContext, uuid: str, force: bool = False) -> dict[str, Any]:
     vm = _vm(ctl, uuid)
     if vm.host_uuid is None or vm.state == "Stopped":
-        with ctl.db.write() as s:
-            mark_stopped(s, uuid)
+        _stopped(ctl, uuid)
         return _set(ctl, uuid)
     with ctl.db.read() as s:
         host = host_of(s, vm.host_uuid)
@@ -164,8 +176,7 @@ def stop_vm(ctl: Controller, ctx: JobContext, uuid: str, force: bool = False) ->
     except BaseException:
         _set(ctl, uuid, state=vm.state)
         raise
-    with ctl.db.write() as s:
-        mark_stopped(s, uuid)
+    _stopped(ctl, uuid)
     return _set(ctl, uuid)
 
 
@@ -203,37 +214,66 @@ def stop_action(ctl: Controller, uuid: str, body: sc.StopAction) -> Job:
 
 
 def migrate_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None) -> dict[str, Any]:
+    """Reserve the destination, prepare it (bridges, the VM's DHCP leases), move the VM,
+    then give the source's capacity and leases back. Up to the move a failure undoes the
+    destination's preparation; after it the VM has moved and the job succeeds."""
     vm = _vm(ctl, uuid)
     if vm.state != "Running" or vm.host_uuid is None:
         raise Conflict(f"vm {uuid} is {vm.state}; only a running VM migrates", state=vm.state)
-    src_uuid = vm.host_uuid
-    with ctl.db.write() as s:
+    src_uuid, cpu, memory = vm.host_uuid, vm.cpu_num, vm.memory_size
+
+    def reserve(s: Session) -> tuple[Host, allocate.HostRef]:
         src = host_of(s, src_uuid)
-        dst = allocate.reserve_host(s, vm.cpu_num, vm.memory_size, vm.zone_uuid, src.cluster_uuid,
-                                    host_uuid, exclude=(src_uuid,))
-    _set(ctl, uuid, state="Migrating")
-    try:
-        for l3_uuid in dict.fromkeys(l3 for l3, _ in _nics(ctl, uuid)):
-            _realise_on(ctl, ctx, dst, l3_uuid)
-        prepare_host_for_vm(Op(ctl, ctx), dst, uuid)
-        call(ctl, ctx, src.agent_url, "/vm/migrate", km.MigrateVmCmd(
-            vm_uuid=uuid, dest_host_ip=dst.management_ip, unsafe=_on_shared_mount_point(ctl, uuid)))
-    except BaseException:
-        with ctl.db.write() as s:
-            allocate.release_host(s, dst.uuid, vm.cpu_num, vm.memory_size)
-        _set(ctl, uuid, state="Running")
-        raise
-    with ctl.db.write() as s:
-        allocate.release_host(s, src_uuid, vm.cpu_num, vm.memory_size)
+        return src, allocate.reserve_host(s, cpu, memory, vm.zone_uuid, src.cluster_uuid,
+                                          host_uuid, exclude=(src_uuid,))
+
+    def moved(s: Session) -> None:
+        # both hosts in UUID order: a migration the other way cannot hold one and wait for
+        # the other (the VM row's foreign key check takes the destination's row too)
+        allocate.lock_hosts(s, [src_uuid, dst.uuid])
+        allocate.release_host(s, src_uuid, cpu, memory)
         s.execute(update(Vm).where(Vm.uuid == uuid).values(
             host_uuid=dst.uuid, last_host_uuid=src_uuid, state="Running"))
-    for l3_uuid, mac in _nics(ctl, uuid):
-        apply_dhcp(ctl, ctx, dst.uuid, dst.agent_url, l3_uuid)
-        try:
-            release_dhcp(ctl, ctx, src.agent_url, l3_uuid, [mac])
-        except AgentCallError as e:
-            log.warning("releasing the lease of %s on %s failed: %s", uuid, src_uuid, e)
+
+    src, dst = ctl.db.transaction(reserve)
+    _set(ctl, uuid, state="Migrating")
+    l3s = list(dict.fromkeys(l3 for l3, _ in _nics(ctl, uuid)))
+    migrated = False
+    try:
+        with arriving(dst.uuid, uuid):  # dst's lease sets hold the VM until its row names dst
+            for l3_uuid in l3s:
+                apply_dhcp(ctl, ctx, dst.uuid, dst.agent_url, l3_uuid)  # the bridge first
+            prepare_host_for_vm(Op(ctl, ctx), dst, uuid)
+            call(ctl, ctx, src.agent_url, "/vm/migrate", km.MigrateVmCmd(
+                vm_uuid=uuid, dest_host_ip=dst.management_ip,
+                unsafe=_on_shared_mount_point(ctl, uuid)))
+            migrated = True
+            ctl.db.transaction(moved)
+    except BaseException:
+        if not migrated:  # the VM still runs on the source: undo the destination
+            with ctx.uncancellable():
+                _resend_leases(ctl, ctx, dst.uuid, dst.agent_url, l3s)
+            ctl.db.transaction(lambda s: allocate.release_host(s, dst.uuid, cpu, memory))
+            _set(ctl, uuid, state="Running")
+        raise
+    _resend_leases(ctl, ctx, src_uuid, src.agent_url, l3s)
     return _set(ctl, uuid)
+
+
+def _resend_leases(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
+                   l3s: list[str]) -> None:
+    """Drop a VM's leases from a host it has left (its row no longer names the host).
+
+    The host gets its full lease sets again rather than a release of the VM's: an apply
+    starting after the VM left holds no lease of it, where a release could cross a lease
+    set read before and sent after it. A failure is only logged: the host's next lease
+    set drops them too.
+    """
+    for l3_uuid in l3s:
+        try:
+            apply_dhcp(ctl, ctx, host_uuid, agent_url, l3_uuid)
+        except (AgentCallError, ApiError) as e:  # also: the network went meanwhile
+            log.warning("dropping the leases of a VM gone from host %s failed: %s", host_uuid, e)
 
 
 def _on_shared_mount_point(ctl: Controller, uuid: str) -> bool:
@@ -242,15 +282,6 @@ def _on_shared_mount_point(ctl: Controller, uuid: str) -> bool:
         return s.scalar(select(PrimaryStorage.uuid).join(
             Volume, Volume.primary_storage_uuid == PrimaryStorage.uuid).where(
             Volume.vm_uuid == uuid, PrimaryStorage.type == "sharedmountpoint").limit(1)) is not None
-
-
-def _realise_on(ctl: Controller, ctx: JobContext, host: allocate.HostRef, l3_uuid: str) -> None:
-    # the destination needs the bridge (and the lease set, sent after the move)
-    with ctl.db.read() as s:
-        l3 = s.get(L3Network, l3_uuid)
-        l2 = s.get(L2Network, l3.l2_network_uuid) if l3 else None
-    if l2 is not None:
-        realise_l2(ctl, ctx, host.uuid, host.agent_url, l2)
 
 
 def migrate_action(ctl: Controller, uuid: str, body: sc.MigrateAction) -> Job:
@@ -272,8 +303,7 @@ def migrate_or_stop(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> N
         stop_vm(ctl, ctx, uuid, force=True)
     except AgentCallError as e:
         log.warning("stopping vm %s failed (%s); marking it stopped", uuid, e)
-        with ctl.db.write() as s:
-            mark_stopped(s, uuid)
+        _stopped(ctl, uuid)
 
 
 def evacuate(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str) -> None:
@@ -298,20 +328,22 @@ def delete_vm(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     if host is not None and host.status == "Connected":
         _set(ctl, uuid, state="Destroying")
         call(ctl, ctx, host.agent_url, "/vm/destroy", km.DestroyVmCmd(vm_uuid=uuid))
-        for l3_uuid in dict.fromkeys(l3 for l3, _ in nics):
-            release_dhcp(ctl, ctx, host.agent_url, l3_uuid, [m for l3, m in nics if l3 == l3_uuid])
     roots = [v for v in vols if v.type == "Root"]
     delete_volume_files(ctl, ctx, host if host and host.status == "Connected" else None, roots)
-    with ctl.db.write() as s:
-        mark_stopped(s, uuid)
-        used = list(s.scalars(select(VmNic.used_ip_uuid).where(VmNic.vm_uuid == uuid)))
-        s.execute(delete(VmNic).where(VmNic.vm_uuid == uuid))
-        s.execute(delete(UsedIp).where(UsedIp.uuid.in_([u for u in used if u])))
-        s.execute(delete(Volume).where(Volume.vm_uuid == uuid, Volume.type == "Root"))
-        s.execute(update(Volume).where(Volume.vm_uuid == uuid).values(vm_uuid=None,
-                                                                      device_id=None))
-        s.execute(delete(Tag).where(Tag.resource_uuid == uuid))
-        s.execute(delete(Vm).where(Vm.uuid == uuid))
+    ctl.db.transaction(lambda s: _delete_rows(s, uuid))
+    if host is not None and host.status == "Connected":
+        _resend_leases(ctl, ctx, host.uuid, host.agent_url, list(dict.fromkeys(l3 for l3, _ in nics)))
+
+
+def _delete_rows(s: Session, uuid: str) -> None:
+    mark_stopped(s, uuid)
+    used = list(s.scalars(select(VmNic.used_ip_uuid).where(VmNic.vm_uuid == uuid)))
+    s.execute(delete(VmNic).where(VmNic.vm_uuid == uuid))
+    s.execute(delete(UsedIp).where(UsedIp.uuid.in_([u for u in used if u])))
+    s.execute(delete(Volume).where(Volume.vm_uuid == uuid, Volume.type == "Root"))
+    s.execute(update(Volume).where(Volume.vm_uuid == uuid).values(vm_uuid=None, device_id=None))
+    s.execute(delete(Tag).where(Tag.resource_uuid == uuid))
+    s.execute(delete(Vm).where(Vm.uuid == uuid))
 
 
 def delete_volume(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
