@@ -83,7 +83,7 @@ def sync(ctl: Controller, l2: L2Network, send: Send, need: str | None = None) ->
         with ctl.db.read() as s:
             hosts = members(s, l2.uuid, also=need)
         vteps = [h.vtep_ip for h in hosts if h.vtep_ip]
-        for h in hosts:
+        for h in sorted(hosts, key=lambda h: h.uuid != need):  # the VM's host first
             if not h.connected and h.uuid != need:
                 continue
             if h.vtep_ip is None:
