@@ -43,7 +43,7 @@ from controller.primary import CachedImage, Op, PrimaryBackend, backend_for
 from controller.services import allocate
 from controller.services.allocate import HostRef
 from controller.services.common import to_dict
-from controller.services.vmhelpers import apply_dhcp, call, new_mac, release_dhcp
+from controller.services.vmhelpers import apply_dhcp, call, new_mac
 from kvmagent import models as km
 
 # hot updates as core statements on the tables: half the cost of ORM-enabled ones
@@ -258,13 +258,14 @@ def realise_network(st: CreateVm) -> None:
 
 
 def unrealise_network(st: CreateVm) -> None:
+    """Drop the VM's leases: the VM leaves the host in the database, then the host gets its
+    full lease sets again (a release could cross a set read before it and be undone)."""
     if st.host is None:
         return
-    with st.ctl.db.read() as s:
-        nics = [(n.l3_network_uuid, n.mac) for n in s.scalars(
-            select(VmNic).where(VmNic.uuid.in_(st.nic_uuids)))]
-    for l3_uuid in dict.fromkeys(l3 for l3, _ in nics):
-        release_dhcp(st.ctl, st.ctx, st.agent, l3_uuid, [m for l3, m in nics if l3 == l3_uuid])
+    st.ctl.db.transaction(lambda s: s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid)
+                                              .values(host_uuid=None)))
+    for l3_uuid in dict.fromkeys(st.l3_uuids):
+        apply_dhcp(st.ctl, st.ctx, st.host.uuid, st.agent, l3_uuid)
 
 
 def start(st: CreateVm) -> None:

@@ -44,7 +44,6 @@ from controller.services.vmhelpers import (
     mark_stopped,
     new_mac,
     nic_l3s,
-    release_dhcp,
     start_cmd,
 )
 from kvmagent import models as km
@@ -369,11 +368,14 @@ def detach_nic(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     if host is not None and vm.state == "Running":
         call(ctl, ctx, host.agent_url, "/vm/nic/detach",
              km.DetachNicCmd(vm_uuid=vm.uuid, mac=nic.mac))
-        release_dhcp(ctl, ctx, host.agent_url, nic.l3_network_uuid, [nic.mac])
-    with ctl.db.write() as s:
+
+    def drop_rows(s: Session) -> None:
         s.execute(delete(VmNic).where(VmNic.uuid == uuid))
         if nic.used_ip_uuid:
             s.execute(delete(UsedIp).where(UsedIp.uuid == nic.used_ip_uuid))
+    ctl.db.transaction(drop_rows)
+    if host is not None and vm.state == "Running":
+        _resend_leases(ctl, ctx, host.uuid, host.agent_url, [nic.l3_network_uuid])
 
 
 def attach_nic_action(ctl: Controller, uuid: str, body: sc.NicAttachAction) -> Job:
