@@ -8,6 +8,7 @@ from sqlalchemy import update
 
 from controller.agent_tokens import AgentTokens
 from controller.db.base import Database
+from controller.db.lookups import NetworkLookups
 from controller.db.models import Image, Vm
 from controller.dispatch.dispatcher import Dispatcher
 from controller.dispatch.transport import HttpTransport, Transport
@@ -31,6 +32,7 @@ class Controller:
         self.settings = settings
         self.db = Database(settings.db_url)
         self.db.create_all()
+        self.networks = NetworkLookups()
         self.transport = transport or HttpTransport()
         self.agent_tokens = AgentTokens(self.db, settings.agent_token)
         self.dispatcher = Dispatcher(

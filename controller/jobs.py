@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from controller.db.base import Database, utcnow
+from controller.db.base import Database, core, insert_row, new_uuid, utcnow
 from controller.db.jobs import FINAL_STATES, Job
 from controller.dispatch.dispatcher import AgentCallError, Dispatcher, PendingCall
 from controller.errors import ApiError
@@ -31,6 +31,11 @@ from controller.queues import QueuedWork, ResourceQueues
 log = logging.getLogger(__name__)
 JOBS: Table = Job.__table__  # type: ignore[assignment]  # core statements: no ORM overhead
 RECENT_JOBS = 20000
+
+
+_SUCCEEDED = update(JOBS).where(JOBS.c.uuid == bindparam("job")).values(
+    state="succeeded", result=bindparam("result", type_=JOBS.c.result.type), error=None,
+    percent=100.0, last_op_date=bindparam("now"))
 
 
 class JobCancelled(Exception):
@@ -83,15 +88,14 @@ class JobContext:
         """Where the job is; kept in memory (the row is written when the job ends)."""
         self.stage, self.percent = stage, percent
 
-    def complete(self, s: Session, result: dict[str, Any]) -> None:
+    def complete(self, s: Session | Connection, result: dict[str, Any]) -> None:
         """Mark the job succeeded inside the caller's transaction (its last write).
 
         Saves the job a transaction of its own; the job must return right after
         the commit, and if it fails after all, the failure is written over this.
         """
         now = utcnow()
-        s.execute(update(JOBS).where(JOBS.c.uuid == self.uuid).values(
-            state="succeeded", result=result, error=None, percent=100.0, last_op_date=now))
+        core(s).execute(_SUCCEEDED, {"job": self.uuid, "result": result, "now": now})
         self.completed = now
 
     def wait_call(self, pc: PendingCall) -> dict[str, Any]:
@@ -151,12 +155,13 @@ class JobManager:
         return self.start(job, keys, fn)
 
     @staticmethod
-    def prepare(s: Session, kind: str, resource_type: str, resource_uuid: str | None) -> Job:
+    def prepare(s: Session | Connection, kind: str, resource_type: str, resource_uuid: str | None) -> Job:
         """Write a job row in the caller's transaction; :meth:`start` it after the commit."""
-        job = Job(kind=kind, resource_type=resource_type, resource_uuid=resource_uuid,
-                  state="queued", stage=None, percent=None, result=None, error=None)
-        s.add(job)
-        s.flush()
+        now = utcnow()
+        job = Job(uuid=new_uuid(), kind=kind, resource_type=resource_type,
+                  resource_uuid=resource_uuid, state="queued", stage=None, percent=None,
+                  result=None, error=None, create_date=now, last_op_date=now)
+        insert_row(s, job)
         return job
 
     def start(self, job: Job, keys: list[str], fn: JobFn) -> Job:

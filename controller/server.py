@@ -15,6 +15,7 @@ from flask import Flask, Response
 from gunicorn.app.base import BaseApplication
 
 from controller.api import routes
+from controller.api.callbacks import CallbackRoute
 from controller.api.http import json_response
 from controller.api.openapi import build_openapi
 from controller.core import Controller
@@ -34,6 +35,7 @@ def create_app(settings: Settings, transport: Transport | None = None,
     app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
     app.extensions["kvmcloud"] = ctl
     app.register_blueprint(routes.make_blueprint(ctl))
+    app.wsgi_app = CallbackRoute(app.wsgi_app, ctl)  # type: ignore[method-assign]
     creates = {**{c: m for c, (m, _) in routes.SIMPLE_CREATE.items()},
                **{c: m for c, (m, _) in routes.JOB_CREATE.items()}}
     doc = build_openapi(creates, {k: m for k, (m, _) in routes.ACTIONS.items()},

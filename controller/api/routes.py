@@ -248,18 +248,7 @@ def _job_routes(bp: Blueprint, ctl: Controller) -> None:
 
 
 def _agent_routes(bp: Blueprint, ctl: Controller) -> None:
-
-    @bp.post("/agent-callbacks")
-    def agent_callback() -> Response:
-        task_uuid = request.headers.get("taskuuid", "")
-        kind = request.headers.get("kind", "reply")
-        body = request.get_json(silent=True)
-        if not task_uuid or not isinstance(body, dict):
-            return json_response({"error": {"code": "INVALID_REQUEST", "details": {"field": "taskuuid"},
-                                            "message": "a taskuuid header and a JSON body are needed"}},
-                                 400)
-        known = ctl.dispatcher.on_callback(task_uuid, kind, body)
-        return json_response({"accepted": known})
+    # POST /v1/agent-callbacks is answered in front of Flask: controller/api/callbacks.py
 
     @bp.post("/agent-events/<host_uuid>")
     def agent_event(host_uuid: str) -> Response:

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controller import commands
 from controller.core import Controller
-from controller.db.base import new_uuid
+from controller.db.base import by_uuid, insert_row, new_uuid
 from controller.db.models import (
     BackupStorage,
     DiskOffering,
@@ -42,13 +42,15 @@ from controller.jobs import JobContext
 from controller.primary import CachedImage, Op, PrimaryBackend, backend_for
 from controller.services import allocate
 from controller.services.allocate import HostRef
-from controller.services.common import to_dict
+from controller.services.common import row_dict
 from controller.services.vmhelpers import apply_dhcp, call, new_mac
 from kvmagent import models as km
 
 # hot updates as core statements on the tables: half the cost of ORM-enabled ones
 VMS: Table = Vm.__table__  # type: ignore[assignment]
 VOLUMES: Table = Volume.__table__  # type: ignore[assignment]
+REFS: Table = ImageBackupStorageRef.__table__  # type: ignore[assignment]
+CACHES: Table = ImageCache.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -73,7 +75,9 @@ class CreateVm:
     ps: PrimaryStorage | None = None
     ps_uuid: str | None = None
     ps_reserved: int = 0
-    cached: CachedImage | None = None
+    cached: CachedImage | None = None  # set by reserve when the storage's cache has it
+    image_id: str = ""
+    image_bs: str = ""
     root_uuid: str | None = None
     data_uuids: list[str] = field(default_factory=list)
     nic_uuids: list[str] = field(default_factory=list)
@@ -98,14 +102,27 @@ class CreateVm:
         return backend_for(self.ps)
 
 
+# the hot statements, built once (building one costs more than running it)
+_PLACE_VM = update(VMS).where(VMS.c.uuid == bindparam("vm"))
+_VOLUME_READY = update(VOLUMES).where(VOLUMES.c.uuid == bindparam("vol")).values(
+    status="Ready", actual_size=bindparam("actual"))
+_IMAGE_REF = select(REFS.c.install_path, REFS.c.backup_storage_uuid, select(
+    CACHES.c.install_path).where(CACHES.c.primary_storage_uuid == bindparam("ps"),
+                                 CACHES.c.image_uuid == REFS.c.image_uuid)
+    .scalar_subquery().label("cached")).where(REFS.c.image_uuid == bindparam("image")).limit(1)
+
+
 def reserve(st: CreateVm) -> None:
     """Take host capacity, storage capacity, the volumes' rows and the IPs in one transaction.
 
     Nothing here reaches an agent, so one short write covers it all (run again from the
-    start if the database aborts it); the state is filled only after the commit, so a
-    failure leaves nothing to undo.
+    start if the database aborts it), with what the next step needs to know of the
+    image; the state is filled only after the commit, so a failure leaves nothing to undo.
     """
-    host, ps, vols, nics, l2s = st.ctl.db.transaction(lambda s: _reserve_rows(st, s))
+    host, ps, vols, nics, l2s, ref = st.ctl.db.transaction(lambda s: _reserve_rows(st, s))
+    st.image_id, st.image_bs = ref.install_path, ref.backup_storage_uuid
+    if ref.cached is not None:
+        st.cached = CachedImage(ref.install_path, ref.cached)
     st.host, st.ps = host, ps
     st.ps_uuid, st.ps_reserved = ps.uuid, st.image_size + sum(st.data_sizes) if ps.total_capacity else 0
     st.root_uuid = vols[0].uuid
@@ -116,35 +133,38 @@ def reserve(st: CreateVm) -> None:
 
 
 def _reserve_rows(st: CreateVm, s: Session) -> tuple[
-        HostRef, PrimaryStorage, list[Volume], list[VmNic], dict[str, L2Network]]:
+        HostRef, PrimaryStorage, list[Volume], list[VmNic], dict[str, L2Network], Any]:
     host = allocate.reserve_host(s, st.cpu, st.memory, st.zone_uuid, st.cluster_uuid,
                                  st.want_host)
-    s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid).values(
-        host_uuid=host.uuid, cluster_uuid=host.cluster_uuid))
+    root_uuid = new_uuid()
+    s.connection().execute(_PLACE_VM, {"vm": st.vm_uuid, "host_uuid": host.uuid,
+                                       "cluster_uuid": host.cluster_uuid,
+                                       "root_volume_uuid": root_uuid})
     size = st.image_size + sum(st.data_sizes)
     ps = allocate.reserve_primary_storage(s, host.cluster_uuid, size, st.want_ps)
-    vols = [_volume(st, ps, "Root", st.image_size, f"ROOT-for-{st.vm_name}"[:255], 0)]
+    vols = [_volume(st, ps, "Root", st.image_size, f"ROOT-for-{st.vm_name}"[:255], 0, root_uuid)]
     for i, data_size in enumerate(st.data_sizes):
         vols.append(_volume(st, ps, "Data", data_size, f"DATA-{i + 1}-for-{st.vm_uuid}", i + 1))
-    s.add_all(vols)
+    for vol in vols:
+        insert_row(s, vol)
     nics: list[VmNic] = []
     for i, l3_uuid in enumerate(st.l3_uuids):
         used, rng = allocate.allocate_ip(s, l3_uuid)
         nic = VmNic(uuid=new_uuid(), name=f"nic-{i}", vm_uuid=st.vm_uuid,
                     l3_network_uuid=l3_uuid, used_ip_uuid=used.uuid, ip=used.ip,
                     netmask=rng.netmask, gateway=rng.gateway, mac=new_mac(s), device_id=i)
-        s.add(nic)
+        insert_row(s, nic)
         nics.append(nic)
-    l2s = {l3: l2 for l3, l2 in s.execute(
-        select(L3Network.uuid, L2Network).join(L2Network,
-                                               L2Network.uuid == L3Network.l2_network_uuid)
-        .where(L3Network.uuid.in_(st.l3_uuids)))}
-    return host, ps, vols, nics, l2s
+    l2s = st.ctl.networks.l2s(s, st.l3_uuids)
+    ref = s.connection().execute(_IMAGE_REF, {"ps": ps.uuid, "image": st.image_uuid}).first()
+    if ref is None:
+        raise Conflict(f"image {st.image_uuid} is on no backup storage")
+    return host, ps, vols, nics, l2s, ref
 
 
 def _volume(st: CreateVm, ps: PrimaryStorage, kind: str, size: int, name: str,
-            device_id: int) -> Volume:
-    uuid, backend = new_uuid(), backend_for(ps)
+            device_id: int, uuid: str | None = None) -> Volume:
+    uuid, backend = uuid or new_uuid(), backend_for(ps)
     return Volume(uuid=uuid, name=name, vm_uuid=st.vm_uuid, primary_storage_uuid=ps.uuid,
                   type=kind, size=size, status="Creating", device_id=device_id,
                   install_path=backend.install_path(ps, uuid), format=backend.volume_format,
@@ -178,22 +198,14 @@ def _release_rows(st: CreateVm, s: Session) -> None:
 def cache_image(st: CreateVm) -> None:
     """Copy the image into the storage's cache once; later VMs clone from it."""
     assert st.ps is not None
+    if st.cached is not None:
+        return
     with st.ctl.db.read() as s:
-        ref = s.execute(select(ImageBackupStorageRef.install_path,
-                               ImageBackupStorageRef.backup_storage_uuid).where(
-            ImageBackupStorageRef.image_uuid == st.image_uuid).limit(1)).first()
-        if ref is None:
-            raise Conflict(f"image {st.image_uuid} is on no backup storage")
-        cached = s.scalar(select(ImageCache.install_path).where(
-            ImageCache.primary_storage_uuid == st.ps.uuid, ImageCache.image_uuid == st.image_uuid))
-        if cached is not None:
-            st.cached = CachedImage(ref.install_path, cached)
-            return
         image = s.get(Image, st.image_uuid)
-        bs = s.get(BackupStorage, ref.backup_storage_uuid)
+        bs = s.get(BackupStorage, st.image_bs)
         assert image is not None
     assert st.host is not None
-    st.cached = st.backend.cache_image(st.op, st.ps, st.host, image, ref.install_path, bs)
+    st.cached = st.backend.cache_image(st.op, st.ps, st.host, image, st.image_id, bs)
     st.ctl.db.transaction(lambda s: _record_cache(s, st.ps, image.uuid, st.cached))
 
 
@@ -210,21 +222,17 @@ def _record_cache(s: Session, ps: PrimaryStorage | None, image_uuid: str,
             pass
 
 
-def _volume_ready(st: CreateVm, uuid: str, actual: int, root: bool = False) -> None:
-    def ready(s: Session) -> None:
-        s.execute(update(VOLUMES).where(VOLUMES.c.uuid == uuid).values(status="Ready",
-                                                                       actual_size=actual))
-        if root:
-            s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid).values(root_volume_uuid=uuid))
-    st.ctl.db.transaction(ready)
+def _volume_ready(st: CreateVm, uuid: str, actual: int) -> None:
+    """Ready at once: a volume is only ever deleted for a Ready row (even after a crash)."""
+    st.ctl.db.transaction_core(lambda conn: conn.execute(_VOLUME_READY,
+                                                         {"vol": uuid, "actual": actual}))
 
 
 def create_root(st: CreateVm) -> None:
     assert st.ps is not None and st.host is not None and st.cached is not None
     assert st.root_uuid is not None
     vol = st.volumes[st.root_uuid]
-    _volume_ready(st, vol.uuid, st.backend.create_root(st.op, st.ps, st.host, st.cached, vol),
-                  root=True)
+    _volume_ready(st, vol.uuid, st.backend.create_root(st.op, st.ps, st.host, st.cached, vol))
 
 
 def _delete_volumes(st: CreateVm, uuids: list[str]) -> None:
@@ -282,15 +290,13 @@ def start(st: CreateVm) -> None:
                         nics=nics)
     call(st.ctl, st.ctx, st.agent, "/vm/start", cmd)
     st.started = True
-    st.result = st.ctl.db.transaction(lambda s: _running(st, s))
+    st.result = st.ctl.db.transaction_core(lambda conn: _running(st, conn))
 
 
-def _running(st: CreateVm, s: Session) -> dict[str, Any]:
-    s.execute(update(VMS).where(VMS.c.uuid == st.vm_uuid).values(state="Running"))
-    vm = s.get(Vm, st.vm_uuid)
-    assert vm is not None
-    result = to_dict(vm)
-    st.ctx.complete(s, result)  # idempotent: a retry writes it again
+def _running(st: CreateVm, conn: Connection) -> dict[str, Any]:
+    conn.execute(_PLACE_VM, {"vm": st.vm_uuid, "state": "Running"})
+    result = row_dict(VMS, conn.execute(by_uuid(VMS), {"uuid": st.vm_uuid}).one())
+    st.ctx.complete(conn, result)  # idempotent: a retry writes it again
     return result
 
 

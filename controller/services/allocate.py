@@ -7,16 +7,18 @@ held across agent calls.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Select, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controller.db.base import new_uuid
+from controller.db.base import fetch_all, new_uuid
 from controller.db.models import Host, IpRange, L3Network, PrimaryStorage, PrimaryStorageClusterRef, UsedIp
 from controller.errors import NoCapacity
 
@@ -39,32 +41,48 @@ class HostRef:
     storage_agent_url: str | None
 
 
+@functools.cache
+def _candidates(zone: bool, cluster: bool, host: bool, exclude: bool) -> Select[Any]:
+    """The host candidates query for one combination of filters, built once.
+
+    Statements are prebuilt with bind parameters on the hot paths: building
+    one and working out its cache key costs more than running it.
+    """
+    h = HOSTS.c
+    stmt = select(h.uuid, h.cluster_uuid, h.management_ip, h.agent_url, h.storage_agent_url).where(
+        h.status == "Connected", h.state == "Enabled", h.available_cpu >= bindparam("cpu"),
+        h.available_memory >= bindparam("memory"))
+    if zone:
+        stmt = stmt.where(h.zone_uuid == bindparam("zone"))
+    if cluster:
+        stmt = stmt.where(h.cluster_uuid == bindparam("cluster"))
+    if host:
+        stmt = stmt.where(h.uuid == bindparam("host"))
+    if exclude:
+        stmt = stmt.where(h.uuid.not_in(bindparam("exclude", expanding=True)))
+    return stmt.order_by(h.available_memory.desc()).limit(CANDIDATES)
+
+
+TAKE_HOST = update(HOSTS).where(
+    HOSTS.c.uuid == bindparam("h"), HOSTS.c.available_cpu >= bindparam("cpu"),
+    HOSTS.c.available_memory >= bindparam("memory"),
+).values(available_cpu=HOSTS.c.available_cpu - bindparam("cpu"),
+         available_memory=HOSTS.c.available_memory - bindparam("memory"))
+
+
 def reserve_host(s: Session, cpu: int, memory: int, zone_uuid: str | None = None,
                  cluster_uuid: str | None = None, host_uuid: str | None = None,
                  exclude: tuple[str, ...] = ()) -> HostRef:
     """Pick a connected, enabled host with room and take ``cpu``/``memory`` from it."""
-    stmt = select(Host).where(Host.status == "Connected", Host.state == "Enabled",
-                              Host.available_cpu >= cpu, Host.available_memory >= memory)
-    if zone_uuid:
-        stmt = stmt.where(Host.zone_uuid == zone_uuid)
-    if cluster_uuid:
-        stmt = stmt.where(Host.cluster_uuid == cluster_uuid)
-    if host_uuid:
-        stmt = stmt.where(Host.uuid == host_uuid)
-    if exclude:
-        stmt = stmt.where(Host.uuid.not_in(exclude))
-    cols = stmt.with_only_columns(Host.uuid, Host.cluster_uuid, Host.management_ip,
-                                  Host.agent_url, Host.storage_agent_url)
-    hosts = [HostRef(u, c, ip, url, storage_url) for u, c, ip, url, storage_url in s.execute(
-        cols.order_by(Host.available_memory.desc()).limit(CANDIDATES))]
+    conn = s.connection()
+    params = {"cpu": cpu, "memory": memory, "zone": zone_uuid, "cluster": cluster_uuid,
+              "host": host_uuid, "exclude": list(exclude)}
+    stmt = _candidates(bool(zone_uuid), bool(cluster_uuid), bool(host_uuid), bool(exclude))
+    hosts = [HostRef(u, c, ip, url, storage_url)
+             for u, c, ip, url, storage_url in conn.execute(stmt, params)]
     random.shuffle(hosts)
     for h in hosts:
-        res = s.execute(update(HOSTS).where(  # core: half the cost of an ORM-enabled update
-            HOSTS.c.uuid == h.uuid, HOSTS.c.available_cpu >= cpu,
-            HOSTS.c.available_memory >= memory,
-        ).values(available_cpu=HOSTS.c.available_cpu - cpu,
-                 available_memory=HOSTS.c.available_memory - memory))
-        if res.rowcount:  # type: ignore[attr-defined]
+        if conn.execute(TAKE_HOST, {"h": h.uuid, "cpu": cpu, "memory": memory}).rowcount:
             return h
     raise NoCapacity(f"no connected, enabled host has {cpu} vCPU and {memory} bytes free",
                      cpu=cpu, memory=memory)
@@ -91,23 +109,25 @@ def release_host(s: Session, host_uuid: str, cpu: int, memory: int) -> None:
 def reserve_primary_storage(s: Session, cluster_uuid: str, size: int,
                             ps_uuid: str | None = None) -> PrimaryStorage:
     """A primary storage attached to the cluster with room for ``size``."""
-    attached = select(PrimaryStorageClusterRef.primary_storage_uuid).where(
-        PrimaryStorageClusterRef.cluster_uuid == cluster_uuid)
-    stmt = select(PrimaryStorage).where(PrimaryStorage.uuid.in_(attached),
-                                        PrimaryStorage.state == "Enabled",
-                                        PrimaryStorage.type.in_(DISK_TYPES))
-    if ps_uuid:
-        stmt = stmt.where(PrimaryStorage.uuid == ps_uuid)
-    for ps in s.scalars(stmt.order_by(PrimaryStorage.available_capacity.desc())):
+    stmt = _STORAGES_ONE if ps_uuid else _STORAGES
+    for ps in fetch_all(s, PrimaryStorage, stmt, {"cluster": cluster_uuid, "ps": ps_uuid}):
         if ps.total_capacity == 0:
             return ps  # capacity unknown: not enforced
-        res = s.execute(update(STORAGES).where(
-            STORAGES.c.uuid == ps.uuid, STORAGES.c.available_capacity >= size,
-        ).values(available_capacity=STORAGES.c.available_capacity - size))
-        if res.rowcount:  # type: ignore[attr-defined]
+        if s.connection().execute(TAKE_STORAGE, {"ps": ps.uuid, "size": size}).rowcount:
             return ps
     raise NoCapacity(f"no primary storage attached to cluster {cluster_uuid} has {size} bytes",
                      cluster=cluster_uuid, size=size)
+
+
+_STORAGES = select(*STORAGES.c).where(
+    STORAGES.c.uuid.in_(select(PrimaryStorageClusterRef.primary_storage_uuid).where(
+        PrimaryStorageClusterRef.cluster_uuid == bindparam("cluster"))),
+    STORAGES.c.state == "Enabled", STORAGES.c.type.in_(DISK_TYPES),
+).order_by(STORAGES.c.available_capacity.desc())
+_STORAGES_ONE = _STORAGES.where(STORAGES.c.uuid == bindparam("ps"))
+TAKE_STORAGE = update(STORAGES).where(
+    STORAGES.c.uuid == bindparam("ps"), STORAGES.c.available_capacity >= bindparam("size"),
+).values(available_capacity=STORAGES.c.available_capacity - bindparam("size"))
 
 
 def release_primary_storage(s: Session, ps_uuid: str, size: int) -> None:
@@ -116,15 +136,24 @@ def release_primary_storage(s: Session, ps_uuid: str, size: int) -> None:
         available_capacity=PrimaryStorage.available_capacity + size))
 
 
+_TOP_IP = select(USED_IPS.c.ip_int).where(
+    USED_IPS.c.l3_network_uuid == bindparam("l3"),
+    USED_IPS.c.ip_int.between(bindparam("lo"), bindparam("hi")),
+).order_by(USED_IPS.c.ip_int.desc()).limit(1)
+RANGES: Table = IpRange.__table__  # type: ignore[assignment]
+L3_RANGES = select(*RANGES.c).where(RANGES.c.l3_network_uuid == bindparam("l3")).order_by(
+    RANGES.c.start_ip)
+_INSERT_IP = insert(USED_IPS)
+
+
 def _free_in_range(s: Session, rng: IpRange) -> int | None:
     lo = int(ipaddress.IPv4Address(rng.start_ip))
     hi = int(ipaddress.IPv4Address(rng.end_ip))
     gw = int(ipaddress.IPv4Address(rng.gateway))
     # the highest address taken in the range, by the (network, address) unique index:
     # O(log n), where max() over the range's rows read every one of them
-    top = s.scalar(select(UsedIp.ip_int).where(
-        UsedIp.l3_network_uuid == rng.l3_network_uuid, UsedIp.ip_int.between(lo, hi))
-        .order_by(UsedIp.ip_int.desc()).limit(1))
+    top = s.connection().execute(_TOP_IP, {"l3": rng.l3_network_uuid, "lo": lo,
+                                           "hi": hi}).scalar()
     start = lo if top is None else top + 1
     for cand in range(start, hi + 1):  # fast path: after the highest taken
         if cand != gw:
@@ -138,8 +167,7 @@ def _free_in_range(s: Session, rng: IpRange) -> int | None:
 
 def allocate_ip(s: Session, l3_uuid: str) -> tuple[UsedIp, IpRange]:
     """Take a free address of the L3 network (unique per network, retried on a race)."""
-    ranges = list(s.scalars(select(IpRange).where(IpRange.l3_network_uuid == l3_uuid)
-                            .order_by(IpRange.start_ip)))
+    ranges = fetch_all(s, IpRange, L3_RANGES, {"l3": l3_uuid})
     for _ in range(16):
         for rng in ranges:
             cand = _free_in_range(s, rng)
@@ -147,17 +175,16 @@ def allocate_ip(s: Session, l3_uuid: str) -> tuple[UsedIp, IpRange]:
                 continue
             row = UsedIp(uuid=new_uuid(), ip_range_uuid=rng.uuid, l3_network_uuid=l3_uuid,
                          ip=str(ipaddress.IPv4Address(cand)), ip_int=cand)
-            stmt = insert(USED_IPS).values(  # core: far cheaper than the ORM's flush
-                uuid=row.uuid, ip_range_uuid=row.ip_range_uuid, l3_network_uuid=l3_uuid,
-                ip=row.ip, ip_int=cand)
+            values = {"uuid": row.uuid, "ip_range_uuid": row.ip_range_uuid,
+                      "l3_network_uuid": l3_uuid, "ip": row.ip, "ip_int": cand}
             if s.get_bind().dialect.name == "sqlite":
                 # SQLite has one writer at a time (BEGIN IMMEDIATE): nobody can have taken
                 # the address since we looked, so no savepoint is needed to retry
-                s.execute(stmt)
+                s.connection().execute(_INSERT_IP, values)
                 return row, rng
             try:
                 with s.begin_nested():
-                    s.execute(stmt)
+                    s.connection().execute(_INSERT_IP, values)
             except IntegrityError:
                 break  # someone took it; look again
             return row, rng

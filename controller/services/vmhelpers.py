@@ -8,11 +8,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from controller import commands
 from controller.core import Controller
+from controller.db.base import fetch_all
 from controller.db.models import (
     Host,
     IpRange,
@@ -28,7 +29,7 @@ from controller.db.models import (
 from controller.errors import Conflict
 from controller.jobs import JobContext
 from controller.services import vxlan
-from controller.services.allocate import dhcp_server_ip, release_host
+from controller.services.allocate import L3_RANGES, dhcp_server_ip, release_host
 from kvmagent import models as km
 
 
@@ -70,6 +71,13 @@ class _Coalescer:
                 self.cv.notify_all()  # on failure a waiter takes over and tries itself
 
 
+NICS: Table = VmNic.__table__  # type: ignore[assignment]
+_MAC_USED = select(NICS.c.uuid).where(NICS.c.mac == bindparam("mac"))
+# driven by the host's VMs (a few), not by the network's NICs (all of them):
+# the only filter in SQL is the host, so no planner starts from the NICs
+_LEASES = select(Vm.name, VmNic.l3_network_uuid, VmNic.mac, VmNic.ip).join(
+    VmNic, VmNic.vm_uuid == Vm.uuid)
+_HOST_LEASES = _LEASES.where(Vm.host_uuid == bindparam("host"))
 _dhcp: dict[tuple[str, str], _Coalescer] = {}
 _dhcp_mu = threading.Lock()
 _l2_realised: set[tuple[str, str]] = set()
@@ -97,7 +105,7 @@ def new_mac(s: Session) -> str:
     while True:
         octets = [0xFA, *(random.randint(0, 255) for _ in range(5))]  # noqa: S311
         mac = ":".join(f"{o:02x}" for o in octets)
-        if s.scalar(select(VmNic.uuid).where(VmNic.mac == mac)) is None:
+        if s.connection().execute(_MAC_USED, {"mac": mac}).first() is None:
             return mac
 
 
@@ -164,27 +172,24 @@ def apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
 def _apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
                 l3_uuid: str) -> None:
     with ctl.db.read() as s:
-        l3 = s.get(L3Network, l3_uuid)
+        l3 = ctl.networks.l3(s, l3_uuid)
         if l3 is None or l3.dhcp_server_ip is None:
             s.rollback()  # end the read snapshot, so the address written next is seen
             with ctl.db.write() as w:
                 dhcp_server_ip(w, l3_uuid)
-            l3 = s.get(L3Network, l3_uuid, populate_existing=True)
+            l3 = ctl.networks.l3(s, l3_uuid)
         assert l3 is not None and l3.dhcp_server_ip is not None
         server_ip = l3.dhcp_server_ip
-        l2 = s.get(L2Network, l3.l2_network_uuid)
-        rng = s.scalar(select(IpRange).where(IpRange.l3_network_uuid == l3_uuid)
-                       .order_by(IpRange.start_ip).limit(1))
-        # driven by the host's VMs (a few), not by the network's NICs (all of them):
-        # the only filter in SQL is the host, so no planner starts from the NICs
+        l2 = ctl.networks.l2s(s, [l3_uuid]).get(l3_uuid)
+        rng = next(iter(fetch_all(s, IpRange, L3_RANGES, {"l3": l3_uuid})), None)
         with _dhcp_mu:
             incoming = list(_arriving.get(host_uuid, ()))
-        on_host = Vm.host_uuid == host_uuid
-        leases = [(mac, str(ip), commands.hostname(name)) for name, l3, mac, ip in s.execute(
-            select(Vm.name, VmNic.l3_network_uuid, VmNic.mac, VmNic.ip)
-            .join(VmNic, VmNic.vm_uuid == Vm.uuid)
-            .where(or_(on_host, Vm.uuid.in_(incoming)) if incoming else on_host))
-            if l3 == l3_uuid and ip is not None]
+        if incoming:  # VMs migrating here: their leases come here first
+            rows = s.execute(_LEASES.where(or_(Vm.host_uuid == host_uuid, Vm.uuid.in_(incoming))))
+        else:
+            rows = s.connection().execute(_HOST_LEASES, {"host": host_uuid})
+        leases = [(mac, str(ip), commands.hostname(name)) for name, l3, mac, ip in rows
+                  if l3 == l3_uuid and ip is not None]
     if l2 is None or rng is None:
         raise Conflict(f"L3 network {l3_uuid} has no L2 network or IP range")
     realise_l2(ctl, ctx, host_uuid, agent_url, l2)

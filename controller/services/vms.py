@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.orm import Session
 
 from controller import cascade, commands
 from controller.api import routes
 from controller.api import schemas as sc
 from controller.core import Controller
+from controller.db.base import insert_row, new_uuid, utcnow
 from controller.db.jobs import Job
 from controller.db.models import (
     DiskOffering,
@@ -34,7 +35,7 @@ from controller.flows import create_vm
 from controller.jobs import JobContext
 from controller.primary import Op, prepare_host_for_vm
 from controller.services import allocate, volumes
-from controller.services.common import require, to_dict
+from controller.services.common import require, require_row, to_dict
 from controller.services.vmhelpers import (
     apply_dhcp,
     arriving,
@@ -57,8 +58,8 @@ def _keys(uuid: str) -> list[str]:
 
 def create(ctl: Controller, body: sc.VmCreate) -> tuple[Job, dict[str, Any]]:
     """Validate references, write the VM (Creating) and queue the create flow."""
-    job, out, image, offering, sizes, zone_uuid = ctl.db.transaction(
-        lambda s: _create_rows(ctl, s, body))
+    job, out, image, offering, sizes, zone_uuid = ctl.db.transaction_core(
+        lambda conn: _create_rows(ctl, conn, body))
     st = create_vm.CreateVm(
         ctl=ctl, ctx=None,  # type: ignore[arg-type]
         vm_uuid=out["uuid"], cpu=offering.cpu_num, memory=offering.memory_size,
@@ -77,32 +78,34 @@ def create(ctl: Controller, body: sc.VmCreate) -> tuple[Job, dict[str, Any]]:
     return ctl.jobs.start(job, _keys(out["uuid"]), run), out
 
 
-def _create_rows(ctl: Controller, s: Session, body: sc.VmCreate) -> tuple[
-        Job, dict[str, Any], Image, InstanceOffering, list[int], str]:
-    image = require(s, Image, body.image_uuid, "imageUuid")
+def _create_rows(ctl: Controller, s: Connection, body: sc.VmCreate) -> tuple[
+        Job, dict[str, Any], Any, Any, list[int], str]:
+    """The VM's and its job's rows, checked references read as plain rows (core statements)."""
+    image = require_row(s, Image, body.image_uuid, "imageUuid")
     if image.media_type != "RootVolumeTemplate":
         raise BadRequest("imageUuid: not a root volume template", field="imageUuid")
     if image.status != "Ready":
         raise BadRequest(f"imageUuid: the image is {image.status}, not Ready", field="imageUuid")
-    offering = require(s, InstanceOffering, body.instance_offering_uuid, "instanceOfferingUuid")
+    offering = require_row(s, InstanceOffering, body.instance_offering_uuid,
+                           "instanceOfferingUuid")
     zones = set()
     for i, l3_uuid in enumerate(body.l3_network_uuids):
-        zones.add(require(s, L3Network, l3_uuid, f"l3NetworkUuids.{i}").zone_uuid)
-    sizes = [require(s, DiskOffering, u, f"dataDiskOfferingUuids.{i}").disk_size
+        zones.add(require_row(s, L3Network, l3_uuid, f"l3NetworkUuids.{i}").zone_uuid)
+    sizes = [require_row(s, DiskOffering, u, f"dataDiskOfferingUuids.{i}").disk_size
              for i, u in enumerate(body.data_disk_offering_uuids)]
     if len(zones) != 1 or (body.zone_uuid and body.zone_uuid not in zones):
         raise BadRequest("l3NetworkUuids: networks must be in one zone (the VM's)",
                          field="l3NetworkUuids")
     zone_uuid = zones.pop()
     if body.host_uuid:
-        require(s, Host, body.host_uuid, "hostUuid")
-    vm = Vm(name=body.name, description=body.description, zone_uuid=zone_uuid,
-            image_uuid=image.uuid, instance_offering_uuid=offering.uuid,
+        require_row(s, Host, body.host_uuid, "hostUuid")
+    now = utcnow()
+    vm = Vm(uuid=new_uuid(), name=body.name, description=body.description,
+            zone_uuid=zone_uuid, image_uuid=image.uuid, instance_offering_uuid=offering.uuid,
             cpu_num=offering.cpu_num, memory_size=offering.memory_size,
             platform=image.platform, state="Creating", cluster_uuid=None, host_uuid=None,
-            last_host_uuid=None, root_volume_uuid=None)
-    s.add(vm)
-    s.flush()
+            last_host_uuid=None, root_volume_uuid=None, create_date=now, last_op_date=now)
+    insert_row(s, vm)
     out = to_dict(vm)
     job = ctl.jobs.prepare(s, "create-vm", "vms", out["uuid"])
     return job, out, image, offering, sizes, zone_uuid

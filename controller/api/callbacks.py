@@ -1,0 +1,71 @@
+"""``POST /v1/agent-callbacks`` as plain WSGI, in front of the Flask app.
+
+Every agent command ends in a callback, so this is the controller's busiest
+route: it only checks the agent token, reads the JSON body and hands it to the
+dispatcher, which Flask's routing, request and response objects would cost
+more than. Every other request goes on to the Flask app unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from controller.core import CALLBACK_PATH, Controller
+from controller.errors import Unauthorized
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+MAX_BODY = 4 * 1024 * 1024
+STATUS = {200: "200 OK", 400: "400 BAD REQUEST", 401: "401 UNAUTHORIZED",
+          405: "405 METHOD NOT ALLOWED", 413: "413 REQUEST ENTITY TOO LARGE"}
+
+
+def _error(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message,
+                      "details": {"field": field} if field else {}}}
+
+
+class CallbackRoute:
+    """WSGI middleware answering the agent-callback route itself."""
+
+    def __init__(self, app: WsgiApp, ctl: Controller) -> None:
+        self.app = app
+        self.ctl = ctl
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != CALLBACK_PATH:
+            return self.app(environ, start_response)
+        status, body = self._handle(environ)
+        data = json.dumps(body).encode()
+        start_response(STATUS[status], [("Content-Type", "application/json"),
+                                        ("Content-Length", str(len(data)))])
+        return [data]
+
+    def _handle(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return 405, _error("METHOD_NOT_ALLOWED", "only POST is allowed here")
+        tokens = self.ctl.agent_tokens
+        if tokens.required:
+            scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+            if not tokens.accepts(presented.strip() if scheme.lower() == "bearer" else ""):
+                return 401, {"error": Unauthorized().to_dict()}
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY:
+            return 413, _error("REQUEST_ENTITY_TOO_LARGE", "the body is too large")
+        stream = environ["wsgi.input"]
+        raw = stream.read(length) if length else stream.read(MAX_BODY + 1)
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        task_uuid = environ.get("HTTP_TASKUUID", "")
+        if not task_uuid or not isinstance(body, dict):
+            return 400, _error("INVALID_REQUEST", "a taskuuid header and a JSON body are needed",
+                               "taskuuid")
+        kind = environ.get("HTTP_KIND", "reply")
+        return 200, {"accepted": self.ctl.dispatcher.on_callback(task_uuid, kind, body)}
