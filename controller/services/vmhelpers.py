@@ -171,6 +171,10 @@ def apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
 
 def _apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
                 l3_uuid: str) -> None:
+    # read before the rows: a VM that has left this set had committed its move first, so a
+    # snapshot taken after (SQLite's read lasts the whole session) has it on this host
+    with _dhcp_mu:
+        incoming = list(_arriving.get(host_uuid, ()))
     with ctl.db.read() as s:
         l3 = ctl.networks.l3(s, l3_uuid)
         if l3 is None or l3.dhcp_server_ip is None:
@@ -182,8 +186,6 @@ def _apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str
         server_ip = l3.dhcp_server_ip
         l2 = ctl.networks.l2s(s, [l3_uuid]).get(l3_uuid)
         rng = next(iter(fetch_all(s, IpRange, L3_RANGES, {"l3": l3_uuid})), None)
-        with _dhcp_mu:
-            incoming = list(_arriving.get(host_uuid, ()))
         if incoming:  # VMs migrating here: their leases come here first
             rows = s.execute(_LEASES.where(or_(Vm.host_uuid == host_uuid, Vm.uuid.in_(incoming))))
         else:
