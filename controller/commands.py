@@ -125,6 +125,7 @@ def _lease(mac: str, ip: str, hostname: str | None) -> km.DhcpLease:
     return km.DhcpLease(mac=mac, ip=ip, hostname=hostname)
 
 
+@functools.lru_cache(maxsize=65536)
 def hostname(name: str) -> str | None:
     """A DHCP hostname from a VM name, or None if nothing usable is left."""
     cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in name).strip("-")[:63]

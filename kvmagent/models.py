@@ -7,6 +7,7 @@ Field names only change additively.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Annotated, Literal
@@ -38,8 +39,15 @@ def _mac(v: str) -> str:
 Mac = Annotated[str, AfterValidator(_mac)]
 
 
+# cached: a DHCP lease set repeats the addresses of every VM of a host on each apply
+@functools.lru_cache(maxsize=65536)
 def _ipv4(v: str) -> str:
     return str(ipaddress.IPv4Address(v))
+
+
+@functools.lru_cache(maxsize=65536)
+def _ip_int(v: str) -> int:
+    return int(ipaddress.IPv4Address(v))
 
 
 IPv4 = Annotated[str, AfterValidator(_ipv4)]
@@ -465,8 +473,9 @@ class DhcpApplyCmd(DhcpNetworkCmd):
     @model_validator(mode="after")
     def _net(self) -> DhcpApplyCmd:
         net = ipaddress.IPv4Interface(f"{self.server_ip}/{self.prefix_length}").network
+        base, mask = int(net.network_address), int(net.netmask)
         for i, lease in enumerate(self.leases):
-            if ipaddress.IPv4Address(lease.ip) not in net:
+            if _ip_int(lease.ip) & mask != base:
                 raise ValueError(f"leases[{i}].ip {lease.ip} is not in {net}")
         macs = [lease.mac for lease in self.leases]
         if len(set(macs)) != len(macs):

@@ -181,9 +181,28 @@ class StorageState:
     #: image id -> size, in the image cache
     cache: dict[str, int] = field(default_factory=dict)
     initialised: bool = False
+    #: the sizes of ``volumes`` summed, kept by the methods below (a create checks the
+    #: capacity, and summing every volume of a storage each time grew with the fleet)
+    _volume_bytes: int = field(default=0, repr=False)
 
     def used(self) -> int:
-        return sum(v.size for v in self.volumes.values()) + sum(self.cache.values())
+        return self._volume_bytes + sum(self.cache.values())
+
+    def add_volume(self, vol: Volume) -> None:
+        self.pop_volume(vol.path)
+        self.volumes[vol.path] = vol
+        self._volume_bytes += vol.size
+
+    def pop_volume(self, path: str) -> Volume | None:
+        vol = self.volumes.pop(path, None)
+        if vol is not None:
+            self._volume_bytes -= vol.size
+        return vol
+
+    def resize_volume(self, vol: Volume, size: int) -> None:
+        if self.volumes.get(vol.path) is vol:
+            self._volume_bytes += size - vol.size
+        vol.size = size
 
     def dump(self) -> dict[str, Any]:
         return {

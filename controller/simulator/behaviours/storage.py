@@ -48,7 +48,7 @@ def _add_volume(store: StorageState, vol: Volume) -> None:
         raise Conflict(f"volume {vol.path} exists", installPath=vol.path)
     if store.used() + vol.size > store.capacity:
         raise InsufficientCapacity("the storage is full", installPath=vol.path)
-    store.volumes[vol.path] = vol
+    store.add_volume(vol)
 
 
 def _volume(store: StorageState, path: str) -> Volume:
@@ -159,7 +159,7 @@ def create_empty(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
 def delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
     store = _store(body, fleet)
     path = str(body.need("installPath"))
-    gone = store.volumes.pop(path, None) is not None
+    gone = store.pop_volume(path) is not None
     store.snapshots = {s: v for s, v in store.snapshots.items() if v != path}
     return {"deleted": gone}
 
@@ -171,11 +171,12 @@ def info(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
 
 @behaves("/storage/volume/resize")
 def resize(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
-    vol = _volume(_store(body, fleet), str(body.need("installPath")))
+    store = _store(body, fleet)
+    vol = _volume(store, str(body.need("installPath")))
     size = int(body.need("size"))
     if size < vol.size and not body.get("force"):
         raise InvalidRequest("size: a volume does not shrink without force", field="size")
-    vol.size = size
+    store.resize_volume(vol, size)
     return {"volume": _volume_info(vol)}
 
 
@@ -319,7 +320,7 @@ def ceph_delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
     children = [v.path for v in store.volumes.values() if (v.backing or "").startswith(path + "@")]
     if children:
         raise InUse(f"{path} has clones", clones=children[:10])
-    existed = store.volumes.pop(path, None) is not None
+    existed = store.pop_volume(path) is not None
     store.snapshots = {s: v for s, v in store.snapshots.items() if v != path}
     return {"install_path": path, "existed": existed}
 
@@ -340,7 +341,7 @@ def ceph_resize(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
     size = int(body.need("size"))
     if size < vol.size and not body.get("allowShrink"):
         raise InvalidRequest("size: shrinking needs allowShrink", field="size")
-    vol.size = size
+    store.resize_volume(vol, size)
     return _rbd_info(vol)
 
 

@@ -54,6 +54,17 @@ def test_a_lease_outside_the_network_is_refused() -> None:
         apply_cmd(leases=[{"mac": "52:54:00:00:00:01", "ip": "10.30.0.10"}])
 
 
+def test_the_network_check_holds_at_its_edges_and_again_for_a_seen_address() -> None:
+    edges = [{"mac": "52:54:00:00:00:01", "ip": "10.20.0.0"},
+             {"mac": "52:54:00:00:00:02", "ip": "10.20.0.255"}]
+    assert [lease.ip for lease in apply_cmd(leases=edges).leases] == ["10.20.0.0", "10.20.0.255"]
+    for _ in range(2):  # the address checks are cached: a refusal is not
+        with pytest.raises(ValueError, match=r"leases\[0\]"):
+            apply_cmd(leases=[{"mac": "52:54:00:00:00:01", "ip": "10.20.1.0"}])
+        with pytest.raises(ValueError, match="ip"):
+            apply_cmd(leases=[{"mac": "52:54:00:00:00:01", "ip": "10.20.0.256"}])
+
+
 def test_a_mac_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="twice"):
         apply_cmd(leases=[{"mac": "52:54:00:00:00:01", "ip": "10.20.0.10"},

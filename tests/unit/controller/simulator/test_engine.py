@@ -18,7 +18,15 @@ from controller.simulator.engine import Answer, Simulator, SimulatorConfig
 from controller.simulator.faults import FaultRule
 from controller.simulator.state import Capacity
 from kvmagent.models import StartVmCmd, StopVmCmd
-from storageagent.models import CacheImageCmd, CreateRootVolumeCmd, MountCmd
+from storageagent.models import (
+    CacheImageCmd,
+    CapacityCmd,
+    CreateEmptyVolumeCmd,
+    CreateRootVolumeCmd,
+    DeleteVolumeCmd,
+    MountCmd,
+    ResizeVolumeCmd,
+)
 
 TOKEN = "t0ken"
 AUTH = f"Bearer {TOKEN}"
@@ -156,6 +164,36 @@ def test_storage_is_shared_between_hosts_and_cloning_needs_the_cached_image() ->
     evict = call(sim, "host-00002", "/storage/cache/evict",
                  {"storageUuid": ps, "mountPath": "/var/lib/kvmcloud/ps", "imageId": "cirros"}).body
     assert evict is not None and evict["error"]["code"] == "IN_USE"
+
+
+def test_storage_usage_follows_creates_resizes_and_deletes() -> None:
+    sim, _ = make_sim(capacity=Capacity(storage=10 * GiB))
+    ps, mount = str(uuid.uuid4()), "/var/lib/kvmcloud/ps"
+
+    def used() -> int:
+        body = call(sim, "host-00001", "/storage/capacity",
+                    CapacityCmd(storage_uuid=ps, mount_path=mount)).body
+        assert body is not None and body["success"]
+        return int(body["capacity"]["usedByKvmcloudBytes"])
+
+    def make(path: str, size: int) -> dict[str, Any]:
+        body = call(sim, "host-00001", "/storage/volume/create-empty",
+                    CreateEmptyVolumeCmd(storage_uuid=ps, mount_path=mount, install_path=path,
+                                         size=size)).body
+        assert body is not None
+        return body
+
+    assert make("vol/a.qcow2", 4 * GiB)["success"] and make("vol/b.qcow2", 4 * GiB)["success"]
+    assert used() == 8 * GiB
+    assert make("vol/c.qcow2", 4 * GiB)["error"]["code"] == "INSUFFICIENT_CAPACITY"
+    call(sim, "host-00001", "/storage/volume/resize",
+         ResizeVolumeCmd(storage_uuid=ps, mount_path=mount, install_path="vol/a.qcow2", size=GiB,
+                         force=True))
+    assert used() == 5 * GiB
+    call(sim, "host-00001", "/storage/volume/delete",
+         DeleteVolumeCmd(storage_uuid=ps, mount_path=mount, install_path="vol/b.qcow2"))
+    assert used() == GiB == sum(v.size for v in sim.storages[ps].volumes.values())
+    assert make("vol/c.qcow2", 4 * GiB)["success"]
 
 
 def test_fail_fault_answers_the_injected_error_once() -> None:
