@@ -22,8 +22,9 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-from controller.deploy import Deployer, DeploySettings, DeployTarget, Wheelhouse
+from controller.deploy import Deployer, DeployResult, DeploySettings, DeployTarget, Wheelhouse
 from tests.bench.common import Result, write
 from tests.conftest import ENV_DIR, ROOT, read_component_env
 from tests.support.agents import free_port
@@ -35,26 +36,35 @@ def _stop(netns: str, root: Path) -> None:
     stop_host(netns, root)
 
 
+def _deployer(ns: dict[str, str]) -> tuple[Deployer, Path]:
+    """A deployer with a fresh work directory (no cached package repository), firewalled to the bridge."""
+    house = Wheelhouse.build(ROOT, ENV_DIR / "ansible-wheels")
+    work = ENV_DIR / f"bench-deploy-{uuid.uuid4().hex[:8]}"
+    settings = DeploySettings(work_dir=work, wheelhouse=house, controller_addresses=[ns["NSHOST_GATEWAY"]])
+    return Deployer(settings), work
+
+
+def _timed_deploy(deployer: Deployer, target: DeployTarget, config: dict[str, Any]) -> tuple[DeployResult, float]:
+    t = time.monotonic()
+    result = deployer.deploy(target, "kvmagent", config)
+    seconds = time.monotonic() - t
+    assert result.success, result.message
+    return result, seconds
+
+
 def bench_namespace_host() -> list[Result]:
     read_component_env("libvirt")
     ns = read_component_env("nshost")
-    house = Wheelhouse.build(ROOT, ENV_DIR / "ansible-wheels")
-    work = ENV_DIR / f"bench-deploy-{uuid.uuid4().hex[:8]}"
     from tests.integration.ansible.conftest import host_vars
 
     root = Path(ns["NSHOST_1_ROOT"]) / f"b-{uuid.uuid4().hex[:8]}"
     target = DeployTarget(ns["NSHOST_1_ADDR"], key_file=Path(ns["NSHOST_KEY"]), host_vars=host_vars(root, ns, 1))
-    deployer = Deployer(DeploySettings(work_dir=work, wheelhouse=house, controller_addresses=[ns["NSHOST_GATEWAY"]]))
+    deployer, work = _deployer(ns)
     try:
-        t = time.monotonic()
-        first = deployer.deploy(target, "kvmagent", {})
-        first_s = time.monotonic() - t
-        assert first.success, first.message
+        first, first_s = _timed_deploy(deployer, target, {})
         assert first.token is not None
-        t = time.monotonic()
-        again = deployer.deploy(target, "kvmagent", {"token": first.token.get_secret_value()})
-        again_s = time.monotonic() - t
-        assert again.success and again.changed == 0, again.message
+        again, again_s = _timed_deploy(deployer, target, {"token": first.token.get_secret_value()})
+        assert again.changed == 0, again.message
     finally:
         _stop(ns["NSHOST_1_NETNS"], root)
         shutil.rmtree(work, ignore_errors=True)
@@ -72,16 +82,10 @@ def bench_debootstrap_host() -> Result:
     subprocess.run(["bash", str(ROOT / "scripts" / "components" / "75-chroothost.sh"), "fresh"], check=True,
                    capture_output=True, timeout=600)
     env = read_component_env("chroothost")
-    ns = read_component_env("nshost")
-    house = Wheelhouse.build(ROOT, ENV_DIR / "ansible-wheels")
-    work = ENV_DIR / f"bench-deploy-{uuid.uuid4().hex[:8]}"
     target = DeployTarget(env["CHROOTHOST_ADDR"], key_file=Path(env["CHROOTHOST_KEY"]), ship_packages=True)
-    deployer = Deployer(DeploySettings(work_dir=work, wheelhouse=house, controller_addresses=[ns["NSHOST_GATEWAY"]]))
+    deployer, work = _deployer(read_component_env("nshost"))
     try:
-        t = time.monotonic()
-        first = deployer.deploy(target, "kvmagent", {})
-        seconds = time.monotonic() - t
-        assert first.success, first.message
+        _, seconds = _timed_deploy(deployer, target, {})
     finally:
         shutil.rmtree(work, ignore_errors=True)
         subprocess.run(["bash", str(ROOT / "scripts" / "components" / "75-chroothost.sh"), "fresh"], check=False,
