@@ -26,6 +26,7 @@ bench: test-env
 lint: deps
 	$(VENV)/bin/ruff check agentcore kvmagent storageagent sftpbackup cephagent controller tests
 	$(VENV)/bin/mypy agentcore kvmagent storageagent sftpbackup cephagent controller
+	shellcheck -x -S warning scripts/*.sh scripts/components/*.sh scripts/lib/*.sh .ci/run
 
 up: deps
 	bash scripts/up.sh

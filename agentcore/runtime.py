@@ -28,6 +28,7 @@ from agentcore.errors import (
     InvalidRequest,
     NotFound,
 )
+from agentcore.fsmode import PRIVATE, TRAVERSE, make_dirs
 from agentcore.journal import SCHEMA as JOURNAL_SCHEMA
 from agentcore.journal import TaskJournal, TaskRecord
 from agentcore.locks import ResourceLocks
@@ -81,7 +82,7 @@ class AgentRuntime:
     def __init__(self, name: str, config: AgentConfig, plugins: Iterable[Plugin]) -> None:
         self.name = name
         self.config = config
-        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(config.state_dir, PRIVATE, parents_mode=TRAVERSE)
         add_secret(config.token.get_secret_value())
         self.plugins = [CorePlugin(), *plugins]
         for plugin in self.plugins:

@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 import libvirt
 from lxml import etree
 
-from agentcore.errors import AgentError, NotFound
+from agentcore.errors import NotFound
 from kvmagent.connection import HypervisorUnavailable, LibvirtConnection
 from kvmagent.domain_spec import domain_name
 from kvmagent.domain_xml import Metadata, parse_metadata
+from kvmagent.libvirt_errors import translate
 from kvmagent.models import VmState
 
 log = logging.getLogger(__name__)
@@ -40,17 +41,6 @@ _STATES: dict[int, VmState] = {
     libvirt.VIR_DOMAIN_CRASHED: "Crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "Paused",
 }
-_CONNECTION_ERRORS = {
-    libvirt.VIR_ERR_SYSTEM_ERROR,
-    libvirt.VIR_ERR_NO_CONNECT,
-    libvirt.VIR_ERR_INVALID_CONN,
-    libvirt.VIR_ERR_RPC,
-}
-
-
-class LibvirtFailed(AgentError):
-    code = "LIBVIRT_ERROR"
-    default_message = "libvirt refused the operation"
 
 
 @dataclass(frozen=True)
@@ -88,11 +78,10 @@ class Hypervisor:
         try:
             yield
         except libvirt.libvirtError as e:
-            code = e.get_error_code()
-            if code in _CONNECTION_ERRORS:
+            err = translate(e, **details)
+            if isinstance(err, HypervisorUnavailable):
                 self.conn.lost()
-                raise HypervisorUnavailable(reason=str(e), **details) from None
-            raise LibvirtFailed(str(e), libvirt_code=code, **details) from None
+            raise err from None
 
     def call(self, fn: Callable[[libvirt.virConnect], T], **details: Any) -> T:
         """Run ``fn(conn)`` and turn libvirt errors into command errors."""

@@ -4,7 +4,7 @@
 # and the database stay; `make up` starts again from them.
 # KVMCLOUD_DOWN_KEEP_LIBVIRT=1 leaves libvirtd running (tests share it).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 UP=${KVMCLOUD_UP_DIR:-/var/lib/kvmcloud-up}
 RUN=${KVMCLOUD_AGENT_RUN_DIR:-/run/kvmcloud}
 export KVMCLOUD_TEST_ENV=${KVMCLOUD_TEST_ENV:-/var/tmp/kvmcloud-test}

@@ -20,6 +20,7 @@ APT_PACKAGES=(
   openssh-server openssh-client openssh-sftp-server
   bc iproute2 iptables iputils-ping curl xz-utils libxml2-utils procps psmisc
   debootstrap systemd-container dpkg-dev postgresql mariadb-server-core mariadb-client-core
+  shellcheck
 )
 
 missing=()

@@ -5,6 +5,9 @@
 # (addresses, config paths) to $KVMCLOUD_TEST_ENV/<name>.env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# what the components make gets modes that do not depend on the caller's umask (secrets
+# are chmod'ed explicitly): QEMU runs as libvirt-qemu and must reach the test storages
+umask 022
 export KVMCLOUD_TEST_ENV=${KVMCLOUD_TEST_ENV:-/var/tmp/kvmcloud-test}
 mkdir -p "$KVMCLOUD_TEST_ENV"
 action=${1:-up}

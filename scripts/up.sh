@@ -39,7 +39,8 @@ bash scripts/components/15-guest.sh up
 # shellcheck disable=SC1091
 source "$KVMCLOUD_TEST_ENV/guest.env"
 
-mkdir -p "$UP"/{ssh/sshd_config.d,deploy}
+# parents made here must be searchable whatever the caller's umask (the store user reads below $UP)
+(umask 022 && mkdir -p "$UP"/{ssh/sshd_config.d,deploy})
 # $UP stays traversable: the store user's sshd reads $UP/store/.ssh/authorized_keys as that user
 chmod 755 "$UP"; chmod 700 "$UP/ssh" "$UP/deploy"
 # this cloud's id names its primary storage directory (a new state dir is a new cloud)
@@ -80,14 +81,17 @@ export KVMCLOUD_DEPLOY_DIR=$UP/deploy
 export KVMCLOUD_CONTROLLER_ADDRESSES=127.0.0.1
 # this cloud's SFTP store (a chroot: root-owned all the way up) and the sshd that serves it
 # the sftpbackup agent may read the guest image from its directory (file:// URLs)
-export KVMCLOUD_DEPLOY_AGENT_CONFIG="{\"sftpbackup\": {\"file_url_roots\": [\"$(dirname "$GUEST_IMAGE")\"]}}"
+GUEST_DIR=$(dirname "$GUEST_IMAGE")
+export KVMCLOUD_DEPLOY_AGENT_CONFIG="{\"sftpbackup\": {\"file_url_roots\": [\"$GUEST_DIR\"]}}"
 export KVMCLOUD_DEPLOY_HOST_VARS="{\"sftpbackup_store_root\": \"$UP/store\", \"sftpbackup_sshd_config_dir\": \"$UP/ssh/sshd_config.d\", \"sftpbackup_sshd_pidfile\": \"$UP/ssh/sshd.pid\"}"
 if ! running "$UP/controller.pid"; then
-  umask 077   # the database and the log are the controller's only
-  KVMCLOUD_API_TOKENS=$(cat "$UP/api-token") KVMCLOUD_AGENT_TOKEN=$(cat "$UP/agent-token") \
-    setsid "$PY" -m controller.cli serve --listen "127.0.0.1:$API_PORT" --db "sqlite:///$UP/kvmcloud.db" \
-    >>"$UP/controller.log" 2>&1 </dev/null &
-  echo $! > "$UP/controller.pid"
+  (
+    umask 077   # the database and the log are the controller's only (this subshell's umask)
+    KVMCLOUD_API_TOKENS=$(cat "$UP/api-token") KVMCLOUD_AGENT_TOKEN=$(cat "$UP/agent-token") \
+      setsid "$PY" -m controller.cli serve --listen "127.0.0.1:$API_PORT" --db "sqlite:///$UP/kvmcloud.db" \
+      >>"$UP/controller.log" 2>&1 </dev/null &
+    echo $! > "$UP/controller.pid"
+  )
 fi
 for _ in $(seq 300); do
   curl -sf -o /dev/null -H "Authorization: Bearer $(cat "$UP/api-token")" "$API/v1/zones" && break

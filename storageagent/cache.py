@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentcore.errors import AgentError, Conflict, InUse, InvalidRequest, ProcessFailed
+from agentcore.fsmode import SHARED, make_dirs
 from agentcore.task import TaskContext
 from storageagent.layout import META_DIR, StorageRoot, atomic_write_json
 from storageagent.models import CachedImage
@@ -110,7 +111,7 @@ class ImageCache:
                 # a backing file could name any file of the host: refuse it
                 raise InvalidRequest("an image with a backing file cannot be cached",
                                      field="source", backing=info.backing_filename)
-            self.sr.cache.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.sr.cache, SHARED)
             final = self.sr.cache / f"{image_id}.{info.format}"
             img = CachedImage(
                 image_id=image_id, install_path=self.sr.relative(self.sr.cache) + "/" + final.name,

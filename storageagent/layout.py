@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 from agentcore.errors import AgentError, InvalidRequest, PathEscape
+from agentcore.fsmode import SHARED, make_dirs
 
 META_DIR = ".kvmcloud"
 TMP_DIR = f"{META_DIR}/partial"
@@ -89,7 +90,7 @@ class StorageRoot:
 
     def tmp_file(self, tag: str) -> Path:
         """A fresh name for partial data; renamed into place when complete."""
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.tmp, SHARED)
         return self.tmp / f"{tag}.{uuid.uuid4().hex[:12]}.partial"
 
     def sweep_tmp(self) -> int:
@@ -124,7 +125,7 @@ class StorageRoot:
                 "the directory belongs to another storage",
                 mountPath=str(self.root), owner=owner, storageUuid=self.storage_uuid,
             )
-        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.marker.parent, SHARED)
         tmp = self.marker.with_suffix(".tmp")
         tmp.write_text(json.dumps({"storageUuid": self.storage_uuid, "type": storage_type}))
         os.replace(tmp, self.marker)

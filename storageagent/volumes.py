@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from agentcore.errors import Conflict, InUse, NotFound
+from agentcore.fsmode import SHARED, make_dirs
 from agentcore.task import TaskContext
 from storageagent.holders import holders
 from storageagent.layout import META_DIR, StorageRoot
@@ -72,6 +73,6 @@ def backing_name(backing: Path, image_dir: Path) -> str:
 
 def install(tmp: Path, dest: Path) -> None:
     """Move a completed file from the storage's tmp dir to its installPath."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest.parent, SHARED)
     os.chmod(tmp, 0o644)
     os.replace(tmp, dest)

@@ -5,6 +5,7 @@
 #   LIBVIRT_URI, LIBVIRT_DOMAIN_TYPE (kvm when /dev/kvm can run guests, else qemu),
 #   LIBVIRT_PIDFILE, LIBVIRT_SCHEMA_DIR
 set -euo pipefail
+umask 022   # libvirtd and the guest image: reached by QEMU as libvirt-qemu, whatever the caller's umask
 ENV_DIR=${KVMCLOUD_TEST_ENV:-/var/tmp/kvmcloud-test}
 ENV_FILE=$ENV_DIR/libvirt.env
 LIBVIRTD_PID=/run/libvirtd.pid

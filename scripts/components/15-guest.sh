@@ -9,6 +9,7 @@
 #   GUEST_DISKS_MARKER prefix of the block device list printed at boot and on every hot-plug
 #   GUEST_POWEROFF_MARKER printed when the guest powers off on ACPI shutdown
 set -euo pipefail
+umask 022   # libvirtd and the guest image: reached by QEMU as libvirt-qemu, whatever the caller's umask
 cd "$(dirname "$0")/../.."
 ENV_DIR=${KVMCLOUD_TEST_ENV:-/var/tmp/kvmcloud-test}
 DIR=$ENV_DIR/guest

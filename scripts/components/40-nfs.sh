@@ -71,7 +71,7 @@ write_conf() {
 
 up() {
   mkdir -p "$EXPORT" "$D/mnt" /var/run/ganesha
-  chmod 755 "$D" "$EXPORT"
+  chmod 755 "$D" "$EXPORT" "$D/mnt"   # QEMU (libvirt-qemu) reaches volumes mounted below mnt
   write_conf
   if ! rpcbind_up; then
     # -f keeps rpcbind in the foreground so that $! is its pid (it writes no pid file)

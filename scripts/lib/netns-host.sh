@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the component scripts whose "hosts" are network namespaces on a bridge.
 
 # netns_host NS VETH BRIDGE ADDRESS/PREFIX GATEWAY: the namespace NS with eth0 (the

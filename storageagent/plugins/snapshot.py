@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from agentcore.errors import InvalidRequest
+from agentcore.fsmode import SHARED, make_dirs
 from agentcore.plugin import Plugin, command
 from agentcore.task import TaskContext
 from storageagent.models import (
@@ -66,7 +67,7 @@ class SnapshotPlugin(Plugin):
                                  format=top.format)
         backing = chain_files(ctx, tool, vol)
         tmp = sr.tmp_file("overlay")
-        snap.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(snap.parent, SHARED)
         os.rename(vol, snap)
         try:
             if backing and snap.parent != vol.parent:

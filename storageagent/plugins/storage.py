@@ -3,6 +3,7 @@ ping and capacity."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -10,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from agentcore.errors import AgentError, Conflict, InUse, ProcessFailed
+from agentcore.fsmode import SHARED, make_dirs, unsearchable_ancestor
 from agentcore.plugin import Plugin, command
 from agentcore.task import TaskContext
 from storageagent.layout import META_DIR, StorageRoot
@@ -29,6 +31,8 @@ from storageagent.models import (
 from storageagent.service import StorageService
 
 PROBE_FILE = f"{META_DIR}/ping"
+
+log = logging.getLogger(__name__)
 
 
 class StorageUnreachable(AgentError):
@@ -56,8 +60,17 @@ def capacity(sr: StorageRoot) -> Capacity:
     )
 
 
+def _warn_if_unsearchable(sr: StorageRoot) -> None:
+    # QEMU runs as another user: a 0700 directory above the root makes every VM
+    # start fail later with a permission error, so say so now, naming it
+    blocked = unsearchable_ancestor(sr.root)
+    if blocked is not None:
+        log.warning("QEMU cannot reach storage %s: %s is not searchable by others (chmod o+x it)",
+                    sr.root, blocked)
+
+
 def _write_read(path: Path, token: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, SHARED)
     with open(path, "wb") as f:
         f.write(token)
         f.flush()
@@ -88,7 +101,7 @@ class StoragePlugin(Plugin):
         """
         target = self.svc.mount_path_of(cmd.storage_uuid)
         sr = self.svc.root(cmd.storage_uuid, str(target))
-        target.mkdir(parents=True, exist_ok=True)
+        make_dirs(target, SHARED)
         already = False
         if self.svc.mounter.is_mounted(target):
             if not self.svc.mounter.serves(target, cmd.url):
@@ -107,6 +120,7 @@ class StoragePlugin(Plugin):
                 self.svc.mounter.unmount(ctx, target)
             raise
         self.svc.remember(sr)
+        _warn_if_unsearchable(sr)
         return MountReply(mount_path=str(sr.root), already_mounted=already, capacity=capacity(sr))
 
     @command("/unmount", lock=lambda c: f"storage:{c.storage_uuid}")
@@ -134,12 +148,13 @@ class StoragePlugin(Plugin):
         """
         sr = self.svc.root(cmd.storage_uuid, cmd.mount_path)
         if cmd.type == "local":
-            sr.root.mkdir(parents=True, exist_ok=True)
+            make_dirs(sr.root, SHARED)
         elif not self.svc.mounter.is_mounted(sr.root):
             raise Conflict("a shared mount point must be mounted first",
                            field="mountPath", mountPath=str(sr.root))
         sr.claim(cmd.type)
         self.svc.remember(sr)
+        _warn_if_unsearchable(sr)
         return InitReply(mount_path=str(sr.root), capacity=capacity(sr))
 
     @command("/ping")

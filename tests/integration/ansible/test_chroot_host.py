@@ -72,7 +72,8 @@ def test_sftpbackup_on_a_host_without_mirror_gets_shipped_packages(
     status = in_host(root, "dpkg-query", "-W", "-f", "${Status}", "qemu-utils")
     assert status.stdout == "install ok installed", status
     assert (root / "usr" / "bin" / "qemu-img").exists()
-    assert (root / "opt" / "kvmcloud" / "venvs" / first.version / "bin" / "sftpbackup").exists()
+    venvs = list((root / "opt" / "kvmcloud" / "venvs").glob(f"kvmcloud-{first.version}-*"))
+    assert len(venvs) == 1 and (venvs[0] / "bin" / "sftpbackup").exists(), venvs
     assert "file:/var/cache/kvmcloud/debs" in (root / "etc/apt/sources.list.d/kvmcloud-local.list").read_text()
 
     # the agent runs in that host and answers an authenticated command

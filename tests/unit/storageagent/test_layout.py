@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from agentcore.errors import InvalidRequest, PathEscape
 from storageagent.layout import StorageNotReady, StorageRoot
+from storageagent.volumes import install
 
 
 @pytest.fixture
@@ -70,3 +72,21 @@ def test_sweep_removes_partial_files(sr: StorageRoot) -> None:
     a.write_bytes(b"half")
     assert sr.sweep_tmp() == 1
     assert list(sr.tmp.iterdir()) == []
+
+
+def test_trees_qemu_reaches_are_searchable_under_umask_077(tmp_path: Path) -> None:
+    # QEMU runs as another user: a strict umask must not make 0700 directories on its way
+    old = os.umask(0o077)
+    try:
+        sr = StorageRoot("ps-1", tmp_path / "root")
+        (tmp_path / "root").mkdir()
+        sr.claim("local")
+        part = sr.tmp_file("vol")
+        part.write_bytes(b"qcow2")
+        dest = sr.resolve_volume("vms/v1/root.qcow2")
+        install(part, dest)
+    finally:
+        os.umask(old)
+    for d in (sr.root / ".kvmcloud", sr.tmp, sr.root / "vms", sr.root / "vms" / "v1"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o755, d
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644
