@@ -38,6 +38,12 @@ class Config(AgentConfig):
     ceph_threads: int = Field(default=64, ge=4, le=1024, description="threads for binding calls")
     work_dir: Path | None = Field(default=None, description="scratch space for image conversion")
     download_timeout: float = Field(default=60.0, gt=0, description="HTTP connect/read timeout")
+    download_allow_local: bool = Field(
+        default=False,
+        description="let http(s) image downloads (and their redirects) reach loopback, link-local "
+        "and metadata addresses (127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10); for single-host "
+        "labs and tests whose image server runs on 127.0.0.1",
+    )
     sftp_key_file: Path | None = None
     sftp_known_hosts: Path | None = None
 
@@ -50,6 +56,7 @@ def make_context(config: Config) -> CephContext:
     return CephContext(pool=ConnectionPool(creds, runner),
                        work_dir=config.work_dir or config.state_dir / "work",
                        download_timeout=config.download_timeout,
+                       download_allow_local=config.download_allow_local,
                        sftp_key_file=config.sftp_key_file,
                        sftp_known_hosts=config.sftp_known_hosts)
 

@@ -326,7 +326,11 @@ class SftpImageCommand(ImageCommand):
 
 
 class ImportFromSftpCmd(SftpImageCommand):
+    """Fetch image ``imageId`` of the SFTP store into ``pool/name``; it must hash to ``sha256``."""
+
     image_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-:]{1,128}$")]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="the image's digest (hex) as the controller recorded it; the fetched bytes must match")
 
 
 class ExportToSftpCmd(SftpImageCommand):

@@ -29,15 +29,19 @@ def _client(target: SftpTarget, key_file: Path | None, known_hosts: Path | None)
 
 
 def import_image(ctx: TaskContext, store: RbdStore, target: SftpTarget, image_id: str,
-                 pool: str, name: str, work_dir: Path, key_file: Path | None,
+                 sha256: str, pool: str, name: str, work_dir: Path, key_file: Path | None,
                  known_hosts: Path | None) -> tuple[int, str]:
-    """Fetch ``image_id`` from the store into ``pool/name``; (size, digest)."""
+    """Fetch ``image_id`` from the store into ``pool/name``; (size, digest).
+
+    The fetched file must hash to ``sha256`` (hex; the image's digest as the
+    controller recorded it), not just to what the store's manifest claims:
+    ``DIGEST_MISMATCH`` otherwise, before anything is written to RBD."""
     scratch = work_dir / f"import-{uuid.uuid4().hex}"
     scratch.mkdir(parents=True, mode=0o700)
     try:
         dest = scratch / "image"
         with _client(target, key_file, known_hosts) as client:
-            fetched = client.fetch(image_id, dest, ctx)
+            fetched = client.fetch(image_id, dest, ctx, expected_digest=sha256)
         ctx.check()
         size = import_file(ctx, store, dest, pool, name)
         return size, fetched.digest

@@ -31,10 +31,16 @@ class Config(AgentConfig):
     file_url_roots: list[Path] = Field(
         default_factory=list, description="directories file:// URLs may read from (none: file:// refused)",
     )
+    download_allow_local: bool = Field(
+        default=False,
+        description="let http(s) image URLs and their redirects reach loopback, link-local and "
+                    "metadata addresses (refused by default; for single-host labs and tests)",
+    )
 
 
 def make_plugins(config: Config) -> list[Plugin]:
-    service = BackupService(config.sftp_key_file, config.sftp_known_hosts, config.file_url_roots)
+    service = BackupService(config.sftp_key_file, config.sftp_known_hosts, config.file_url_roots,
+                            config.download_allow_local)
     return [BackupPlugin(service), ImagePlugin(service)]
 
 

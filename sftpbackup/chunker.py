@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from sftpbackup.manifest import CHUNK_SIZE, ChunkRef
+from sftpbackup.manifest import CHUNK_SIZE, ChunkRef, zero_digest
 
 READ_SIZE = 1024 * 1024
 
@@ -108,3 +109,74 @@ def read_verified(path: Path, digest: str) -> bytes | None:
     """The bytes of a chunk file if they hash to ``digest``, else None."""
     data = path.read_bytes()
     return data if _digest(data) == digest else None
+
+
+class OrderedDigest:
+    """The sha256 of a file whose chunks are written out of order, hashed in file order.
+
+    ``add(offset, data)`` reports a chunk as written; the whole-file hash
+    advances over every chunk that is now contiguous with what it has hashed.
+    Chunks that land ahead of the cursor are held in memory up to ``budget``
+    bytes; past that only their place is kept and ``read_back(offset, size)``
+    reads them from the file when the cursor reaches them (a fetch's streams
+    run close together, so that is rare). All-zero chunks are known without
+    being written or read. Thread-safe: fetch's verifiers call it in parallel.
+    """
+
+    def __init__(self, chunks: list[tuple[int, ChunkRef]], read_back: Callable[[int, int], bytes],
+                 budget: int = 32 * CHUNK_SIZE) -> None:
+        self._chunks = chunks
+        self._read_back = read_back
+        self._budget = budget
+        self._held: dict[int, bytes | None] = {}
+        self._held_bytes = 0
+        self._next = 0
+        self._hashed_upto = 0
+        self._sha = hashlib.sha256()
+        self._mu = threading.Lock()
+
+    def add(self, offset: int, data: bytes | None = None) -> None:
+        """The chunk at ``offset`` is in the file (``data``: its bytes, if at hand)."""
+        with self._mu:
+            if offset < self._hashed_upto:
+                return  # an all-zero chunk the cursor already took as zeros
+            if data is not None and self._held_bytes + len(data) <= self._budget:
+                self._held[offset] = data
+                self._held_bytes += len(data)
+            else:
+                self._held[offset] = None
+            self._advance()
+
+    def _advance(self) -> None:
+        while self._next < len(self._chunks):
+            off, c = self._chunks[self._next]
+            if off in self._held:
+                data = self._held.pop(off)
+                if data is None:
+                    data = self._read_back(off, c.size)
+                else:
+                    self._held_bytes -= len(data)
+            elif c.digest == zero_digest(c.size):
+                data = _zeros(c.size)
+            else:
+                return
+            self._sha.update(data)
+            self._next += 1
+            self._hashed_upto = off + c.size
+
+    def hexdigest(self) -> str:
+        """The digest of the whole file; every non-zero chunk must have been added."""
+        with self._mu:
+            if self._next != len(self._chunks):
+                raise RuntimeError(f"chunk at offset {self._chunks[self._next][0]} was never written")
+            return self._sha.hexdigest()
+
+
+_ZEROS: dict[int, bytes] = {}
+
+
+def _zeros(size: int) -> bytes:
+    z = _ZEROS.get(size)
+    if z is None:
+        z = _ZEROS.setdefault(size, bytes(size))
+    return z

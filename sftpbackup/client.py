@@ -4,7 +4,7 @@ Used by the primary-storage agents (storageagent, cephagent) and by the
 sftpbackup agent itself for push and pull::
 
     with StoreClient(SftpTarget(host, port, user, "/"), key_file, known_hosts) as c:
-        c.fetch("image-uuid", Path("/mnt/ps/imagecache/x.qcow2"), ctx)
+        c.fetch("image-uuid", Path("/mnt/ps/imagecache/x.qcow2"), ctx, expected_digest=hex_digest)
         ref = c.upload(Path("/mnt/ps/templates/t.qcow2"), "template-uuid", ctx)
 
 Metadata (manifests, stats) goes over one paramiko SFTP session; chunk data
@@ -34,8 +34,8 @@ import paramiko
 
 from agentcore.task import TaskContext
 from sftpbackup import manifest as layout
-from sftpbackup.chunker import copy_range, hash_file
-from sftpbackup.errors import ChunkCorrupt, ImageExists, ImageNotFound, TransferFailed
+from sftpbackup.chunker import OrderedDigest, copy_range, hash_file
+from sftpbackup.errors import ChunkCorrupt, DigestMismatch, ImageExists, ImageNotFound, TransferFailed
 from sftpbackup.imageinfo import detect
 from sftpbackup.manifest import CHUNK_SIZE, Manifest, chunk_relpath, manifest_relpath, zero_digest
 from sftpbackup.models import check_image_id
@@ -60,7 +60,7 @@ def transfer_timeout(nbytes: int) -> float:
 
 @dataclass(frozen=True)
 class FetchResult:
-    """A fetched image: its whole-file digest (hex sha256) and size."""
+    """A fetched image: the sha256 (hex) of the bytes written, and their size."""
 
     digest: str
     size: int
@@ -212,8 +212,16 @@ class StoreClient:
     # -- fetch ------------------------------------------------------------
 
     def fetch(self, image_id: str, dest: Path, ctx: TaskContext | None = None,
-              seeds: Iterable[Path] = ()) -> FetchResult:
-        """Fetch an image into ``dest``: chunks verified one by one, renamed at the end.
+              seeds: Iterable[Path] = (), expected_digest: str | None = None) -> FetchResult:
+        """Fetch an image into ``dest``: chunks verified one by one, the whole at the end.
+
+        The whole file's sha256 is computed in one pass while the chunks are
+        written (in file order; see :class:`OrderedDigest`) and must equal
+        ``expected_digest`` (hex; the digest the caller recorded for the image)
+        and the manifest's; a manifest naming another digest is refused before
+        any chunk moves. A mismatch raises :class:`DigestMismatch` and leaves
+        neither ``dest`` nor a partial file. The returned digest is always the
+        one computed from the bytes written, never the manifest's claim.
 
         A partial file left by an interrupted fetch (``.<name>.part``) is reused:
         its chunks that already match are not fetched again; so are chunks found
@@ -222,12 +230,16 @@ class StoreClient:
         sparse.
         """
         m = self.manifest(image_id)
+        if expected_digest is not None and m.digest != expected_digest:
+            raise DigestMismatch("the store's manifest names another digest than the image's",
+                                 image_id=image_id, expected=expected_digest, manifest=m.digest)
         dest = Path(dest)
         part = dest.parent / f".{dest.name}.part"
         reused = part.exists()
-        have = _matching_chunks(part, m) if reused else set()
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            whole = OrderedDigest(m.offsets(), lambda off, n: os.pread(fd, n, off))
+            have = _matching_chunks(fd, m, whole) if reused else set()
             os.ftruncate(fd, m.size)
             want: dict[str, list[int]] = {}
             for i, (off, c) in enumerate(m.offsets()):
@@ -242,17 +254,28 @@ class StoreClient:
             def sink(digest: str, path: Path, data: bytes) -> None:
                 for off in want[digest]:
                     os.pwrite(fd, data, off)
+                    whole.add(off, data)
 
             sizes = m.unique_digests()
-            for d in _copy_from_seeds(seeds, want, sizes, fd):
+            for d in _copy_from_seeds(seeds, want, sizes, fd, whole):
                 del want[d]
             fetched = self.download({d: sizes[d] for d in want}, dest.parent, sink, ctx)
+            actual = whole.hexdigest()
+            if actual != m.digest:
+                raise DigestMismatch("the image assembled from the store's chunks does not match its digest",
+                                     image_id=image_id, expected=m.digest, actual=actual)
             os.fsync(fd)
-        finally:
+        except DigestMismatch:
             os.close(fd)
+            fd = -1
+            part.unlink(missing_ok=True)
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
         os.replace(part, dest)
         fsync_dir(dest.parent)
-        return FetchResult(m.digest, m.size, len(want), fetched)
+        return FetchResult(actual, m.size, len(want), fetched)
 
     def download(self, digests: dict[str, int], workdir: Path, sink: ChunkSink,
                  ctx: TaskContext | None = None, tag: str | None = None) -> int:
@@ -408,22 +431,22 @@ class StoreClient:
         return len(lacking), nbytes
 
 
-def _matching_chunks(part: Path, m: Manifest) -> set[int]:
-    """Indices of the chunks a partial file already holds intact."""
+def _matching_chunks(fd: int, m: Manifest, whole: OrderedDigest) -> set[int]:
+    """Indices of the chunks a partial file already holds intact (added to ``whole``)."""
     ok: set[int] = set()
-    size = part.stat().st_size
-    with open(part, "rb") as f:
-        for i, (off, c) in enumerate(m.offsets()):
-            if off + c.size > size:
-                break
-            f.seek(off)
-            if hashlib.sha256(f.read(c.size)).hexdigest() == c.digest:
-                ok.add(i)
+    size = os.fstat(fd).st_size
+    for i, (off, c) in enumerate(m.offsets()):
+        if off + c.size > size:
+            break
+        data = os.pread(fd, c.size, off)
+        if hashlib.sha256(data).hexdigest() == c.digest:
+            ok.add(i)
+            whole.add(off, data)
     return ok
 
 
 def _copy_from_seeds(seeds: Iterable[Path], want: dict[str, list[int]], sizes: dict[str, int],
-                     fd: int) -> list[str]:
+                     fd: int, whole: OrderedDigest) -> list[str]:
     """Write the wanted chunks that local ``seeds`` hold (re-verified as read); return their digests."""
     found: set[str] = set()
     for seed in seeds:
@@ -439,6 +462,7 @@ def _copy_from_seeds(seeds: Iterable[Path], want: dict[str, list[int]], sizes: d
                     continue  # the seed changed under us: fetch it instead
                 for dst in want[c.digest]:
                     os.pwrite(fd, data, dst)
+                    whole.add(dst, data)
                 found.add(c.digest)
     return sorted(found)
 

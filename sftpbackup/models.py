@@ -171,9 +171,16 @@ class ImageInfoReply(Reply):
 
 
 class TransferImageCmd(ImageCommand):
-    """Push or pull an image between this store and another one."""
+    """Push an image from this store to another one."""
 
     remote: SftpEndpoint
+
+
+class PullImageCmd(TransferImageCmd):
+    """Pull an image from another store into this one."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                        description="the image's digest as the caller recorded it; the pulled image must match")
 
 
 class TransferReply(Reply):

@@ -20,9 +20,11 @@ from sftpbackup.store import ImageStore
 class BackupService:
     """Opens stores, SFTP clients and tracks the tokens of adds in progress (GC spares them)."""
 
-    def __init__(self, key_file: Path | None, known_hosts: Path | None, file_roots: list[Path]) -> None:
+    def __init__(self, key_file: Path | None, known_hosts: Path | None, file_roots: list[Path],
+                 allow_local_urls: bool = False) -> None:
         self.identity = SshIdentity(key_file, known_hosts) if key_file and known_hosts else None
-        self.policy = IngestPolicy(file_roots=file_roots, identity=self.identity)
+        self.policy = IngestPolicy(file_roots=file_roots, identity=self.identity,
+                                   allow_local_urls=allow_local_urls)
         self._active: set[str] = set()
         self._mu = threading.Lock()
 

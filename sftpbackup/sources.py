@@ -72,10 +72,15 @@ def from_file(url: str, roots: list[Path], ctx: TaskContext) -> Hashed:
     return Hashed(path, chunks, digest, sum(c.size for c in chunks))
 
 
-def from_http(url: str, dest: Path, ctx: TaskContext, expected_size: int | None) -> Hashed:
-    """Stream an ``http(s)://`` URL into ``dest``, hashing as it arrives."""
+def from_http(url: str, dest: Path, ctx: TaskContext, expected_size: int | None,
+              allow_local: bool = False) -> Hashed:
+    """Stream an ``http(s)://`` URL into ``dest``, hashing as it arrives.
+
+    The URL and its redirects must not lead to loopback, link-local or
+    metadata addresses unless ``allow_local`` (see :mod:`sftpbackup.httpget`).
+    A failure names the HTTP status, never the body."""
     hasher = ChunkHasher()
-    conn, resp = open_url(url, HTTP_TIMEOUT)
+    conn, resp = open_url(url, HTTP_TIMEOUT, allow_local)
     ctx.on_stop(lambda: abort(conn))
     try:
         if resp.status != 200:

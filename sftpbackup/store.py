@@ -1,9 +1,11 @@
 """The local content-addressed image store (see :mod:`sftpbackup.manifest` for the layout).
 
-Writes are atomic: a chunk is written under ``tmp/``, fsynced and renamed to
-its digest; a manifest is written the same way, last, after every chunk it
-names is in place. A crash therefore leaves at worst unreferenced chunks and
-temporary files, which :meth:`ImageStore.gc` removes.
+Writes are atomic: a chunk is written in a private work directory under
+``tmp/``, fsynced and renamed to its digest; a manifest is written the same
+way, last, after every chunk it names is in place. A crash therefore leaves
+at worst unreferenced chunks and temporary files, which :meth:`ImageStore.gc`
+removes. No link below the root is ever followed (the SFTP store user can
+plant them): see :mod:`sftpbackup.storefs`.
 
 GC and adds of this process serialise on a per-store lock: an add registers
 each chunk in its pending file and puts the chunk under the lock, and GC reads
@@ -19,7 +21,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import stat
 import threading
 import time
 import uuid
@@ -33,6 +35,7 @@ from sftpbackup import manifest as layout
 from sftpbackup.errors import ImageExists, ImageNotFound, StoreMismatch, StoreNotInitialised
 from sftpbackup.manifest import Manifest, chunk_relpath, manifest_relpath
 from sftpbackup.models import check_image_id
+from sftpbackup.storefs import LinkRefused, StoreFs
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +96,15 @@ class Pending:
     def __init__(self, store: ImageStore, token: str) -> None:
         self.store = store
         self.token = token
-        self.path = store.root / layout.PENDING / token
+        self.rel = f"{layout.PENDING}/{token}"
         self.digests: set[str] = set()
-        self._f = open(self.path, "a")  # closed in close()
+        fd = store.fs.open(self.rel, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self._f = os.fdopen(fd, "a")  # closed in close()
 
     def put_chunk(self, digest: str, tmp: Path | None) -> bool:
-        """Register ``digest`` and move ``tmp`` into place (or drop it if the
-        chunk is already stored). Returns True when the chunk is new.
+        """Register ``digest`` and move ``tmp`` (a work file in a private dir) into
+        place, or drop it if the chunk is already stored. Returns True when the
+        chunk is new.
 
         ``tmp`` is fsynced before the store lock is taken, so several writers
         flush in parallel; registration and rename happen under the lock."""
@@ -116,19 +121,20 @@ class Pending:
                 return False
             if tmp is None:
                 raise FileNotFoundError(f"chunk {digest} is neither stored nor given")
-            os.replace(tmp, self.store.chunk_path(digest))
+            self.store.fs.publish(tmp, chunk_relpath(digest))
             return True
 
     def close(self) -> None:
         self._f.close()
-        self.path.unlink(missing_ok=True)
+        self.store.fs.unlink(self.rel)
 
 
 class ImageStore:
-    """One store directory on this host."""
+    """One store directory on this host (see :mod:`sftpbackup.storefs` for how it is walked)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.fs = StoreFs(self.root)
         self.lock = _store_lock(self.root)
 
     # -- opening ------------------------------------------------------------
@@ -138,63 +144,90 @@ class ImageStore:
         """Create the layout (idempotent); refuse a directory of another storage."""
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        marker = root / layout.MARKER
-        if marker.exists():
-            cls._check_marker(marker, storage_uuid)
+        store = cls(root)
+        marker = store.read_marker()
+        if marker is not None:
+            cls._check_marker(root, marker, storage_uuid)
         for d in (layout.MANIFESTS, layout.PENDING, layout.TMP):
-            (root / d).mkdir(exist_ok=True)
+            store.fs.makedirs(d)
         for i in range(256):
-            (root / layout.CHUNKS / f"{i:02x}").mkdir(parents=True, exist_ok=True)
-        if not marker.exists():
-            tmp = root / layout.TMP / f"store.json.{uuid.uuid4().hex}"
-            tmp.write_text(json.dumps({"backupStorageUuid": storage_uuid, "version": 1}))
-            fsync_file(tmp)
-            os.replace(tmp, marker)
-            fsync_dir(root)
-        return cls(root)
+            store.fs.makedirs(f"{layout.CHUNKS}/{i:02x}")
+        if marker is None:
+            store.write_file(layout.MARKER, json.dumps({"backupStorageUuid": storage_uuid, "version": 1}).encode())
+        return store
 
     @classmethod
     def open(cls, root: Path, storage_uuid: str) -> ImageStore:
-        marker = Path(root) / layout.MARKER
-        if not marker.exists():
+        store = cls(Path(root))
+        marker = store.read_marker()
+        if marker is None:
             raise StoreNotInitialised(root=str(root))
-        cls._check_marker(marker, storage_uuid)
-        return cls(Path(root))
+        cls._check_marker(store.root, marker, storage_uuid)
+        return store
+
+    def read_marker(self) -> bytes | None:
+        try:
+            return self.fs.read(layout.MARKER)
+        except FileNotFoundError:
+            return None
 
     @staticmethod
-    def _check_marker(marker: Path, storage_uuid: str) -> None:
-        owner = json.loads(marker.read_text()).get("backupStorageUuid")
+    def _check_marker(root: Path, marker: bytes, storage_uuid: str) -> None:
+        owner = json.loads(marker).get("backupStorageUuid")
         if owner != storage_uuid:
-            raise StoreMismatch(root=str(marker.parent), owner=owner, requested=storage_uuid)
+            raise StoreMismatch(root=str(root), owner=owner, requested=storage_uuid)
 
-    # -- paths --------------------------------------------------------------
+    # -- paths and files ----------------------------------------------------
 
     def chunk_path(self, digest: str) -> Path:
+        """Where a chunk is (for messages and tests: the agent itself goes through ``fs``)."""
         return self.root / chunk_relpath(digest)
 
-    def manifest_path(self, image_id: str) -> Path:
+    def _manifest_rel(self, image_id: str) -> str:
         try:
             check_image_id(image_id)
         except ValueError as e:
             raise PathEscape(str(e), image_uuid=image_id) from e
-        return self.root / manifest_relpath(image_id)
+        return manifest_relpath(image_id)
 
-    def new_tmp(self, hint: str, token: str | None = None) -> Path:
-        """A temporary name; one ending in an add's token is kept by GC while it runs."""
-        return self.root / layout.TMP / f"{hint}.{token or uuid.uuid4().hex}"
+    def manifest_path(self, image_id: str) -> Path:
+        return self.root / self._manifest_rel(image_id)
+
+    @contextlib.contextmanager
+    def workdir(self, token: str | None = None) -> Iterator[Path]:
+        """A private directory for work files (under ``tmp/``, named after ``token``
+        so GC spares it while the add runs); removed with its content on exit."""
+        with self.fs.private_dir(layout.TMP, f"work.{token or uuid.uuid4().hex}") as d:
+            yield d
+
+    def write_file(self, rel: str, data: bytes) -> None:
+        """Write ``rel`` atomically: a private work file, fsynced, renamed into place."""
+        with self.workdir() as work:
+            tmp = work / "file"
+            tmp.write_bytes(data)
+            fsync_file(tmp)
+            self.fs.publish(tmp, rel)
 
     # -- chunks -------------------------------------------------------------
 
     def touch_chunk(self, digest: str) -> bool:
         """True if the chunk is stored; refreshes its mtime so GC's grace covers a reuse."""
-        try:
-            os.utime(self.chunk_path(digest))
-            return True
-        except FileNotFoundError:
-            return False
+        return self.fs.touch(chunk_relpath(digest))
 
     def has_chunk(self, digest: str) -> bool:
-        return self.chunk_path(digest).exists()
+        return self.fs.lstat(chunk_relpath(digest)) is not None
+
+    def read_chunk(self, digest: str) -> bytes:
+        return self.fs.read(chunk_relpath(digest))
+
+    def chunk_sha256(self, digest: str) -> str:
+        """The sha256 of the stored chunk's bytes (read without following links)."""
+        with os.fdopen(self.fs.open(chunk_relpath(digest)), "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+
+    def link_chunk(self, digest: str, dst: Path) -> None:
+        """Hard-link the stored chunk into a private work dir (its inode, never a link's target)."""
+        self.fs.link_out(chunk_relpath(digest), dst)
 
     @contextlib.contextmanager
     def pending(self, token: str | None = None) -> Iterator[Pending]:
@@ -208,9 +241,9 @@ class ImageStore:
     # -- manifests ----------------------------------------------------------
 
     def read_manifest(self, image_id: str) -> Manifest:
-        path = self.manifest_path(image_id)
+        rel = self._manifest_rel(image_id)
         try:
-            return Manifest.loads(path.read_bytes())
+            return Manifest.loads(self.fs.read(rel))
         except FileNotFoundError as e:
             raise ImageNotFound(image_uuid=image_id) from e
 
@@ -223,7 +256,7 @@ class ImageStore:
     def write_manifest(self, m: Manifest) -> bool:
         """Publish ``m`` after checking its chunks are stored; False if the same
         image was already there, :class:`ImageExists` if another one is."""
-        path = self.manifest_path(m.image_id)
+        rel = self._manifest_rel(m.image_id)
         with self.lock:
             existing = self.find_manifest(m.image_id)
             if existing is not None:
@@ -233,46 +266,46 @@ class ImageStore:
             missing = [d for d in m.unique_digests() if not self.has_chunk(d)]
             if missing:
                 raise FileNotFoundError(f"chunks missing before publishing {m.image_id}: {missing[:3]}")
-            tmp = self.new_tmp(f"{m.image_id}.json")
-            tmp.write_bytes(m.dumps())
-            fsync_file(tmp)
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
+            self.write_file(rel, m.dumps())
             return True
 
     def delete_manifest(self, image_id: str) -> bool:
-        path = self.manifest_path(image_id)
+        rel = self._manifest_rel(image_id)
         with self.lock:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                return False
-            fsync_dir(path.parent)
-            return True
+            return self.fs.unlink(rel)
 
     def manifests(self) -> list[Manifest]:
         out: list[Manifest] = []
-        for p in sorted((self.root / layout.MANIFESTS).glob("*.json")):
+        with self.fs.scandir(layout.MANIFESTS) as it:
+            names = sorted(e.name for e in it if e.name.endswith(".json"))
+        for name in names:
             try:
-                out.append(Manifest.loads(p.read_bytes()))
-            except (ValueError, OSError):
-                log.warning("unreadable manifest %s", p)
+                out.append(Manifest.loads(self.fs.read(f"{layout.MANIFESTS}/{name}")))
+            except (ValueError, OSError, LinkRefused):
+                log.warning("unreadable manifest %s", name)
         return out
 
     # -- verify, gc, capacity ----------------------------------------------------
 
-    def iter_chunks(self) -> Iterator[os.DirEntry[str]]:
+    def iter_chunks(self) -> Iterator[tuple[int, os.DirEntry[str]]]:
+        """Each chunk entry with the fd of its directory (valid while iterating)."""
         for i in range(256):
-            d = self.root / layout.CHUNKS / f"{i:02x}"
-            with contextlib.suppress(FileNotFoundError), os.scandir(d) as it:
-                yield from (e for e in it if layout.DIGEST_RE.fullmatch(e.name))
+            try:
+                fd = self.fs.open_dir(f"{layout.CHUNKS}/{i:02x}")
+            except FileNotFoundError:
+                continue
+            try:
+                with os.scandir(fd) as it:
+                    yield from ((fd, e) for e in it if layout.DIGEST_RE.fullmatch(e.name))
+            finally:
+                os.close(fd)
 
     def verify(self, image_ids: Iterable[str] | None = None, ctx: TaskContext | None = None) -> VerifyResult:
         """Re-hash every chunk (or those of ``image_ids``) and check every manifest's chunks exist."""
         res = VerifyResult()
         if image_ids is None:
             manifests = self.manifests()
-            digests: set[str] = {e.name for e in self.iter_chunks()}
+            digests: set[str] = {e.name for _, e in self.iter_chunks()}
         else:
             manifests = [self.read_manifest(i) for i in image_ids]
             digests = set()
@@ -285,10 +318,12 @@ class ImageStore:
                 ctx.check()
                 ctx.progress(done=n, total=len(digests), unit="chunks", stage="verify")
             try:
-                if file_sha256(self.chunk_path(d)) != d:
+                if self.chunk_sha256(d) != d:
                     bad.add(d)
             except FileNotFoundError:
                 missing.add(d)
+            except LinkRefused:
+                bad.add(d)
             res.chunks_checked += 1
         for m in manifests:
             res.images_checked += 1
@@ -300,42 +335,51 @@ class ImageStore:
 
     def gc(self, grace: float, stale: float, active_tokens: set[str] | None = None) -> GcResult:
         """Remove unreferenced chunks older than ``grace`` seconds and temporary
-        files older than ``stale`` seconds (never those of ``active_tokens``)."""
+        files older than ``stale`` seconds (never those of ``active_tokens``).
+        Links planted in the store are removed like stale files, never followed."""
         res = GcResult()
         active = active_tokens or set()
         now = time.time()
         with self.lock:
             keep: set[str] = set()
-            for p in (self.root / layout.PENDING).iterdir():
-                if p.name not in active and now - p.stat().st_mtime > stale:
-                    p.unlink(missing_ok=True)
+            with self.fs.scandir(layout.PENDING) as it:
+                pending = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+            for name, st in pending:
+                rel = f"{layout.PENDING}/{name}"
+                if not stat.S_ISREG(st.st_mode) or (name not in active and now - st.st_mtime > stale):
+                    self.fs.unlink(rel)
                     res.temp_files_removed += 1
                     continue
                 with contextlib.suppress(FileNotFoundError):
-                    keep.update(p.read_text().split())
+                    keep.update(self.fs.read(rel).decode(errors="replace").split())
             for m in self.manifests():
                 keep.update(m.unique_digests())
-            for e in self.iter_chunks():
-                st = e.stat()
-                if e.name in keep or now - st.st_mtime < grace:
+            for fd, e in self.iter_chunks():
+                st = e.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and (e.name in keep or now - st.st_mtime < grace):
                     res.chunks_kept += 1
                     continue
-                os.unlink(e.path)
+                os.unlink(e.name, dir_fd=fd)
                 res.chunks_removed += 1
-                res.bytes_freed += st.st_size
-            for p in (self.root / layout.TMP).iterdir():
-                if any(p.name.endswith(t) for t in active):
+                res.bytes_freed += st.st_size if stat.S_ISREG(st.st_mode) else 0
+            with self.fs.scandir(layout.TMP) as it:
+                tmp = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+            for name, st in tmp:
+                if any(name.endswith(t) for t in active) or now - st.st_mtime <= stale:
                     continue
-                if now - p.lstat().st_mtime > stale:
-                    if p.is_dir():
-                        shutil.rmtree(p, ignore_errors=True)
-                    else:
-                        p.unlink(missing_ok=True)
-                    res.temp_files_removed += 1
+                rel = f"{layout.TMP}/{name}"
+                if stat.S_ISDIR(st.st_mode):
+                    self.fs.rmtree(rel)
+                else:
+                    self.fs.unlink(rel)
+                res.temp_files_removed += 1
         return res
 
     def capacity(self) -> tuple[int, int, int]:
         """(total, available, bytes of chunk files) of the store's filesystem."""
         st = os.statvfs(self.root)
-        used = sum(e.stat().st_size for e in self.iter_chunks())
+        used = 0
+        for _, e in self.iter_chunks():
+            est = e.stat(follow_symlinks=False)
+            used += est.st_size if stat.S_ISREG(est.st_mode) else 0
         return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize, used

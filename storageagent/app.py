@@ -42,6 +42,12 @@ class Config(AgentConfig):
     convert_timeout: float = Field(default=6 * 3600, gt=0, description="seconds for one conversion or copy")
     download_timeout: float = Field(default=6 * 3600, gt=0, description="seconds for one image download")
     http_read_timeout: float = Field(default=60, gt=0, description="seconds a download may stall")
+    download_allow_local: bool = Field(
+        default=False,
+        description="let http(s) image downloads (and their redirects) reach loopback, link-local "
+        "and metadata addresses (127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10); for single-host "
+        "labs and tests whose image server runs on 127.0.0.1",
+    )
     sftp_key_file: Path | None = Field(default=None, description="private key for SFTP backup storage")
     sftp_known_hosts: Path | None = Field(default=None, description="known_hosts for SFTP backup storage")
 

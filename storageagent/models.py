@@ -270,9 +270,17 @@ class CreateVolumeFromTemplateCmd(StorageCmd):
 
 
 class VolumeCmd(StorageCmd):
-    """A command on one volume."""
+    """A command on one volume.
+
+    ``volumeFormat`` is the volume's format as the controller recorded it when it
+    made the volume. The agent hands it to qemu-img (``-f``) and never probes:
+    the first bytes of a raw volume are the guest's, and a qcow2 header written
+    there would make a probing qemu-img read the host file it names.
+    """
 
     install_path: InstallPath
+    volume_format: VolumeFormat = Field(
+        default="qcow2", description="the volume's format as recorded when it was made")
 
 
 class DeleteVolumeCmd(VolumeCmd):

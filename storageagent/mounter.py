@@ -64,11 +64,20 @@ class Mounter(Protocol):
         ...
 
 
+#: always appended to an NFS mount's options (the last of conflicting options wins)
+FORCED_NFS_OPTIONS = ("nosuid", "nodev")
+
+
 class NfsMounter:
-    """The kernel NFS client: ``mount -t nfs -o vers=V,OPTS server:/path TARGET``."""
+    """The kernel NFS client: ``mount -t nfs -o vers=V,OPTS,nosuid,nodev server:/path TARGET``.
+
+    ``nosuid,nodev`` come last, so that no option of the command undoes them: a
+    setuid binary or a device node planted on the export (by the file server or
+    any other host mounting it) must not work on this host, where root runs.
+    """
 
     def mount(self, ctx: TaskContext, url: str, version: str, options: list[str], target: Path) -> None:
-        opts = ",".join([f"vers={version}", *options])
+        opts = ",".join([f"vers={version}", *options, *FORCED_NFS_OPTIONS])
         ctx.run(["mount", "-t", "nfs", "-o", opts, url, str(target)], timeout=MOUNT_TIMEOUT)
 
     def unmount(self, ctx: TaskContext, target: Path) -> None:

@@ -4,7 +4,8 @@ Scanning a storage for "which files are backed by X" must be cheap (it runs
 before every delete and evict), so it reads the 32-byte qcow2 header and the
 backing file name directly, per the qcow2 specification (docs/interop/qcow2.txt
 in QEMU): magic, version, backing_file_offset, backing_file_size, cluster_bits,
-size, all big-endian.
+size, all big-endian; for version 3 also the incompatible feature bits at
+offset 72, whose bit 2 says the data lives in an external data file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 
 MAGIC = b"QFI\xfb"
 _HEADER = struct.Struct(">4sIQIIQ")
+_INCOMPATIBLE = struct.Struct(">Q")
+INCOMPATIBLE_OFFSET = 72
+DATA_FILE_BIT = 1 << 2
 MAX_BACKING_NAME = 1023
 
 
@@ -27,6 +31,8 @@ class Qcow2Header:
     version: int
     virtual_size: int
     backing_file: str | None
+    #: the guest data lives in another file the header names (qcow2 v3 ``data_file``)
+    external_data_file: bool = False
 
 
 def read_header(path: Path) -> Qcow2Header | None:
@@ -39,11 +45,18 @@ def read_header(path: Path) -> Qcow2Header | None:
             magic, version, bf_off, bf_size, _cluster_bits, size = _HEADER.unpack(raw)
             if magic != MAGIC:
                 return None
+            external = False
+            if version >= 3:
+                f.seek(INCOMPATIBLE_OFFSET)
+                bits = f.read(_INCOMPATIBLE.size)
+                # a short v3 header is malformed: assume the worst
+                external = len(bits) < _INCOMPATIBLE.size or bool(
+                    _INCOMPATIBLE.unpack(bits)[0] & DATA_FILE_BIT)
             backing = None
             if bf_off and 0 < bf_size <= MAX_BACKING_NAME:
                 f.seek(bf_off)
                 backing = f.read(bf_size).decode("utf-8", errors="replace")
-            return Qcow2Header(version, size, backing)
+            return Qcow2Header(version, size, backing, external)
     except (IsADirectoryError, FileNotFoundError, PermissionError):
         return None
 

@@ -3,6 +3,14 @@
 :class:`ImageTool` is the narrow interface the plugins use; :class:`QemuImg`
 is the real implementation (always through the task's runner, always with a
 timeout). Unit tests substitute an in-process fake.
+
+Every call names the format of the file it opens (``-f``), taken from what the
+caller knows (the controller's record, the command, the cache's metadata):
+qemu-img never probes. Probing a raw volume whose first bytes the guest wrote
+as a qcow2 header would make a root qemu-img follow the backing file that
+header names. A file of a chain that keeps its data in an external data file
+is refused outright: kvmcloud never makes one, and the name could be any file
+of the host.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agentcore.errors import ProcessFailed
+from agentcore.errors import InvalidRequest, ProcessFailed
 from agentcore.task import TaskContext
 
 QUICK_TIMEOUT = 120.0
@@ -31,13 +39,16 @@ class ImageInfo:
     actual_size: int
     backing_filename: str | None = None
     backing_format: str | None = None
+    #: a qcow2 external data file (``data-file``); never set on what info_chain returns
+    data_file: str | None = None
 
 
 class ImageTool(Protocol):
     """What the storage agent needs from an image tool."""
 
-    def info_chain(self, ctx: TaskContext, path: Path) -> list[ImageInfo]:
-        """The file and its backing files, the file first."""
+    def info_chain(self, ctx: TaskContext, path: Path, fmt: str) -> list[ImageInfo]:
+        """The file (of format ``fmt``) and its backing files, the file first.
+        Refuses a chain in which a file has an external data file."""
         ...
 
     def create(
@@ -49,10 +60,10 @@ class ImageTool(Protocol):
         ...
 
     def convert(
-        self, ctx: TaskContext, src: Path, dst: Path, fmt: str, *,
+        self, ctx: TaskContext, src: Path, dst: Path, fmt: str, *, src_fmt: str,
         compress: bool = False, timeout: float, on_progress: Callable[[int], None] | None = None,
     ) -> None:
-        """Copy ``src`` (flattening its chain) into a new ``dst`` of ``fmt``."""
+        """Copy ``src`` (of format ``src_fmt``, flattening its chain) into a new ``dst`` of ``fmt``."""
         ...
 
     def resize(self, ctx: TaskContext, path: Path, fmt: str, size: int, shrink: bool) -> None: ...
@@ -63,7 +74,7 @@ class ImageTool(Protocol):
         ``unsafe``: only rewrite the backing file name (the same file under a new name)."""
         ...
 
-    def check(self, ctx: TaskContext, path: Path) -> dict[str, Any]: ...
+    def check(self, ctx: TaskContext, path: Path, fmt: str) -> dict[str, Any]: ...
 
 
 class QemuImg:
@@ -75,22 +86,12 @@ class QemuImg:
     def _run(self, ctx: TaskContext, args: list[str], timeout: float = QUICK_TIMEOUT) -> str:
         return ctx.run([self.binary, *args], timeout=timeout).stdout
 
-    def info_chain(self, ctx: TaskContext, path: Path) -> list[ImageInfo]:
-        out = self._run(ctx, ["info", "-U", "--backing-chain", "--output=json", str(path)])
+    def info_chain(self, ctx: TaskContext, path: Path, fmt: str) -> list[ImageInfo]:
+        out = self._run(ctx, ["info", "-U", "-f", fmt, "--backing-chain", "--output=json", str(path)])
         data = json.loads(out)
-        if isinstance(data, dict):
-            data = [data]
-        return [
-            ImageInfo(
-                filename=d["filename"],
-                format=d["format"],
-                virtual_size=int(d["virtual-size"]),
-                actual_size=int(d.get("actual-size", 0)),
-                backing_filename=d.get("full-backing-filename") or d.get("backing-filename"),
-                backing_format=d.get("backing-filename-format"),
-            )
-            for d in data
-        ]
+        chain = [parse_info(d) for d in (data if isinstance(data, list) else [data])]
+        refuse_data_files(chain)
+        return chain
 
     def create(
         self, ctx: TaskContext, path: Path, fmt: str, size: int,
@@ -102,10 +103,10 @@ class QemuImg:
         self._run(ctx, [*args, str(path), str(size)])
 
     def convert(
-        self, ctx: TaskContext, src: Path, dst: Path, fmt: str, *,
+        self, ctx: TaskContext, src: Path, dst: Path, fmt: str, *, src_fmt: str,
         compress: bool = False, timeout: float, on_progress: Callable[[int], None] | None = None,
     ) -> None:
-        args = ["convert", "-U", "-O", fmt]
+        args = ["convert", "-U", "-f", src_fmt, "-O", fmt]
         if compress and fmt == "qcow2":
             args.append("-c")
         done = threading.Event()
@@ -135,14 +136,39 @@ class QemuImg:
             args += ["-F", backing_fmt or "qcow2"]
         self._run(ctx, [*args, str(path)], timeout=timeout)
 
-    def check(self, ctx: TaskContext, path: Path) -> dict[str, Any]:
-        res = ctx.run([self.binary, "check", "-U", "--output=json", str(path)],
+    def check(self, ctx: TaskContext, path: Path, fmt: str) -> dict[str, Any]:
+        res = ctx.run([self.binary, "check", "-U", "-f", fmt, "--output=json", str(path)],
                       timeout=QUICK_TIMEOUT, check=False)
         # exit 2 and 3 report corruption or leaks in the JSON; 1 means it could not check
         if res.returncode == 1 or not res.stdout.strip():
             raise ProcessFailed("qemu-img check failed", stderr=res.stderr[-2000:])
         result: dict[str, Any] = json.loads(res.stdout)
         return result
+
+
+def parse_info(d: dict[str, Any]) -> ImageInfo:
+    """One file of ``qemu-img info --output=json``."""
+    specific = d.get("format-specific")
+    data = specific.get("data") if isinstance(specific, dict) else None
+    data_file = data.get("data-file") if isinstance(data, dict) else None
+    return ImageInfo(
+        filename=d["filename"],
+        format=d["format"],
+        virtual_size=int(d["virtual-size"]),
+        actual_size=int(d.get("actual-size", 0)),
+        backing_filename=d.get("full-backing-filename") or d.get("backing-filename"),
+        backing_format=d.get("backing-filename-format"),
+        data_file=str(data_file) if data_file else None,
+    )
+
+
+def refuse_data_files(chain: list[ImageInfo]) -> None:
+    """INVALID_REQUEST when a file of ``chain`` keeps its data in an external file:
+    qemu-img and QEMU would read whatever file of the host the header names."""
+    for info in chain:
+        if info.data_file:
+            raise InvalidRequest("an image with an external data file is refused",
+                                 image=os.path.basename(info.filename), dataFile=info.data_file)
 
 
 def _watch(path: Path, done: threading.Event, report: Callable[[int], None]) -> None:

@@ -43,15 +43,23 @@ def _store(mod: ModuleType, t: SftpTarget, key: Path, known: Path) -> Any:
     return mod.StoreClient(mod.SftpTarget(t.host, t.port, t.user, t.store_root), key, known)
 
 
-def fetcher(config: Config, source: SftpSource) -> Fetcher:
-    """Fetch an image of the store into a file (the client verifies the chunks)."""
+def fetcher(config: Config, source: SftpSource, digest: str | None = None) -> Fetcher:
+    """Fetch an image of the store into a file.
+
+    The client verifies every chunk and hashes the whole file as it writes
+    it; the digest handed back is that hash, never the store manifest's
+    claim, so :meth:`ImageCache.fill` compares the bytes themselves with the
+    controller's digest. With ``digest`` (``sha256:<hex>``, the command's) the
+    client also refuses a manifest that names another digest before any chunk
+    moves, and fails with ``DIGEST_MISMATCH`` leaving no file.
+    """
     mod, key, known = _client(config, "source")
+    expected = digest.removeprefix("sha256:") if digest else None
 
     def fetch(ctx: TaskContext, dest: Path) -> Fetched:
         with _store(mod, source, key, known) as client:
-            got = client.fetch(source.image_id, dest, ctx=ctx)
-        digest = str(got.digest)
-        return Fetched(digest if digest.startswith("sha256:") else f"sha256:{digest}", int(got.size))
+            got = client.fetch(source.image_id, dest, ctx=ctx, expected_digest=expected)
+        return Fetched(f"sha256:{got.digest}", int(got.size))
 
     return fetch
 

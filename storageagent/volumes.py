@@ -5,19 +5,59 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agentcore.errors import Conflict, InUse, NotFound
+from agentcore.errors import Conflict, InUse, InvalidRequest, NotFound, PathEscape
 from agentcore.fsmode import SHARED, make_dirs
 from agentcore.task import TaskContext
 from storageagent.holders import holders
 from storageagent.layout import META_DIR, StorageRoot
 from storageagent.models import ChainEntry, VolumeInfo
-from storageagent.qcow2 import children_of
-from storageagent.qemuimg import ImageTool
+from storageagent.qcow2 import backing_path, children_of, read_header
+from storageagent.qemuimg import ImageInfo, ImageTool
 
 
-def volume_info(ctx: TaskContext, tool: ImageTool, sr: StorageRoot, path: Path) -> VolumeInfo:
-    """The volume and its backing chain, every path relative to the root."""
-    chain = tool.info_chain(ctx, path)
+def checked_chain(ctx: TaskContext, tool: ImageTool, sr: StorageRoot, path: Path,
+                  fmt: str) -> list[ImageInfo]:
+    """``path`` (of format ``fmt``) and its backing files, each inside the storage root.
+
+    The qcow2 headers are read first, without qemu-img, so that qemu-img never
+    opens a file a header names outside the root (a raw volume mistaken for
+    qcow2 carries a header the guest wrote), then qemu-img's answer is checked
+    again.
+    """
+    _confine_headers(sr, path, fmt)
+    chain = tool.info_chain(ctx, path, fmt)
+    for c in chain[1:]:
+        sr.relative(c.filename)  # PATH_OUTSIDE_ROOT
+    return chain
+
+
+def _confine_headers(sr: StorageRoot, path: Path, fmt: str) -> None:
+    seen: set[str] = set()
+    cur = path
+    while fmt == "qcow2":
+        h = read_header(cur)
+        if h is None:
+            return  # not qcow2 after all: qemu-img -f qcow2 says so
+        if h.external_data_file:
+            raise InvalidRequest("an image with an external data file is refused",
+                                 path=sr.relative(cur))
+        if not h.backing_file:
+            return
+        b = backing_path(cur, h)
+        if b is None:
+            raise PathEscape("a backing file is not a file of the storage", path=sr.relative(cur))
+        real = os.path.realpath(b)
+        sr.relative(real)  # PATH_OUTSIDE_ROOT
+        if real in seen:
+            raise InvalidRequest("the backing chain has a loop", path=sr.relative(cur))
+        seen.add(real)
+        cur = Path(real)
+
+
+def volume_info(ctx: TaskContext, tool: ImageTool, sr: StorageRoot, path: Path,
+                fmt: str) -> VolumeInfo:
+    """The volume (of format ``fmt``) and its backing chain, every path relative to the root."""
+    chain = checked_chain(ctx, tool, sr, path, fmt)
     top, rest = chain[0], chain[1:]
     return VolumeInfo(
         install_path=sr.relative(path),
@@ -32,9 +72,11 @@ def volume_info(ctx: TaskContext, tool: ImageTool, sr: StorageRoot, path: Path) 
     )
 
 
-def chain_files(ctx: TaskContext, tool: ImageTool, path: Path) -> list[tuple[Path, str]]:
+def chain_files(ctx: TaskContext, tool: ImageTool, sr: StorageRoot, path: Path,
+                fmt: str) -> list[tuple[Path, str]]:
     """(real path, format) of the backing files of ``path``, nearest first."""
-    return [(Path(os.path.realpath(c.filename)), c.format) for c in tool.info_chain(ctx, path)[1:]]
+    return [(Path(os.path.realpath(c.filename)), c.format)
+            for c in checked_chain(ctx, tool, sr, path, fmt)[1:]]
 
 
 def existing(path: Path, field: str, rel: str) -> Path:

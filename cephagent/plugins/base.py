@@ -20,6 +20,7 @@ class CephContext:
     pool: ConnectionPool
     work_dir: Path
     download_timeout: float = 60.0
+    download_allow_local: bool = False
     sftp_key_file: Path | None = None
     sftp_known_hosts: Path | None = None
     gate: SnapshotGate = field(default_factory=SnapshotGate)

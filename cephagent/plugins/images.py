@@ -54,6 +54,7 @@ class ImagePlugin(CephPlugin):
         added = download.add_image(
             ctx, store, str(cmd.url), cmd.pool, cmd.name, work_dir=self.ceph.work_dir,
             want_format=cmd.format, sha256=cmd.sha256, timeout=self.ceph.download_timeout,
+            allow_local=self.ceph.download_allow_local,
         )
         return _info(store, cmd.pool, cmd.name, source_format=added.source_format,
                      sha256=added.sha256, downloaded_bytes=added.downloaded)
@@ -87,11 +88,12 @@ class ImagePlugin(CephPlugin):
 
     @command("/import-from-sftp", lock=image_lock)
     def import_from_sftp(self, ctx: TaskContext, cmd: ImportFromSftpCmd) -> ImageInfoReply:
-        """Fetch image ``imageId`` from the SFTP backup storage (chunks verified) into
-        ``pool/name`` as raw; the SSH key and known_hosts are the agent's own."""
+        """Fetch image ``imageId`` from the SFTP backup storage into ``pool/name`` as raw:
+        every chunk and the whole image are verified, the whole against ``sha256``
+        (``DIGEST_MISMATCH`` otherwise); the SSH key and known_hosts are the agent's own."""
         store = self.store(ctx, cmd)
         self._refuse_existing(store, cmd.pool, cmd.name)
-        _, digest = sftp.import_image(ctx, store, _target(cmd), cmd.image_id, cmd.pool, cmd.name,
+        _, digest = sftp.import_image(ctx, store, _target(cmd), cmd.image_id, cmd.sha256, cmd.pool, cmd.name,
                                       self.ceph.work_dir, self.ceph.sftp_key_file,
                                       self.ceph.sftp_known_hosts)
         return _info(store, cmd.pool, cmd.name, sha256=digest)

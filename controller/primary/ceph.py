@@ -134,9 +134,12 @@ def _image_source(ps: PrimaryStorage, pool: str, name: str, image: Image, image_
         return "/ceph/image/add", cm.AddImageCmd(cluster=cluster, pool=pool, name=name,
                                                  url=image.url, sha256=sha)  # type: ignore[arg-type]
     if bs is not None and bs.type == "sftp":
+        if not image.digest:  # the store's own claim is never trusted: the agent checks the bytes
+            raise Conflict(f"image {image.uuid} has no recorded digest to check the store's copy by",
+                           imageUuid=image.uuid)
         return "/ceph/image/import-from-sftp", cm.ImportFromSftpCmd(
             cluster=cluster, pool=pool, name=name, host=bs.hostname, port=bs.port,
-            user=bs.username, store_root=bs.url, image_id=image_id)
+            user=bs.username, store_root=bs.url, image_id=image_id, sha256=digest.bare(image.digest))
     if bs is not None and bs.type == "ceph":  # a backup pool of the same cluster
         return "/ceph/image/cache", cm.CacheImageCmd(cluster=cluster, pool=pool, name=name,
                                                      src_pool=bs.url, src_name=image_id)

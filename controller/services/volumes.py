@@ -192,7 +192,7 @@ def create_image_action(ctl: Controller, uuid: str, body: sc.CreateImageAction) 
         mount_path = ps.mount_path or "/"
         call(ctl, ctx, storage_agent(host), "/storage/volume/create-template", sm.CreateTemplateCmd(
             storage_uuid=ps.uuid, mount_path=mount_path, install_path=vol.install_path or "",
-            template_path=template))
+            volume_format=vol.format, template_path=template))  # type: ignore[arg-type]
         try:
             reply = call(ctl, ctx, storage_agent(host), "/storage/volume/upload-template",
                          sm.UploadTemplateCmd(

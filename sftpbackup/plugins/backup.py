@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from agentcore import __version__
@@ -25,7 +24,7 @@ from sftpbackup.models import (
     VerifyReply,
 )
 from sftpbackup.service import BackupService
-from sftpbackup.store import ImageStore, fsync_file
+from sftpbackup.store import ImageStore
 
 CATALOGUE = "catalogue.json"
 
@@ -89,10 +88,7 @@ class BackupPlugin(Plugin):
         """Write ``catalogue.json`` (every image of the store) atomically and return it."""
         store = self.service.store(cmd)
         images = [m.info() for m in store.manifests()]
-        tmp = store.new_tmp(CATALOGUE)
-        tmp.write_text(json.dumps([i.wire() for i in images], indent=1))
-        fsync_file(tmp)
-        os.replace(tmp, store.root / CATALOGUE)
+        store.write_file(CATALOGUE, json.dumps([i.wire() for i in images], indent=1).encode())
         return CatalogueReply(images=images)
 
     @command("/catalogue/import")

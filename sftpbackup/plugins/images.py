@@ -15,6 +15,7 @@ from sftpbackup.models import (
     ImageCommand,
     ImageInfoCmd,
     ImageInfoReply,
+    PullImageCmd,
     TransferImageCmd,
     TransferReply,
 )
@@ -80,11 +81,14 @@ class ImagePlugin(Plugin):
             return _transfer_reply(replicate.push(store, cmd.image_uuid, client, ctx))
 
     @command("/pull", lock=_image_key)
-    def pull(self, ctx: TaskContext, cmd: TransferImageCmd) -> TransferReply:
+    def pull(self, ctx: TaskContext, cmd: PullImageCmd) -> TransferReply:
         """Pull an image from another store over SFTP, getting only the chunks this one lacks.
 
-        Every received chunk is re-hashed before it is stored; an interrupted
-        pull resumes where it stopped."""
+        Every received chunk is re-hashed before it is stored, and the whole
+        image must hash to ``sha256`` before its manifest is written
+        (``DIGEST_MISMATCH`` otherwise); an interrupted pull resumes where it
+        stopped."""
         store = self.service.store(cmd)
         with self.service.activity() as token, self.service.client(cmd.remote) as client:
-            return _transfer_reply(replicate.pull(store, cmd.image_uuid, client, ctx, token))
+            return _transfer_reply(replicate.pull(store, cmd.image_uuid, client, ctx, token,
+                                                          cmd.sha256))

@@ -39,13 +39,15 @@ class CachePlugin(Plugin):
         """
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
         cache = ImageCache(sr, self.svc.tool)
-        img, downloaded = cache.fill(ctx, cmd.image_id, cmd.digest, cmd.size, self._fetcher(cmd.source))
+        img, downloaded = cache.fill(ctx, cmd.image_id, cmd.digest, cmd.size,
+                                     self._fetcher(cmd.source, cmd.size))
         return CacheImageReply(image=img, downloaded=downloaded)
 
-    def _fetcher(self, source: HttpSource | SftpSource) -> Fetcher:
+    def _fetcher(self, source: HttpSource | SftpSource, size: int | None) -> Fetcher:
         cfg = self.svc.config
         if isinstance(source, HttpSource):
-            return http_fetcher(source.url, cfg.http_read_timeout, cfg.download_timeout)
+            return http_fetcher(source.url, cfg.http_read_timeout, cfg.download_timeout,
+                                allow_local=cfg.download_allow_local, max_bytes=size)
         return sftp.fetcher(cfg, source)
 
     @command("/cache/list")

@@ -20,10 +20,12 @@ from agentcore.errors import InvalidRequest
 from agentcore.fsmode import SHARED, make_dirs
 from agentcore.plugin import Plugin, command
 from agentcore.task import TaskContext
+from storageagent.layout import StorageRoot
 from storageagent.models import (
     CreateSnapshotCmd,
     MergeSnapshotsCmd,
     RevertSnapshotCmd,
+    VolumeCmd,
     VolumeReply,
     volume_key,
 )
@@ -32,6 +34,7 @@ from storageagent.volumes import (
     absent,
     backing_name,
     chain_files,
+    checked_chain,
     existing,
     install,
     refuse_if_backing,
@@ -61,11 +64,9 @@ class SnapshotPlugin(Plugin):
                       cmd.snapshot_path)
         refuse_if_open(vol, cmd.install_path)
         refuse_if_backing(sr, vol, cmd.install_path)
-        top = tool.info_chain(ctx, vol)[0]
-        if top.format != "qcow2":
-            raise InvalidRequest("only qcow2 volumes can be snapshotted", field="installPath",
-                                 format=top.format)
-        backing = chain_files(ctx, tool, vol)
+        _require_qcow2(cmd)
+        top = checked_chain(ctx, tool, sr, vol, "qcow2")[0]
+        backing = chain_files(ctx, tool, sr, vol, "qcow2")
         tmp = sr.tmp_file("overlay")
         make_dirs(snap.parent, SHARED)
         os.rename(vol, snap)
@@ -84,12 +85,12 @@ class SnapshotPlugin(Plugin):
                     tool.rebase(ctx, snap, backing_name(b, vol.parent), bfmt, 60, unsafe=True)
                 os.rename(snap, vol)
             raise
-        return VolumeReply(volume=volume_info(ctx, tool, sr, vol))
+        return VolumeReply(volume=volume_info(ctx, tool, sr, vol, "qcow2"))
 
-    def _in_chain(self, ctx: TaskContext, vol: Path, target: Path, field: str,
+    def _in_chain(self, ctx: TaskContext, sr: StorageRoot, vol: Path, target: Path, field: str,
                   rel: str) -> tuple[Path, str]:
         real = Path(os.path.realpath(target))
-        for path, fmt in chain_files(ctx, self.svc.tool, vol):
+        for path, fmt in chain_files(ctx, self.svc.tool, sr, vol, "qcow2"):
             if path == real:
                 return path, fmt
         raise InvalidRequest(f"{field} is not in the volume's backing chain", field=field, path=rel)
@@ -102,18 +103,19 @@ class SnapshotPlugin(Plugin):
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
         tool = self.svc.tool
         vol = existing(sr.resolve_volume(cmd.install_path), "installPath", cmd.install_path)
+        _require_qcow2(cmd)
         snap_rel = sr.resolve(cmd.snapshot_path, "snapshotPath")
-        snap, fmt = self._in_chain(ctx, vol, snap_rel, "snapshotPath", cmd.snapshot_path)
+        snap, fmt = self._in_chain(ctx, sr, vol, snap_rel, "snapshotPath", cmd.snapshot_path)
         refuse_if_open(vol, cmd.install_path)
         refuse_if_backing(sr, vol, cmd.install_path)
-        size = tool.info_chain(ctx, snap)[0].virtual_size
+        size = tool.info_chain(ctx, snap, fmt)[0].virtual_size
         tmp = sr.tmp_file("revert")
         try:
             tool.create(ctx, tmp, "qcow2", size, backing_name(snap, vol.parent), fmt)
             install(tmp, vol)
         finally:
             tmp.unlink(missing_ok=True)
-        return VolumeReply(volume=volume_info(ctx, tool, sr, vol))
+        return VolumeReply(volume=volume_info(ctx, tool, sr, vol, "qcow2"))
 
     @command("/merge", lock=lambda c: volume_key(c.storage_uuid, c.install_path))
     def merge(self, ctx: TaskContext, cmd: MergeSnapshotsCmd) -> VolumeReply:
@@ -124,14 +126,22 @@ class SnapshotPlugin(Plugin):
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
         tool = self.svc.tool
         vol = existing(sr.resolve_volume(cmd.install_path), "installPath", cmd.install_path)
+        _require_qcow2(cmd)
         base: tuple[Path, str] | None = None
         if cmd.base_path is not None:
             b = sr.resolve(cmd.base_path, "basePath")
-            base = self._in_chain(ctx, vol, b, "basePath", cmd.base_path)
+            base = self._in_chain(ctx, sr, vol, b, "basePath", cmd.base_path)
         refuse_if_open(vol, cmd.install_path)
         if base is None:
             tool.rebase(ctx, vol, None, None, self.svc.config.convert_timeout)
         else:
             tool.rebase(ctx, vol, backing_name(base[0], vol.parent), base[1],
                         self.svc.config.convert_timeout)
-        return VolumeReply(volume=volume_info(ctx, tool, sr, vol))
+        return VolumeReply(volume=volume_info(ctx, tool, sr, vol, "qcow2"))
+
+
+def _require_qcow2(cmd: VolumeCmd) -> None:
+    """Snapshots are qcow2 overlays: a volume recorded as another format has none."""
+    if cmd.volume_format != "qcow2":
+        raise InvalidRequest("only qcow2 volumes have snapshots", field="volumeFormat",
+                             format=cmd.volume_format)

@@ -34,6 +34,7 @@ from storageagent.service import StorageService
 from storageagent.volumes import (
     absent,
     backing_name,
+    checked_chain,
     existing,
     install,
     refuse_if_backing,
@@ -110,7 +111,7 @@ class VolumePlugin(Plugin):
             install(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
-        return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, dest))
+        return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, dest, cmd.format))
 
     @command("/create-from-template", lock=lambda c: volume_key(c.storage_uuid, c.install_path))
     def create_from_template(self, ctx: TaskContext, cmd: CreateVolumeFromTemplateCmd) -> VolumeReply:
@@ -119,16 +120,20 @@ class VolumePlugin(Plugin):
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
         dest = absent(sr.resolve_volume(cmd.install_path), "installPath", cmd.install_path)
         with self.svc.using_image(cmd.storage_uuid, cmd.image_id):
-            _, base, _fmt, vsize = self._cached(sr, cmd.image_id)
+            _, base, base_fmt, vsize = self._cached(sr, cmd.image_id)
             if cmd.size is not None and cmd.size < vsize:
                 raise InvalidRequest("size is smaller than the image's virtual size",
                                      field="size", size=cmd.size, imageVirtualSize=vsize)
-            self._convert(ctx, base, sr, dest, "qcow2", False, grow_to=cmd.size)
-        return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, dest))
+            self._convert(ctx, sr, base, base_fmt, sr, dest, "qcow2", False, grow_to=cmd.size)
+        return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, dest, "qcow2"))
 
-    def _convert(self, ctx: TaskContext, src: Path, dst_sr: StorageRoot, dest: Path, fmt: str,
-                 compress: bool, grow_to: int | None = None) -> None:
-        total = sum(c.actual_size for c in self.svc.tool.info_chain(ctx, src)) or None
+    def _convert(self, ctx: TaskContext, src_sr: StorageRoot, src: Path, src_fmt: str,
+                 dst_sr: StorageRoot, dest: Path, fmt: str, compress: bool,
+                 grow_to: int | None = None) -> None:
+        """Flatten ``src`` (read as ``src_fmt``, never probed; its chain inside its
+        storage) into a new ``dest`` of ``fmt``."""
+        chain = checked_chain(ctx, self.svc.tool, src_sr, src, src_fmt)
+        total = sum(c.actual_size for c in chain) or None
         tmp = dst_sr.tmp_file("convert")
 
         def progress(done: int) -> None:
@@ -136,7 +141,7 @@ class VolumePlugin(Plugin):
                          stage="convert", done=done, total=total, unit="bytes")
 
         try:
-            self.svc.tool.convert(ctx, src, tmp, fmt, compress=compress,
+            self.svc.tool.convert(ctx, src, tmp, fmt, src_fmt=src_fmt, compress=compress,
                                   timeout=self.svc.config.convert_timeout, on_progress=progress)
             if grow_to is not None:
                 self.svc.tool.resize(ctx, tmp, fmt, grow_to, shrink=False)
@@ -167,7 +172,7 @@ class VolumePlugin(Plugin):
         """Format, virtual size, actual size and backing chain of a file of the storage."""
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
         path = existing(sr.resolve(cmd.install_path), "installPath", cmd.install_path)
-        return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, path))
+        return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, path, cmd.volume_format))
 
     @command("/resize", lock=lambda c: volume_key(c.storage_uuid, c.install_path))
     def resize(self, ctx: TaskContext, cmd: ResizeVolumeCmd) -> VolumeReply:
@@ -176,14 +181,15 @@ class VolumePlugin(Plugin):
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
         path = existing(sr.resolve_volume(cmd.install_path), "installPath", cmd.install_path)
         refuse_if_open(path, cmd.install_path)
-        top = self.svc.tool.info_chain(ctx, path)[0]
+        fmt = cmd.volume_format
+        top = checked_chain(ctx, self.svc.tool, sr, path, fmt)[0]
         shrink = cmd.size < top.virtual_size
         if shrink and not cmd.force:
             raise InvalidRequest("size is below the volume's virtual size; set force to shrink",
                                  field="size", size=cmd.size, virtualSize=top.virtual_size)
         if cmd.size != top.virtual_size:
-            self.svc.tool.resize(ctx, path, top.format, cmd.size, shrink=shrink)
-        return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, path))
+            self.svc.tool.resize(ctx, path, fmt, cmd.size, shrink=shrink)
+        return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, path, fmt))
 
     @command("/create-template", lock=lambda c: [volume_key(c.storage_uuid, c.install_path),
                                                   volume_key(c.storage_uuid, c.template_path)])
@@ -196,8 +202,8 @@ class VolumePlugin(Plugin):
         dest = absent(sr.resolve_volume(cmd.template_path, "templatePath"), "templatePath",
                       cmd.template_path)
         refuse_if_open(src, cmd.install_path)
-        self._convert(ctx, src, sr, dest, cmd.format, cmd.compress)
-        return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, dest))
+        self._convert(ctx, sr, src, cmd.volume_format, sr, dest, cmd.format, cmd.compress)
+        return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, dest, cmd.format))
 
     @command("/upload-template", lock=lambda c: volume_key(c.storage_uuid, c.install_path))
     def upload_template(self, ctx: TaskContext, cmd: UploadTemplateCmd) -> UploadTemplateReply:
@@ -219,6 +225,6 @@ class VolumePlugin(Plugin):
         dest = absent(dst_sr.resolve_volume(cmd.dst_install_path, "dstInstallPath"),
                       "dstInstallPath", cmd.dst_install_path)
         refuse_if_open(src, cmd.install_path)
-        fmt = self.svc.tool.info_chain(ctx, src)[0].format
-        self._convert(ctx, src, dst_sr, dest, fmt, False)
-        return VolumeReply(volume=volume_info(ctx, self.svc.tool, dst_sr, dest))
+        fmt = cmd.volume_format  # the copy keeps the recorded format
+        self._convert(ctx, sr, src, fmt, dst_sr, dest, fmt, False)
+        return VolumeReply(volume=volume_info(ctx, self.svc.tool, dst_sr, dest, fmt))

@@ -189,7 +189,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ceph-") as tmp:
         workdir = Path(tmp)
         agent = AgentProcess(python_agent("cephagent.app"), workdir, extra={
-            "keyring_dirs": [env["CEPH_DIR"]], "workers": 32, "log_level": "WARNING"}).start()
+            "keyring_dirs": [env["CEPH_DIR"]], "workers": 32, "log_level": "WARNING",
+            "download_allow_local": True}).start()
         try:
             cluster = {"monitors": env["CEPH_MONITORS"].split(","), "user": env["CEPH_AGENT_USER"],
                        "keyring": env["CEPH_AGENT_KEYRING"]}

@@ -165,6 +165,7 @@ def main() -> None:
             (work / "agent").mkdir()
             agent = AgentProcess(python_agent("sftpbackup.app"), work / "agent", extra={
                 "sftp_key_file": key, "sftp_known_hosts": known, "file_url_roots": [work / "files"],
+                "download_allow_local": True,
             }).start()
             results += add_image_vs_curl(agent, files, base, image, work)
             results += fetch_vs_sftp(host, port, rel, key, known, work)

@@ -129,7 +129,8 @@ def cache_fill(agent: AgentProcess, ref: dict[str, str], work: Path) -> list[Res
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-storageagent-", dir="/var/tmp"))
     agent = AgentProcess(python_agent("storageagent.app"), work,
-                         extra={"storage_base_dirs": [work / "ps"], "mount_base": work / "mnt"})
+                         extra={"storage_base_dirs": [work / "ps"], "mount_base": work / "mnt",
+                                "download_allow_local": True})
     try:
         agent.start()
         ref = {"storageUuid": f"bench-{uuid.uuid4().hex[:8]}", "mountPath": str(work / "ps" / "s1")}

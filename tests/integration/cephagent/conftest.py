@@ -94,7 +94,8 @@ def agent(ceph: Ceph, receiver: CallbackReceiver, tmp_path_factory: pytest.TempP
     proc = AgentProcess(
         python_agent("cephagent.app"), work, controller_urls=[receiver.url],
         extra={"keyring_dirs": [ceph.env["CEPH_DIR"]], "secrets_dir": secrets,
-               "op_timeout": 15, "connect_timeout": 3, "workers": 16},
+               "op_timeout": 15, "connect_timeout": 3, "workers": 16,
+               "download_allow_local": True},  # the test image servers listen on 127.0.0.1
     ).start()
     yield proc
     proc.stop()

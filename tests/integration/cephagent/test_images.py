@@ -186,7 +186,7 @@ def test_agent_killed_mid_import_then_the_import_is_redone(ceph: Ceph, pools: di
                                                            files: tuple[FileServer, Path, bytes],
                                                            tmp_path: Path) -> None:
     srv, _, data = files
-    extra = {"keyring_dirs": [ceph.env["CEPH_DIR"]]}
+    extra = {"keyring_dirs": [ceph.env["CEPH_DIR"]], "download_allow_local": True}
     agent = AgentProcess(python_agent("cephagent.app"), tmp_path, controller_urls=[receiver.url],
                          extra=extra).start()
     name = unique("killed")

@@ -73,13 +73,19 @@ def test_export_then_import(ceph: Ceph, sftp_agent: AgentProcess, pools: dict[st
 
     name = unique("imp")
     r = call(sftp_agent, ceph, "/ceph/image/import-from-sftp", pool=pools["images"], name=name,
-             imageId=image_id, **store)
+             imageId=image_id, sha256=r["digest"], **store)
     assert r["success"], r
     assert r["size"] == SIZE and r["sha256"] == fetched.digest
     assert ceph.read(pools["images"], name, 0, SIZE) == data
     r = call(sftp_agent, ceph, "/ceph/image/import-from-sftp", pool=pools["images"], name=unique("none"),
-             imageId="no-such-image", **store)
+             imageId="no-such-image", sha256=fetched.digest, **store)
     assert r["success"] is False
+    # the image's recorded digest, not the store's manifest, decides: nothing reaches RBD
+    other = unique("other")
+    r = call(sftp_agent, ceph, "/ceph/image/import-from-sftp", pool=pools["images"], name=other,
+             imageId=image_id, sha256="0" * 64, **store)
+    assert r["error"]["code"] == "DIGEST_MISMATCH", r
+    assert other not in ceph.images(pools["images"])
 
 
 def test_import_qcow2_from_sftp_is_raw_in_rbd(ceph: Ceph, sftp_agent: AgentProcess, pools: dict[str, str],
@@ -94,7 +100,7 @@ def test_import_qcow2_from_sftp_is_raw_in_rbd(ceph: Ceph, sftp_agent: AgentProce
     assert ref.format == "qcow2"
     name = unique("impq")
     r = call(sftp_agent, ceph, "/ceph/image/import-from-sftp", pool=pools["images"], name=name,
-             imageId=image_id, **store)
+             imageId=image_id, sha256=ref.digest, **store)
     assert r["success"], r
     assert r["size"] == SIZE
     assert ceph.read(pools["images"], name, 0, SIZE) == data
@@ -107,7 +113,7 @@ def test_sftp_endpoint_is_validated(ceph: Ceph, sftp_agent: AgentProcess, pools:
         **{**store, "user": "root; rm"}})
     assert r.status_code == 400
     fields = {f["field"] for f in r.json()["error"]["details"]["fields"]}
-    assert fields == {"imageId", "user"}
+    assert fields == {"imageId", "user", "sha256"}  # an import must name the digest it expects
     r = call(sftp_agent, ceph, "/ceph/image/export-to-sftp", pool=pools["volumes"], name=unique("none"),
              storeName="x", **store)
     assert error_code(r) == "IMAGE_NOT_FOUND"

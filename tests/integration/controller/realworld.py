@@ -135,7 +135,8 @@ def open_world(component_env: Callable[[str], dict[str, str]],
     kvm = kvmagent(base, "kvm", url, libvirt_env["LIBVIRT_URI"], libvirt_env["LIBVIRT_DOMAIN_TYPE"],
                    [base, *roots]).start()
     sto = AgentProcess(python_agent("storageagent.app"), agent_home(base, "sto"), controller_urls=[url],
-                       extra={"storage_base_dirs": [str(base)], **(sto_extra or {})}).start()
+                       extra={"storage_base_dirs": [str(base)], "download_allow_local": True,
+                              **(sto_extra or {})}).start()
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)],
                                      capture_output=True, check=True, timeout=30).stdout)
     w = World(httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API}"}, timeout=120),
@@ -195,7 +196,8 @@ def sftp_store(sshd: dict[str, str], controller_url: str, home: Path) -> Iterato
     home.mkdir(exist_ok=True)
     agent = AgentProcess(python_agent("sftpbackup.app"), home, controller_urls=[controller_url],
                          extra={"sftp_key_file": sshd["SSHD_KEY"],
-                                "sftp_known_hosts": sshd["SSHD_KNOWN_HOSTS"]}).start()
+                                "sftp_known_hosts": sshd["SSHD_KNOWN_HOSTS"],
+                                "download_allow_local": True}).start()
     try:
         yield SftpStore(agent, store_dir,
                         SftpTarget(sshd["SSHD_HOST"], int(sshd["SSHD_PORT"]), sshd["SSHD_USER"], f"/{rel}"),

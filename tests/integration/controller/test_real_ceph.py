@@ -80,7 +80,8 @@ def ceph_world(component_env: Callable[[str], dict[str, str]]) -> Iterator[CephW
                    [base]).start()
     cephagent = AgentProcess(python_agent("cephagent.app"), agent_home(base, "ceph"), controller_urls=[url],
                              extra={"keyring_dirs": [env["CEPH_DIR"]], "secrets_dir": keys,
-                                    "op_timeout": 30, "connect_timeout": 5}).start()
+                                    "op_timeout": 30, "connect_timeout": 5,
+                                    "download_allow_local": True}).start()
     image = base / "images" / "guest.qcow2"
     size = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)], check=True,
                                      capture_output=True, timeout=30).stdout)["virtual-size"]

@@ -107,7 +107,7 @@ def start_agent(workdir: Path, sshd: Sshd, files: FileServer, **extra: Any) -> A
     workdir.mkdir(parents=True, exist_ok=True)
     return AgentProcess(python_agent("sftpbackup.app"), workdir, extra={
         "sftp_key_file": sshd.key, "sftp_known_hosts": sshd.known_hosts,
-        "file_url_roots": [files.root], **extra,
+        "file_url_roots": [files.root], "download_allow_local": True, **extra,
     }).start()
 
 

@@ -36,6 +36,7 @@ def agent_ns(tmp_path: Path, nshost: dict[str, Any], files: FileServer) -> Itera
     (tmp_path / "agent").mkdir()
     a = AgentProcess(python_agent("sftpbackup.app"), tmp_path / "agent", extra={
         "sftp_key_file": nshost["key"], "sftp_known_hosts": nshost["known"], "file_url_roots": [files.root],
+        "download_allow_local": True,
     })
     yield a.start()
     a.stop()
@@ -62,7 +63,7 @@ def test_push_and_pull_with_a_store_on_another_host(
     assert second["chunksSent"] == touched
     assert ImageStore(nshost["root"]).verify().ok
     # the other site's copy comes back into a third store, verified chunk by chunk
-    back = agent_ns.call("/backup/image/pull", c.body(imageUuid="v2", remote=remote))
+    back = agent_ns.call("/backup/image/pull", c.body(imageUuid="v2", remote=remote, sha256=sha256_of(v2)))
     assert back["success"], back
     assert back["bytesSent"] == 64 * MiB
     target = SftpTarget(nshost["addr"], 22, "root", str(nshost["root"]))

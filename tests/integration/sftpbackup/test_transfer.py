@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from sftpbackup.chunker import hash_file
 from sftpbackup.client import StoreClient
-from sftpbackup.errors import ChunkCorrupt, ImageNotFound, TransferFailed
+from sftpbackup.errors import ChunkCorrupt, DigestMismatch, ImageNotFound, TransferFailed
 from sftpbackup.manifest import chunk_relpath
 from sftpbackup.store import ImageStore
 from tests.integration.sftpbackup.conftest import (
@@ -97,7 +98,8 @@ def test_pull_gets_only_missing_chunks_and_verifies_them(
     add(agent, store_a, "v1", files.url(v1))
     add(agent, store_a, "v2", files.url(v2))
     add(agent, store_b, "v1", files.url(v1))
-    r = agent.call("/backup/image/pull", store_b.body(imageUuid="v2", remote=sshd.endpoint(store_a.rel)))
+    r = agent.call("/backup/image/pull", store_b.body(imageUuid="v2", remote=sshd.endpoint(store_a.rel),
+                                                      sha256=sha256_of(v2)))
     assert r["success"], r
     assert r["chunksSent"] == touched
     assert ImageStore(store_b.path).verify().ok
@@ -108,7 +110,8 @@ def test_pull_gets_only_missing_chunks_and_verifies_them(
     have_b = {p.name for p in store_b.chunk_files()}
     new = next(c.digest for c in m.chunks if c.digest not in have_b)
     (store_a.path / chunk_relpath(new)).write_bytes(b"garbage" * 1000)
-    bad = agent.call("/backup/image/pull", store_b.body(imageUuid="v3", remote=sshd.endpoint(store_a.rel)))
+    bad = agent.call("/backup/image/pull", store_b.body(imageUuid="v3", remote=sshd.endpoint(store_a.rel),
+                                                        sha256=sha256_of(v3)))
     assert bad["error"]["code"] == "CHUNK_CORRUPT"
     assert not (store_b.path / "manifests" / "v3.json").exists()
     assert not (store_b.path / chunk_relpath(new)).exists()
@@ -216,3 +219,69 @@ def test_fetch_takes_the_chunks_a_local_seed_already_has(
         got = c.fetch("v2", dest, seeds=[v1])  # an earlier version already in the host's cache
     assert got.chunks_fetched == touched
     assert sha256_of(dest) == got.digest == sha256_of(v2)
+
+
+# -- a store-key holder rewrites a manifest (F2): the bytes are checked, not the claim -------------
+
+
+def swap_content(store: StoreDir, image: str, evil: Path) -> str:
+    """What anyone with the store key can do over SFTP: put the chunks of ``evil``
+    and relist ``image``'s manifest to them, keeping its digest and size. Returns
+    the genuine digest."""
+    m = ImageStore(store.path).read_manifest(image)
+    chunks, _ = hash_file(evil)
+    data = evil.read_bytes()
+    off = 0
+    for c in chunks:
+        path = store.path / chunk_relpath(c.digest)
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data[off:off + c.size])
+        off += c.size
+    lying = m.model_copy(update={"chunks": chunks})
+    (store.path / "manifests" / f"{image}.json").write_bytes(lying.dumps())
+    return m.digest
+
+
+def test_fetch_refuses_a_manifest_that_lists_other_chunks_under_the_digest(
+    agent: AgentProcess, store_a: StoreDir, sshd: Sshd, files: FileServer, srcdir: Path,
+    tmp_path: Path,
+) -> None:
+    img = make_raw(srcdir / "good.raw", 8 * MiB, seed=51)
+    add(agent, store_a, "img", files.url(img))
+    genuine = swap_content(store_a, "img", make_raw(tmp_path / "evil.raw", 8 * MiB, seed=52))
+    assert genuine == sha256_of(img)
+    dest = tmp_path / "out.raw"
+    for expected in (genuine, None):  # the digest the caller recorded; the manifest's own claim
+        with sshd.client(store_a.rel) as c, pytest.raises(DigestMismatch) as e:
+            c.fetch("img", dest, expected_digest=expected)
+        assert e.value.code == "DIGEST_MISMATCH"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.raw"]  # no dest, no .part
+
+
+def test_fetch_refuses_an_image_whose_manifest_names_another_digest(
+    agent: AgentProcess, store_a: StoreDir, sshd: Sshd, files: FileServer, raw_image: Path,
+    tmp_path: Path,
+) -> None:
+    add(agent, store_a, "img", files.url(raw_image))
+    with sshd.client(store_a.rel) as c, pytest.raises(DigestMismatch, match="manifest names another"):
+        c.fetch("img", tmp_path / "out.raw", expected_digest="0" * 64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pull_refuses_a_remote_manifest_that_lists_other_chunks(
+    agent: AgentProcess, store_a: StoreDir, store_b: StoreDir, sshd: Sshd, files: FileServer,
+    srcdir: Path, tmp_path: Path,
+) -> None:
+    img = make_raw(srcdir / "good.raw", 8 * MiB, seed=61)
+    add(agent, store_a, "img", files.url(img))
+    genuine = swap_content(store_a, "img", make_raw(tmp_path / "evil.raw", 8 * MiB, seed=62))
+    r = agent.call("/backup/image/pull", store_b.body(imageUuid="img", remote=sshd.endpoint(store_a.rel),
+                                                      sha256=genuine))
+    assert r["error"]["code"] == "DIGEST_MISMATCH", r
+    assert not (store_b.path / "manifests" / "img.json").exists()
+    other = agent.call("/backup/image/pull", store_b.body(imageUuid="img", remote=sshd.endpoint(store_a.rel),
+                                                          sha256="0" * 64))
+    assert other["error"]["code"] == "DIGEST_MISMATCH"
+    # a pull must say which image it expects
+    missing = agent.post("/backup/image/pull", store_b.body(imageUuid="img", remote=sshd.endpoint(store_a.rel)))
+    assert missing.status_code == 400 and "sha256" in missing.text

@@ -90,6 +90,7 @@ def agent_extra(workdir: Path, mount_base: Path, sshd_env: dict[str, str] | None
         "storage_base_dirs": [workdir / "local"],
         "mount_base": mount_base,
         "mount_helper": "bind",
+        "download_allow_local": True,  # the test image servers listen on 127.0.0.1
     }
     if sshd_env is not None:
         extra["sftp_key_file"] = sshd_env["SSHD_KEY"]

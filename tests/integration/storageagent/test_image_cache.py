@@ -5,6 +5,7 @@ from the real sshd store through the sftpbackup client."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import threading
@@ -173,3 +174,40 @@ def test_image_cached_from_sftp_store_and_template_uploaded_back(
         s.ok("/storage/cache/evict", imageId="img-sftp")
     finally:
         shutil.rmtree(Path(sshd_env["SSHD_STORE_DIR"]) / store_root.lstrip("/"), ignore_errors=True)
+
+
+@pytest.mark.sftp
+def test_an_image_relisted_to_other_chunks_in_the_store_is_not_cached(
+    sshd_env: dict[str, str], nfs_storage: Storage, images: Path,
+) -> None:
+    """Whoever holds the store key can relist an image's manifest to other chunks
+    under the genuine digest and size; the bytes are checked, not that claim."""
+    store_root = "/" + f"sa-{uuid.uuid4().hex[:8]}"
+    store_dir = Path(sshd_env["SSHD_STORE_DIR"]) / store_root.lstrip("/")
+    store_dir.mkdir()
+    target = SftpTarget(sshd_env["SSHD_HOST"], int(sshd_env["SSHD_PORT"]), sshd_env["SSHD_USER"], store_root)
+    try:
+        with StoreClient(target, Path(sshd_env["SSHD_KEY"]), Path(sshd_env["SSHD_KNOWN_HOSTS"])) as c:
+            c.ensure_layout()
+            ref = c.upload(images / "disk.raw", "genuine")
+        evil = os.urandom(IMAGE_BYTES)
+        manifest = json.loads((store_dir / "manifests" / "genuine.json").read_bytes())
+        chunks = []
+        for off in range(0, IMAGE_BYTES, 1 << 20):
+            block = evil[off:off + (1 << 20)]
+            d = hashlib.sha256(block).hexdigest()
+            (store_dir / "chunks" / d[:2] / d).write_bytes(block)
+            chunks.append({"digest": d, "size": len(block)})
+        manifest["chunks"] = chunks  # digest and size kept: the genuine image's
+        (store_dir / "manifests" / "genuine.json").write_text(json.dumps(manifest))
+
+        src = {"kind": "sftp", "host": target.host, "port": target.port, "user": target.user,
+               "storeRoot": store_root, "imageId": "genuine"}
+        r = nfs_storage.call("/storage/cache-image", imageId="img-relisted", source=src,
+                             digest="sha256:" + ref.digest)
+        assert r["success"] is False and r["error"]["code"] == "DIGEST_MISMATCH", r
+        assert "img-relisted" not in {i["imageId"] for i in nfs_storage.ok("/storage/cache/list")["images"]}
+        assert not list((nfs_storage.root / "imagecache").glob("img-relisted*"))
+        assert partials(nfs_storage) == []
+    finally:
+        shutil.rmtree(store_dir, ignore_errors=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from agentcore.errors import InvalidRequest
@@ -20,6 +22,18 @@ def test_detect_format() -> None:
         with pytest.raises(UnsupportedImage) as e:
             detect_format(magic + bytes(100))
         assert e.value.details["format"] == name
+
+
+def test_a_qcow2_with_an_external_data_file_is_refused() -> None:
+    """qcow2 v3 incompatible feature bit 2 (offset 72): the data lives in a file the
+    header names, which the root ``qemu-img convert`` would read."""
+    v3 = b"QFI\xfb\x00\x00\x00\x03" + bytes(64)
+    assert detect_format(v3 + struct.pack(">Q", 0) + bytes(32)) == "qcow2"
+    with pytest.raises(UnsupportedImage):
+        detect_format(v3 + struct.pack(">Q", 1 << 2) + bytes(32))
+    with pytest.raises(UnsupportedImage):
+        detect_format(v3[:40])  # a v3 header too short to say
+    assert detect_format(b"QFI\xfb\x00\x00\x00\x02" + bytes(40)) == "qcow2"  # v2 has no data file
 
 
 def test_is_zero() -> None:

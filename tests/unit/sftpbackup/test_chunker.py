@@ -6,7 +6,10 @@ import hashlib
 import os
 from pathlib import Path
 
-from sftpbackup.chunker import ChunkHasher, copy_range, hash_file
+import pytest
+
+from sftpbackup.chunker import ChunkHasher, OrderedDigest, copy_range, hash_file
+from sftpbackup.manifest import ChunkRef
 
 
 def test_streamed_pieces_give_the_same_chunks_as_the_file(tmp_path: Path) -> None:
@@ -39,3 +42,42 @@ def test_copy_range(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert (tmp_path / "dst").read_bytes() == src.read_bytes()[100:400]
+
+
+def _image(sizes: list[int], zero: set[int] = frozenset()) -> tuple[bytes, list[tuple[int, ChunkRef]]]:
+    blocks = [bytes(n) if i in zero else os.urandom(n) for i, n in enumerate(sizes)]
+    chunks, off = [], 0
+    for b in blocks:
+        chunks.append((off, ChunkRef(digest=hashlib.sha256(b).hexdigest(), size=len(b))))
+        off += len(b)
+    return b"".join(blocks), chunks
+
+
+def test_ordered_digest_hashes_chunks_written_out_of_order() -> None:
+    data, chunks = _image([4096, 4096, 4096, 100], zero={1})
+    reads: list[int] = []
+    whole = OrderedDigest(chunks, lambda off, n: reads.append(off) or data[off:off + n])
+    for off, c in (chunks[3], chunks[0], chunks[2]):  # the zero chunk is never added
+        whole.add(off, data[off:off + c.size])
+    assert whole.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert reads == []  # held in memory, no read back
+
+
+def test_ordered_digest_reads_back_what_it_could_not_hold() -> None:
+    data, chunks = _image([4096] * 6)
+    reads: list[int] = []
+    whole = OrderedDigest(chunks, lambda off, n: reads.append(off) or data[off:off + n], budget=8192)
+    for off, c in reversed(chunks):
+        whole.add(off, data[off:off + c.size])
+    assert whole.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert reads == [0, 4096, 8192, 12288]  # the two last ones fitted the budget
+
+
+def test_ordered_digest_of_other_bytes_differs_and_a_missing_chunk_is_an_error() -> None:
+    data, chunks = _image([4096, 4096])
+    whole = OrderedDigest(chunks, lambda off, n: b"")
+    whole.add(0, data[:4096])
+    with pytest.raises(RuntimeError, match="never written"):
+        whole.hexdigest()
+    whole.add(4096, b"x" * 4096)  # what a lying manifest's chunk would put there
+    assert whole.hexdigest() != hashlib.sha256(data).hexdigest()
