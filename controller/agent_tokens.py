@@ -5,6 +5,11 @@ the deploy and kept in ``agent_credentials`` (keyed by ``host:port``, where the
 agent listens). Commands to such an agent carry its token; its callbacks and
 events carry the same one. Agents the controller did not deploy (started by
 hand, the simulator) share ``Settings.agent_token``.
+
+A token is bound to the agents it belongs to: the callback of a task is taken
+only with the token of the agent the task was sent to, and an event only with
+a token of one of the agents of the host it names (:meth:`AgentTokens.accepts_for`).
+With no token configured and none deployed, no agent is accepted at all.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
@@ -41,11 +47,6 @@ class AgentTokens:
         self._by_endpoint: dict[str, str] = {e: t for e, t in rows}
         self._accepted: set[bytes] = {_digest(t) for t in self._by_endpoint.values()}
 
-    @property
-    def required(self) -> bool:
-        """Agents must present a token: a shared one is set, or some agent has its own."""
-        return bool(self.shared or self._by_endpoint)
-
     def for_url(self, agent_url: str) -> str:
         """The token to present to the agent at ``agent_url``."""
         return self._by_endpoint.get(endpoint(agent_url), self.shared)
@@ -55,12 +56,27 @@ class AgentTokens:
         return self._by_endpoint.get(endpoint(agent_url))
 
     def accepts(self, presented: str) -> bool:
-        """Whether an agent may call back with ``presented``."""
+        """Whether ``presented`` is the token of some agent (which one is not checked here)."""
         if not presented:
             return False
         if self.shared and hmac.compare_digest(presented.encode(), self.shared.encode()):
             return True
         return _digest(presented) in self._accepted
+
+    def accepts_for(self, presented: str, agent_urls: Iterable[str]) -> bool:
+        """Whether ``presented`` is the token of one of the agents at ``agent_urls``."""
+        if not presented:
+            return False
+        given = presented.encode()
+        return any(hmac.compare_digest(given, own.encode())
+                   for own in (self.for_url(u) for u in agent_urls) if own)
+
+    def owner(self, presented: str) -> str:
+        """Whose token ``presented`` is, for logs: an agent's ``host:port``, ``shared`` or ``unknown``."""
+        if self.shared and hmac.compare_digest(presented.encode(), self.shared.encode()):
+            return "shared"
+        digest = _digest(presented)
+        return next((e for e, t in self._by_endpoint.items() if _digest(t) == digest), "unknown")
 
     def register(self, agent_url: str, token: str, role: str) -> None:
         """Remember the token a deploy gave the agent at ``agent_url`` (replacing an older one)."""

@@ -35,6 +35,14 @@ class Unauthorized(ApiError):
     default_message = "a valid bearer token is required"
 
 
+class Forbidden(ApiError):
+    """A valid token that may not do this (a read-only account writing, another agent's task)."""
+
+    code = "FORBIDDEN"
+    http_status = 403
+    default_message = "this token may not do that"
+
+
 class NotFound(ApiError):
     code = "NOT_FOUND"
     http_status = 404

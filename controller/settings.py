@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+import ipaddress
+from typing import Self
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether ``HOST:PORT`` binds only a loopback address (``localhost``, 127.0.0.0/8, ``[::1]``)."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseModel):
@@ -13,7 +27,11 @@ class Settings(BaseModel):
     public_url: str | None = Field(
         default=None, description="base URL agents call back (default: http://<listen>)")
     api_tokens: list[str] = Field(
-        default_factory=list, description="bearer tokens of API users; empty = no auth (dev only)")
+        default_factory=list, description="bootstrap bearer tokens, each an admin (besides the "
+        "accounts kept in the database)")
+    insecure_no_auth: bool = Field(
+        default=False, description="a call without a token is an admin (development only; "
+        "refused unless listen is a loopback address)")
     agent_token: str = Field(default="", description="bearer token of the agents (both directions)")
     job_workers: int = Field(default=64, ge=1, le=1024, description="threads running jobs")
     command_timeout: float = Field(default=600.0, gt=0, description="default agent command deadline")
@@ -34,6 +52,13 @@ class Settings(BaseModel):
         if not sep or not host or not port.isdigit():
             raise ValueError("listen must be HOST:PORT")
         return v
+
+    @model_validator(mode="after")
+    def _no_auth_only_on_loopback(self) -> Self:
+        if self.insecure_no_auth and not is_loopback(self.listen):
+            raise ValueError(f"insecure_no_auth (--insecure-no-auth) needs a loopback listen "
+                             f"address (127.0.0.1:PORT, [::1]:PORT), not {self.listen}")
+        return self
 
     @property
     def callback_base(self) -> str:

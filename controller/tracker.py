@@ -189,8 +189,15 @@ class HostTracker:
                     log.info("vm %s: %s -> %s (sync of host %s)", uuid, state, new, host_uuid)
                     self._set_state(s, uuid, new)
 
+    def host_agents(self, host_uuid: str) -> list[str]:
+        """The URLs of a host's agents: only their tokens may push that host's events."""
+        with self.ctl.db.read() as s:
+            row = s.execute(select(Host.agent_url, Host.storage_agent_url)
+                            .where(Host.uuid == host_uuid)).first()
+        return [u for u in row if u] if row is not None else []
+
     def on_event(self, host_uuid: str, body: dict[str, Any]) -> None:
-        """A VM lifecycle event an agent pushed."""
+        """A VM lifecycle event an agent pushed (its token was checked against the host's)."""
         vm_uuid = str(body.get("vmUuid", "")).replace("-", "")
         state = AGENT_STATES.get(str(body.get("state", "")))
         if not vm_uuid or state is None:

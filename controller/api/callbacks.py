@@ -4,21 +4,29 @@ Every agent command ends in a callback, so this is the controller's busiest
 route: it only checks the agent token, reads the JSON body and hands it to the
 dispatcher, which Flask's routing, request and response objects would cost
 more than. Every other request goes on to the Flask app unchanged.
+
+The token must be an agent's (401 otherwise), and for a task still pending,
+the token of the agent the task was sent to (403 otherwise, logged): one
+agent cannot answer for another.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from controller.api.auth import bearer
 from controller.core import CALLBACK_PATH, Controller
-from controller.errors import Unauthorized
+from controller.errors import Forbidden, Unauthorized
+
+log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 MAX_BODY = 4 * 1024 * 1024
-STATUS = {200: "200 OK", 400: "400 BAD REQUEST", 401: "401 UNAUTHORIZED",
+STATUS = {200: "200 OK", 400: "400 BAD REQUEST", 401: "401 UNAUTHORIZED", 403: "403 FORBIDDEN",
           405: "405 METHOD NOT ALLOWED", 413: "413 REQUEST ENTITY TOO LARGE"}
 
 
@@ -47,10 +55,15 @@ class CallbackRoute:
         if environ.get("REQUEST_METHOD") != "POST":
             return 405, _error("METHOD_NOT_ALLOWED", "only POST is allowed here")
         tokens = self.ctl.agent_tokens
-        if tokens.required:
-            scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-            if not tokens.accepts(presented.strip() if scheme.lower() == "bearer" else ""):
-                return 401, {"error": Unauthorized().to_dict()}
+        presented = bearer(environ.get("HTTP_AUTHORIZATION", ""))
+        if not tokens.accepts(presented):
+            return 401, {"error": Unauthorized().to_dict()}
+        task_uuid = environ.get("HTTP_TASKUUID", "")
+        sent_to = self.ctl.dispatcher.agent_of(task_uuid) if task_uuid else None
+        if sent_to is not None and not tokens.accepts_for(presented, (sent_to,)):
+            log.warning("refused the callback of task %s (sent to %s) from agent %s", task_uuid,
+                        sent_to, tokens.owner(presented))
+            return 403, {"error": Forbidden("the task was sent to another agent").to_dict()}
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -63,7 +76,6 @@ class CallbackRoute:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        task_uuid = environ.get("HTTP_TASKUUID", "")
         if not task_uuid or not isinstance(body, dict):
             return 400, _error("INVALID_REQUEST", "a taskuuid header and a JSON body are needed",
                                "taskuuid")

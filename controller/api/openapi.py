@@ -26,6 +26,7 @@ def build_openapi(creates: dict[str, type[BaseModel]],
 
     errors = {"400": {"description": "invalid input; error.details.field names the field"},
               "401": {"description": "no or wrong bearer token"},
+              "403": {"description": "the token's role may not do this (readonly: GET only)"},
               "404": {"description": "no such resource"},
               "409": {"description": "conflict, with the reason"}}
     for coll in collections:
@@ -63,8 +64,34 @@ def build_openapi(creates: dict[str, type[BaseModel]],
                                         "responses": {"200": {"description": "{job}"}}}}
     paths["/v1/jobs/{uuid}/cancel"] = {"post": {"summary": "Cancel a job",
                                                 "responses": {"200": {"description": "{job}"}}}}
+    paths.update(_account_paths(body, errors))
     return {"openapi": "3.1.0", "info": {"title": "kvmcloud controller", "version": "1"},
             "paths": paths, "components": {"schemas": schemas,
                                            "securitySchemes": {"bearer": {"type": "http",
                                                                           "scheme": "bearer"}}},
             "security": [{"bearer": []}]}
+
+
+def _account_paths(body: Any, errors: dict[str, Any]) -> dict[str, Any]:
+    """Accounts and the audit log (admins only)."""
+    from controller.api.schemas import AccountCreate  # noqa: PLC0415 - keep the builder generic
+
+    listing = {"summary": "", "parameters": [
+        {"name": n, "in": "query", "schema": {"type": "string"}}
+        for n in ("q", "sort", "limit", "offset", "fields", "count")],
+        "responses": {"200": {"description": "{items: [...], total?}"}, **errors}}
+    return {
+        "/v1/accounts": {
+            "get": {**listing, "summary": "List accounts (admin)"},
+            "post": {"summary": "Create an account (admin); the answer holds its token, once",
+                     "requestBody": body(AccountCreate),
+                     "responses": {"201": {"description": "the account and its token"}, **errors}}},
+        "/v1/accounts/{uuid}": {
+            "get": {"summary": "Get an account (admin)", "responses": {"200": {"description": "ok"},
+                                                                        **errors}},
+            "delete": {"summary": "Delete an account and its token (admin)",
+                       "responses": {"204": {"description": "deleted"}, **errors}}},
+        "/v1/audit-events": {"get": {**listing, "summary": "The audit log of mutating calls (admin)"}},
+        "/v1/audit-events/{uuid}": {"get": {"summary": "One audit event (admin)",
+                                            "responses": {"200": {"description": "ok"}, **errors}}},
+    }

@@ -1,25 +1,32 @@
-"""The ``/v1`` routes: CRUD for every resource, actions, jobs, agent callbacks."""
+"""The ``/v1`` routes: CRUD for every resource, actions, jobs, agent events.
+
+Every route but the agents' needs an API token (:mod:`controller.api.auth`),
+and every mutating call leaves an audit row (:mod:`controller.api.audit`).
+Agents authenticate with their own tokens, each bound to its agent.
+"""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from pydantic import BaseModel
 from sqlalchemy import update
 from werkzeug.exceptions import HTTPException
 
 from controller import cascade
+from controller.api import audit
 from controller.api import schemas as sc
+from controller.api.accounts import account_routes
+from controller.api.auth import ApiAuth, NoCredentials, bearer
 from controller.api.http import error_response, flag, json_response, parse_body
 from controller.core import Controller
 from controller.db.base import utcnow
 from controller.db.jobs import FINAL_STATES, Job
 from controller.db.models import RESOURCES, Tag
-from controller.errors import ApiError, NotFound, Unauthorized
+from controller.errors import ApiError, Forbidden, NotFound, Unauthorized
 from controller.jobs import job_dict
 from controller.query import parse, run
 from controller.services import resources as res
@@ -54,17 +61,13 @@ JOB_CREATE: dict[str, tuple[type[BaseModel], JobCreate]] = {}
 Action = Callable[[Controller, str, Any], Job]
 ACTIONS: dict[tuple[str, str], tuple[type[BaseModel], Action]] = {}
 
-AGENT_PATHS = ("/v1/agent-callbacks", "/v1/agent-events/")
 PUBLIC_PATHS = ("/v1/openapi.json",)
+#: the routes agents call: they check agent tokens themselves, and take no API token
+AGENT_ENDPOINTS = ("v1.agent_event",)
 
 
 def _bearer() -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
-def _token_ok(presented: str, allowed: list[str]) -> bool:
-    return any(hmac.compare_digest(presented.encode(), t.encode()) for t in allowed)
+    return bearer(request.headers.get("Authorization", ""))
 
 
 def job_answer(ctl: Controller, job: Job, resource: dict[str, Any] | None = None) -> Response:
@@ -81,19 +84,35 @@ def job_answer(ctl: Controller, job: Job, resource: dict[str, Any] | None = None
 def make_blueprint(ctl: Controller) -> Blueprint:
     bp = Blueprint("v1", __name__, url_prefix="/v1")
 
+    try:
+        auth = ApiAuth(ctl.settings, ctl.db)
+    except NoCredentials:
+        ctl.close()
+        raise
+
     @bp.before_request
     def authenticate() -> Response | None:
         path = request.path
-        if path in PUBLIC_PATHS:
+        if path in PUBLIC_PATHS or request.endpoint in AGENT_ENDPOINTS:
             return None
-        if path.startswith(AGENT_PATHS):
-            if ctl.agent_tokens.required and not ctl.agent_tokens.accepts(_bearer()):
-                return error_response(Unauthorized())
-            return None
-        tokens = ctl.settings.api_tokens
-        if tokens and not _token_ok(_bearer(), tokens):
+        who = auth.identify(_bearer())
+        if who is None:
+            log.info("refused %s %s from %s: no valid API token", request.method, path,
+                     request.remote_addr)
             return error_response(Unauthorized())
+        g.identity = who
+        if not who.may(request.method, path):
+            log.warning("refused %s %s to %s (role %s)", request.method, path, who.name, who.role)
+            return error_response(Forbidden(f"role {who.role} may not {request.method} {path}",
+                                            role=who.role))
         return None
+
+    @bp.after_request
+    def audit_call(response: Response) -> Response:
+        who = g.get("identity")
+        if who is not None:
+            audit.record(ctl.db, who, request, response)
+        return response
 
     @bp.errorhandler(ApiError)
     def api_error(e: ApiError) -> Response:
@@ -105,6 +124,7 @@ def make_blueprint(ctl: Controller) -> Blueprint:
         return json_response({"error": {**err.to_dict(), "code": e.name.upper().replace(" ", "_")}},
                              e.code or 500)
 
+    account_routes(bp, ctl, auth)
     _collection_routes(bp, ctl)
     _action_routes(bp, ctl)
     _job_routes(bp, ctl)
@@ -252,6 +272,14 @@ def _agent_routes(bp: Blueprint, ctl: Controller) -> None:
 
     @bp.post("/agent-events/<host_uuid>")
     def agent_event(host_uuid: str) -> Response:
+        """An event of a host's agent: only that host's agents' tokens are taken."""
+        tokens, presented = ctl.agent_tokens, _bearer()
+        if not tokens.accepts(presented):
+            return error_response(Unauthorized())
+        if not tokens.accepts_for(presented, ctl.tracker.host_agents(host_uuid)):
+            log.warning("refused an event for host %s from agent %s: not one of that host's",
+                        host_uuid, tokens.owner(presented))
+            return error_response(Forbidden("this token is not one of that host's agents'"))
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             return json_response({"error": {"code": "INVALID_REQUEST", "details": {"field": "body"},

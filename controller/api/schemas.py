@@ -7,7 +7,8 @@ field, and nothing is written.
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal, Self
+import re
+from typing import Annotated, Literal, NamedTuple, Self
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
@@ -18,9 +19,76 @@ from controller.digest import normalise as normalise_digest
 Name = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
 Description = Annotated[str | None, Field(default=None, max_length=2048)]
 Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="a resource UUID (32 hex digits)")]
-Url = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=512)]
 ImageUrl = Annotated[str, Field(pattern=r"^(https?|sftp|file)://[^\s]+$", max_length=2048)]
 Bytes = Annotated[int, Field(gt=0, le=2**50)]
+
+# Host names, addresses and agent URLs reach Ansible (inventory, extra variables) and argv
+# (ssh-keyscan): they are held to a grammar with no room for a template ('{', '%'), an
+# option ('-' first), userinfo ('@'), quotes or whitespace.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_AGENT_URL = re.compile(r"(?P<scheme>https?)://(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+))"
+                        r":(?P<port>[0-9]{1,5})(?P<path>(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?)")
+
+
+def check_host(v: str) -> str:
+    """``v`` if it is an IP address or a DNS name (labels of letters, digits and inner '-')."""
+    try:
+        ipaddress.ip_address(v)
+        return v
+    except ValueError:
+        pass
+    if len(v) > 253 or not _DNS_NAME.fullmatch(v) or v.rsplit(".", 1)[-1].isdigit():
+        # an all-digit last label is a malformed IPv4 address, not a name
+        raise ValueError("must be an IP address or a DNS name (letters, digits, '.' and '-', "
+                         "no label starting or ending with '-')")
+    return v
+
+
+class AgentAddress(NamedTuple):
+    """Where an agent URL points: what a deploy makes the agent listen on."""
+
+    host: str
+    port: int
+
+    @property
+    def listen(self) -> str:
+        """``host:port`` (``[v6]:port``), as the agents' ``listen`` setting reads it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_agent_url(v: str) -> AgentAddress:
+    """The host and port of ``http(s)://HOST:PORT[/path]``; ValueError for anything else
+    (userinfo, query, fragment, '%'-escapes, '.' or '..' path segments, no port)."""
+    m = _AGENT_URL.fullmatch(v)
+    if m is None:
+        raise ValueError("must be http(s)://HOST:PORT with an optional path: no user, query, "
+                         "fragment, '%', braces, quotes or whitespace")
+    if m["ipv6"] is not None:
+        host = m["ipv6"]  # as written: agent credentials are keyed by the URL's own host:port
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError("the host in brackets must be an IPv6 address") from None
+    else:
+        host = check_host(m["host"])
+    port = int(m["port"])
+    if not 0 < port < 65536:
+        raise ValueError("the port must be 1-65535")
+    if any(part in (".", "..") for part in m["path"].split("/")):
+        raise ValueError("the path must not contain '.' or '..' segments")
+    return AgentAddress(host, port)
+
+
+def _agent_url(v: str) -> str:
+    parse_agent_url(v)
+    return v
+
+
+AgentUrl = Annotated[str, Field(max_length=512, description="http(s)://HOST:PORT[/path] of an agent"),
+                     AfterValidator(_agent_url)]
+HostAddress = Annotated[str, Field(min_length=1, max_length=253, description="an IP address or a DNS name"),
+                        AfterValidator(check_host)]
 
 
 def _no_dot_parts(v: str) -> str:
@@ -30,7 +98,10 @@ def _no_dot_parts(v: str) -> str:
 
 
 AbsPath = Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]*$", max_length=1024), AfterValidator(_no_dot_parts)]
-SshUser = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="who the deploy logs in as")]
+MountPath = Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]+$", max_length=1024), AfterValidator(_no_dot_parts)]
+UserName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]
+"""a POSIX login name: never starts with '-', so it cannot read as an option"""
+SshUser = Annotated[UserName, Field(description="who the deploy logs in as")]
 SshPassword = Annotated[SecretStr | None, Field(
     max_length=1024, description="used once to install the controller's SSH key; never stored")]
 
@@ -89,9 +160,9 @@ class HostCreate(Named):
     """Add a KVM host: deploy its agents (optional), connect, and track it."""
 
     cluster_uuid: Uuid
-    management_ip: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:-]+$")
-    agent_url: Url | None = None
-    storage_agent_url: Url | None = None
+    management_ip: HostAddress
+    agent_url: AgentUrl | None = None
+    storage_agent_url: AgentUrl | None = None
     deploy: bool = Field(default=False, description="run the Ansible deploy first")
     ssh_user: SshUser = "root"
     ssh_port: int = Field(default=22, gt=0, lt=65536)
@@ -126,8 +197,8 @@ class PrimaryStorageCreate(Named):
     zone_uuid: Uuid
     type: Literal["nfs", "local", "sharedmountpoint", "ceph"]
     url: str = Field(min_length=1, max_length=1024)
-    mount_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._/-]+$", max_length=1024)
-    agent_url: Url | None = None
+    mount_path: MountPath | None = None
+    agent_url: AgentUrl | None = None
     total_capacity: int = Field(default=0, ge=0)
     cluster_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
     ceph: CephPrimaryStorageSpec | None = Field(default=None, validate_default=True,
@@ -169,15 +240,15 @@ class BackupStorageCreate(Named):
     """Add backup storage and attach it to zones."""
 
     type: Literal["sftp", "ceph"]
-    hostname: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:-]+$")
+    hostname: HostAddress
     port: int = Field(default=22, gt=0, lt=65536)
-    username: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    username: UserName = "root"
     url: str = Field(min_length=1, max_length=1024,
                      description="store directory as SFTP clients see it (sftp), or pool (ceph)")
     agent_root: AbsPath | None = Field(
         default=None, description="the store's directory on its host, as the sftpbackup agent reads it "
         "(default: url; with deploy: the role's store root followed by url)")
-    agent_url: Url | None = None
+    agent_url: AgentUrl | None = None
     total_capacity: int = Field(default=0, ge=0)
     zone_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
     deploy: bool = Field(default=False, description="install the sftpbackup agent on hostname over SSH first")
@@ -418,3 +489,17 @@ class ClusterAction(Body):
 
 class ZoneAction(Body):
     zone_uuid: Uuid
+
+
+# -- accounts (controller/api/accounts.py) --------------------------------------
+
+AccountName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$",
+                                   description="letters, digits and . _ @ - (64 at most)")]
+
+
+class AccountCreate(Body):
+    """Create an API account; the answer carries its token, shown this once."""
+
+    name: AccountName
+    role: Literal["admin", "readonly"] = Field(
+        default="readonly", description="admin: everything; readonly: GET only")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from controller.db.accounts import Account, AccountToken, AuditEvent
 from controller.db.base import Base, ResourceMixin
 from controller.db.compute import (
     DiskOffering,
@@ -48,7 +49,8 @@ RESOURCES: dict[str, type[ResourceMixin]] = {
 }
 
 __all__ = [
-    "RESOURCES", "AgentCredential", "BackupStorage", "BackupStorageZoneRef", "Base", "Cluster", "DiskOffering",
+    "RESOURCES", "Account", "AccountToken", "AgentCredential", "AuditEvent", "BackupStorage",
+    "BackupStorageZoneRef", "Base", "Cluster", "DiskOffering",
     "Host", "Image", "ImageBackupStorageRef", "ImageCache", "InstanceOffering", "IpRange",
     "Job", "L2Network", "L2NetworkClusterRef", "L3Network", "PrimaryStorage",
     "PrimaryStorageClusterRef", "ResourceMixin", "Snapshot", "Tag", "UsedIp", "Vm", "VmNic",

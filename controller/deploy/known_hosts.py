@@ -59,7 +59,8 @@ class KnownHosts:
     def scan(address: str, port: int, timeout: float) -> str:
         try:
             proc = subprocess.run(
-                ["ssh-keyscan", "-p", str(port), "-T", str(max(1, int(timeout))), "-t", KEY_TYPES, address],
+                ["ssh-keyscan", "-p", str(port), "-T", str(max(1, int(timeout))), "-t", KEY_TYPES,
+                 "--", address],  # "--": an address can never be read as an option
                 capture_output=True, text=True, timeout=timeout + 10, check=False,
             )
         except subprocess.TimeoutExpired:

@@ -3,10 +3,18 @@
 The inventory, extra variables and SSH options are generated per run in a
 private data directory; the SSH host key is always checked against the
 controller's known_hosts file.
+
+Both files are written as YAML documents tagged ``!unsafe``: many of their
+values come from API users (agent URLs, host names, paths), and ansible-core
+2.19 otherwise trusts ``-e @file`` and inventory files as templates, so a
+``{{ lookup('pipe', ...) }}`` in a value would run on the controller. Under the
+tag every string is data: roles still combine and print such values, but never
+evaluate them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import ansible_runner
+import yaml
 
 from controller.deploy.known_hosts import KnownHosts
 from controller.deploy.models import DeployEvent, DeployTarget
@@ -65,6 +74,22 @@ def inventory(group: str, target: DeployTarget, known_hosts: KnownHosts) -> dict
     if target.key_file is not None:
         host["ansible_ssh_private_key_file"] = str(target.key_file)
     return {"all": {"children": {group: {"hosts": {target.address: host}}}}}
+
+
+def as_data(value: Any) -> str:
+    """``value`` as a YAML document whose root is tagged ``!unsafe``: Ansible reads every
+    string in it, keys included, as data and never templates it. ``value`` is what JSON can
+    hold (tuples become lists), as when ansible-runner wrote the files."""
+    return "--- !unsafe\n" + yaml.safe_dump(json.loads(json.dumps(value)), default_flow_style=False)
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` readable by this user only (it may hold tokens and keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
 
 
 def _message(res: dict[str, Any]) -> str:
@@ -176,12 +201,15 @@ def _tail(runner: Any, lines: int = 5) -> str:
 def _run(ansible_dir: Path, playbook: str, group: str, target: DeployTarget, known_hosts: KnownHosts,
          extravars: dict[str, Any], run_dir: Path, control_dir: str, events: _Events, check: bool,
          timeout: float) -> Any:
+    # ansible-runner passes an existing env/extravars as "-e @file" and leaves it as it is,
+    # and takes an absolute inventory path as given: both keep their !unsafe tag
+    write_private(run_dir / "env" / "extravars", as_data(extravars))
+    hosts = write_private(run_dir / "inventory" / "hosts.yml", as_data(inventory(group, target, known_hosts)))
     return ansible_runner.run(
         private_data_dir=str(run_dir),
         project_dir=str(ansible_dir),
         playbook=playbook,
-        inventory=inventory(group, target, known_hosts),
-        extravars=extravars,
+        inventory=str(hosts),
         envvars={
             "ANSIBLE_CONFIG": str(ansible_dir / "ansible.cfg"),
             # ansible-runner turns host key checking off unless told otherwise

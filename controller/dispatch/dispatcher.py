@@ -190,6 +190,12 @@ class Dispatcher:
         self._resolve(pc, body)
         return True
 
+    def agent_of(self, task_uuid: str) -> str | None:
+        """The URL of the agent a pending task was sent to (None: no such task pending)."""
+        with self._mu:
+            pc = self._pending.get(task_uuid)
+        return pc.agent_url if pc is not None else None
+
     def pending(self) -> int:
         with self._mu:
             return len(self._pending)

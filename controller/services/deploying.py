@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from controller.api.schemas import check_host, parse_agent_url
 from controller.core import Controller
-from controller.errors import ApiError
+from controller.errors import ApiError, BadRequest
 from controller.jobs import JobContext
 
 if TYPE_CHECKING:
@@ -13,6 +14,15 @@ if TYPE_CHECKING:
 
 TASKS_PER_DEPLOY = 40
 """about how many tasks one role runs: the percent grows with each of them up to there"""
+
+# the agents' default ports (controller.deploy.AGENT_ROLES; not imported here: Ansible is heavy)
+DEFAULT_PORTS = {"kvmagent": 7070, "storageagent": 7071, "sftpbackup": 7171, "cephagent": 7762}
+
+
+def default_agent_url(address: str, role: str) -> str:
+    """The URL an agent of ``role`` deployed to ``address`` serves (an IPv6 address in brackets)."""
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{DEFAULT_PORTS[role]}"
 
 
 class DeployFailed(ApiError):
@@ -33,6 +43,10 @@ def deploy_role(ctx: JobContext, target: DeployTarget, role: str, config: dict[s
     :meth:`controller.deploy.Deployer.deploy`."""
     from controller.deploy import DeployEvent, deploy_agent  # noqa: PLC0415 - Ansible is heavy
 
+    try:  # rows written before the API checked addresses are checked again here
+        check_host(target.address)
+    except ValueError as e:
+        raise BadRequest(f"refusing to deploy to {target.address!r}: {e}", field="address") from None
     start, end = percent
 
     def on_event(e: DeployEvent) -> None:
@@ -52,11 +66,15 @@ def deploy_role(ctx: JobContext, target: DeployTarget, role: str, config: dict[s
 def agent_config(ctl: Controller, agent_url: str, **fields: Any) -> dict[str, Any]:
     """The config a deployed agent gets: the controller's callback URL, where it listens
     (``agent_url``'s host:port) and its own token if an earlier deploy gave it one (else
-    the deploy generates one)."""
-    from controller.agent_tokens import endpoint  # noqa: PLC0415 - keep this module light
-
-    config: dict[str, Any] = {"controller_urls": [ctl.settings.callback_base], "listen": endpoint(agent_url),
-                              **fields}
+    the deploy generates one). An ``agent_url`` that is not ``http(s)://HOST:PORT[/path]``
+    is a :class:`BadRequest`: the API refuses such URLs, but a row stored before it did
+    is checked again rather than handed to Ansible."""
+    try:
+        # built from the parsed host and port, never from the URL's netloc (which may hold userinfo)
+        listen = parse_agent_url(agent_url).listen
+    except ValueError as e:
+        raise BadRequest(f"agentUrl: {e}", field="agentUrl") from None
+    config: dict[str, Any] = {"controller_urls": [ctl.settings.callback_base], "listen": listen, **fields}
     token = ctl.agent_tokens.known(agent_url)
     if token:
         config["token"] = token

@@ -18,7 +18,7 @@ from controller.errors import BadRequest
 from controller.jobs import JobContext
 from controller.services import vxlan
 from controller.services.common import require, to_dict
-from controller.services.deploying import agent_config, deploy_role, register_token
+from controller.services.deploying import agent_config, default_agent_url, deploy_role, register_token
 from controller.services.vmhelpers import forget_host
 from kvmagent import models as km
 from storageagent import models as sm
@@ -36,7 +36,7 @@ def add_host(ctl: Controller, body: sc.HostCreate) -> tuple[Job, dict[str, Any]]
                              field="managementIp")
         host = Host(name=body.name, description=body.description, zone_uuid=cluster.zone_uuid,
                     cluster_uuid=cluster.uuid, management_ip=body.management_ip,
-                    agent_url=body.agent_url or f"http://{body.management_ip}:7070",
+                    agent_url=body.agent_url or default_agent_url(body.management_ip, "kvmagent"),
                     storage_agent_url=body.storage_agent_url, status="Connecting",
                     vtep_ip=body.vtep_ip or vxlan.default_vtep(body.management_ip))
         s.add(host)
@@ -71,13 +71,13 @@ def _deploy(ctl: Controller, ctx: JobContext, host: dict[str, Any], *, ssh_port:
     Each agent gets a token of its own (kept when it was deployed before), registered
     with the controller; a storage agent deployed for a host that named none becomes
     the host's. Returns what happened to each agent."""
-    from controller.deploy import AGENT_ROLES, DeployTarget  # noqa: PLC0415 - Ansible is heavy
+    from controller.deploy import DeployTarget  # noqa: PLC0415 - Ansible is heavy
 
     ip = host["managementIp"]
     target = DeployTarget(address=ip, ssh_port=ssh_port, user=ssh_user, password=password,
                           ship_packages=ship_packages)
     urls = {"kvmagent": host["agentUrl"],
-            "storageagent": host.get("storageAgentUrl") or f"http://{ip}:{AGENT_ROLES['storageagent']}"}
+            "storageagent": host.get("storageAgentUrl") or default_agent_url(ip, "storageagent")}
     done: list[dict[str, Any]] = []
     for i, role in enumerate(AGENTS):
         result = deploy_role(ctx, target, role, agent_config(ctl, urls[role]), (5.0 + 20.0 * i, 25.0 + 20.0 * i),

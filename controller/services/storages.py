@@ -38,7 +38,7 @@ from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
 from controller.services import resources as res
 from controller.services.common import require, to_dict
-from controller.services.deploying import agent_config, deploy_role, register_token
+from controller.services.deploying import agent_config, default_agent_url, deploy_role, register_token
 from sftpbackup import models as bm
 
 log = logging.getLogger(__name__)
@@ -104,14 +104,14 @@ def _check_root(root: str, field: str) -> None:
 
 def _deploy(ctl: Controller, ctx: JobContext, body: sc.BackupStorageCreate, uuid: str) -> None:
     """Run the sftpbackup role on the store's host; record where its agent listens and the store is."""
-    from controller.deploy import AGENT_ROLES, DeployTarget, default_deployer  # noqa: PLC0415 - Ansible is heavy
+    from controller.deploy import DeployTarget, default_deployer  # noqa: PLC0415 - Ansible is heavy
 
     host_vars: dict[str, Any] = {}
     if body.agent_root:  # the chroot is agentRoot without url
         host_vars[STORE_ROOT_VAR] = body.agent_root[: len(body.agent_root) - len(body.url.rstrip("/"))] or "/"
     target = DeployTarget(address=body.hostname, ssh_port=body.ssh_port or body.port, user=body.ssh_user,
                           password=body.ssh_password, host_vars=host_vars, ship_packages=body.ship_packages)
-    agent_url = body.agent_url or f"http://{body.hostname}:{AGENT_ROLES['sftpbackup']}"
+    agent_url = body.agent_url or default_agent_url(body.hostname, "sftpbackup")
     result = deploy_role(ctx, target, "sftpbackup", agent_config(ctl, agent_url), (5.0, 85.0))
     register_token(ctl, result)
     agent_root = body.agent_root or _store_dir(default_deployer().role_var("sftpbackup", STORE_ROOT_VAR, target),
