@@ -30,4 +30,18 @@ class KvmAgentConfig(AgentConfig):
         description="for a second agent sharing this machine's kernel (a nested host): "
                     "its DHCP namespaces and veths get names of their own",
     )
+    anti_spoofing: bool = Field(
+        default=True,
+        description="VM NICs get the kvmcloud-clean-traffic nwfilter (no MAC/IP/ARP spoofing, no DHCP server "
+                    "in the guest); needs libvirt's nwfilter driver with clean-traffic",
+    )
+    dnsmasq_user: str = Field(
+        default="dnsmasq", pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        description="the unprivileged user dnsmasq drops to (nobody when this user does not exist)",
+    )
+    dhcp_hosts_dir: Path = Field(
+        default=Path("/run/kvmcloud/dhcp"),
+        description="dnsmasq's hosts files (lease sets), readable by dnsmasq's group only; "
+                    "outside state_dir, which dnsmasq cannot enter once it dropped root",
+    )
     stop_poll_interval: float = Field(default=0.2, gt=0, le=5)

@@ -4,16 +4,23 @@ As ZStack's flat network provider does, dnsmasq runs in a network namespace
 of its own, plugged into the L3 network's bridge with a veth pair, and hands
 out only static leases (``dhcp-host``) from the controller's IP allocation, so
 a VM gets exactly the address the controller chose. The lease set is a
-hosts file dnsmasq rereads on SIGHUP; the config, hosts, lease and pid files
-live in the agent's state directory, and dnsmasq is a daemon of its own, so
-an agent restart neither stops it nor forgets it.
+hosts file dnsmasq rereads on SIGHUP; dnsmasq is a daemon of its own, so an
+agent restart neither stops it nor forgets it.
+
+dnsmasq faces guest traffic, so it drops root for an unprivileged user
+(``dnsmasq``, else ``nobody``) once it has opened its config, pid, lease and
+log files, which stay in the agent's private state directory. It rereads the
+hosts file as that user, so the hosts files live apart, in a directory only
+dnsmasq's group may read (``/run/kvmcloud/dhcp`` by default).
 """
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import logging
 import os
+import pwd
 import shutil
 import signal
 import time
@@ -71,26 +78,46 @@ def parse_hosts_file(text: str) -> list[DhcpLease]:
     return out
 
 
-def dnsmasq_conf(cmd: DhcpApplyCmd, names: DhcpNames, workdir: Path) -> str:
-    """The dnsmasq config of one L3 network (everything but the leases)."""
+@dataclass(frozen=True)
+class RunAs:
+    """The user and group dnsmasq drops to."""
+
+    user: str
+    group: str
+    gid: int
+
+    @classmethod
+    def of(cls, user: str) -> RunAs:
+        """``user`` with its primary group, or ``nobody`` when there is no such user."""
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError:
+            log.warning("no user %r for dnsmasq: it runs as nobody", user)
+            pw = pwd.getpwnam("nobody")
+        return cls(user=pw.pw_name, group=grp.getgrgid(pw.pw_gid).gr_name, gid=pw.pw_gid)
+
+
+def dnsmasq_conf(cmd: DhcpApplyCmd, names: DhcpNames, workdir: Path, *, hosts: Path, run_as: RunAs) -> str:
+    """The dnsmasq config of one L3 network (everything but the leases, which are in ``hosts``)."""
     net = ipaddress.IPv4Interface(f"{cmd.server_ip}/{cmd.prefix_length}").network
     dns = cmd.dns_servers or [cmd.server_ip]
     lines = [
         f"interface={names.inner}",
         "bind-interfaces",
         "except-interface=lo",
-        "user=root",
+        f"user={run_as.user}",
+        f"group={run_as.group}",
         "no-resolv",
         "no-hosts",
         "no-ping",
         "dhcp-authoritative",
         "dhcp-ignore=tag:!known",  # only the controller's static leases
         f"dhcp-range=set:{names.key[:8]},{net.network_address},static,{net.netmask},{cmd.lease_time}",
-        f"dhcp-hostsfile={workdir / 'hosts'}",
+        f"dhcp-hostsfile={hosts}",
         f"dhcp-leasefile={workdir / 'leases'}",
         f"pid-file={workdir / 'dnsmasq.pid'}",
         f"log-facility={workdir / 'dnsmasq.log'}",
-        "log-dhcp",
+        "quiet-dhcp",  # no line per DHCP packet: a guest sending DHCP in a loop cannot grow the log
         f"dhcp-option=option:dns-server,{','.join(dns)}",
     ]
     if cmd.gateway:
@@ -115,17 +142,31 @@ def _alive(pid_file: Path, marker: str) -> int | None:
 class DhcpServers:
     """The dnsmasq instances of this host, one per L3 network."""
 
-    def __init__(self, state_dir: Path, dnsmasq: str, run: Runner, tag: str = "") -> None:
+    def __init__(self, state_dir: Path, dnsmasq: str, run: Runner, tag: str = "", *,
+                 user: str = "dnsmasq", hosts_dir: Path = Path("/run/kvmcloud/dhcp")) -> None:
         self.root = state_dir / "dhcp"
         self.dnsmasq = dnsmasq
         self.run = run
         self.tag = tag
+        self.run_as = RunAs.of(user)
+        self.hosts_dir = hosts_dir
 
     def names(self, l3_uuid: str) -> DhcpNames:
         return DhcpNames.of(l3_uuid, self.tag)
 
     def workdir(self, names: DhcpNames) -> Path:
         return self.root / names.key
+
+    def hosts(self, names: DhcpNames) -> Path:
+        """The network's hosts file (named by its namespace, which carries the agent's tag)."""
+        return self.hosts_dir / f"{names.namespace}.hosts"
+
+    def _make_hosts_dir(self) -> None:
+        # root:<dnsmasq's group> 0750: dnsmasq reads the lease sets, other users do not
+        self.hosts_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.hosts_dir.mkdir(exist_ok=True)
+        os.chown(self.hosts_dir, 0, self.run_as.gid)
+        self.hosts_dir.chmod(0o750)
 
     def pid(self, l3_uuid: str) -> int | None:
         names = self.names(l3_uuid)
@@ -137,10 +178,11 @@ class DhcpServers:
         names = self.names(cmd.l3_network_uuid)
         wd = self.workdir(names)
         wd.mkdir(parents=True, exist_ok=True)
+        self._make_hosts_dir()
         self._plumb(cmd, names)
-        conf = dnsmasq_conf(cmd, names, wd)
+        conf = dnsmasq_conf(cmd, names, wd, hosts=self.hosts(names), run_as=self.run_as)
         conf_file = wd / "dnsmasq.conf"
-        _write(wd / "hosts", hosts_file(cmd.leases))
+        _write(self.hosts(names), hosts_file(cmd.leases))
         changed = not conf_file.exists() or conf_file.read_text() != conf
         if changed:
             _write(conf_file, conf)
@@ -161,7 +203,7 @@ class DhcpServers:
         """Drop leases by MAC; returns how many leases remain."""
         names = self.names(l3_uuid)
         wd = self.workdir(names)
-        hosts = wd / "hosts"
+        hosts = self.hosts(names)
         if not hosts.exists():
             raise NotFound("no DHCP server for this L3 network on this host", l3_network_uuid=l3_uuid)
         gone = {m.lower() for m in macs}
@@ -186,6 +228,7 @@ class DhcpServers:
         if (NETNS_DIR / names.namespace).exists():
             netns.remove(names.namespace)
         shutil.rmtree(wd, ignore_errors=True)
+        self.hosts(names).unlink(missing_ok=True)
 
     def _plumb(self, cmd: DhcpApplyCmd, names: DhcpNames) -> None:
         """Namespace, veth into it, the server address, the outer end on the bridge."""
@@ -218,6 +261,7 @@ class DhcpServers:
 def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
+    tmp.chmod(0o644)  # whatever the umask: dnsmasq reads the hosts file as its own user
     os.replace(tmp, path)
 
 

@@ -15,6 +15,7 @@ from kvmagent.domain_xml import (
     Disk,
     DiskHost,
     Domain,
+    FilterRef,
     Graphics,
     Interface,
     MemBalloon,
@@ -23,6 +24,7 @@ from kvmagent.domain_xml import (
     SerialFile,
 )
 from kvmagent.models import FileVolume, IsoSpec, NicSpec, RbdVolume, StartVmCmd
+from kvmagent.nwfilter import NIC_FILTER
 
 _BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
 
@@ -73,18 +75,27 @@ def cdrom_for(iso: IsoSpec, machine_type: str) -> Disk:
                 source_file=iso.path, readonly=True)
 
 
-def interface_for(nic: NicSpec) -> Interface:
+def interface_for(nic: NicSpec, *, anti_spoofing: bool = True) -> Interface:
+    """The ``<interface>`` of a NIC, by default behind the anti-spoofing filter.
+
+    The filter pins the guest to the NIC's MAC and, when the command carries
+    it, to the allocated IP; without one libvirt learns the guest's address.
+    """
+    ref = None
+    if anti_spoofing:
+        ref = FilterRef(NIC_FILTER, [("IP", nic.ip)] if nic.ip is not None else [])
     return Interface(mac=nic.mac, bridge=nic.bridge_name, model=nic.model,
-                     target_dev=nic.device_name, mtu=nic.mtu)
+                     target_dev=nic.device_name, mtu=nic.mtu, filterref=ref)
 
 
-def build_domain(cmd: StartVmCmd, *, domain_type: str, console_log: Path) -> Domain:
+def build_domain(cmd: StartVmCmd, *, domain_type: str, console_log: Path,
+                 anti_spoofing: bool = True) -> Domain:
     """The domain of a VM spec."""
     devices: list[Device] = [disk_for(cmd.root_volume)]
     devices += [disk_for(v) for v in sorted(cmd.data_volumes, key=lambda v: v.device_id)]
     # always one CD-ROM drive (empty without an ISO): IDE/SATA drives cannot be hot-plugged
     devices.append(cdrom_for(cmd.iso or IsoSpec(), cmd.machine_type))
-    devices += [interface_for(n) for n in cmd.nics]
+    devices += [interface_for(n, anti_spoofing=anti_spoofing) for n in cmd.nics]
     devices.append(SerialFile(str(console_log)))
     if cmd.vnc is not None:
         devices.append(Graphics(listen=cmd.vnc.listen, passwd=cmd.vnc.password))

@@ -138,6 +138,20 @@ class Disk:
 
 
 @dataclass
+class FilterRef:
+    """``<filterref>``: the nwfilter of a NIC, with its parameters (``IP``...)."""
+
+    filter: str
+    parameters: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_element(self) -> etree._Element:
+        ref = etree.Element("filterref", {"filter": self.filter})
+        for name, value in self.parameters:
+            _sub(ref, "parameter", name=name, value=value)
+        return ref
+
+
+@dataclass
 class Interface:
     """``<interface type='bridge'>``: a NIC on a Linux bridge."""
 
@@ -146,6 +160,7 @@ class Interface:
     model: str = "virtio"
     target_dev: str | None = None
     mtu: int | None = None
+    filterref: FilterRef | None = None
 
     def to_element(self) -> etree._Element:
         nic = etree.Element("interface", {"type": "bridge"})
@@ -156,6 +171,8 @@ class Interface:
         _sub(nic, "model", type=self.model)
         if self.mtu is not None:
             _sub(nic, "mtu", size=str(self.mtu))
+        if self.filterref is not None:
+            nic.append(self.filterref.to_element())
         return nic
 
 
@@ -178,7 +195,12 @@ class Graphics:
 class SerialFile:
     """``<serial type='file'>``: the first serial port logged to a file.
 
-    ``append='on'`` so a migration or restart does not truncate the log.
+    With qemu.conf's ``stdio_handler = "logd"`` (libvirt's default, which the
+    kvmagent role and the test environment set explicitly) libvirt hands the
+    file to virtlogd, not QEMU, which rotates it at its ``max_size`` keeping
+    ``max_backups`` old files, so a guest flooding its console cannot fill the
+    host's disk. ``append='on'`` so a migration or restart does not truncate
+    the log.
     """
 
     path: str

@@ -12,6 +12,7 @@ from kvmagent.facts import choose_domain_type, cpu_info
 from kvmagent.hypervisor import Hypervisor
 from kvmagent.identity import IdentityStore
 from kvmagent.models import VmStateEvent
+from kvmagent.nwfilter import define_filters
 from kvmagent.paths import set_storage_roots
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class KvmHost:
             return
         self._started = True
         self._sink = sink
+        if self.config.anti_spoofing:
+            self.conn.on_connect(define_filters)  # before any VM start or incoming migration
         if self.with_events:
             self.conn.on_connect(self.events.attach)
         self.conn.start()

@@ -197,7 +197,8 @@ class DevicePlugin(Plugin):
         """Hot-plug a NIC on a bridge; a NIC with this MAC already there is success."""
         dom = self.hv.require(cmd.vm_uuid)
         if self.hv.nic_element(dom, cmd.nic.mac) is None:
-            self.hv.attach(dom, to_string(interface_for(cmd.nic).to_element()))
+            nic = interface_for(cmd.nic, anti_spoofing=self.host.config.anti_spoofing)
+            self.hv.attach(dom, to_string(nic.to_element()))
         return self._nic_reply(dom, cmd.vm_uuid, cmd.nic.mac)
 
     @command("/nic/detach", lock=_vm_lock)

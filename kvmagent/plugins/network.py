@@ -42,8 +42,9 @@ class NetworkPlugin(Plugin):
         def run(argv: Sequence[str]) -> object:
             return ctx.run(argv, timeout=DNSMASQ_TIMEOUT)
 
-        return DhcpServers(self.host.config.state_dir, self.host.config.dnsmasq, run,
-                           self.host.config.dhcp_tag)
+        cfg = self.host.config
+        return DhcpServers(cfg.state_dir, cfg.dnsmasq, run, cfg.dhcp_tag, user=cfg.dnsmasq_user,
+                           hosts_dir=cfg.dhcp_hosts_dir)
 
     def _l2_reply(self, cmd: L2NetworkCmd, exists: bool) -> L2NetworkReply:
         return L2NetworkReply(bridge_name=cmd.bridge_name, uplink=uplink_name(cmd), exists=exists)

@@ -64,7 +64,8 @@ class VmPlugin(Plugin):
             raise NotFound("ISO file does not exist", field="iso.path", path=cmd.iso.path)
         log = self.console_log(cmd.vm_uuid)
         log.parent.mkdir(parents=True, exist_ok=True)
-        xml = build_domain(cmd, domain_type=self.host.domain_type, console_log=log).to_xml()
+        xml = build_domain(cmd, domain_type=self.host.domain_type, console_log=log,
+                           anti_spoofing=self.host.config.anti_spoofing).to_xml()
         ctx.check()
         with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid), RUNNING | STOPPED):
             if dom is not None:

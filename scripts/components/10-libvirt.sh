@@ -19,7 +19,40 @@ domain_type() {
   if [ -c /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then echo kvm; else echo qemu; fi
 }
 
+# set_conf FILE KEY VALUE: "KEY = VALUE" in FILE (replacing a commented or older KEY line);
+# prints KEY when the file changed
+set_conf() {
+  local file=$1 key=$2 value=$3
+  grep -qxF "$key = $value" "$file" && return 0
+  if grep -qE "^#?[[:space:]]*${key}[[:space:]]*=" "$file"; then
+    sed -i -E "s|^#?[[:space:]]*${key}[[:space:]]*=.*|$key = $value|" "$file"
+  else
+    echo "$key = $value" >> "$file"
+  fi
+  echo "$key"
+}
+
+# what the Ansible kvmagent role sets too: virtlogd writes VM console logs and rotates them
+# (2 MiB x 4 files per VM at most), so a guest cannot fill the disk through its serial port.
+# The values are libvirt's defaults: daemons already running need no restart for them.
+configure() {
+  local changed
+  changed=$(set_conf /etc/libvirt/virtlogd.conf max_size 2097152; set_conf /etc/libvirt/virtlogd.conf max_backups 3
+            set_conf /etc/libvirt/qemu.conf stdio_handler '"logd"')
+  [ -z "$changed" ] || echo "10-libvirt: set ${changed//$'\n'/ } in /etc/libvirt" >&2
+}
+
+# VM NICs reference kvmcloud-clean-traffic, which the kvmagent defines on top of libvirt's
+# clean-traffic (package libvirt-daemon-config-nwfilter)
+check_nwfilter() {
+  timeout 10 virsh -q -c qemu:///system nwfilter-dumpxml clean-traffic >/dev/null || {
+    echo "10-libvirt: libvirtd has no clean-traffic nwfilter (install libvirt-daemon-config-nwfilter)" >&2
+    return 1
+  }
+}
+
 up() {
+  configure
   if [ -c /dev/kvm ]; then
     # with a root-only /dev/kvm every TCG start spends ~4 s re-probing; see docs/kvmagent.md
     chgrp kvm /dev/kvm 2>/dev/null || true; chmod 660 /dev/kvm
@@ -32,6 +65,7 @@ up() {
     sleep 0.1
   done
   timeout 5 virsh -q -c qemu:///system version >/dev/null
+  check_nwfilter
   cat > "$ENV_FILE.tmp" <<ENV
 LIBVIRT_URI=qemu:///system
 LIBVIRT_DOMAIN_TYPE=$(domain_type)

@@ -70,6 +70,53 @@ def linked_clone(guest_env: dict[str, str], dest: Path) -> Path:
     return dest
 
 
+# udhcpc's script in the guest, extended: after a lease on <iface> it runs
+# /etc/kvmcloud-test/<iface> <ip> <mask> if a scripted guest has one
+SCRIPTED_UDHCPC = """#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface"
+    echo "KVMCLOUD-GUEST-IP $interface $ip" >/dev/ttyS0
+    if [ "$1" = bound ] && [ -e "/etc/kvmcloud-test/$interface" ]; then
+      sh "/etc/kvmcloud-test/$interface" "$ip" "$mask" >/dev/ttyS0 2>&1 &
+    fi ;;
+esac
+exit 0
+"""
+
+
+def scripted_guest(guest_env: dict[str, str], dest: Path, scripts: dict[str, str]) -> Path:
+    """A raw copy of the tiny guest whose initramfs also holds ``scripts``.
+
+    ``scripts`` maps an interface name (``eth0``) to a shell script the guest
+    runs once udhcpc got that NIC its lease (arguments: ip, mask). The extra
+    files go in a second cpio archive appended to ``initrd.gz``: the kernel
+    unpacks both, the later file winning.
+    """
+    work = dest.with_suffix(".build")
+    extra = work / "extra"
+    (extra / "usr/share/udhcpc").mkdir(parents=True)
+    (extra / "etc/kvmcloud-test").mkdir(parents=True)
+    (extra / "usr/share/udhcpc/default.script").write_text(SCRIPTED_UDHCPC)
+    for iface, script in scripts.items():
+        (extra / "etc/kvmcloud-test" / iface).write_text(script)
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    subprocess.run(["qemu-img", "convert", "-f", guest_env["GUEST_FORMAT"], "-O", "raw",
+                    guest_env["GUEST_IMAGE"], str(dest)], check=True, timeout=60)
+    fat = f"{dest}@@1M"  # the FAT partition starts at 1 MiB (scripts/build-guest.sh)
+    initrd = work / "initrd.gz"
+    subprocess.run(["mcopy", "-i", fat, "::/initrd.gz", str(initrd)], check=True, timeout=30, env=env)
+    files = subprocess.run(["find", "."], cwd=extra, capture_output=True, check=True, timeout=30).stdout
+    archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=extra, input=files,
+                             capture_output=True, check=True, timeout=30).stdout
+    with open(initrd, "ab") as f:
+        f.write(subprocess.run(["gzip", "-1"], input=archive, capture_output=True, check=True, timeout=30).stdout)
+    subprocess.run(["mcopy", "-o", "-i", fat, str(initrd), "::/initrd.gz"], check=True, timeout=30, env=env)
+    shutil.rmtree(work)
+    return dest
+
+
 def vm_body(vm_uuid: str, root: Path, **extra: Any) -> dict[str, Any]:
     return {"vmUuid": vm_uuid, "vmName": "it-" + vm_uuid[:8], "cpuNum": 1, "memorySize": 128 << 20,
             "rootVolume": {"type": "file", "volumeUuid": str(uuid.uuid4()), "deviceId": 0,

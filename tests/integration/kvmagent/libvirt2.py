@@ -19,8 +19,10 @@ from pathlib import Path
 
 
 class SecondLibvirtd:
-    def __init__(self, base: Path, tcp_addr: str | None = None) -> None:
+    def __init__(self, base: Path, tcp_addr: str | None = None,
+                 virtlogd_conf: dict[str, str] | None = None) -> None:
         self.base = base
+        self.virtlogd_conf = virtlogd_conf or {}  # settings of its virtlogd.conf (e.g. a small max_size)
         self.uri = f"qemu+unix:///system?socket={base}/run/libvirt-sock"
         # with an address, it also listens on <addr>:16509 (plain TCP, no auth), so the
         # default migration URI qemu+tcp://<addr>/system reaches it as it would a real host
@@ -38,6 +40,11 @@ class SecondLibvirtd:
             if self.tcp_addr:
                 conf.write(f'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "{self.tcp_addr}"\n'
                         'auth_tcp = "none"\n')
+        if self.virtlogd_conf:  # replace the settings: libvirt reads the first line of a key
+            conf = b / "etc" / "virtlogd.conf"
+            keep = [line for line in conf.read_text().splitlines()
+                    if line.partition("=")[0].strip() not in self.virtlogd_conf]
+            conf.write_text("\n".join(keep + [f"{k} = {v}" for k, v in self.virtlogd_conf.items()]) + "\n")
         shutil.chown(b / "lib" / "qemu", "libvirt-qemu", "libvirt-qemu")
         if Path("/var/cache/libvirt").exists():  # reuse the QEMU capability cache: starts in 0.2 s
             shutil.copytree("/var/cache/libvirt", b / "cache", dirs_exist_ok=True)

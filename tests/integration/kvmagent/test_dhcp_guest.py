@@ -1,11 +1,12 @@
 """Flat-network DHCP end to end: a guest on a bridge asks by DHCP (busybox
 udhcpc) and gets exactly the address the controller allocated from the
-agent's dnsmasq; the host reaches it from the DHCP namespace; the DHCP server
-survives an agent restart (kill -9)."""
+agent's dnsmasq (running as user dnsmasq); the host reaches it from the DHCP
+namespace; the DHCP server survives an agent restart (kill -9)."""
 
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -62,8 +63,14 @@ def test_a_guest_gets_its_allocated_address_and_answers_ping(agent: AgentProcess
     ping = subprocess.run(["ip", "netns", "exec", applied["namespace"], "ping", "-c", "3", "-W", "2", IP],
                           capture_output=True, text=True, timeout=30)
     assert ping.returncode == 0, ping.stdout + ping.stderr
-    leases = (Path(agent.state_dir) / "dhcp" / L3.replace("-", "") / "leases").read_text()
+    workdir_ = Path(agent.state_dir) / "dhcp" / L3.replace("-", "")
+    leases = (workdir_ / "leases").read_text()
     assert MAC in leases and IP in leases
+    # dnsmasq faces the guests: it runs as an unprivileged user, and logs no line per DHCP packet
+    uid = next(line.split()[1] for line in Path(f"/proc/{applied['pid']}/status").read_text().splitlines()
+               if line.startswith("Uid:"))
+    assert uid == str(pwd.getpwnam("dnsmasq").pw_uid)
+    assert "DHCPACK" not in (workdir_ / "dnsmasq.log").read_text()
 
 
 def test_an_agent_restart_keeps_identity_vms_and_the_dhcp_server(agent: AgentProcess,
@@ -81,7 +88,7 @@ def test_an_agent_restart_keeps_identity_vms_and_the_dhcp_server(agent: AgentPro
     assert after["success"] and after["pid"] == before["pid"]
     released = agent.call("/network/dhcp/release", {"l3NetworkUuid": L3, "macs": [MAC]})
     assert released["success"] and released["leases"] == 0
-    hosts = (Path(agent.state_dir) / "dhcp" / L3.replace("-", "") / "hosts").read_text()
+    hosts = Path(f"/run/kvmcloud/dhcp/{after['namespace']}.hosts").read_text()
     assert MAC not in hosts
 
 

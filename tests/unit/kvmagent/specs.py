@@ -31,8 +31,8 @@ def spec(**extra: Any) -> dict[str, Any]:
 SPECS: dict[str, dict[str, Any]] = {
     "file_disks": spec(dataVolumes=[vol(1), vol(2, format="raw", cache="writeback")], vnc=None),
     "rbd_with_secret": spec(rootVolume=rbd(0), dataVolumes=[rbd(1)], nics=[nic(1)]),
-    "several_nics": spec(nics=[nic(1), nic(2, "br_vx100"), {**nic(3), "model": "e1000", "deviceName": "vm1nic3",
-                                                            "mtu": 1450}]),
+    "several_nics": spec(nics=[{**nic(1), "ip": "10.20.0.11"}, nic(2, "br_vx100"),
+                               {**nic(3), "model": "e1000", "deviceName": "vm1nic3", "mtu": 1450}]),
     "iso_and_vnc": spec(iso={"path": "/var/lib/kvmcloud/iso/debian.iso"}, bootOrder=["cdrom", "hd"],
                         vnc={"listen": "0.0.0.0", "password": "s3cret"}, machineType="q35"),
 }

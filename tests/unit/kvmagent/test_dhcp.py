@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmagent.dhcp import DhcpNames, dnsmasq_conf, hosts_file, parse_hosts_file
+from kvmagent.dhcp import DhcpNames, RunAs, dnsmasq_conf, hosts_file, parse_hosts_file
 from kvmagent.models import DhcpApplyCmd, DhcpLease
 
 L3 = "7a1c2e3f-4b5d-4e6f-8a9b-0c1d2e3f4a5b"
@@ -38,15 +38,35 @@ def test_hosts_file_is_sorted_and_round_trips() -> None:
     assert sorted(parse_hosts_file(text), key=lambda x: x.mac) == sorted(leases, key=lambda x: x.mac)
 
 
+RUN_AS = RunAs(user="dnsmasq", group="nogroup", gid=65534)
+
+
+def conf_lines(tmp_path: Path) -> list[str]:
+    return dnsmasq_conf(apply_cmd(), DhcpNames.of(L3), tmp_path, hosts=tmp_path / "h" / "n.hosts",
+                        run_as=RUN_AS).splitlines()
+
+
 def test_conf_serves_only_static_leases_in_the_namespace_interface(tmp_path: Path) -> None:
-    conf = dnsmasq_conf(apply_cmd(), DhcpNames.of(L3), tmp_path).splitlines()
+    conf = conf_lines(tmp_path)
     assert f"interface={DhcpNames.of(L3).inner}" in conf
     assert "dhcp-range=set:7a1c2e3f,10.20.0.0,static,255.255.255.0,3600" in conf
     assert "dhcp-ignore=tag:!known" in conf
     assert "dhcp-option=option:router,10.20.0.1" in conf
     assert "dhcp-option=option:dns-server,10.20.0.2" in conf
-    assert f"dhcp-hostsfile={tmp_path / 'hosts'}" in conf
+    assert f"dhcp-hostsfile={tmp_path / 'h' / 'n.hosts'}" in conf
     assert f"pid-file={tmp_path / 'dnsmasq.pid'}" in conf
+
+
+def test_dnsmasq_drops_root_and_does_not_log_every_dhcp_packet(tmp_path: Path) -> None:
+    conf = conf_lines(tmp_path)
+    assert "user=dnsmasq" in conf and "group=nogroup" in conf
+    assert not [line for line in conf if line.startswith("user=root")]
+    # a guest sending DHCP requests in a loop would grow the log without bound
+    assert "quiet-dhcp" in conf and "log-dhcp" not in conf
+
+
+def test_a_missing_user_falls_back_to_nobody() -> None:
+    assert RunAs.of("no-such-user-kvmcloud").user == "nobody"
 
 
 def test_a_lease_outside_the_network_is_refused() -> None:
