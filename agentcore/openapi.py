@@ -10,6 +10,8 @@ from agentcore import __version__
 from agentcore.models import ErrorInfo, Reply, TaskAccepted, TaskStatus, WireModel
 from agentcore.plugin import CommandSpec
 
+#: what the HTTP layer accepts as ``taskuuid`` (kept in step with agentcore.server.TASK_UUID)
+TASK_UUID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 REF = "#/components/schemas/{model}"
 
 
@@ -34,8 +36,10 @@ def build_openapi(name: str, commands: dict[str, CommandSpec]) -> dict[str, Any]
         by_alias=True,
         ref_template=REF,
     )
+    _require_discriminators(schema.get("$defs", {}))
     headers = [
-        {"name": "taskuuid", "in": "header", "required": False, "schema": {"type": "string"},
+        {"name": "taskuuid", "in": "header", "required": False,
+         "schema": {"type": "string", "pattern": TASK_UUID_PATTERN},
          "description": "Idempotency key of the task; generated when absent."},
         {"name": "callbackurl", "in": "header", "required": False, "schema": {"type": "string"},
          "description": "Answer 202 at once and POST the reply here (a controller URL)."},
@@ -81,3 +85,28 @@ def build_openapi(name: str, commands: dict[str, CommandSpec]) -> dict[str, Any]
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _require_discriminators(defs: dict[str, Any]) -> None:
+    """Mark a tagged union's tag as required in each of its members.
+
+    pydantic documents a ``Literal`` tag with a default as optional, yet a
+    tagged union cannot pick a member without it: the document says so.
+    """
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            disc = node.get("discriminator")
+            if isinstance(disc, dict) and "propertyName" in disc:
+                for ref in disc.get("mapping", {}).values():
+                    member = defs.get(ref.rsplit("/", 1)[-1])
+                    if member is not None and disc["propertyName"] in member.get("properties", {}):
+                        required = member.setdefault("required", [])
+                        if disc["propertyName"] not in required:
+                            required.append(disc["propertyName"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(defs)

@@ -21,12 +21,12 @@ from werkzeug.exceptions import HTTPException
 from agentcore import __version__
 from agentcore.errors import AgentError, InvalidRequest, MethodNotAllowed, NotFound, Unauthorized
 from agentcore.journal import TaskRecord
-from agentcore.openapi import build_openapi
+from agentcore.openapi import TASK_UUID_PATTERN, build_openapi
 from agentcore.plugin import CommandSpec
 from agentcore.runtime import AgentRuntime, error_reply
 
 PUBLIC_PATHS = {"/healthz", "/openapi.json"}
-TASK_UUID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+TASK_UUID = re.compile(TASK_UUID_PATTERN)
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
@@ -119,7 +119,7 @@ def _command_view(runtime: AgentRuntime, spec: CommandSpec):  # type: ignore[no-
 
 def _dispatch(runtime: AgentRuntime, spec: CommandSpec) -> Response:
     task_uuid = request.headers.get("taskuuid") or str(uuid.uuid4())
-    if not TASK_UUID.match(task_uuid):
+    if not TASK_UUID.fullmatch(task_uuid):
         raise InvalidRequest("taskuuid: must be 1-128 letters, digits, '.', '_' or '-'", field="taskuuid")
     callback_url = request.headers.get("callbackurl") or None
     raw = request.get_data() or b"{}"

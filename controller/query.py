@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic.alias_generators import to_camel, to_snake
-from sqlalchemy import Boolean, ColumnElement, DateTime, Float, Integer, Select, func, select
+from sqlalchemy import JSON, Boolean, ColumnElement, DateTime, Float, Integer, Select, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.sqltypes import BigInteger
 
@@ -40,6 +40,8 @@ OPERATORS = ("!?=", "!~=", "?=", "~=", ">=", "<=", "!=", "=", ">", "<")
 _OP_RE = re.compile("|".join(re.escape(o) for o in OPERATORS))
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100000
+#: the range of a 64-bit SQL integer: a number outside it can match no row, and the driver refuses it
+INT64 = range(-(2**63), 2**63)
 
 
 def _targets() -> dict[str, type[Base]]:
@@ -94,7 +96,10 @@ def _convert(col: Any, raw: str, field: str) -> Any:
         if isinstance(t, Boolean):
             return raw.lower() in ("1", "true", "yes")
         if isinstance(t, Integer | BigInteger):
-            return int(raw)
+            number = int(raw)
+            if number not in INT64:
+                raise ValueError(raw)
+            return number
         if isinstance(t, Float):
             return float(raw)
         if isinstance(t, DateTime):
@@ -107,6 +112,8 @@ def _convert(col: Any, raw: str, field: str) -> Any:
 def _column_condition(col: Any, op: str, raw: str, field: str) -> ColumnElement[bool]:
     if raw == "null" and op in ("=", "!="):
         return col.is_(None) if op == "=" else col.is_not(None)
+    if isinstance(col.type, JSON):  # PostgreSQL has no equality, order or LIKE on json
+        raise BadRequest(f"q: {field}: a JSON attribute can only be compared with null", field=field)
     if op in ("?=", "!?="):
         values = [_convert(col, v, field) for v in raw.split(",")]
         return col.in_(values) if op == "?=" else col.not_in(values)
@@ -181,8 +188,8 @@ def parse(args: Any) -> Query:
         raise BadRequest("limit and offset must be integers", field="limit") from None
     if not 0 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be 0..{MAX_LIMIT}", field="limit")
-    if offset < 0:
-        raise BadRequest("offset must not be negative", field="offset")
+    if offset not in INT64 or offset < 0:
+        raise BadRequest("offset must be 0 or more, and fit in 64 bits", field="offset")
     fields = [f.strip() for f in args.get("fields", "").split(",") if f.strip()] or None
     count = args.get("count", "").lower() in ("1", "true", "yes")
     return Query(conds, sort, limit, offset, fields, count)
@@ -210,6 +217,8 @@ def run(session: Session, model: type[Base], q: Query,
         key = snake(model, name)
         if key not in cols:
             raise BadRequest(f"sort: no such attribute {name!r}", field="sort")
+        if isinstance(cols[key].type, JSON):
+            raise BadRequest(f"sort: {name!r} is a JSON attribute and has no order", field="sort")
         stmt = stmt.order_by(cols[key].desc() if desc else cols[key].asc())
     if not q.sort:
         stmt = stmt.order_by(cols["uuid"]) if "create_date" not in cols else stmt.order_by(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar
 
 from flask import Response, request
@@ -44,3 +45,17 @@ def parse_body(model: type[B]) -> B:
 
 def flag(name: str) -> bool:
     return request.args.get(name, "").lower() in ("1", "true", "yes")
+
+
+def wait_timeout(default: float = 3600.0) -> float:
+    """``?timeout=`` of a ``wait=1`` call: seconds, 0 to ``default`` (400 naming it otherwise)."""
+    raw = request.args.get("timeout")
+    if raw is None:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise BadRequest(f"timeout: {raw[:40]!r} is not a number of seconds", field="timeout") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise BadRequest("timeout: must be a finite number of seconds, 0 or more", field="timeout")
+    return min(seconds, default)

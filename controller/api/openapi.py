@@ -6,6 +6,30 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from controller.query import MAX_LIMIT
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
+
+
+#: the query of every listing (controller.query)
+LIST_PARAMS = [
+    _query("q", {"type": "string"}, "<attribute><op><value>, repeatable; op is one of "
+           "= != > < >= <= ?= !?= ~= !~="),
+    _query("sort", {"type": "string"}, "attributes, comma-separated; '-' sorts descending"),
+    _query("limit", {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT}, "at most this many items"),
+    _query("offset", {"type": "integer", "minimum": 0}, "skip this many items"),
+    _query("fields", {"type": "string"}, "only these attributes, comma-separated"),
+    _query("count", {"type": "string"}, "1: add the total"),
+]
+#: the query of every call answered by a job
+WAIT_PARAMS = [
+    _query("wait", {"type": "string", "enum": ["1", "0"]},
+           "1: answer when the job ends (200), not at once (202)"),
+    _query("timeout", {"type": "number", "minimum": 0}, "seconds wait=1 waits at most (3600)"),
+]
+
 
 def build_openapi(creates: dict[str, type[BaseModel]],
                   actions: dict[tuple[str, str], type[BaseModel]],
@@ -32,14 +56,13 @@ def build_openapi(creates: dict[str, type[BaseModel]],
     for coll in collections:
         item: dict[str, Any] = {
             "get": {"summary": f"List {coll} (q, sort, limit, offset, fields, count)",
-                    "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
-                                   for n in ("q", "sort", "limit", "offset", "fields", "count")],
+                    "parameters": LIST_PARAMS,
                     "responses": {"200": {"description": "{items: [...], total?}"}, **errors}},
         }
         if coll in creates:
             model = creates[coll]
             item["post"] = {"summary": (model.__doc__ or f"Create {coll}").strip().splitlines()[0],
-                            "requestBody": body(model),
+                            "requestBody": body(model), "parameters": WAIT_PARAMS,
                             "responses": {"201": {"description": "created"},
                                           "202": {"description": "{job, resource}"}, **errors}}
         paths[f"/v1/{coll}"] = item
@@ -50,18 +73,23 @@ def build_openapi(creates: dict[str, type[BaseModel]],
                                                                              **errors}},
             "delete": {"summary": "List what would be deleted; with confirm=1 delete it (a job)",
                        "parameters": [{"name": "confirm", "in": "query",
-                                       "schema": {"type": "string"}}],
+                                       "schema": {"type": "string"}}, *WAIT_PARAMS],
                        "responses": {"200": {"description": "{affected}"},
                                      "202": {"description": "{job}"}, **errors}},
         }
     for (coll, verb), model in actions.items():
         paths[f"/v1/{coll}/{{uuid}}/actions/{verb}"] = {"post": {
             "summary": (model.__doc__ or verb).strip().splitlines()[0],
-            "requestBody": body(model),
+            "requestBody": body(model), "parameters": WAIT_PARAMS,
             "responses": {"202": {"description": "{job}"}, "200": {"description": "with wait=1"},
                           **errors}}}
+    paths["/v1/jobs"] = {"get": {"summary": "List jobs (q, sort, limit, offset, fields, count)",
+                                 "parameters": LIST_PARAMS,
+                                 "responses": {"200": {"description": "{items: [...], total?}"},
+                                               **errors}}}
     paths["/v1/jobs/{uuid}"] = {"get": {"summary": "A job (wait=1 blocks until it ends)",
-                                        "responses": {"200": {"description": "{job}"}}}}
+                                        "parameters": WAIT_PARAMS,
+                                        "responses": {"200": {"description": "{job}"}, **errors}}}
     paths["/v1/jobs/{uuid}/cancel"] = {"post": {"summary": "Cancel a job",
                                                 "responses": {"200": {"description": "{job}"}}}}
     paths.update(_account_paths(body, errors))
@@ -76,10 +104,8 @@ def _account_paths(body: Any, errors: dict[str, Any]) -> dict[str, Any]:
     """Accounts and the audit log (admins only)."""
     from controller.api.schemas import AccountCreate  # noqa: PLC0415 - keep the builder generic
 
-    listing = {"summary": "", "parameters": [
-        {"name": n, "in": "query", "schema": {"type": "string"}}
-        for n in ("q", "sort", "limit", "offset", "fields", "count")],
-        "responses": {"200": {"description": "{items: [...], total?}"}, **errors}}
+    listing = {"summary": "", "parameters": LIST_PARAMS,
+               "responses": {"200": {"description": "{items: [...], total?}"}, **errors}}
     return {
         "/v1/accounts": {
             "get": {**listing, "summary": "List accounts (admin)"},

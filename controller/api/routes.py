@@ -21,7 +21,7 @@ from controller.api import audit
 from controller.api import schemas as sc
 from controller.api.accounts import account_routes
 from controller.api.auth import ApiAuth, NoCredentials, bearer
-from controller.api.http import error_response, flag, json_response, parse_body
+from controller.api.http import error_response, flag, json_response, parse_body, wait_timeout
 from controller.core import Controller
 from controller.db.base import utcnow
 from controller.db.jobs import FINAL_STATES, Job
@@ -73,8 +73,7 @@ def _bearer() -> str:
 def job_answer(ctl: Controller, job: Job, resource: dict[str, Any] | None = None) -> Response:
     """``202 {"job"}``, or with ``?wait=1`` the finished job (200)."""
     if flag("wait"):
-        timeout = min(float(request.args.get("timeout", 3600)), 3600.0)
-        job = ctl.jobs.wait(job.uuid, timeout) or job
+        job = ctl.jobs.wait(job.uuid, wait_timeout()) or job
     body: dict[str, Any] = {"job": job_dict(job)}
     if resource is not None:
         body["resource"] = resource
@@ -105,6 +104,8 @@ def make_blueprint(ctl: Controller) -> Blueprint:
             log.warning("refused %s %s to %s (role %s)", request.method, path, who.name, who.role)
             return error_response(Forbidden(f"role {who.role} may not {request.method} {path}",
                                             role=who.role))
+        if flag("wait"):
+            wait_timeout()  # a bad ?timeout= is refused before any work starts
         return None
 
     @bp.after_request
@@ -243,7 +244,7 @@ def _job_routes(bp: Blueprint, ctl: Controller) -> None:
     @bp.get("/jobs/<job_uuid>")
     def get_job(job_uuid: str) -> Response:
         if flag("wait"):
-            job = ctl.jobs.wait(job_uuid, min(float(request.args.get("timeout", 3600)), 3600.0))
+            job = ctl.jobs.wait(job_uuid, wait_timeout())
         else:
             job = ctl.jobs.get(job_uuid)
         if job is None:

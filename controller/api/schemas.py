@@ -21,6 +21,8 @@ Description = Annotated[str | None, Field(default=None, max_length=2048)]
 Uuid = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="a resource UUID (32 hex digits)")]
 ImageUrl = Annotated[str, Field(pattern=r"^(https?|sftp|file)://[^\s]+$", max_length=2048)]
 Bytes = Annotated[int, Field(gt=0, le=2**50)]
+#: a storage's size in bytes (0: as the agent reports it); bounded so that it fits a 64-bit column
+Capacity = Annotated[int, Field(ge=0, le=2**60)]
 
 # Host names, addresses and agent URLs reach Ansible (inventory, extra variables) and argv
 # (ssh-keyscan): they are held to a grammar with no room for a template ('{', '%'), an
@@ -199,7 +201,7 @@ class PrimaryStorageCreate(Named):
     url: str = Field(min_length=1, max_length=1024)
     mount_path: MountPath | None = None
     agent_url: AgentUrl | None = None
-    total_capacity: int = Field(default=0, ge=0)
+    total_capacity: Capacity = 0
     cluster_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
     ceph: CephPrimaryStorageSpec | None = Field(default=None, validate_default=True,
                                                 description="ceph only (and required there)")
@@ -249,7 +251,7 @@ class BackupStorageCreate(Named):
         default=None, description="the store's directory on its host, as the sftpbackup agent reads it "
         "(default: url; with deploy: the role's store root followed by url)")
     agent_url: AgentUrl | None = None
-    total_capacity: int = Field(default=0, ge=0)
+    total_capacity: Capacity = 0
     zone_uuids: list[Uuid] = Field(default_factory=list, max_length=1000)
     deploy: bool = Field(default=False, description="install the sftpbackup agent on hostname over SSH first")
     ssh_user: SshUser = "root"
