@@ -24,8 +24,9 @@ bench: test-env
 	$(PY) -m tests.bench.run
 
 lint: deps
-	$(VENV)/bin/ruff check agentcore kvmagent storageagent sftpbackup cephagent controller tests
-	$(VENV)/bin/mypy agentcore kvmagent storageagent sftpbackup cephagent controller
+	$(VENV)/bin/ruff check agentcore kvmagent storageagent sftpbackup cephagent controller simulator tests
+	$(VENV)/bin/mypy agentcore kvmagent storageagent sftpbackup cephagent controller simulator
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	shellcheck -x -S warning scripts/*.sh scripts/components/*.sh scripts/lib/*.sh .ci/run
 
 up: deps

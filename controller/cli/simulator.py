@@ -74,8 +74,8 @@ def serve(listen: str, hosts: int, primary_storages: int, backup_storages: int,
     bs-00001...; the control API is under /_sim/ (see docs/simulator.md).
     """
     # only `simulator serve` needs aiohttp and the agents' models
-    from controller.simulator import Capacity, SimulatorConfig  # noqa: PLC0415
-    from controller.simulator import serve as run  # noqa: PLC0415
+    from simulator import Capacity, SimulatorConfig  # noqa: PLC0415
+    from simulator import serve as run  # noqa: PLC0415
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,5 +1,5 @@
 """A controller in-process with a Ceph primary storage, its hosts and cephagent
-simulated (``controller.simulator``) behind the controller's transport seam.
+simulated (the ``simulator`` package) behind the controller's transport seam.
 
 The simulator answers every command synchronously (no ``callbackurl`` is
 passed on), so the dispatcher resolves each call from the answer; its state
@@ -16,7 +16,7 @@ from typing import Any
 
 from agentcore.errors import AgentError
 from controller.dispatch.transport import AgentRequest, AgentResponse, Handler, TransportError
-from controller.simulator import FaultRule, Simulator, SimulatorConfig
+from simulator import FaultRule, Simulator, SimulatorConfig
 from tests.unit.controller.harness import DIGEST, Cloud, GiB
 
 KEY = "QVFEd2QrWm1BQUFBQUJBQXRyd1pCOGtFdU5kMG9IMHc9PQ=="

@@ -1,5 +1,5 @@
 """Ceph primary storage in the controller's VM workflows, against simulated
-agents (``controller.simulator``): the create-VM flow clones the root volume
+agents (the ``simulator`` package): the create-VM flow clones the root volume
 from the cached image in RBD and starts the VM with RBD disks after setting
 the libvirt secret once per host; a failure at any step leaves no RBD image
 but the cache, no row and no domain; VM delete and the primary storage's
@@ -16,7 +16,7 @@ import pytest
 
 from controller.db.models import PrimaryStorage
 from controller.primary.ceph import monitors
-from controller.simulator import FaultRule
+from simulator import FaultRule
 from tests.unit.controller.cephcloud import KEY, POOL, SimAgents, build, fail_once, write_key
 from tests.unit.controller.harness import Cloud
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from controller.simulator import SimulatorThread
+from simulator import SimulatorThread
 from tests.support.agents import free_port, wait_until
 
 SIM_TOKEN = "flows-sim-token"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from controller.simulator import FaultRule, SimulatorConfig, SimulatorThread
+from simulator import FaultRule, SimulatorConfig, SimulatorThread
 from tests.integration.controller.simulator.cloud import (
     SIM_TOKEN,
     Controller,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from controller.simulator import SimulatorConfig, SimulatorThread
+from simulator import SimulatorConfig, SimulatorThread
 from tests.integration.controller.simulator.cloud import (
     SIM_TOKEN,
     Controller,

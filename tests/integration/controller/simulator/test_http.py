@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.simulator import SimulatorConfig, SimulatorThread
 from kvmagent.models import StartVmCmd
+from simulator import SimulatorConfig, SimulatorThread
 from tests.support.agents import AgentProcess, CallbackReceiver, free_port, python_agent, wait_until
 
 TOKEN = "sim-integration-token"

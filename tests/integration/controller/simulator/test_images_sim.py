@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller.simulator import FaultRule, SimulatorConfig, SimulatorThread
+from simulator import FaultRule, SimulatorConfig, SimulatorThread
 from tests.integration.controller.simulator.cloud import (
     SIM_TOKEN,
     Controller,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from agentcore.errors import AgentError, InvalidRequest
-from controller.simulator.state import SimAgent, StorageState
+from simulator.state import SimAgent, StorageState
 
 GiB = 1024**3
 MiB = 1024**2

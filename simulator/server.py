@@ -21,10 +21,10 @@ from aiohttp import web
 from agentcore import __version__
 from agentcore.errors import AgentError, NotFound, Unauthorized
 from agentcore.openapi import build_openapi
-from controller.simulator.catalog import AGENT_PACKAGES
-from controller.simulator.control import add_control_routes, control_auth, health
-from controller.simulator.engine import Simulator, SimulatorConfig
-from controller.simulator.web import SIM, Handler, drop, error_answer, json_answer, sim_of
+from simulator.catalog import AGENT_PACKAGES
+from simulator.control import add_control_routes, control_auth, health
+from simulator.engine import Simulator, SimulatorConfig
+from simulator.web import SIM, Handler, drop, error_answer, json_answer, sim_of
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from agentcore import __version__
 from agentcore.errors import InvalidRequest, NotFound, Unauthorized
 from agentcore.server import validation_error
-from controller.simulator.catalog import AGENT_PACKAGES, AgentKind
-from controller.simulator.faults import FaultRule
-from controller.simulator.state import Capacity
-from controller.simulator.web import Handler, json_answer, sim_of
+from simulator.catalog import AGENT_PACKAGES, AgentKind
+from simulator.faults import FaultRule
+from simulator.state import Capacity
+from simulator.web import Handler, json_answer, sim_of
 
 
 @web.middleware

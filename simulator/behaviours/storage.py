@@ -15,14 +15,14 @@ import time
 from typing import Any
 
 from agentcore.errors import Conflict, InUse, InvalidRequest, NotFound
-from controller.simulator.behaviours.base import (
+from simulator.behaviours.base import (
     Body,
     Fleet,
     InsufficientCapacity,
     MiB,
     behaves,
 )
-from controller.simulator.state import SimAgent, StorageState, Volume
+from simulator.state import SimAgent, StorageState, Volume
 
 DEFAULT_IMAGE_SIZE = 64 * MiB
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from agentcore.errors import AgentError
 from agentcore.runtime import error_reply
-from controller.simulator.engine import Simulator
+from simulator.engine import Simulator
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SIM: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from controller.simulator.catalog import AgentKind
+from simulator.catalog import AgentKind
 
 GiB = 1024**3
 TiB = 1024**4

@@ -40,11 +40,11 @@ from agentcore.errors import (
 from agentcore.runtime import error_reply
 from agentcore.server import validation_error
 from agentcore.urlpolicy import UrlPolicy
-from controller.simulator.behaviours import BEHAVIOURS, Body
-from controller.simulator.callbacks import CallbackSender
-from controller.simulator.catalog import KINDS, AgentKind, SimCommand, discover, skeleton
-from controller.simulator.faults import FaultBook, FaultRule
-from controller.simulator.state import Capacity, SimAgent, StorageState, Task
+from simulator.behaviours import BEHAVIOURS, Body
+from simulator.callbacks import CallbackSender
+from simulator.catalog import KINDS, AgentKind, SimCommand, discover, skeleton
+from simulator.faults import FaultBook, FaultRule
+from simulator.state import Capacity, SimAgent, StorageState, Task
 
 log = logging.getLogger(__name__)
 

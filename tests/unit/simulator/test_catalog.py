@@ -7,7 +7,8 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
-from controller.simulator.catalog import (
+from kvmagent.models import StartVmCmd, StartVmReply
+from simulator.catalog import (
     CONTRACT_PATHS,
     KINDS,
     LooseCmd,
@@ -16,8 +17,7 @@ from controller.simulator.catalog import (
     placeholder,
     skeleton,
 )
-from controller.simulator.engine import build_reply
-from kvmagent.models import StartVmCmd, StartVmReply
+from simulator.engine import build_reply
 
 
 def test_expand_splits_the_last_segment() -> None:

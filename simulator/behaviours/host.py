@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentcore.errors import Conflict, NotFound
-from controller.simulator.behaviours.base import (
+from simulator.behaviours.base import (
     BEHAVIOURS,
     Behaviour,
     Body,
@@ -17,7 +17,7 @@ from controller.simulator.behaviours.base import (
     InsufficientCapacity,
     behaves,
 )
-from controller.simulator.state import Domain, SimAgent
+from simulator.state import Domain, SimAgent
 
 VERSION = "sim"
 

@@ -6,10 +6,10 @@ models, keeping state so the controller sees consistent answers, with fault
 injection for the controller's tests. See ``docs/simulator.md``.
 """
 
-from controller.simulator.engine import Simulator, SimulatorConfig
-from controller.simulator.faults import FaultRule
-from controller.simulator.server import SimulatorThread, make_app, serve
-from controller.simulator.state import Capacity
+from simulator.engine import Simulator, SimulatorConfig
+from simulator.faults import FaultRule
+from simulator.server import SimulatorThread, make_app, serve
+from simulator.state import Capacity
 
 __all__ = ["Capacity", "FaultRule", "Simulator", "SimulatorConfig", "SimulatorThread",
            "make_app", "serve"]

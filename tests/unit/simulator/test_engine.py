@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from controller.simulator.engine import Answer, Simulator, SimulatorConfig
-from controller.simulator.faults import FaultRule
-from controller.simulator.state import Capacity
 from kvmagent.models import StartVmCmd, StopVmCmd
+from simulator.engine import Answer, Simulator, SimulatorConfig
+from simulator.faults import FaultRule
+from simulator.state import Capacity
 from storageagent.models import (
     CacheImageCmd,
     CapacityCmd,
