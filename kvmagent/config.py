@@ -45,3 +45,19 @@ class KvmAgentConfig(AgentConfig):
                     "outside state_dir, which dnsmasq cannot enter once it dropped root",
     )
     stop_poll_interval: float = Field(default=0.2, gt=0, le=5)
+    migration_transport: Literal["ssh", "tcp"] = Field(
+        default="ssh",
+        description="ssh: live migration goes to root@<dest>:<migration_ssh_port> with the migration key, "
+                    "the destination's host key checked against migration_known_hosts; the guest's memory "
+                    "is tunnelled through that connection. tcp: UNAUTHENTICATED, UNENCRYPTED "
+                    "qemu+tcp://<dest>/system (a libvirtd with auth_tcp = \"none\"): for tests only",
+    )
+    migration_ssh_key: Path = Field(
+        default=Path("/etc/kvmcloud/migration/id_ed25519"),
+        description="private key that the destination authorizes for virt-ssh-helper only",
+    )
+    migration_known_hosts: Path = Field(
+        default=Path("/etc/kvmcloud/migration/known_hosts"),
+        description="SSH host keys of the cluster's hosts; an unknown or changed key fails the migration",
+    )
+    migration_ssh_port: int = Field(default=22, gt=0, lt=65536, description="sshd port of the other hosts")

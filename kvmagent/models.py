@@ -231,10 +231,15 @@ class MigrateVmCmd(VmCmd):
     """Live-migrate to another host's libvirtd (shared storage)."""
 
     dest_host_ip: IPv4
-    dest_uri: str | None = Field(default=None, pattern=r"^qemu\+(tcp|tls|ssh|unix)://[^\s]*$",
-                                 description="libvirt URI of the destination; default qemu+tcp://<destHostIp>/system")
+    dest_uri: str | None = Field(
+        default=None, pattern=r"^qemu\+(tcp|tls|ssh|libssh|unix)://[^\s]*$",
+        description="libvirt URI of the destination; by default the agent's migration transport "
+                    "(SSH with the migration key) to <destHostIp>. qemu+tcp is refused unless the "
+                    "agent's migration_transport is tcp",
+    )
     migration_port: int | None = Field(default=None, gt=1023, lt=65536,
-                                       description="the data stream goes to tcp://<destHostIp>:<port>")
+                                       description="ignored (kept for older controllers): the data "
+                                                   "stream is tunnelled through the libvirt connection")
     bandwidth: int | None = Field(default=None, gt=0, description="MiB/s")
     downtime: int | None = Field(default=None, gt=0, le=60000, description="max downtime in ms")
     auto_converge: bool = False

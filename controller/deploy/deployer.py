@@ -88,6 +88,10 @@ class DeploySettings:
         return self.work_dir / "store_ed25519"
 
     @property
+    def migration_key_file(self) -> Path:
+        return self.work_dir / "migration_ed25519"
+
+    @property
     def known_hosts(self) -> KnownHosts:
         return KnownHosts(self.work_dir / "known_hosts")
 
@@ -162,6 +166,7 @@ class Deployer:
         run_dir = self.settings.work_dir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{role}-{uuid.uuid4().hex[:6]}"
         extravars = {
             **self._store_access(role),
+            **self._migration_access(role),
             **shipped,
             "kvmcloud_version": house.version,
             "kvmcloud_wheelhouse_tar": str(house.tar),
@@ -210,6 +215,19 @@ class Deployer:
         if role == "sftpbackup":
             access["sftpbackup_authorized_keys"] = [pub.read_text().strip()]
         return access
+
+    def _migration_access(self, role: str) -> dict[str, Any]:
+        """The controller's migration key for the kvmagent role: every host gets it, authorizes
+        it for libvirt only (virt-ssh-helper) and checks its peers' host keys against this
+        controller's known_hosts, so live migration is SSH-authenticated and encrypted."""
+        if role != "kvmagent":
+            return {}
+        pub = ensure_controller_key(self.settings.migration_key_file, comment="kvmcloud-migration")
+        return {
+            "kvmagent_migration_key": str(self.settings.migration_key_file),
+            "kvmagent_migration_known_hosts": str(self.settings.known_hosts.path),
+            "kvmagent_migration_public_key": pub.read_text().strip(),
+        }
 
     def _prepare(self, target: DeployTarget) -> DeployTarget:
         """Record the host key (first contact) and install the controller key if a password was given."""

@@ -21,13 +21,13 @@ from controller.deploy.known_hosts import KnownHosts
 log = logging.getLogger(__name__)
 
 
-def ensure_controller_key(path: Path) -> Path:
+def ensure_controller_key(path: Path, comment: str = "kvmcloud-controller") -> Path:
     """The controller's ed25519 key at ``path`` (created once); returns the public key path."""
     pub = path.with_name(path.name + ".pub")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kvmcloud-controller", "-f", str(path)],
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
             check=True, capture_output=True, timeout=30,
         )
     return pub

@@ -27,6 +27,8 @@ def host_vars(root: Path, nshost: dict[str, str], i: int) -> dict[str, str]:
         "kvmcloud_state_root": f"{root}/var/lib/kvmcloud",
         "kvmcloud_log_dir": f"{root}/var/log/kvmcloud",
         "kvmcloud_run_dir": f"{root}/run/kvmcloud",
+        # the host's sshd reads this file (not /root/.ssh, which is this machine's)
+        "kvmagent_migration_authorized_keys": str(Path(nshost[f"NSHOST_{i}_SSHD_PIDFILE"]).parent / "authorized_keys"),
     }
 
 

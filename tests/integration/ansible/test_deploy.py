@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,28 @@ def test_store_key_reaches_only_the_store_over_sftp(fleet: Fleet) -> None:
     # the storage agent's host got the key and the store's host key, and its config names them
     config = (fleet.roots["storageagent"] / "etc" / "kvmcloud" / "storageagent.toml").read_text()
     assert "sftp_key_file" in config and "sftp_known_hosts" in config
+
+
+def test_migration_key_reaches_libvirt_only(fleet: Fleet) -> None:
+    """The kvmagent role installs the controller's migration key and known_hosts for the agent
+    and authorizes the key for virt-ssh-helper only: a libvirt client with exactly the
+    installed files gets libvirt over SSH (host key checked), a shell command does not run."""
+    target = fleet.targets["kvmagent"]
+    mig = fleet.roots["kvmagent"] / "etc" / "kvmcloud" / "migration"
+    key, known_hosts = mig / "id_ed25519", mig / "known_hosts"
+    assert key.stat().st_mode & 0o777 == 0o600 and mig.stat().st_mode & 0o777 == 0o700
+    config = tomllib.loads((fleet.roots["kvmagent"] / "etc" / "kvmcloud" / "kvmagent.toml").read_text())
+    assert (config["migration_ssh_key"], config["migration_known_hosts"]) == (str(key), str(known_hosts))
+    authorized = Path(target.host_vars["kvmagent_migration_authorized_keys"]).read_text()
+    assert authorized.count("# BEGIN kvmcloud live migration") == 1
+    assert 'restrict,command="virt-ssh-helper qemu:///system" ssh-ed25519 ' in authorized
+    uri = (f"qemu+libssh://root@{target.address}:{target.ssh_port}/system?keyfile={key}"
+           f"&known_hosts={known_hosts}&known_hosts_verify=normal&sshauth=privkey")
+    virsh = subprocess.run(["virsh", "-c", uri, "uri"], capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL, check=False)
+    assert virsh.returncode == 0, virsh.stderr
+    shell = subprocess.run(
+        ["ssh", "-T", "-i", str(key), "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-p", str(target.ssh_port), f"root@{target.address}", "id"],
+        capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+    assert "uid=" not in shell.stdout and "virt-ssh-helper" in shell.stderr, shell

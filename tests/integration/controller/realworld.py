@@ -53,6 +53,8 @@ class World:
     url: str
     guest: dict[str, str]
     ids: dict[str, str] = field(default_factory=dict)
+    migration_port: int = 22
+    """the sshd port the kvmagent migrates to (a second host's sshd listens there)"""
 
     def ok(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         r = self.api.request(method, path, json=body, params=params or None)
@@ -132,8 +134,13 @@ def open_world(component_env: Callable[[str], dict[str, str]],
                    check=True, timeout=10)
     subprocess.run(["ip", "link", "set", dummy, "up"], check=True, timeout=10)
     app, url, server = serve_controller(f"sqlite:///{base}/controller.db", API)
+    # live migration over SSH as deployed: the key and known_hosts of the "migration" dir come
+    # from the second host's sshd, when a test module starts one (SecondLibvirtd.start_sshd)
+    migration_port = free_port()
     kvm = kvmagent(base, "kvm", url, libvirt_env["LIBVIRT_URI"], libvirt_env["LIBVIRT_DOMAIN_TYPE"],
-                   [base, *roots]).start()
+                   [base, *roots], migration_ssh_key=base / "migration" / "id_ed25519",
+                   migration_known_hosts=base / "migration" / "known_hosts",
+                   migration_ssh_port=migration_port).start()
     sto = AgentProcess(python_agent("storageagent.app"), agent_home(base, "sto"), controller_urls=[url],
                        extra={"storage_base_dirs": [str(base)], "download_allow_local": True,
                               **(sto_extra or {})}).start()
@@ -142,7 +149,7 @@ def open_world(component_env: Callable[[str], dict[str, str]],
     w = World(httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API}"}, timeout=120),
               app, kvm, sto, base, ps_root, dummy, url, guest,
               {"image_url": files.url("guest.qcow2"), "digest": sha256_of(image),
-               "size": str(info["virtual-size"])})
+               "size": str(info["virtual-size"])}, migration_port)
     try:
         yield w
     finally:

@@ -6,8 +6,9 @@ while the volume does), a root-volume snapshot and revert (the qcow2 chain;
 a write made after the snapshot is gone), the kvmagent killed (-9) while a
 start runs (the job ends, the host goes Disconnected and back, the database
 agrees with libvirt), and a live migration to a second host: a second
-libvirtd in its own mount namespace (listening on 127.0.0.2 like a remote
-host) with its own kvmagent, both seeing one shared mount point.
+libvirtd in its own mount namespace (an sshd on 127.0.0.2 in front of it, like
+a remote host: the migration goes over SSH with the migration key) with its own
+kvmagent, both seeing one shared mount point.
 At most two TCG guests run at a time.
 """
 
@@ -151,12 +152,13 @@ class Second:
 
 @pytest.fixture(scope="module")
 def second(world: World, component_env: Callable[[str], dict[str, str]]) -> Iterator[Second]:
-    """A second host: its own libvirtd (on 127.0.0.2) and kvmagent; the storage agent is shared,
+    """A second host: its own libvirtd (SSH on 127.0.0.2) and kvmagent; the storage agent is shared,
     and so is a mount point (a bind mount of a directory, standing in for a shared filesystem)."""
     smp = world.base / "smp"
     smp.mkdir(mode=0o755)
     subprocess.run(["mount", "--bind", str(smp), str(smp)], check=True, timeout=10)
-    lv = SecondLibvirtd(world.base / "lv2", tcp_addr="127.0.0.2").start()
+    lv = SecondLibvirtd(world.base / "lv2").start()
+    lv.start_sshd("127.0.0.2", world.migration_port, client_dir=world.base / "migration")
     kvm = kvmagent(world.base, "kvm2", world.url, lv.uri, component_env("libvirt")["LIBVIRT_DOMAIN_TYPE"],
                    [world.base], dhcp_tag="h2").start()
     try:

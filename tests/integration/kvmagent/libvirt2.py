@@ -5,6 +5,11 @@ It runs in a private mount namespace whose /run/libvirt, /var/lib/libvirt,
 own directories, with its own host UUID, so libvirt treats it as another host
 (live migration refuses a migration to the same host UUID). Clients reach it
 through its unix socket, which lives in its directory.
+
+For migration over SSH, :meth:`SecondLibvirtd.start_sshd` runs an sshd in that
+mount namespace, set up as the kvmagent Ansible role sets up a host: the
+migration key is authorized for root with ``restrict`` and a forced
+``virt-ssh-helper qemu:///system``, so it reaches this libvirtd and nothing else.
 """
 
 from __future__ import annotations
@@ -15,18 +20,32 @@ import signal
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+
+# the kvmagent role authorizes the migration key with these options (ansible/roles/kvmagent)
+MIGRATION_KEY_OPTIONS = 'restrict,command="virt-ssh-helper qemu:///system"'
+
+
+@dataclass
+class MigrationSshd:
+    """An sshd in front of a second libvirtd: where it listens and what a client needs."""
+
+    addr: str
+    port: int
+    key: Path
+    """the migration private key the sshd authorizes"""
+    known_hosts: Path
+    """the sshd's host key, as the kvmagent role ships a cluster's known_hosts"""
 
 
 class SecondLibvirtd:
-    def __init__(self, base: Path, tcp_addr: str | None = None,
-                 virtlogd_conf: dict[str, str] | None = None) -> None:
+    def __init__(self, base: Path, virtlogd_conf: dict[str, str] | None = None) -> None:
         self.base = base
         self.virtlogd_conf = virtlogd_conf or {}  # settings of its virtlogd.conf (e.g. a small max_size)
         self.uri = f"qemu+unix:///system?socket={base}/run/libvirt-sock"
-        # with an address, it also listens on <addr>:16509 (plain TCP, no auth), so the
-        # default migration URI qemu+tcp://<addr>/system reaches it as it would a real host
-        self.tcp_addr = tcp_addr
+        # no TCP listener: other "hosts" reach it over SSH only (start_sshd)
+        self.sshd: MigrationSshd | None = None
 
     def start(self, timeout: float = 60) -> SecondLibvirtd:
         b = self.base
@@ -37,14 +56,11 @@ class SecondLibvirtd:
             f.unlink()
         with open(b / "etc" / "libvirtd.conf", "a") as conf:
             conf.write(f'\nhost_uuid = "{uuid.uuid4()}"\n')
-            if self.tcp_addr:
-                conf.write(f'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "{self.tcp_addr}"\n'
-                        'auth_tcp = "none"\n')
         if self.virtlogd_conf:  # replace the settings: libvirt reads the first line of a key
-            conf = b / "etc" / "virtlogd.conf"
-            keep = [line for line in conf.read_text().splitlines()
+            logd_conf = b / "etc" / "virtlogd.conf"
+            keep = [line for line in logd_conf.read_text().splitlines()
                     if line.partition("=")[0].strip() not in self.virtlogd_conf]
-            conf.write_text("\n".join(keep + [f"{k} = {v}" for k, v in self.virtlogd_conf.items()]) + "\n")
+            logd_conf.write_text("\n".join(keep + [f"{k} = {v}" for k, v in self.virtlogd_conf.items()]) + "\n")
         shutil.chown(b / "lib" / "qemu", "libvirt-qemu", "libvirt-qemu")
         if Path("/var/cache/libvirt").exists():  # reuse the QEMU capability cache: starts in 0.2 s
             shutil.copytree("/var/cache/libvirt", b / "cache", dirs_exist_ok=True)
@@ -57,7 +73,7 @@ class SecondLibvirtd:
             f"mount --bind {b}/log /var/log/libvirt\n"
             f"mount --bind {b}/etc /etc/libvirt\n"
             f"virtlogd -d -p {b}/virtlogd.pid\n"
-            f"libvirtd -d {'-l ' if self.tcp_addr else ''}-p {b}/libvirtd.pid\n"
+            f"libvirtd -d -p {b}/libvirtd.pid\n"
         )
         subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", str(script)],
                        check=True, timeout=60)
@@ -69,11 +85,41 @@ class SecondLibvirtd:
             time.sleep(0.2)
         raise AssertionError("the second libvirtd did not come up")
 
+    def start_sshd(self, addr: str, port: int, client_dir: Path | None = None,
+                   timeout: float = 30) -> MigrationSshd:
+        """An sshd on ``addr:port`` in this libvirtd's mount namespace (see the module's doc);
+        the migration key and a known_hosts with its host key go to ``client_dir``."""
+        d = self.base / "sshd"
+        client = client_dir or d
+        for where in (d, client):
+            where.mkdir(mode=0o700, exist_ok=True)
+        _keygen(d / "host_ed25519", "host")
+        _keygen(client / "id_ed25519", "kvmcloud-migration")
+        pub = (client / "id_ed25519.pub").read_text().strip()
+        (d / "authorized_keys").write_text(f"{MIGRATION_KEY_OPTIONS} {pub}\n")
+        host_key = " ".join((d / "host_ed25519.pub").read_text().split()[:2])
+        (client / "known_hosts").write_text(f"[{addr}]:{port} {host_key}\n")
+        (d / "sshd_config").write_text(
+            f"Port {port}\nListenAddress {addr}\nHostKey {d}/host_ed25519\nPidFile {self.base}/sshd.pid\n"
+            f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n")
+        logd = _pid(self.base / "virtlogd.pid")
+        assert logd is not None, "start the libvirtd first"
+        subprocess.run(["nsenter", f"--mount=/proc/{logd}/ns/mnt", "/usr/sbin/sshd", "-f", str(d / "sshd_config"),
+                        "-E", str(d / "sshd.log")], check=True, timeout=30)
+        end = time.monotonic() + timeout
+        while _pid(self.base / "sshd.pid") is None:
+            if time.monotonic() > end:
+                raise AssertionError("the second libvirtd's sshd did not come up")
+            time.sleep(0.1)
+        self.sshd = MigrationSshd(addr, port, client / "id_ed25519", client / "known_hosts")
+        return self.sshd
+
     def stop(self) -> None:
         r = subprocess.run(["virsh", "-c", self.uri, "list", "--name"], capture_output=True, text=True, timeout=10)
         for name in r.stdout.split():
             subprocess.run(["virsh", "-c", self.uri, "destroy", name], capture_output=True, timeout=30)
-        for name in ("libvirtd.pid", "virtlogd.pid"):
+        for name in ("sshd.pid", "libvirtd.pid", "virtlogd.pid"):
             pid_file = self.base / name
             if not pid_file.exists():
                 continue
@@ -88,6 +134,12 @@ class SecondLibvirtd:
                 except ProcessLookupError:
                     break
                 time.sleep(0.1)
+
+
+def _keygen(path: Path, comment: str) -> None:
+    if not path.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                       check=True, capture_output=True, timeout=30)
 
 
 def _pid(path: Path) -> int | None:
