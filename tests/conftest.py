@@ -11,6 +11,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ENV_DIR = Path(os.environ.get("KVMCLOUD_TEST_ENV", "/var/tmp/kvmcloud-test"))
 
+# The fixtures stand in for an operator's directories (NFS exports, mount bases, a second
+# libvirtd's tree) that QEMU, running as libvirt-qemu, must reach: they are made as under a
+# usual umask whatever the caller's. The project's own modes do not rely on it and are tested
+# under umask 077 (tests/unit/agentcore/test_fsmode.py, the storage layout test, and
+# tests/e2e/test_make_up.py, which runs make up under umask 077).
+os.umask(0o022)
+
 
 def read_component_env(name: str) -> dict[str, str]:
     """What ``scripts/components/NN-<name>.sh up`` wrote; starts it if needed."""

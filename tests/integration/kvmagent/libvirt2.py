@@ -23,6 +23,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentcore.fsmode import SHARED, make_dirs
+
 # the kvmagent role authorizes the migration key with these options (ansible/roles/kvmagent)
 MIGRATION_KEY_OPTIONS = 'restrict,command="virt-ssh-helper qemu:///system"'
 
@@ -50,7 +52,8 @@ class SecondLibvirtd:
     def start(self, timeout: float = 60) -> SecondLibvirtd:
         b = self.base
         for d in ("run", "lib/qemu", "lib/images", "cache", "log", "etc"):
-            (b / d).mkdir(parents=True, exist_ok=True)
+            # QEMU (libvirt-qemu) passes through these, whatever the test run's umask
+            make_dirs(b / d, SHARED)
         shutil.copytree("/etc/libvirt", b / "etc", dirs_exist_ok=True)
         for f in (b / "etc" / "qemu").glob("*.xml"):
             f.unlink()
@@ -67,6 +70,7 @@ class SecondLibvirtd:
         script = b / "start.sh"
         script.write_text(
             "set -e\n"
+            "umask 022\n"  # the daemons' own files: as the system libvirtd makes them
             f"mount --bind {b}/run /run/libvirt\n"
             f"mount --bind {b}/lib /var/lib/libvirt\n"
             f"mount --bind {b}/cache /var/cache/libvirt\n"
