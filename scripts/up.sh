@@ -112,7 +112,7 @@ cat <<MSG
 
   API        $API   (token: $UP/api-token)
   CLI        export KVMCLOUD_URL=$API KVMCLOUD_TOKEN=\$(cat $UP/api-token)
-             .venv/bin/kvmcloud vms list
+             .venv/bin/kvmcloud vm list
   curl       curl -H "Authorization: Bearer \$(cat $UP/api-token)" $API/v1/vms
   VM         $VM (Running)
   console    $CONSOLE
