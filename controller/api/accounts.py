@@ -16,7 +16,8 @@ from controller.query import parse, run
 from controller.services.common import get_or_404, to_dict
 
 
-def _listing(ctl: Controller, model: type[Base]) -> Response:
+def listing(ctl: Controller, model: type[Base]) -> Response:
+    """``GET /v1/<collection>``: the query language over ``model``'s rows (items, total)."""
     q = parse(request.args)
     with ctl.db.read() as s:
         rows, total = run(s, model, q)
@@ -38,7 +39,7 @@ def account_routes(bp: Blueprint, ctl: Controller, auth: ApiAuth) -> None:
 
     @bp.get("/accounts")
     def list_accounts() -> Response:
-        return _listing(ctl, Account)
+        return listing(ctl, Account)
 
     @bp.get("/accounts/<uuid>")
     def get_account(uuid: str) -> Response:
@@ -52,7 +53,7 @@ def account_routes(bp: Blueprint, ctl: Controller, auth: ApiAuth) -> None:
 
     @bp.get("/audit-events")
     def list_audit_events() -> Response:
-        return _listing(ctl, AuditEvent)
+        return listing(ctl, AuditEvent)
 
     @bp.get("/audit-events/<uuid>")
     def get_audit_event(uuid: str) -> Response:

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from controller import cascade
 from controller.api import audit
 from controller.api import schemas as sc
-from controller.api.accounts import account_routes
+from controller.api.accounts import account_routes, listing
 from controller.api.auth import ApiAuth, NoCredentials, bearer
 from controller.api.http import error_response, flag, json_response, parse_body, wait_timeout
 from controller.core import Controller
@@ -186,15 +186,7 @@ def _collection_routes(bp: Blueprint, ctl: Controller) -> None:
 
     @bp.get("/<coll>")
     def list_(coll: str) -> Response:
-        model = Tag if coll == "tags" else _model(coll)
-        q = parse(request.args)
-        with ctl.db.read() as s:
-            rows, total = run(s, model, q)
-            items = rows if q.fields else [to_dict(r) for r in rows]
-        body: dict[str, Any] = {"items": items}
-        if total is not None:
-            body["total"] = total
-        return json_response(body)
+        return listing(ctl, Tag if coll == "tags" else _model(coll))
 
     @bp.get("/<coll>/<uuid>")
     def get(coll: str, uuid: str) -> Response:
