@@ -485,6 +485,16 @@ class HostRedeploy(Body):
     ship_packages: bool = Field(default=False, description="the host reaches no package mirror")
 
 
+class BackupStorageRedeploy(Body):
+    """Redeploy an SFTP backup storage's agent over SSH with the controller's key."""
+
+    force: bool = Field(default=False, description="reinstall and restart the agent; without it, the "
+                        "playbook runs only when the agent is silent or reports another kvmcloud version")
+    ssh_user: SshUser = "root"
+    ssh_port: int | None = Field(default=None, gt=0, lt=65536, description="default: the storage's port")
+    ship_packages: bool = Field(default=False, description="the host reaches no package mirror")
+
+
 class ClusterAction(Body):
     cluster_uuid: Uuid
 

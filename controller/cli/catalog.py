@@ -27,6 +27,7 @@ CONTRACT_ACTIONS = {
     "vms": ["start", "stop", "reboot", "pause", "resume", "migrate", "attach-volume",
             "detach-volume", "attach-nic", "detach-nic"],
     "hosts": ["reconnect", "enable", "disable", "maintain", "redeploy"],
+    "backup-storages": ["reconnect", "redeploy"],
     "volumes": ["create-snapshot"],
     "snapshots": ["revert"],
 }

@@ -60,10 +60,11 @@ class Api:
             return dict(job.get("result") or data.get("resource") or {})
         return dict(data)
 
-    def action(self, collection: str, uuid: str, verb: str) -> dict[str, Any]:
+    def action(self, collection: str, uuid: str, verb: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run an action on a resource and wait for it; returns the job's result."""
-        r = self.client.post(f"/v1/{collection}/{uuid}/actions/{verb}", json={})
-        r.raise_for_status()
+        r = self.client.post(f"/v1/{collection}/{uuid}/actions/{verb}", json=body or {})
+        if r.status_code >= 400:
+            raise AllInOneError(f"{verb} {collection} {uuid} answered {r.status_code}: {r.text[:2000]}")
         job = self.follow(r.json()["job"])
         if job.get("state") != "succeeded":
             raise AllInOneError(f"{verb} {collection} {uuid} failed: {json.dumps(job.get('error') or job)[:2000]}")
@@ -86,6 +87,25 @@ class Api:
         return dict(r.json())
 
 
+def answers(agent_url: str | None) -> bool:
+    """Whether the agent at ``agent_url`` answers its health check (``make down`` stops them)."""
+    if not agent_url:
+        return False
+    try:
+        return httpx.get(f"{agent_url.rstrip('/')}/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _tail(path: Path, offset: int) -> str:
+    """The text of ``path`` after ``offset`` (all of it when the file was truncated since)."""
+    with path.open("rb") as f:
+        if f.seek(0, 2) < offset:
+            offset = 0
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
 def _step(t0: float, what: str) -> None:
     print(f"[{time.monotonic() - t0:6.1f}s] {what}", flush=True)
 
@@ -106,8 +126,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bs = api.ensure("backup-storages", {
         "name": "sftp-1", "type": "sftp", "hostname": "127.0.0.1", "port": args.ssh_port,
         "username": args.store_user, "url": "/store", "deploy": True, "zoneUuids": [zone["uuid"]]})
-    if bs.get("status") != "Connected":  # found from an earlier run whose agent is gone
-        bs = api.action("backup-storages", bs["uuid"], "reconnect")
+    if bs.get("status") != "Connected" or not answers(bs.get("agentUrl")):  # an earlier run's, stopped
+        _step(t0, "the store's agent is not running: redeploying it (Ansible starts it)")
+        bs = api.action("backup-storages", bs["uuid"], "redeploy", {"sshPort": args.ssh_port})
     _step(t0, f"backup storage {bs['uuid']} connected ({bs['agentRoot']})")
 
     _step(t0, "adding the guest image: the store's agent copies it in")
@@ -127,17 +148,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "name": "host-1", "clusterUuid": cluster["uuid"], "managementIp": "127.0.0.1", "deploy": True,
         "sshPort": args.ssh_port, "agentUrl": "http://127.0.0.1:7070",
         "storageAgentUrl": "http://127.0.0.1:7071"}, key="managementIp")
+    if host.get("status") != "Connected" or not all(map(answers, (host.get("agentUrl"),
+                                                                 host.get("storageAgentUrl")))):
+        _step(t0, "the host's agents are not running: redeploying them (Ansible starts them)")
+        host = api.action("hosts", host["uuid"], "redeploy", {"sshPort": args.ssh_port})
     _step(t0, f"host {host['uuid']} connected")
 
     vm = api.ensure("vms", {"name": "vm-1", "imageUuid": image["uuid"], "instanceOfferingUuid": offering["uuid"],
                             "l3NetworkUuids": [l3["uuid"]]})
+    console = Path(args.console_dir) / f"{vm['uuid']}.log"
+    seen = 0  # the console log's bytes before this boot (an earlier run's boot does not count)
     state = api.get(f"/v1/vms/{vm['uuid']}")
+    if state.get("state") == "Stopped":  # an earlier run's, stopped by make down
+        _step(t0, f"starting VM {vm['uuid']}")
+        seen = console.stat().st_size if console.exists() else 0
+        api.action("vms", vm["uuid"], "start")
+        state = api.get(f"/v1/vms/{vm['uuid']}")
     if state.get("state") != "Running":
         raise AllInOneError(f"the VM is {state.get('state')}, not Running")
-    console = Path(args.console_dir) / f"{vm['uuid']}.log"
     _step(t0, f"VM {vm['uuid']} Running; waiting for {args.marker!r} on its serial console")
     end = time.monotonic() + args.boot_timeout
-    while not (console.exists() and args.marker in console.read_text(errors="replace")):
+    while not (console.exists() and args.marker in _tail(console, seen)):
         if time.monotonic() > end:
             raise AllInOneError(f"no {args.marker!r} in {console} after {args.boot_timeout:.0f}s")
         time.sleep(0.5)

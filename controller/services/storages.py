@@ -119,6 +119,33 @@ def _deploy(ctl: Controller, ctx: JobContext, body: sc.BackupStorageCreate, uuid
     _set(ctl, BackupStorage, uuid, agent_url=body.agent_url or result.agent_url, agent_root=agent_root)
 
 
+def redeploy_action(ctl: Controller, uuid: str, body: sc.BackupStorageRedeploy) -> Job:
+    """Run the sftpbackup role again on the store's host (its agent is silent, or another
+    kvmcloud version; always with ``force``), keeping the agent's token, then connect."""
+    with ctl.db.read() as s:
+        row = require(s, BackupStorage, uuid, "uuid")
+    if row.type != "sftp" or not row.agent_url:
+        raise Conflict(f"{uuid} is {row.type} backup storage without an agent to redeploy", type=row.type)
+
+    def deploy(ctx: JobContext) -> None:
+        from controller.deploy import DeployTarget  # noqa: PLC0415 - Ansible is heavy
+
+        with ctl.db.read() as s:
+            bs = require(s, BackupStorage, uuid, "uuid")
+        _set(ctl, BackupStorage, uuid, status="Connecting")
+        host_vars: dict[str, Any] = {}
+        suffix = "/" + bs.url.strip("/")
+        if bs.agent_root and bs.agent_root.endswith(suffix):  # the chroot the first deploy made
+            host_vars[STORE_ROOT_VAR] = bs.agent_root[: -len(suffix)] or "/"
+        target = DeployTarget(address=bs.hostname, ssh_port=body.ssh_port or bs.port, user=body.ssh_user,
+                              host_vars=host_vars, ship_packages=body.ship_packages)
+        result = deploy_role(ctx, target, "sftpbackup", agent_config(ctl, bs.agent_url or ""), (5.0, 85.0),
+                             force=body.force, only_if_version_differs=not body.force)
+        register_token(ctl, result)
+
+    return _agent_job(ctl, "redeploy-backup-storage", BackupStorage, uuid, deploy, lambda: connect(ctl, uuid))
+
+
 def _deploy_cephagent(ctl: Controller, ctx: JobContext, body: sc.PrimaryStorageCreate) -> None:
     """Run the cephagent role on agentUrl's host with the key ``ceph.keyRef`` names."""
     from controller.deploy import DeployTarget  # noqa: PLC0415 - Ansible is heavy
@@ -190,5 +217,6 @@ def _reconnect(coll: str, connect_fn: Callable[[Controller, str], dict[str, Any]
 def register() -> None:
     routes.JOB_CREATE["backup-storages"] = (sc.BackupStorageCreate, add_backup_storage)
     routes.ACTIONS[("backup-storages", "reconnect")] = (sc.EmptyAction, _reconnect("backup-storages", connect))
+    routes.ACTIONS[("backup-storages", "redeploy")] = (sc.BackupStorageRedeploy, redeploy_action)
     routes.ACTIONS[("primary-storages", "reconnect")] = (sc.EmptyAction,
                                                          _reconnect("primary-storages", connect_primary))

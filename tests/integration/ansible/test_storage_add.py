@@ -5,6 +5,7 @@ failed job that names the failing step."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,24 @@ def test_backup_storage_deploy_streams_its_tasks_then_connects(api: tuple[Api, P
     for token, code in ((own, 400), ("not-a-token-of-any-agent", 401)):
         r = client.client.post("/v1/agent-callbacks", json={}, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == code, r.get_data(as_text=True)
+
+    # the agent stopped (as `make down` stops it): a redeploy runs the role, which starts it again
+    run = root / "run" / "kvmcloud"
+    old_pid = (run / "sftpbackup.agent.pid").read_text()
+    subprocess.run(["start-stop-daemon", "--stop", "--pidfile", str(run / "sftpbackup.pid"), "--retry", "TERM/15"],
+                   check=True)
+    status, data = client.post(f"/v1/backup-storages/{bs['uuid']}/actions/redeploy", {}, wait="1")
+    assert status == 200 and data["job"]["state"] == "succeeded", data
+    assert data["job"]["result"]["status"] == "Connected"
+    assert (run / "sftpbackup.agent.pid").read_text() != old_pid
+    assert client.ctl.agent_tokens.known(bs["agentUrl"]) == own  # the token is kept
+
+    # a store without an agent has nothing to redeploy: 409 before any job
+    status, plain = client.post("/v1/backup-storages", {"name": "plain", "type": "sftp", "hostname": "10.0.0.9",
+                                                        "url": "/store"})
+    assert status == 201, plain
+    status, data = client.post(f"/v1/backup-storages/{plain['uuid']}/actions/redeploy", {})
+    assert status == 409, data
 
 
 def test_unreachable_store_host_is_a_failed_job_naming_the_step(api: tuple[Api, Path]) -> None:
