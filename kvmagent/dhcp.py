@@ -139,6 +139,21 @@ def _alive(pid_file: Path, marker: str) -> int | None:
     return pid if marker.encode() in cmdline else None
 
 
+def _strays(marker: str, keep: int | None) -> list[int]:
+    """dnsmasq processes running ``marker`` (the network's config file) other than ``keep``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == keep:
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"dnsmasq") and f"--conf-file={marker}".encode() in argv:
+            found.append(int(proc.name))
+    return found
+
+
 class DhcpServers:
     """The dnsmasq instances of this host, one per L3 network."""
 
@@ -187,6 +202,9 @@ class DhcpServers:
         if changed:
             _write(conf_file, conf)
         pid = _alive(wd / "dnsmasq.pid", str(conf_file))
+        for stray in _strays(str(conf_file), keep=pid):  # serving a namespace that is gone
+            log.warning("stopping dnsmasq %d of %s: it lost its pid file", stray, names.namespace)
+            _stop(stray)
         if pid is not None and changed:
             _stop(pid)
             pid = None
@@ -219,8 +237,8 @@ class DhcpServers:
         names = self.names(l3_uuid)
         wd = self.workdir(names)
         pid = _alive(wd / "dnsmasq.pid", str(wd / "dnsmasq.conf"))
-        if pid is not None:
-            _stop(pid)
+        for each in ([pid] if pid is not None else []) + _strays(str(wd / "dnsmasq.conf"), keep=pid):
+            _stop(each)
         with IPRoute() as ipr:
             idx = ipr.link_lookup(ifname=names.outer)
             if idx:
@@ -238,10 +256,18 @@ class DhcpServers:
             bridge = ipr.link_lookup(ifname=cmd.bridge_name)
             if not bridge:
                 raise NotFound("no such bridge", field="bridgeName", bridge_name=cmd.bridge_name)
-            if not ipr.link_lookup(ifname=names.outer):
-                with IPRoute(netns=names.namespace) as inner:
-                    if inner.link_lookup(ifname=names.inner):
-                        inner.link("del", index=inner.link_lookup(ifname=names.inner)[0])
+            with IPRoute(netns=names.namespace) as inner:
+                inside = inner.link_lookup(ifname=names.inner)
+            outside = ipr.link_lookup(ifname=names.outer)
+            if outside and not inside:
+                # its peer is in another namespace of that name, removed from under a running
+                # dnsmasq (a host's clean-up that missed the process): a new pair
+                ipr.link("del", index=outside[0])
+                outside = []
+            if not outside:
+                if inside:
+                    with IPRoute(netns=names.namespace) as inner:
+                        inner.link("del", index=inside[0])
                 ipr.link("add", ifname=names.outer, kind="veth", peer=names.inner)
                 ipr.link("set", index=ipr.link_lookup(ifname=names.inner)[0], net_ns_fd=names.namespace)
             outer = ipr.link_lookup(ifname=names.outer)[0]

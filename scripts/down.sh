@@ -8,7 +8,12 @@ cd "$(dirname "$0")/.." || exit 1
 UP=${KVMCLOUD_UP_DIR:-/var/lib/kvmcloud-up}
 RUN=${KVMCLOUD_AGENT_RUN_DIR:-/run/kvmcloud}
 export KVMCLOUD_TEST_ENV=${KVMCLOUD_TEST_ENV:-/var/tmp/kvmcloud-test}
-stop_pidfile() { [ -f "$1" ] && start-stop-daemon --stop --oknodo --pidfile "$1" --retry TERM/15/KILL/5 >/dev/null; rm -f "$1"; }
+# $2: the executable, for a pid file its daemon wrote after dropping root (start-stop-daemon
+# refuses to match on such a pid file alone)
+stop_pidfile() {
+  [ -f "$1" ] && start-stop-daemon --stop --oknodo --pidfile "$1" ${2:+--exec "$2"} --retry TERM/15/KILL/5 >/dev/null
+  rm -f "$1"
+}
 
 # the VM make up created (its QEMU would outlive libvirtd)
 if [ -f "$UP/summary.json" ]; then
@@ -21,7 +26,7 @@ done
 # the kvmagent's DHCP servers for flat networks (dnsmasq in a namespace per L3 network)
 for d in /var/lib/kvmcloud/kvmagent/dhcp/*/; do
   [ -d "$d" ] || continue
-  stop_pidfile "$d/dnsmasq.pid"
+  stop_pidfile "$d/dnsmasq.pid" "$(command -v dnsmasq || echo /usr/sbin/dnsmasq)"
   id=$(basename "$d"); ip netns del "kvmcloud-dhcp-${id:0:12}" 2>/dev/null || true
 done
 stop_pidfile "$UP/controller.pid"

@@ -99,3 +99,23 @@ def test_delete_stops_dnsmasq_and_removes_the_namespace(agent: AgentProcess) -> 
     with pytest.raises(ProcessLookupError):
         os.kill(applied["pid"], 0)
     assert agent.call("/network/dhcp/delete", {"l3NetworkUuid": L3})["success"]
+
+
+def test_a_namespace_removed_under_a_running_dnsmasq_is_made_again(agent: AgentProcess) -> None:
+    """What a host's clean-up that removed the namespace but missed dnsmasq (and its pid file)
+    leaves: the old dnsmasq holds the old namespace and the veth's inner end; the next apply
+    stops that dnsmasq and plumbs a new pair into a new namespace."""
+    assert agent.call("/network/l2/create", {"type": "novlan", "bridgeName": BRIDGE})["success"]
+    before = agent.call("/network/dhcp/apply", dhcp_body([{"mac": MAC, "ip": IP}]))
+    subprocess.run(["ip", "netns", "del", before["namespace"]], check=True)
+    (Path(agent.state_dir) / "dhcp" / L3.replace("-", "") / "dnsmasq.pid").unlink()
+    os.kill(before["pid"], 0)  # still running, in a namespace nobody can name
+
+    after = agent.call("/network/dhcp/apply", dhcp_body([{"mac": MAC, "ip": IP}]))
+    assert after["success"] and after["pid"] != before["pid"], after
+    with pytest.raises(ProcessLookupError):
+        os.kill(before["pid"], 0)
+    addr = subprocess.run(["ip", "-n", after["namespace"], "-o", "-4", "addr", "show"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "10.251.17.2/24" in addr, addr
+    assert agent.call("/network/dhcp/delete", {"l3NetworkUuid": L3})["success"]
