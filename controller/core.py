@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from sqlalchemy import update
 
@@ -10,6 +11,7 @@ from controller.agent_tokens import AgentTokens
 from controller.db.base import Database
 from controller.db.lookups import NetworkLookups
 from controller.db.models import Image, Vm
+from controller.db_schedule import DbBackupSchedule
 from controller.dispatch.dispatcher import Dispatcher
 from controller.dispatch.transport import HttpTransport, Transport
 from controller.jobs import JobManager
@@ -43,6 +45,9 @@ class Controller:
         if self.jobs.recover():
             self._recover_resources()
         self.tracker = HostTracker(self)
+        self.db_backups = (DbBackupSchedule(settings.db_url, Path(settings.db_backup_dir),
+                                            settings.db_backup_interval, settings.db_backup_keep)
+                           if settings.db_backup_dir else None)
 
     def _recover_resources(self) -> None:
         """Resources a dead process left mid-operation: the tracker's next sync settles them."""
@@ -60,9 +65,13 @@ class Controller:
     def start(self) -> None:
         if self.settings.tracker:
             self.tracker.start()
+        if self.db_backups is not None:
+            self.db_backups.start()
 
     def close(self) -> None:
         self.tracker.stop()
+        if self.db_backups is not None:
+            self.db_backups.stop()
         self.dispatcher.close()
         self.queues.shutdown()
         self.transport.close()

@@ -41,6 +41,10 @@ class Settings(BaseModel):
     sync_interval: float = Field(default=300.0, gt=0, description="seconds between full VM syncs")
     tracker: bool = Field(default=True, description="run the host tracker (ping, reconnect, sync)")
     threads: int = Field(default=64, ge=1, le=1024, description="HTTP threads")
+    db_backup_dir: str | None = Field(
+        default=None, description="directory of the scheduled database backups (unset: none are taken)")
+    db_backup_interval: float = Field(default=3600.0, ge=60, description="seconds between database backups")
+    db_backup_keep: int = Field(default=24, ge=1, le=10000, description="database backups kept (oldest go)")
     ceph_key_dir: str | None = Field(
         default=None, description="directory of bare cephx key files, named by a Ceph primary "
         "storage's keyRef (the controller sets them as libvirt secrets on the hosts)")

@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# MariaDB: only the -core packages (mariadbd, mariadb-install-db, the client), which
+# MariaDB: the -core packages (mariadbd, mariadb-install-db, the client) and
+# mariadb-client (mariadb-dump, for `kvmcloud db backup`), which
 # ship no init script or systemd unit, so installing them starts no system server;
 # scripts/components/55-mariadb.sh runs its own.
 APT_PACKAGES=(
@@ -19,7 +20,7 @@ APT_PACKAGES=(
   nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind nfs-common
   openssh-server openssh-client openssh-sftp-server
   bc iproute2 iptables iputils-ping curl xz-utils libxml2-utils procps psmisc
-  debootstrap systemd-container dpkg-dev postgresql mariadb-server-core mariadb-client-core
+  debootstrap systemd-container dpkg-dev postgresql mariadb-server-core mariadb-client-core mariadb-client
   shellcheck
 )
 

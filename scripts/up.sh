@@ -89,7 +89,7 @@ if ! running "$UP/controller.pid"; then
     umask 077   # the database and the log are the controller's only (this subshell's umask)
     KVMCLOUD_API_TOKENS=$(cat "$UP/api-token") KVMCLOUD_AGENT_TOKEN=$(cat "$UP/agent-token") \
       setsid "$PY" -m controller.cli serve --listen "127.0.0.1:$API_PORT" --db "sqlite:///$UP/kvmcloud.db" \
-      >>"$UP/controller.log" 2>&1 </dev/null &
+      --setting "db_backup_dir=$UP/db-backups" >>"$UP/controller.log" 2>&1 </dev/null &
     echo $! > "$UP/controller.pid"
   )
 fi

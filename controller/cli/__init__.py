@@ -21,6 +21,7 @@ import click
 from controller.cli.accounts import account_group, audit_group
 from controller.cli.catalog import load_catalog
 from controller.cli.client import ApiClient, Settings
+from controller.cli.db import db_group
 from controller.cli.fields import parse_sets
 from controller.cli.resources import add_resource_groups
 from controller.cli.simulator import simulator
@@ -101,6 +102,7 @@ def check_serve_settings(listen: str, db_url: str, extra: dict[str, Any]) -> Non
 
 
 cli.add_command(simulator)
+cli.add_command(db_group)
 cli.add_command(account_group())
 cli.add_command(audit_group())
 add_resource_groups(cli, load_catalog())

@@ -77,3 +77,6 @@ def test_make_up_boots_a_vm_through_the_controller(up_env: dict[str, str], priva
     assert host["status"] == "Connected"
     assert "kvmcloud is up" in up.stdout and summary["console"] in up.stdout
     assert api.get("/v1/vms", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    # the controller took its first scheduled database backup at start, with its manifest
+    backups = sorted((up_dir / "db-backups").glob("kvmcloud-db-*.sqlite3"))
+    assert backups and (backups[0].parent / (backups[0].name + ".json")).exists(), backups
