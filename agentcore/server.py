@@ -19,7 +19,14 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from agentcore import __version__
-from agentcore.errors import AgentError, InvalidRequest, MethodNotAllowed, NotFound, Unauthorized
+from agentcore.errors import (
+    AgentError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    for_http_status,
+)
 from agentcore.journal import TaskRecord
 from agentcore.openapi import TASK_UUID_PATTERN, build_openapi
 from agentcore.plugin import CommandSpec
@@ -70,8 +77,7 @@ def create_app(runtime: AgentRuntime) -> Flask:
             return _error(NotFound(f"no such path: {request.path}"))
         if e.code == 405:
             return _error(MethodNotAllowed(f"{request.method} is not allowed on {request.path}"))
-        err = AgentError(e.description or e.name)
-        return _json(error_reply(err), e.code or 500)
+        return _error(for_http_status(e.code or 500, e.description or e.name))
 
     @app.get("/healthz")
     def healthz() -> Response:

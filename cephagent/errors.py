@@ -9,7 +9,6 @@ class CephTimeout(AgentError):
     """A rados/rbd call did not finish within its bound (cluster stuck or unreachable)."""
 
     code = "CEPH_TIMEOUT"
-    http_status = 504
     default_message = "the Ceph cluster did not answer in time"
 
 
@@ -17,7 +16,6 @@ class CephUnreachable(AgentError):
     """No monitor could be reached, or the cephx handshake failed."""
 
     code = "CEPH_UNREACHABLE"
-    http_status = 503
     default_message = "cannot connect to the Ceph monitors"
 
 
@@ -25,7 +23,6 @@ class CephPermissionDenied(AgentError):
     """The cephx user lacks a capability the command needs."""
 
     code = "CEPH_PERMISSION_DENIED"
-    http_status = 403
     default_message = "the cephx user lacks a capability for this operation"
 
 
@@ -86,19 +83,16 @@ class FsidMismatch(Conflict):
 
 class DownloadFailed(AgentError):
     code = "DOWNLOAD_FAILED"
-    http_status = 502
     default_message = "the image could not be downloaded"
 
 
 class DigestMismatch(AgentError):
     code = "DIGEST_MISMATCH"
-    http_status = 422
     default_message = "the downloaded data does not match the expected digest"
 
 
 class UnsupportedImage(AgentError):
     code = "IMAGE_FORMAT_UNSUPPORTED"
-    http_status = 422
     default_message = "the image format is not supported"
 
 

@@ -13,13 +13,15 @@ from typing import Any
 
 from flask import Flask, Response
 from gunicorn.app.base import BaseApplication
+from werkzeug.exceptions import HTTPException
 
 from controller.api import routes
 from controller.api.callbacks import CallbackRoute
-from controller.api.http import json_response
+from controller.api.http import error_response, json_response
 from controller.api.openapi import build_openapi
 from controller.core import Controller
 from controller.dispatch.transport import Transport
+from controller.errors import for_http_status
 from controller.services import register
 from controller.settings import Settings
 
@@ -35,6 +37,9 @@ def create_app(settings: Settings, transport: Transport | None = None,
     app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
     app.extensions["kvmcloud"] = ctl
     app.register_blueprint(routes.make_blueprint(ctl))
+    # routing's own errors (no route, wrong method) and Flask's (body too large) as API errors
+    app.register_error_handler(HTTPException, lambda e: error_response(
+        for_http_status(e.code or 500, e.description or e.name)))
     app.wsgi_app = CallbackRoute(app.wsgi_app, ctl)  # type: ignore[method-assign]
     creates = {**{c: m for c, (m, _) in routes.SIMPLE_CREATE.items()},
                **{c: m for c, (m, _) in routes.JOB_CREATE.items()}}

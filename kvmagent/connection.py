@@ -28,7 +28,6 @@ _loop_started = False
 
 class HypervisorUnavailable(AgentError):
     code = "HYPERVISOR_UNAVAILABLE"
-    http_status = 503
     default_message = "libvirtd is not reachable"
 
 

@@ -30,7 +30,6 @@ class PathNotAccessible(AgentError):
     """QEMU (or libvirt on its behalf) may not open a file or directory."""
 
     code = "HOST_PATH_NOT_ACCESSIBLE"
-    http_status = 403
     default_message = "QEMU cannot access a file on this host"
 
 
@@ -38,7 +37,6 @@ class DomainExists(AgentError):
     """A domain of that name or UUID is defined or running already."""
 
     code = "DOMAIN_EXISTS"
-    http_status = 409
     default_message = "a domain with this name or UUID exists already"
 
 
@@ -46,7 +44,6 @@ class InvalidDomainConfig(AgentError):
     """libvirt refused the domain XML or an argument."""
 
     code = "INVALID_DOMAIN_CONFIG"
-    http_status = 400
     default_message = "libvirt refused the domain definition or an argument"
 
 
@@ -54,7 +51,6 @@ class HypervisorBusy(AgentError):
     """The domain or resource is busy (a job holds its lock, a device is in use)."""
 
     code = "HYPERVISOR_BUSY"
-    http_status = 409
     default_message = "the domain or resource is busy; try again"
 
 
@@ -62,7 +58,6 @@ class HypervisorAccessDenied(AgentError):
     """libvirtd's access control or authentication refused the connection's request."""
 
     code = "HYPERVISOR_ACCESS_DENIED"
-    http_status = 403
     default_message = "libvirtd refused access"
 
 

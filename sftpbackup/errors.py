@@ -17,13 +17,11 @@ class ImageExists(Conflict):
 
 class ChunkCorrupt(AgentError):
     code = "CHUNK_CORRUPT"
-    http_status = 500
     default_message = "a chunk does not match its digest"
 
 
 class ChunkMissing(AgentError):
     code = "CHUNK_MISSING"
-    http_status = 500
     default_message = "a chunk the manifest names is not in the store"
 
 
@@ -54,7 +52,6 @@ class DigestMismatch(InvalidRequest):
 
 class DownloadFailed(AgentError):
     code = "DOWNLOAD_FAILED"
-    http_status = 502
     default_message = "the image could not be downloaded"
 
 
@@ -65,5 +62,4 @@ class UnsupportedUrl(InvalidRequest):
 
 class TransferFailed(AgentError):
     code = "TRANSFER_FAILED"
-    http_status = 502
     default_message = "the SFTP transfer failed"

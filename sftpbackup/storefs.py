@@ -38,7 +38,6 @@ class LinkRefused(AgentError):
     """A symlink (or another non-regular file) where the store keeps its own files."""
 
     code = "STORE_LINK_REFUSED"
-    http_status = 500
     default_message = "a symbolic link or special file inside the store was refused"
 
 

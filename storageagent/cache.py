@@ -44,7 +44,6 @@ class DigestMismatch(AgentError):
     """The downloaded bytes are not the image the command named."""
 
     code = "DIGEST_MISMATCH"
-    http_status = 502
     default_message = "the downloaded image does not match its digest"
 
 
@@ -361,5 +360,4 @@ class DownloadFailed(AgentError):
     """The image source could not be read."""
 
     code = "DOWNLOAD_FAILED"
-    http_status = 502
     default_message = "the image could not be downloaded"

@@ -32,7 +32,6 @@ class StorageNotReady(AgentError):
     """The root is not (or no longer) the storage the command names."""
 
     code = "STORAGE_NOT_READY"
-    http_status = 409
     default_message = "the storage is not mounted or initialised at this path"
 
 

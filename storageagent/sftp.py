@@ -24,7 +24,6 @@ class SourceUnavailable(AgentError):
     """The agent cannot reach this kind of backup storage."""
 
     code = "SOURCE_UNAVAILABLE"
-    http_status = 501
     default_message = "SFTP backup storage is not available on this agent"
 
 

@@ -15,24 +15,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 from controller.api.auth import bearer
 from controller.core import CALLBACK_PATH, Controller
-from controller.errors import Forbidden, Unauthorized
+from controller.errors import ApiError, BadRequest, Forbidden, MethodNotAllowed, RequestTooLarge, Unauthorized
 
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 MAX_BODY = 4 * 1024 * 1024
-STATUS = {200: "200 OK", 400: "400 BAD REQUEST", 401: "401 UNAUTHORIZED", 403: "403 FORBIDDEN",
-          405: "405 METHOD NOT ALLOWED", 413: "413 REQUEST ENTITY TOO LARGE"}
-
-
-def _error(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message,
-                      "details": {"field": field} if field else {}}}
 
 
 class CallbackRoute:
@@ -45,31 +39,34 @@ class CallbackRoute:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != CALLBACK_PATH:
             return self.app(environ, start_response)
-        status, body = self._handle(environ)
+        try:
+            status, body = 200, self._handle(environ)
+        except ApiError as e:
+            status, body = e.http_status, {"error": e.to_dict()}
         data = json.dumps(body).encode()
-        start_response(STATUS[status], [("Content-Type", "application/json"),
-                                        ("Content-Length", str(len(data)))])
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [data]
 
-    def _handle(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _handle(self, environ: dict[str, Any]) -> dict[str, Any]:
         if environ.get("REQUEST_METHOD") != "POST":
-            return 405, _error("METHOD_NOT_ALLOWED", "only POST is allowed here")
+            raise MethodNotAllowed("only POST is allowed here")
         tokens = self.ctl.agent_tokens
         presented = bearer(environ.get("HTTP_AUTHORIZATION", ""))
         if not tokens.accepts(presented):
-            return 401, {"error": Unauthorized().to_dict()}
+            raise Unauthorized()
         task_uuid = environ.get("HTTP_TASKUUID", "")
         sent_to = self.ctl.dispatcher.agent_of(task_uuid) if task_uuid else None
         if sent_to is not None and not tokens.accepts_for(presented, (sent_to,)):
             log.warning("refused the callback of task %s (sent to %s) from agent %s", task_uuid,
                         sent_to, tokens.owner(presented))
-            return 403, {"error": Forbidden("the task was sent to another agent").to_dict()}
+            raise Forbidden("the task was sent to another agent")
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
         if length > MAX_BODY:
-            return 413, _error("REQUEST_ENTITY_TOO_LARGE", "the body is too large")
+            raise RequestTooLarge("the body is too large")
         stream = environ["wsgi.input"]
         raw = stream.read(length) if length else stream.read(MAX_BODY + 1)
         try:
@@ -77,7 +74,6 @@ class CallbackRoute:
         except ValueError:
             body = None
         if not task_uuid or not isinstance(body, dict):
-            return 400, _error("INVALID_REQUEST", "a taskuuid header and a JSON body are needed",
-                               "taskuuid")
+            raise BadRequest("a taskuuid header and a JSON body are needed", field="taskuuid")
         kind = environ.get("HTTP_KIND", "reply")
-        return 200, {"accepted": self.ctl.dispatcher.on_callback(task_uuid, kind, body)}
+        return {"accepted": self.ctl.dispatcher.on_callback(task_uuid, kind, body)}

@@ -14,7 +14,6 @@ from typing import Any
 from flask import Blueprint, Response, g, request
 from pydantic import BaseModel
 from sqlalchemy import update
-from werkzeug.exceptions import HTTPException
 
 from controller import cascade
 from controller.api import audit
@@ -26,7 +25,7 @@ from controller.core import Controller
 from controller.db.base import utcnow
 from controller.db.jobs import FINAL_STATES, Job
 from controller.db.models import RESOURCES, Tag
-from controller.errors import ApiError, Forbidden, NotFound, Unauthorized
+from controller.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
 from controller.jobs import job_dict
 from controller.query import parse, run
 from controller.services import resources as res
@@ -118,12 +117,6 @@ def make_blueprint(ctl: Controller) -> Blueprint:
     @bp.errorhandler(ApiError)
     def api_error(e: ApiError) -> Response:
         return error_response(e)
-
-    @bp.errorhandler(HTTPException)
-    def http_error(e: HTTPException) -> Response:
-        err = ApiError(e.description or e.name)
-        return json_response({"error": {**err.to_dict(), "code": e.name.upper().replace(" ", "_")}},
-                             e.code or 500)
 
     account_routes(bp, ctl, auth)
     _collection_routes(bp, ctl)
@@ -275,7 +268,6 @@ def _agent_routes(bp: Blueprint, ctl: Controller) -> None:
             return error_response(Forbidden("this token is not one of that host's agents'"))
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
-            return json_response({"error": {"code": "INVALID_REQUEST", "details": {"field": "body"},
-                                            "message": "a JSON body is needed"}}, 400)
+            return error_response(BadRequest("a JSON body is needed", field="body"))
         ctl.tracker.on_event(host_uuid, body)
         return json_response({"accepted": True})

@@ -29,7 +29,6 @@ class DeployFailed(ApiError):
     """The playbook failed; ``details.task`` names the task that failed."""
 
     code = "DEPLOY_FAILED"
-    http_status = 409
     default_message = "the deploy failed"
 
 

@@ -25,7 +25,6 @@ class InsufficientCapacity(AgentError):
     """The simulated host or storage has not enough left."""
 
     code = "INSUFFICIENT_CAPACITY"
-    http_status = 409
     default_message = "not enough capacity"
 
 

@@ -39,7 +39,6 @@ class StorageUnreachable(AgentError):
     """The storage did not answer a write-and-read test in time."""
 
     code = "STORAGE_UNREACHABLE"
-    http_status = 503
     default_message = "the storage did not answer in time"
 
 

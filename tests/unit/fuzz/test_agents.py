@@ -45,7 +45,8 @@ NOT_RUN: dict[str, str] = {
 
 
 class NotRunWhileFuzzing(AgentError):
-    code = "NOT_RUN"
+    """A command failure (``COMMAND_FAILED``) instead of running a command that is not harmless."""
+
     default_message = "the command is not run while fuzzing"
 
 
