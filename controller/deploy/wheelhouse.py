@@ -5,6 +5,10 @@ kvmcloud wheel from this source tree plus a wheel of every dependency) and
 the common role installs from it with ``pip --no-index``. The dependency
 wheels are cached by the hash of ``setup.cfg``; the kvmcloud wheel is rebuilt
 each time so that the shipped code is the code of the tree.
+
+The wheel holds the six packages a host runs (:data:`PACKAGES`) and nothing
+else: the simulator, the tests and the benchmarks stay in the source tree,
+whatever ``setup.cfg`` finds for a development install.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from controller.deploy.errors import DeployError
 
 log = logging.getLogger(__name__)
 
+#: the packages of the kvmcloud wheel shipped to hosts
 PACKAGES = ("agentcore", "kvmagent", "storageagent", "sftpbackup", "cephagent", "controller")
+#: the files beside them that the build reads (metadata; README.md is the long description)
+BUILD_FILES = ("setup.cfg", "pyproject.toml", "README.md")
 WHEEL_NAME = re.compile(r"^kvmcloud-(?P<version>[^-]+)-.*\.whl$")
 
 
@@ -93,10 +100,10 @@ class Wheelhouse:
         build = cache / "build"
         shutil.rmtree(build, ignore_errors=True)
         build.mkdir(parents=True)
-        # a copy of the tree keeps build artefacts out of the source
+        # a copy of what is shipped keeps build artefacts out of the source and
+        # everything else (simulator, tests, bench) out of the wheel
         src = build / "src"
-        shutil.copytree(source, src, ignore=shutil.ignore_patterns(
-            ".git", ".venv", "*.egg-info", "build", "dist", "__pycache__", ".*_cache", "bench", "tests"))
+        copy_shipped(source, src)
         _run([*pip, "--no-deps", "-w", str(build / "wheels"), str(src)], timeout)
         for p in deps_dir.glob("*.whl"):
             shutil.copy2(p, build / "wheels" / p.name)
@@ -106,13 +113,26 @@ class Wheelhouse:
         return house
 
 
+def shipped_files(source: Path) -> list[Path]:
+    """The files of the tree at ``source`` that go into the kvmcloud wheel, sorted."""
+    files = [source / name for name in BUILD_FILES]
+    for pkg in PACKAGES:
+        files.extend(p for p in (source / pkg).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(f for f in files if f.exists())
+
+
+def copy_shipped(source: Path, dest: Path) -> None:
+    """Copy :func:`shipped_files` of ``source`` to ``dest``, in the same layout."""
+    for p in shipped_files(source):
+        target = dest / p.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, target)
+
+
 def source_digest(source: Path) -> str:
     """A hash of what goes into the kvmcloud wheel."""
     digest = hashlib.sha256()
-    files = [source / "setup.cfg", source / "pyproject.toml"]
-    for pkg in PACKAGES:
-        files.extend(p for p in (source / pkg).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    for p in sorted(f for f in files if f.exists()):
+    for p in shipped_files(source):
         digest.update(str(p.relative_to(source)).encode() + b"\0")
         digest.update(p.read_bytes())
     return digest.hexdigest()[:16]
