@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from controller.cli.output import errors, show_item, show_json, show_table
-from controller.cli.resources import JSON, client_of
+from controller.cli.output import errors, show_item, show_json
+from controller.cli.resources import JSON, client_of, get_command, list_command
 
 ACCOUNT_COLUMNS = ["uuid", "name", "role", "createDate"]
 AUDIT_COLUMNS = ["createDate", "accountName", "role", "method", "path", "resourceUuid", "status"]
@@ -33,26 +31,9 @@ def account_group() -> click.Group:
         errors.print("[bold]token[/bold] (shown once; keep it now):")
         click.echo(token)
 
-    @group.command("list")
-    @click.option("-q", "--query", multiple=True, metavar="COND", help="filter, e.g. role=readonly")
-    @JSON
-    @click.pass_context
-    def list_(ctx: click.Context, query: tuple[str, ...], as_json: bool) -> None:
-        """List the accounts (never their tokens)."""
-        params: dict[str, Any] = {"q": list(query)} if query else {}
-        answer = client_of(ctx).get("/accounts", **params)
-        show_json(answer) if as_json else show_table(answer.get("items", []), ACCOUNT_COLUMNS,
-                                                     "accounts")
-
-    @group.command("get")
-    @click.argument("ref")
-    @JSON
-    @click.pass_context
-    def get(ctx: click.Context, ref: str, as_json: bool) -> None:
-        """Show one account (by UUID or name)."""
-        client = client_of(ctx)
-        item = client.get(f"/accounts/{client.resolve('accounts', ref)}")
-        show_json(item) if as_json else show_item(item)
+    group.add_command(list_command("accounts", ACCOUNT_COLUMNS, "List the accounts (never their tokens).",
+                                   "filter, e.g. role=readonly"))
+    group.add_command(get_command("accounts", "Show one account (by UUID or name)."))
 
     @group.command("delete")
     @click.argument("ref")
@@ -69,19 +50,7 @@ def account_group() -> click.Group:
 def audit_group() -> click.Group:
     group = click.Group("audit", help="the audit log of mutating API calls (admin)")
 
-    @group.command("list")
-    @click.option("-q", "--query", multiple=True, metavar="COND",
-                  help="filter, e.g. accountName=ops, status>=400, resourceUuid=...")
-    @click.option("--limit", type=int, default=50, show_default=True)
-    @JSON
-    @click.pass_context
-    def list_(ctx: click.Context, query: tuple[str, ...], limit: int, as_json: bool) -> None:
-        """The newest audit events first."""
-        params: dict[str, Any] = {"sort": "-createDate", "limit": limit}
-        if query:
-            params["q"] = list(query)
-        answer = client_of(ctx).get("/audit-events", **params)
-        show_json(answer) if as_json else show_table(answer.get("items", []), AUDIT_COLUMNS,
-                                                     "audit events")
-
+    group.add_command(list_command("audit-events", AUDIT_COLUMNS, "The newest audit events first.",
+                                   "filter, e.g. accountName=ops, status>=400, resourceUuid=...",
+                                   sort="-createDate", limit=50))
     return group

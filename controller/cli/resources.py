@@ -63,25 +63,23 @@ def _with(options: list[FieldOption], cmd: click.Command) -> click.Command:
     return cmd
 
 
-def resource_group(spec: ResourceSpec) -> click.Group:
-    """The command group of one collection."""
-    coll = spec.collection
-    group = click.Group(spec.command, help=f"{coll}: list, show, create, update, delete"
-                        + (f"; {', '.join(spec.actions)}" if spec.actions else ""))
+def list_command(coll: str, columns: list[str], doc: str, query_help: str, *,
+                 sort: str | None = None, limit: int | None = None) -> click.Command:
+    """``list`` of a collection: filtered, sorted, paged and projected (``sort`` and
+    ``limit`` are the defaults the options start from)."""
 
-    @group.command("list")
-    @click.option("-q", "--query", multiple=True, metavar="COND",
-                  help="filter, e.g. state=Running, memorySize>1073741824, host.name=h1")
+    @click.command("list", help=doc)
+    @click.option("-q", "--query", multiple=True, metavar="COND", help=query_help)
     @click.option("--fields", help="comma-separated fields to show")
-    @click.option("--sort", help="field to sort by; -field for descending")
-    @click.option("--limit", type=int)
+    @click.option("--sort", default=sort, show_default=sort is not None,
+                  help="field to sort by; -field for descending")
+    @click.option("--limit", type=int, default=limit, show_default=limit is not None)
     @click.option("--offset", type=int)
     @click.option("--count", is_flag=True, help="also show how many match in all")
     @JSON
     @click.pass_context
     def list_(ctx: click.Context, query: tuple[str, ...], fields: str | None, sort: str | None,
               limit: int | None, offset: int | None, count: bool, as_json: bool) -> None:
-        """List the collection, filtered, sorted, paged and projected."""
         params: dict[str, Any] = {"q": list(query)} if query else {}
         if count:
             params["count"] = 1
@@ -92,18 +90,36 @@ def resource_group(spec: ResourceSpec) -> click.Group:
         if as_json:
             show_json(answer)
             return
-        columns = fields.split(",") if fields else spec.columns
-        show_table(answer.get("items", []), columns, title=coll, total=answer.get("total"))
+        show_table(answer.get("items", []), fields.split(",") if fields else columns, title=coll,
+                   total=answer.get("total"))
 
-    @group.command("get")
+    return list_
+
+
+def get_command(coll: str, doc: str) -> click.Command:
+    """``get`` of one item of a collection, by UUID or name."""
+
+    @click.command("get", help=doc)
     @click.argument("ref")
     @JSON
     @click.pass_context
     def get(ctx: click.Context, ref: str, as_json: bool) -> None:
-        """Show one resource (by UUID or name)."""
         client = client_of(ctx)
         item = client.get(f"/{coll}/{client.resolve(coll, ref)}")
         show_json(item) if as_json else show_item(item)
+
+    return get
+
+
+def resource_group(spec: ResourceSpec) -> click.Group:
+    """The command group of one collection."""
+    coll = spec.collection
+    group = click.Group(spec.command, help=f"{coll}: list, show, create, update, delete"
+                        + (f"; {', '.join(spec.actions)}" if spec.actions else ""))
+
+    group.add_command(list_command(coll, spec.columns, "List the collection, filtered, sorted, paged and "
+                                   "projected.", "filter, e.g. state=Running, memorySize>1073741824, host.name=h1"))
+    group.add_command(get_command(coll, "Show one resource (by UUID or name)."))
 
     if spec.creatable:
         group.add_command(_create(spec))

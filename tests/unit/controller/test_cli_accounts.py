@@ -77,3 +77,16 @@ def test_account_list_delete_and_audit_list() -> None:
     assert res.exit_code == 0 and "/v1/zones" in res.stdout, res.output
     [get] = api.sent("GET", "/audit-events")
     assert get.url.params.get("q") == "status>=400" and get.url.params.get("sort") == "-createDate"
+
+
+def test_account_list_and_get_take_the_resources_options() -> None:
+    account = {"uuid": "f" * 32, "name": "viewer", "role": "readonly", "createDate": "2026-01-01"}
+    api = FakeApi({("GET", "/accounts"): (200, {"items": [account], "total": 1}),
+                   ("GET", f"/accounts/{'f' * 32}"): (200, account)})
+    res = run(api, "account", "list", "--sort", "-name", "--limit", "5", "--count", "--fields", "name,role")
+    assert res.exit_code == 0 and "viewer" in res.stdout, res.output
+    [listed] = api.sent("GET", "/accounts")
+    assert (listed.url.params.get("sort"), listed.url.params.get("limit"), listed.url.params.get("count"),
+            listed.url.params.get("fields")) == ("-name", "5", "1", "name,role")
+    res = run(api, "account", "get", "viewer", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout) == account, res.output
