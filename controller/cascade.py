@@ -7,13 +7,15 @@ first (a fixed rank over collections that follows the dependency order), with
 the strongest action when a resource is reached twice (``delete`` beats
 ``migrate-or-stop`` beats ``detach``). The API shows this list and, once
 confirmed, a job carries it out item by item; items that need agents (VMs,
-volumes, NICs) go through the same service functions the API actions use.
+volumes, NICs) go through the service functions the services declare as
+cascade steps (:class:`controller.declarations.CascadeStep`), the same ones the
+API actions use.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,7 @@ from controller.db.models import (
     VmNic,
     Volume,
 )
+from controller.declarations import CascadeFn
 from controller.jobs import JobContext
 
 log = logging.getLogger(__name__)
@@ -118,9 +121,8 @@ def plan(s: Session, coll: str, uuid: str) -> list[dict[str, Any]]:
 
 # -- carrying it out ---------------------------------------------------------
 
-Executor = Callable[[Controller, JobContext, str, str], None]
 #: (collection, action) → what does it; collections without one are plain row deletes
-EXECUTORS: dict[tuple[str, str], Executor] = {}
+Steps = Mapping[tuple[str, str], CascadeFn]
 
 
 def delete_rows(s: Session, coll: str, uuid: str) -> None:
@@ -161,7 +163,7 @@ def _detach(s: Session, coll: str, uuid: str, parent: tuple[str, str]) -> None:
                       .values({dep.column: None}))
 
 
-def execute(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> dict[str, Any]:
+def execute(ctl: Controller, ctx: JobContext, coll: str, uuid: str, steps: Steps) -> dict[str, Any]:
     """Carry out the plan of deleting ``coll/uuid``, re-planned inside the job."""
     with ctl.db.read() as s:
         items = plan(s, coll, uuid)
@@ -170,7 +172,7 @@ def execute(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> dict[str,
         ctx.check()
         ctx.progress(f"{item['action']} {item['type']} {item['uuid']}", 100.0 * i / len(items))
         c, u, action = item["type"], item["uuid"], item["action"]
-        fn = EXECUTORS.get((c, action))
+        fn = steps.get((c, action))
         if fn is not None and c == "vms" and (c, u) != (coll, uuid):
             _on_vm_queue(ctl, ctx, fn, u, action, items)
         elif fn is not None:
@@ -185,7 +187,7 @@ def execute(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> dict[str,
     return {"deleted": [i for i in items if i["action"] == "delete"], "count": done}
 
 
-def _on_vm_queue(ctl: Controller, ctx: JobContext, fn: Executor, vm_uuid: str, action: str,
+def _on_vm_queue(ctl: Controller, ctx: JobContext, fn: CascadeFn, vm_uuid: str, action: str,
                  items: list[dict[str, Any]]) -> None:
     """Stop, migrate or delete a VM on its own queue, so none of its jobs interleaves.
 
@@ -211,7 +213,7 @@ def _detach_any(s: Session, coll: str, uuid: str, items: list[dict[str, Any]]) -
             _detach(s, coll, uuid, (parent["type"], parent["uuid"]))
 
 
-def submit_delete(ctl: Controller, coll: str, uuid: str) -> Job:
+def submit_delete(ctl: Controller, coll: str, uuid: str, steps: Steps) -> Job:
     """Queue the cascade as one job on the resource."""
     return ctl.jobs.submit(f"delete-{coll}", coll, uuid, [f"{coll}:{uuid}"],
-                           lambda ctx: execute(ctl, ctx, coll, uuid))
+                           lambda ctx: execute(ctl, ctx, coll, uuid, steps))

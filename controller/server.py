@@ -22,7 +22,7 @@ from controller.api.openapi import build_openapi
 from controller.core import Controller
 from controller.dispatch.transport import Transport
 from controller.errors import for_http_status
-from controller.services import register
+from controller.services.catalogue import CATALOGUE
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,18 +32,17 @@ def create_app(settings: Settings, transport: Transport | None = None,
                controller: Controller | None = None) -> Flask:
     """The controller's Flask app; ``app.extensions["kvmcloud"]`` is the :class:`Controller`."""
     ctl = controller or Controller(settings, transport)
-    register()
     app = Flask("kvmcloud")
     app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
     app.extensions["kvmcloud"] = ctl
-    app.register_blueprint(routes.make_blueprint(ctl))
+    app.register_blueprint(routes.make_blueprint(ctl, CATALOGUE))
     # routing's own errors (no route, wrong method) and Flask's (body too large) as API errors
     app.register_error_handler(HTTPException, lambda e: error_response(
         for_http_status(e.code or 500, e.description or e.name)))
     app.wsgi_app = CallbackRoute(app.wsgi_app, ctl)  # type: ignore[method-assign]
-    creates = {**{c: m for c, (m, _) in routes.SIMPLE_CREATE.items()},
-               **{c: m for c, (m, _) in routes.JOB_CREATE.items()}}
-    doc = build_openapi(creates, {k: m for k, (m, _) in routes.ACTIONS.items()},
+    # tags are listed as a collection, but their create was never in the document
+    creates = {c: m for c, m in CATALOGUE.create_bodies().items() if c != "tags"}
+    doc = build_openapi(creates, CATALOGUE.action_bodies(),
                         [*sorted(set(creates) | {"vm-nics", "tags"})])
     doc_text = json.dumps(doc)
 

@@ -3,17 +3,18 @@
 Every route but the agents' needs an API token (:mod:`controller.api.auth`),
 and every mutating call leaves an audit row (:mod:`controller.api.audit`).
 Agents authenticate with their own tokens, each bound to its agent.
+
+What a create, a PATCH, an action or a delete does is read from the
+services' :class:`~controller.declarations.Catalogue`; the handlers parse,
+check and answer, and leave the writing to the services.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, g, request
-from pydantic import BaseModel
-from sqlalchemy import update
 
 from controller import cascade
 from controller.api import audit
@@ -22,9 +23,9 @@ from controller.api.accounts import account_routes, listing
 from controller.api.auth import ApiAuth, NoCredentials, bearer
 from controller.api.http import error_response, flag, json_response, parse_body, wait_timeout
 from controller.core import Controller
-from controller.db.base import utcnow
 from controller.db.jobs import FINAL_STATES, Job
 from controller.db.models import RESOURCES, Tag
+from controller.declarations import Catalogue
 from controller.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
 from controller.jobs import job_dict
 from controller.query import parse, run
@@ -32,33 +33,6 @@ from controller.services import resources as res
 from controller.services.common import get_or_404, to_dict
 
 log = logging.getLogger(__name__)
-
-#: collection → (body model, function creating the row in one transaction)
-SIMPLE_CREATE: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
-    "zones": (sc.ZoneCreate, res.create_zone),
-    "clusters": (sc.ClusterCreate, res.create_cluster),
-    "primary-storages": (sc.PrimaryStorageCreate, res.create_primary_storage),
-    "l2-networks": (sc.L2NetworkCreate, res.create_l2_network),
-    "l3-networks": (sc.L3NetworkCreate, res.create_l3_network),
-    "ip-ranges": (sc.IpRangeCreate, res.create_ip_range),
-    "instance-offerings": (sc.InstanceOfferingCreate, res.create_instance_offering),
-    "disk-offerings": (sc.DiskOfferingCreate, res.create_disk_offering),
-    "volumes": (sc.VolumeCreate, res.create_volume),
-}
-
-#: collection → the PATCH body, where a resource lets more than name and description change
-UPDATE_BODIES: dict[str, type[sc.UpdateBody]] = {"hosts": sc.HostUpdate}
-#: collection → fn(ctl, uuid, changed column values), run after a PATCH is committed
-AFTER_UPDATE: dict[str, Callable[[Controller, str, dict[str, Any]], None]] = {}
-
-#: collection → (body model, fn(ctl, body) -> (job, resource dict)) for creates that reach agents;
-#: a None job means the body asked for no agent, and the resource is answered as created (201)
-JobCreate = Callable[[Controller, Any], tuple[Job | None, dict[str, Any]]]
-JOB_CREATE: dict[str, tuple[type[BaseModel], JobCreate]] = {}
-
-#: (collection, verb) → (body model, fn(ctl, uuid, body) -> Job)
-Action = Callable[[Controller, str, Any], Job]
-ACTIONS: dict[tuple[str, str], tuple[type[BaseModel], Action]] = {}
 
 PUBLIC_PATHS = ("/v1/openapi.json",)
 #: the routes agents call: they check agent tokens themselves, and take no API token
@@ -79,7 +53,8 @@ def job_answer(ctl: Controller, job: Job, resource: dict[str, Any] | None = None
     return json_response(body, 200 if job.state in FINAL_STATES else 202)
 
 
-def make_blueprint(ctl: Controller) -> Blueprint:
+def make_blueprint(ctl: Controller, catalogue: Catalogue) -> Blueprint:
+    """The ``/v1`` routes of ``ctl``, doing what ``catalogue`` declares."""
     bp = Blueprint("v1", __name__, url_prefix="/v1")
 
     try:
@@ -119,8 +94,8 @@ def make_blueprint(ctl: Controller) -> Blueprint:
         return error_response(e)
 
     account_routes(bp, ctl, auth)
-    _collection_routes(bp, ctl)
-    _action_routes(bp, ctl)
+    _collection_routes(bp, ctl, catalogue)
+    _action_routes(bp, ctl, catalogue)
     _job_routes(bp, ctl)
     _agent_routes(bp, ctl)
     return bp
@@ -133,49 +108,31 @@ def _model(coll: str) -> Any:
     return model
 
 
-def _update(ctl: Controller, coll: str, uuid: str) -> dict[str, Any]:
+def _update(ctl: Controller, catalogue: Catalogue, coll: str, uuid: str) -> dict[str, Any]:
     """PATCH: the fields the collection's update body allows; the resource as it is now."""
     model = _model(coll)
-    body = parse_body(UPDATE_BODIES.get(coll, sc.UpdateBody))
+    declared = catalogue.updates.get(coll)
+    body = parse_body(declared.body if declared else sc.UpdateBody)
     values = body.model_dump(exclude_unset=True)
-    with ctl.db.write() as s:
-        row = get_or_404(s, model, uuid)
-        if values:
-            s.execute(update(model).where(model.uuid == uuid).values(last_op_date=utcnow(), **values))
-            s.refresh(row)
-        out = to_dict(row)
-    if values and coll in AFTER_UPDATE:
-        AFTER_UPDATE[coll](ctl, uuid, values)
+    out = res.update_row(ctl, model, uuid, values)
+    if values and declared is not None and declared.after is not None:
+        declared.after(ctl, uuid, values)
     return out
 
 
-def _collection_routes(bp: Blueprint, ctl: Controller) -> None:
+def _collection_routes(bp: Blueprint, ctl: Controller, catalogue: Catalogue) -> None:
     # -- collections ------------------------------------------------------
 
     @bp.post("/<coll>")
     def create(coll: str) -> Response:
-        if coll in JOB_CREATE:
-            schema, fn = JOB_CREATE[coll]
-            job, resource = fn(ctl, parse_body(schema))
-            if job is None:  # nothing to reach: only a record was written
-                return json_response(resource, 201)
-            return job_answer(ctl, job, resource)
-        if coll == "tags":
-            tag_body = parse_body(sc.TagCreate)
-            with ctl.db.write() as s:
-                row = res.create_tag(s, tag_body)
-                s.flush()
-                return json_response(to_dict(row), 201)
-        if coll not in SIMPLE_CREATE:
+        declared = catalogue.creates.get(coll)
+        if declared is None:
             _model(coll)
             raise NotFound(f"{coll} cannot be created with POST /v1/{coll}")
-        schema, create_fn = SIMPLE_CREATE[coll]
-        body = parse_body(schema)
-        with ctl.db.write() as s:
-            row = create_fn(s, body)
-            s.flush()
-            out = to_dict(row)
-        return json_response(out, 201)
+        job, resource = declared.fn(ctl, parse_body(declared.body))
+        if job is None:  # nothing to reach: only a record was written
+            return json_response(resource, 201)
+        return job_answer(ctl, job, resource)
 
     @bp.get("/<coll>")
     def list_(coll: str) -> Response:
@@ -189,13 +146,12 @@ def _collection_routes(bp: Blueprint, ctl: Controller) -> None:
 
     @bp.patch("/<coll>/<uuid>")
     def patch(coll: str, uuid: str) -> Response:
-        return json_response(_update(ctl, coll, uuid))
+        return json_response(_update(ctl, catalogue, coll, uuid))
 
     @bp.delete("/<coll>/<uuid>")
     def delete(coll: str, uuid: str) -> Response:
         if coll == "tags":
-            with ctl.db.write() as s:
-                s.delete(get_or_404(s, Tag, uuid))
+            res.delete_tag(ctl, uuid)
             return json_response({}, 204)
         model = _model(coll)
         with ctl.db.read() as s:
@@ -204,24 +160,23 @@ def _collection_routes(bp: Blueprint, ctl: Controller) -> None:
         if not flag("confirm"):
             return json_response({"deleted": False, "affected": affected,
                                   "message": "repeat with ?confirm=1 to delete all of these"})
-        job = cascade.submit_delete(ctl, coll, uuid)
+        job = cascade.submit_delete(ctl, coll, uuid, catalogue.cascade)
         return job_answer(ctl, job, {"affected": affected})
 
 
-def _action_routes(bp: Blueprint, ctl: Controller) -> None:
+def _action_routes(bp: Blueprint, ctl: Controller, catalogue: Catalogue) -> None:
     # -- actions ------------------------------------------------------------
 
     @bp.post("/<coll>/<uuid>/actions/<verb>")
     def action(coll: str, uuid: str, verb: str) -> Response:
-        entry = ACTIONS.get((coll, verb))
-        if entry is None:
+        declared = catalogue.actions.get((coll, verb))
+        if declared is None:
             _model(coll)
             raise NotFound(f"no action {verb!r} on {coll}")
-        schema, fn = entry
-        body = parse_body(schema)
+        body = parse_body(declared.body)
         with ctl.db.read() as s:
             get_or_404(s, _model(coll), uuid)
-        return job_answer(ctl, fn(ctl, uuid, body))
+        return job_answer(ctl, declared.fn(ctl, uuid, body))
 
 
 def _job_routes(bp: Blueprint, ctl: Controller) -> None:

@@ -1,8 +1,8 @@
 """The resource table the CLI's commands are generated from.
 
 It is the controller's own table when the controller package is importable
-(``controller.db.models.RESOURCES`` for the collections, the API's create
-schemas and its registered actions with their body models), so a command's
+(``controller.db.models.RESOURCES`` for the collections, and the services'
+catalogue for the creates and actions with their body models), so a command's
 options are the API body's fields and are validated by the same models before
 anything is sent. Otherwise it falls back to the collections and actions of
 the API contract, with bodies given as ``--set key=value``.
@@ -99,19 +99,12 @@ def contract_catalog() -> dict[str, ResourceSpec]:
 def controller_catalog() -> dict[str, ResourceSpec]:
     """The controller's own table (raises ImportError when it is not there)."""
     # imported here: the CLI must still work (from the contract) without them
-    from controller.api import routes  # noqa: PLC0415
-    from controller.api import schemas as sc  # noqa: PLC0415
     from controller.db.models import RESOURCES  # noqa: PLC0415
-    from controller.services import register  # noqa: PLC0415
+    from controller.services.catalogue import CATALOGUE  # noqa: PLC0415
 
-    register()
-    creates: dict[str, type[BaseModel]] = {
-        **{c: m for c, (m, _) in routes.SIMPLE_CREATE.items()},
-        **{c: m for c, (m, _) in routes.JOB_CREATE.items()},
-        "tags": sc.TagCreate,
-    }
+    creates = CATALOGUE.create_bodies()
     table = {c: ResourceSpec(c, creates.get(c), c in creates) for c in [*RESOURCES, "tags"]}
-    for (coll, verb), (model, _) in sorted(routes.ACTIONS.items()):
+    for (coll, verb), model in sorted(CATALOGUE.action_bodies().items()):
         if coll in table:
             table[coll].actions[verb] = model
     return table

@@ -9,11 +9,11 @@ from typing import Any, Literal
 from pydantic import SecretStr
 from sqlalchemy import func, select, update
 
-from controller.api import routes
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.jobs import Job
 from controller.db.models import Cluster, Host, PrimaryStorage, PrimaryStorageClusterRef, Vm
+from controller.declarations import Action, Create
 from controller.errors import BadRequest
 from controller.jobs import JobContext
 from controller.services import vxlan
@@ -210,10 +210,11 @@ def maintain_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
     return ctl.jobs.submit("maintain-host", "hosts", uuid, [f"hosts:{uuid}"], run)
 
 
-def register() -> None:
-    routes.JOB_CREATE["hosts"] = (sc.HostCreate, add_host)
-    routes.ACTIONS[("hosts", "reconnect")] = (sc.EmptyAction, reconnect_action)
-    routes.ACTIONS[("hosts", "redeploy")] = (sc.HostRedeploy, redeploy_action)
-    routes.ACTIONS[("hosts", "enable")] = (sc.EmptyAction, enable_action)
-    routes.ACTIONS[("hosts", "disable")] = (sc.EmptyAction, disable_action)
-    routes.ACTIONS[("hosts", "maintain")] = (sc.EmptyAction, maintain_action)
+DECLARATIONS = (
+    Create("hosts", sc.HostCreate, add_host),
+    Action("hosts", "reconnect", sc.EmptyAction, reconnect_action),
+    Action("hosts", "redeploy", sc.HostRedeploy, redeploy_action),
+    Action("hosts", "enable", sc.EmptyAction, enable_action),
+    Action("hosts", "disable", sc.EmptyAction, disable_action),
+    Action("hosts", "maintain", sc.EmptyAction, maintain_action),
+)

@@ -23,11 +23,11 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from controller import cascade, digest
-from controller.api import routes
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.jobs import Job
 from controller.db.models import BackupStorage, Image, ImageBackupStorageRef, Tag
+from controller.declarations import CascadeStep, Create
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
 from controller.flows.base import Flow, Step
@@ -266,6 +266,7 @@ def delete_image(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None
         cascade.delete_rows(s, coll, uuid)
 
 
-def register() -> None:
-    routes.JOB_CREATE["images"] = (sc.ImageCreate, create)
-    cascade.EXECUTORS[("images", "delete")] = delete_image
+DECLARATIONS = (
+    Create("images", sc.ImageCreate, create),
+    CascadeStep("images", "delete", delete_image),
+)

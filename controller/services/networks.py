@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy import select
 
 from controller import cascade, commands
-from controller.api import routes
+from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.models import Host, L2Network, L3Network
+from controller.declarations import CascadeStep, Update
 from controller.dispatch.dispatcher import AgentCallError
 from controller.jobs import JobContext
 from controller.services import vxlan
@@ -80,8 +81,9 @@ def vtep_changed(ctl: Controller, uuid: str, values: dict[str, Any]) -> None:
     ctl.jobs.submit("sync-vxlan", "hosts", uuid, [f"hosts:{uuid}"], run)
 
 
-def register() -> None:
-    cascade.EXECUTORS[("l3-networks", "delete")] = delete_l3
-    cascade.EXECUTORS[("l2-networks", "delete")] = delete_l2
-    cascade.EXECUTORS[("hosts", "delete")] = delete_host
-    routes.AFTER_UPDATE["hosts"] = vtep_changed
+DECLARATIONS = (
+    Update("hosts", sc.HostUpdate, after=vtep_changed),
+    CascadeStep("l3-networks", "delete", delete_l3),
+    CascadeStep("l2-networks", "delete", delete_l2),
+    CascadeStep("hosts", "delete", delete_host),
+)

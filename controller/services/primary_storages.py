@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid as uuidlib
 from typing import Any
 
-from controller.api import routes
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.jobs import Job
+from controller.declarations import Create
 from controller.primary.ceph import read_key
 from controller.services import resources as res
 from controller.services import storages
@@ -43,5 +43,6 @@ def create(ctl: Controller, body: sc.PrimaryStorageCreate) -> tuple[Job | None, 
     return storages.add_ceph_primary_storage(ctl, body, out["uuid"]), out
 
 
-def register() -> None:
-    routes.JOB_CREATE["primary-storages"] = (sc.PrimaryStorageCreate, create)
+DECLARATIONS = (
+    Create("primary-storages", sc.PrimaryStorageCreate, create),
+)

@@ -1,14 +1,18 @@
-"""Creating the resources that live only in the database (no agent involved)."""
+"""The resources that live only in the database (no agent involved): create, change, tag."""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from pydantic import BaseModel
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from controller.api import schemas as sc
+from controller.core import Controller
+from controller.db.base import Base, utcnow
 from controller.db.models import (
     RESOURCES,
     BackupStorage,
@@ -26,8 +30,11 @@ from controller.db.models import (
     Volume,
     Zone,
 )
+from controller.declarations import Create, CreateFn
 from controller.errors import BadRequest, Conflict
-from controller.services.common import require
+from controller.services.common import get_or_404, require, to_dict
+
+B = TypeVar("B", bound=BaseModel)
 
 
 def _named(body: sc.Named) -> dict[str, Any]:
@@ -168,3 +175,44 @@ def create_tag(s: Session, body: sc.TagCreate) -> Tag:
             s.add(row)
             return row
     raise BadRequest(f"resourceUuid: no resource {body.resource_uuid}", field="resourceUuid")
+
+
+def delete_tag(ctl: Controller, uuid: str) -> None:
+    with ctl.db.write() as s:
+        s.delete(get_or_404(s, Tag, uuid))
+
+
+def update_row(ctl: Controller, model: type[Base], uuid: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Change a row's columns (none: only read it); the resource as it is now."""
+    with ctl.db.write() as s:
+        row = get_or_404(s, model, uuid)
+        if values:
+            table: Any = model
+            s.execute(update(table).where(table.uuid == uuid).values(last_op_date=utcnow(), **values))
+            s.refresh(row)
+        return to_dict(row)
+
+
+def record(create_row: Callable[[Session, B], Base]) -> CreateFn:
+    """A create that only writes its row, in one transaction: answered 201, no job."""
+
+    def create(ctl: Controller, body: B) -> tuple[None, dict[str, Any]]:
+        with ctl.db.write() as s:
+            row = create_row(s, body)
+            s.flush()
+            return None, to_dict(row)
+
+    return create
+
+
+DECLARATIONS = (
+    Create("zones", sc.ZoneCreate, record(create_zone)),
+    Create("clusters", sc.ClusterCreate, record(create_cluster)),
+    Create("l2-networks", sc.L2NetworkCreate, record(create_l2_network)),
+    Create("l3-networks", sc.L3NetworkCreate, record(create_l3_network)),
+    Create("ip-ranges", sc.IpRangeCreate, record(create_ip_range)),
+    Create("instance-offerings", sc.InstanceOfferingCreate, record(create_instance_offering)),
+    Create("disk-offerings", sc.DiskOfferingCreate, record(create_disk_offering)),
+    Create("volumes", sc.VolumeCreate, record(create_volume)),
+    Create("tags", sc.TagCreate, record(create_tag)),
+)

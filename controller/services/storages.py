@@ -29,11 +29,11 @@ from pydantic import ValidationError
 from sqlalchemy import update
 
 from cephagent import models as cm
-from controller.api import routes
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.jobs import Job
 from controller.db.models import BackupStorage, PrimaryStorage
+from controller.declarations import Action, ActionFn, Create
 from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
 from controller.services import resources as res
@@ -206,7 +206,7 @@ def connect_primary(ctl: Controller, uuid: str) -> dict[str, Any]:
                 available_capacity=int(cap.get("availableCapacity") or 0))
 
 
-def _reconnect(coll: str, connect_fn: Callable[[Controller, str], dict[str, Any]]) -> routes.Action:
+def _reconnect(coll: str, connect_fn: Callable[[Controller, str], dict[str, Any]]) -> ActionFn:
     def action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
         """Connect the storage's agent again (after the agent or its host came back)."""
         return ctl.jobs.submit(f"reconnect-{coll[:-1]}", coll, uuid, [f"{coll}:{uuid}"],
@@ -214,9 +214,10 @@ def _reconnect(coll: str, connect_fn: Callable[[Controller, str], dict[str, Any]
     return action
 
 
-def register() -> None:
-    routes.JOB_CREATE["backup-storages"] = (sc.BackupStorageCreate, add_backup_storage)
-    routes.ACTIONS[("backup-storages", "reconnect")] = (sc.EmptyAction, _reconnect("backup-storages", connect))
-    routes.ACTIONS[("backup-storages", "redeploy")] = (sc.BackupStorageRedeploy, redeploy_action)
-    routes.ACTIONS[("primary-storages", "reconnect")] = (sc.EmptyAction,
-                                                         _reconnect("primary-storages", connect_primary))
+DECLARATIONS = (
+    Create("backup-storages", sc.BackupStorageCreate, add_backup_storage),
+    Action("backup-storages", "reconnect", sc.EmptyAction, _reconnect("backup-storages", connect)),
+    Action("backup-storages", "redeploy", sc.BackupStorageRedeploy, redeploy_action),
+    Action("primary-storages", "reconnect", sc.EmptyAction,
+           _reconnect("primary-storages", connect_primary)),
+)

@@ -8,8 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.orm import Session
 
-from controller import cascade, commands
-from controller.api import routes
+from controller import commands
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.base import insert_row, new_uuid, utcnow
@@ -29,12 +28,13 @@ from controller.db.models import (
     VmNic,
     Volume,
 )
+from controller.declarations import Action, CascadeStep, Create
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import ApiError, BadRequest, Conflict
 from controller.flows import create_vm
 from controller.jobs import JobContext
 from controller.primary import Op, prepare_host_for_vm
-from controller.services import allocate, volumes
+from controller.services import allocate
 from controller.services.common import require, require_row, to_dict
 from controller.services.vmhelpers import (
     apply_dhcp,
@@ -431,22 +431,22 @@ def detach_nic_action(ctl: Controller, uuid: str, body: sc.NicDetachAction) -> J
     return ctl.jobs.submit("detach-nic", "vms", uuid, _keys(uuid), run)
 
 
-def register() -> None:
-    routes.JOB_CREATE["vms"] = (sc.VmCreate, create)
-    routes.ACTIONS[("vms", "start")] = (sc.MigrateAction, start_action)
-    routes.ACTIONS[("vms", "stop")] = (sc.StopAction, stop_action)
-    routes.ACTIONS[("vms", "reboot")] = (
-        sc.EmptyAction, _simple("reboot", "/vm/reboot", "Rebooting", "Running", ("Running",)))
-    routes.ACTIONS[("vms", "pause")] = (
-        sc.EmptyAction, _simple("pause", "/vm/pause", "Pausing", "Paused", ("Running",)))
-    routes.ACTIONS[("vms", "resume")] = (
-        sc.EmptyAction, _simple("resume", "/vm/resume", "Resuming", "Running", ("Paused",)))
-    routes.ACTIONS[("vms", "migrate")] = (sc.MigrateAction, migrate_action)
-    routes.ACTIONS[("vms", "attach-nic")] = (sc.NicAttachAction, attach_nic_action)
-    routes.ACTIONS[("vms", "detach-nic")] = (sc.NicDetachAction, detach_nic_action)
-    cascade.EXECUTORS[("vms", "delete")] = delete_vm
-    cascade.EXECUTORS[("vms", "migrate-or-stop")] = migrate_or_stop
-    cascade.EXECUTORS[("volumes", "delete")] = delete_volume
-    cascade.EXECUTORS[("vm-nics", "detach")] = detach_nic
-    cascade.EXECUTORS[("vm-nics", "delete")] = _with_its_vm
-    volumes.register()
+DECLARATIONS = (
+    Create("vms", sc.VmCreate, create),
+    Action("vms", "start", sc.MigrateAction, start_action),
+    Action("vms", "stop", sc.StopAction, stop_action),
+    Action("vms", "reboot", sc.EmptyAction,
+           _simple("reboot", "/vm/reboot", "Rebooting", "Running", ("Running",))),
+    Action("vms", "pause", sc.EmptyAction,
+           _simple("pause", "/vm/pause", "Pausing", "Paused", ("Running",))),
+    Action("vms", "resume", sc.EmptyAction,
+           _simple("resume", "/vm/resume", "Resuming", "Running", ("Paused",))),
+    Action("vms", "migrate", sc.MigrateAction, migrate_action),
+    Action("vms", "attach-nic", sc.NicAttachAction, attach_nic_action),
+    Action("vms", "detach-nic", sc.NicDetachAction, detach_nic_action),
+    CascadeStep("vms", "delete", delete_vm),
+    CascadeStep("vms", "migrate-or-stop", migrate_or_stop),
+    CascadeStep("volumes", "delete", delete_volume),
+    CascadeStep("vm-nics", "detach", detach_nic),
+    CascadeStep("vm-nics", "delete", _with_its_vm),
+)

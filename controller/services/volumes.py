@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from controller import cascade, commands, digest
-from controller.api import routes
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.base import new_uuid
@@ -25,6 +24,7 @@ from controller.db.models import (
     Vm,
     Volume,
 )
+from controller.declarations import Action, CascadeStep
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
@@ -242,10 +242,11 @@ def delete_primary_storage(ctl: Controller, ctx: JobContext, coll: str, uuid: st
         cascade.delete_rows(s, coll, uuid)
 
 
-def register() -> None:
-    cascade.EXECUTORS[("primary-storages", "delete")] = delete_primary_storage
-    routes.ACTIONS[("vms", "attach-volume")] = (sc.VolumeAction, attach_volume_action)
-    routes.ACTIONS[("vms", "detach-volume")] = (sc.VolumeAction, detach_volume_action)
-    routes.ACTIONS[("volumes", "create-snapshot")] = (sc.SnapshotAction, snapshot_action)
-    routes.ACTIONS[("snapshots", "revert")] = (sc.EmptyAction, revert_action)
-    routes.ACTIONS[("volumes", "create-image")] = (sc.CreateImageAction, create_image_action)
+DECLARATIONS = (
+    Action("vms", "attach-volume", sc.VolumeAction, attach_volume_action),
+    Action("vms", "detach-volume", sc.VolumeAction, detach_volume_action),
+    Action("volumes", "create-snapshot", sc.SnapshotAction, snapshot_action),
+    Action("volumes", "create-image", sc.CreateImageAction, create_image_action),
+    Action("snapshots", "revert", sc.EmptyAction, revert_action),
+    CascadeStep("primary-storages", "delete", delete_primary_storage),
+)
