@@ -1,4 +1,4 @@
-"""The controller object: database, dispatcher, queues, jobs and tracker, wired once."""
+"""The controller object: database, dispatcher, queues, jobs, tracker and caches, wired once."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from controller.db_schedule import DbBackupSchedule
 from controller.dispatch.dispatcher import Dispatcher
 from controller.dispatch.transport import HttpTransport, Transport
 from controller.jobs import JobManager
+from controller.netstate import HostNetworkState
 from controller.queues import ResourceQueues
 from controller.settings import Settings
 from controller.tracker import HostTracker
@@ -35,6 +36,10 @@ class Controller:
         self.db = Database(settings.db_url)
         self.db.create_all()
         self.networks = NetworkLookups()
+        #: what this process did on its hosts' networks (bridges, secrets, peer lists, DHCP)
+        self.host_network = HostNetworkState()
+        #: Ceph primary storages whose pools this process made sure of
+        self.ceph_pools_ready: set[str] = set()
         self.transport = transport or HttpTransport()
         self.agent_tokens = AgentTokens(self.db, settings.agent_token)
         self.dispatcher = Dispatcher(

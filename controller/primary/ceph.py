@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -46,10 +45,6 @@ class CephBackend(PrimaryBackend):
     """RBD images in the storage's pools, made by its cephagent."""
 
     volume_format = "raw"
-
-    def __init__(self) -> None:
-        self._pools_ready: set[str] = set()
-        self._mu = threading.Lock()
 
     def install_path(self, ps: PrimaryStorage, volume_uuid: str) -> str:
         return f"{ps.ceph_pool}/volume-{volume_uuid}"
@@ -109,20 +104,20 @@ class CephBackend(PrimaryBackend):
     def prepare_host(self, op: Op, ps: PrimaryStorage, host: HostLike) -> None:
         """Set the libvirt secret of the storage's user on the host, once (until it reconnects)."""
         secret = ps.ceph_secret_uuid or ""
-        once_on_host(host.uuid, f"ceph-secret:{secret}", lambda: op.call(
+        once_on_host(op.ctl, host.uuid, f"ceph-secret:{secret}", lambda: op.call(
             host.agent_url, "/host/ceph-secret/set", km.SetCephSecretCmd(
                 secret_uuid=secret, user_name=user_id(ps),
                 user_key=read_key(op.ctl.settings, ps.ceph_key_ref or ""))))
 
     def _init_pools(self, op: Op, ps: PrimaryStorage) -> None:
         """Create the pools if missing and enable rbd on them, once per storage and process."""
-        if ps.uuid in self._pools_ready:
+        ready = op.ctl.ceph_pools_ready
+        if ps.uuid in ready:
             return
         names = list(dict.fromkeys([ps.ceph_pool or "", cache_pool(ps)]))
         op.call(_agent(ps), "/ceph/pools/init", cm.InitPoolsCmd(
             cluster=cluster_ref(ps), pools=[cm.PoolSpec(name=n) for n in names]))
-        with self._mu:
-            self._pools_ready.add(ps.uuid)
+        ready.add(ps.uuid)
 
 
 def _image_source(ps: PrimaryStorage, pool: str, name: str, image: Image, image_id: str,

@@ -101,7 +101,7 @@ def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
         storages = list(s.scalars(select(PrimaryStorage).where(PrimaryStorage.uuid.in_(refs))))
     with ctl.db.write() as s:
         s.execute(update(Host).where(Host.uuid == host_uuid).values(status="Connecting"))
-    forget_host(host_uuid)  # a restarted agent may have lost its bridges
+    forget_host(ctl, host_uuid)  # a restarted agent may have lost its bridges
     d = ctl.dispatcher
     events = f"{ctl.events_url}/{host_uuid}"
     ident = d.call_sync(host.agent_url, "/host/connect",

@@ -51,8 +51,8 @@ def delete_l2(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
                 call(ctl, ctx, h.agent_url, "/network/l2/delete", commands.l2_create(l2, h.vtep_ip))
             except (AgentCallError, ValueError) as e:
                 log.warning("removing L2 %s from host %s failed: %s", uuid, h.uuid, e)
-            forget_host(h.uuid)
-        vxlan.forget(l2_uuid=uuid)
+            forget_host(ctl, h.uuid)
+        vxlan.forget(ctl, l2_uuid=uuid)
     with ctl.db.write() as s:
         cascade.delete_rows(s, coll, uuid)
 
@@ -63,7 +63,7 @@ def delete_host(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
         cluster_uuid = s.scalar(select(Host.cluster_uuid).where(Host.uuid == uuid))
     with ctl.db.write() as s:
         cascade.delete_rows(s, coll, uuid)
-    forget_host(uuid)
+    forget_host(ctl, uuid)
     if cluster_uuid is not None:
         vxlan.sync_cluster(ctl, cluster_uuid)
 
@@ -74,7 +74,7 @@ def vtep_changed(ctl: Controller, uuid: str, values: dict[str, Any]) -> None:
         return
 
     def run(ctx: JobContext) -> dict[str, Any]:
-        vxlan.forget(host_uuid=uuid)
+        vxlan.forget(ctl, host_uuid=uuid)
         vxlan.host_joined(ctl, uuid)
         return {}
 

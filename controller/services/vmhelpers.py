@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import random
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Table, bindparam, or_, select, update
@@ -32,45 +31,6 @@ from controller.services import vxlan
 from controller.services.allocate import L3_RANGES, dhcp_server_ip, release_host
 from kvmagent import models as km
 
-
-class _Coalescer:
-    """Group commit of DHCP lease sets for one (host, L3 network).
-
-    A caller needs an apply that *started after* its lease rows were
-    committed. One caller at a time sends the full set; callers that arrive
-    meanwhile wait, and the next apply covers all of them at once, so a burst
-    of VMs on one host costs a few applies, not one each.
-    """
-
-    def __init__(self) -> None:
-        self.cv = threading.Condition()
-        self.requested = 0
-        self.done = 0
-        self.running = False
-
-    def run(self, apply: Callable[[], None]) -> None:
-        with self.cv:
-            self.requested += 1
-            mine = self.requested
-            while True:
-                if self.done >= mine:
-                    return
-                if not self.running:
-                    self.running, target = True, self.requested
-                    break
-                self.cv.wait()
-        ok = False
-        try:
-            apply()
-            ok = True
-        finally:
-            with self.cv:
-                self.running = False
-                if ok:
-                    self.done = max(self.done, target)
-                self.cv.notify_all()  # on failure a waiter takes over and tries itself
-
-
 NICS: Table = VmNic.__table__  # type: ignore[assignment]
 _MAC_USED = select(NICS.c.uuid).where(NICS.c.mac == bindparam("mac"))
 # driven by the host's VMs (a few), not by the network's NICs (all of them):
@@ -78,11 +38,6 @@ _MAC_USED = select(NICS.c.uuid).where(NICS.c.mac == bindparam("mac"))
 _LEASES = select(Vm.name, VmNic.l3_network_uuid, VmNic.mac, VmNic.ip).join(
     VmNic, VmNic.vm_uuid == Vm.uuid)
 _HOST_LEASES = _LEASES.where(Vm.host_uuid == bindparam("host"))
-_dhcp: dict[tuple[str, str], _Coalescer] = {}
-_dhcp_mu = threading.Lock()
-_l2_realised: set[tuple[str, str]] = set()
-_done_on_host: set[tuple[str, str]] = set()
-_arriving: dict[str, set[str]] = {}  # host -> VMs migrating to it (their leases go there first)
 
 
 def call(ctl: Controller, ctx: JobContext, agent_url: str, path: str, body: Any,
@@ -126,46 +81,36 @@ def realise_l2(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
         vxlan.sync(ctl, l2, lambda url, cmd: call(ctl, ctx, url, "/network/l2/create", cmd),
                    need=host_uuid)
         return
-    if key in _l2_realised:
+    if key in ctl.host_network.l2_realised:
         return
     call(ctl, ctx, agent_url, "/network/l2/create", commands.l2_create(l2))
-    _l2_realised.add(key)
+    ctl.host_network.l2_realised.add(key)
 
 
-def forget_host(host_uuid: str) -> None:
-    vxlan.forget(host_uuid=host_uuid)
-    for key in [k for k in _l2_realised if k[0] == host_uuid]:
-        _l2_realised.discard(key)
-    for key in [k for k in _done_on_host if k[0] == host_uuid]:
-        _done_on_host.discard(key)
+def forget_host(ctl: Controller, host_uuid: str) -> None:
+    """The host reconnects or goes: bridges, secrets and peer lists are sent again."""
+    ctl.host_network.forget_host(host_uuid)
 
 
-def once_on_host(host_uuid: str, key: str, do: Callable[[], object]) -> None:
+def once_on_host(ctl: Controller, host_uuid: str, key: str, do: Callable[[], object]) -> None:
     """Run ``do`` for ``key`` on a host once (remembered until the host reconnects)."""
-    if (host_uuid, key) in _done_on_host:
+    done = ctl.host_network.done_on_host
+    if (host_uuid, key) in done:
         return
     do()
-    _done_on_host.add((host_uuid, key))
+    done.add((host_uuid, key))
 
 
-@contextmanager
-def arriving(host_uuid: str, vm_uuid: str) -> Iterator[None]:
+def arriving(ctl: Controller, host_uuid: str, vm_uuid: str) -> AbstractContextManager[None]:
     """While inside, the host's lease sets also hold the VM's leases (a migration's
     destination, before the VM's row names that host)."""
-    with _dhcp_mu:
-        _arriving.setdefault(host_uuid, set()).add(vm_uuid)
-    try:
-        yield
-    finally:
-        with _dhcp_mu:
-            _arriving[host_uuid].discard(vm_uuid)
+    return ctl.host_network.arriving(host_uuid, vm_uuid)
 
 
 def apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
                l3_uuid: str) -> None:
     """Send the full lease set of one L3 network on one host (coalesced per pair)."""
-    with _dhcp_mu:
-        coalescer = _dhcp.setdefault((host_uuid, l3_uuid), _Coalescer())
+    coalescer = ctl.host_network.dhcp(host_uuid, l3_uuid)
     coalescer.run(lambda: _apply_dhcp(ctl, ctx, host_uuid, agent_url, l3_uuid))
 
 
@@ -173,8 +118,7 @@ def _apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str
                 l3_uuid: str) -> None:
     # read before the rows: a VM that has left this set had committed its move first, so a
     # snapshot taken after (SQLite's read lasts the whole session) has it on this host
-    with _dhcp_mu:
-        incoming = list(_arriving.get(host_uuid, ()))
+    incoming = ctl.host_network.incoming(host_uuid)
     with ctl.db.read() as s:
         l3 = ctl.networks.l3(s, l3_uuid)
         if l3 is None or l3.dhcp_server_ip is None:

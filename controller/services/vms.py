@@ -242,7 +242,7 @@ def migrate_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | Non
     l3s = list(dict.fromkeys(l3 for l3, _ in _nics(ctl, uuid)))
     migrated = False
     try:
-        with arriving(dst.uuid, uuid):  # dst's lease sets hold the VM until its row names dst
+        with arriving(ctl, dst.uuid, uuid):  # dst's lease sets hold the VM until its row names dst
             for l3_uuid in l3s:
                 apply_dhcp(ctl, ctx, dst.uuid, dst.agent_url, l3_uuid)  # the bridge first
             prepare_host_for_vm(Op(ctl, ctx), dst, uuid)

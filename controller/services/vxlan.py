@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,9 +37,6 @@ log = logging.getLogger(__name__)
 Send = Callable[[str, km.L2NetworkCmd], object]
 CONNECT_TIMEOUT = 60.0
 
-_sent: dict[tuple[str, str], tuple[str, ...]] = {}  # (host, l2) -> (vtep, *peers) last sent
-_locks: dict[str, threading.Lock] = {}
-_locks_mu = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -68,18 +64,14 @@ def members(s: Session, l2_uuid: str, also: str | None = None) -> list[Member]:
     return [Member(u, v, a, st == "Connected") for u, v, a, st in rows]
 
 
-def _lock(l2_uuid: str) -> threading.Lock:
-    with _locks_mu:
-        return _locks.setdefault(l2_uuid, threading.Lock())
-
-
 def sync(ctl: Controller, l2: L2Network, send: Send, need: str | None = None) -> None:
     """Bring every Connected host of the network's clusters to its current peer list.
 
     ``need`` is the host a VM needs the network on: its failure (or a missing
     VTEP) raises; the other hosts are best effort, logged and retried next time.
     """
-    with _lock(l2.uuid):
+    sent = ctl.host_network.vxlan_sent
+    with ctl.host_network.vxlan_lock(l2.uuid):
         with ctl.db.read() as s:
             hosts = members(s, l2.uuid, also=need)
         vteps = [h.vtep_ip for h in hosts if h.vtep_ip]
@@ -93,7 +85,7 @@ def sync(ctl: Controller, l2: L2Network, send: Send, need: str | None = None) ->
                 continue
             peers = sorted({v for v in vteps if v != h.vtep_ip}, key=ipaddress.IPv4Address)
             want = (h.vtep_ip, *peers)
-            if _sent.get((h.uuid, l2.uuid)) == want:
+            if sent.get((h.uuid, l2.uuid)) == want:
                 continue
             try:
                 send(h.agent_url, commands.l2_create(l2, h.vtep_ip, peers))
@@ -102,16 +94,17 @@ def sync(ctl: Controller, l2: L2Network, send: Send, need: str | None = None) ->
                     raise
                 log.warning("updating vxlan %s peers on host %s failed: %s", l2.uuid, h.uuid, e)
                 continue
-            _sent[(h.uuid, l2.uuid)] = want
+            sent[(h.uuid, l2.uuid)] = want
 
 
-def in_use(s: Session, cluster_uuid: str) -> list[L2Network]:
+def in_use(ctl: Controller, s: Session, cluster_uuid: str) -> list[L2Network]:
     """The cluster's vxlan networks that a VM on some host has a NIC on, or that were sent."""
     attached = select(L2NetworkClusterRef.l2_network_uuid).where(
         L2NetworkClusterRef.cluster_uuid == cluster_uuid)
     used = select(L3Network.l2_network_uuid).join(VmNic, VmNic.l3_network_uuid == L3Network.uuid).join(
         Vm, Vm.uuid == VmNic.vm_uuid).where(Vm.host_uuid.is_not(None))
-    wanted = {k[1] for k in _sent.copy()} | set(s.scalars(used))  # copy: other jobs write it
+    sent = ctl.host_network.vxlan_sent.copy()  # copy: other jobs write it
+    wanted = {k[1] for k in sent} | set(s.scalars(used))
     return [l2 for l2 in s.scalars(select(L2Network).where(
         L2Network.type == "vxlan", L2Network.uuid.in_(attached)).order_by(L2Network.uuid))
         if l2.uuid in wanted]
@@ -120,7 +113,7 @@ def in_use(s: Session, cluster_uuid: str) -> list[L2Network]:
 def sync_cluster(ctl: Controller, cluster_uuid: str) -> None:
     """Re-sync the cluster's vxlan networks in use (best effort, synchronous agent calls)."""
     with ctl.db.read() as s:
-        l2s = in_use(s, cluster_uuid)
+        l2s = in_use(ctl, s, cluster_uuid)
 
     def send(agent_url: str, cmd: km.L2NetworkCmd) -> object:
         return ctl.dispatcher.call_sync(agent_url, "/network/l2/create", cmd, CONNECT_TIMEOUT)
@@ -137,7 +130,6 @@ def host_joined(ctl: Controller, host_uuid: str) -> None:
         sync_cluster(ctl, cluster_uuid)
 
 
-def forget(host_uuid: str | None = None, l2_uuid: str | None = None) -> None:
+def forget(ctl: Controller, host_uuid: str | None = None, l2_uuid: str | None = None) -> None:
     """Drop what was sent to a host (it reconnects, or goes) or for a network (deleted)."""
-    for key in [k for k in _sent.copy() if k[0] == host_uuid or k[1] == l2_uuid]:
-        _sent.pop(key, None)
+    ctl.host_network.forget_vxlan(host_uuid=host_uuid, l2_uuid=l2_uuid)
