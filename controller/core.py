@@ -18,7 +18,7 @@ from controller.jobs import JobManager
 from controller.netstate import HostNetworkState
 from controller.queues import ResourceQueues
 from controller.settings import Settings
-from controller.tracker import HostTracker
+from controller.tracker import ConnectHost, HostTracker
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,10 @@ TRANSITIONAL = ("Starting", "Stopping", "Rebooting", "Migrating", "Pausing", "Re
 class Controller:
     """Everything behind the API of one controller process."""
 
-    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
+    def __init__(self, settings: Settings, transport: Transport | None = None, *,
+                 connect_host: ConnectHost) -> None:
+        """``connect_host(ctl, host_uuid)`` connects a host's agents again (the tracker's
+        reconnect): the services' ``hosts.connect``, handed in because they import this."""
         self.settings = settings
         self.db = Database(settings.db_url)
         self.db.create_all()
@@ -49,7 +52,7 @@ class Controller:
         self.jobs = JobManager(self.db, self.dispatcher, self.queues)
         if self.jobs.recover():
             self._recover_resources()
-        self.tracker = HostTracker(self)
+        self.tracker = HostTracker(self, connect_host)
         self.db_backups = (DbBackupSchedule(settings.db_url, Path(settings.db_backup_dir),
                                             settings.db_backup_interval, settings.db_backup_keep)
                            if settings.db_backup_dir else None)

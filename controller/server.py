@@ -22,6 +22,7 @@ from controller.api.openapi import build_openapi
 from controller.core import Controller
 from controller.dispatch.transport import Transport
 from controller.errors import for_http_status
+from controller.services import hosts
 from controller.services.catalogue import CATALOGUE
 from controller.settings import Settings
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, transport: Transport | None = None,
                controller: Controller | None = None) -> Flask:
     """The controller's Flask app; ``app.extensions["kvmcloud"]`` is the :class:`Controller`."""
-    ctl = controller or Controller(settings, transport)
+    ctl = controller or Controller(settings, transport, connect_host=hosts.connect)
     app = Flask("kvmcloud")
     app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
     app.extensions["kvmcloud"] = ctl

@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from controller.db.models import Host, Vm
 from controller.dispatch.dispatcher import AgentCallError
+from controller.services.allocate import mark_stopped
 from kvmagent import models as km
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MISSES_TO_DISCONNECT = 2
 PING_TIMEOUT = 10.0
+#: connects a host's agents again (``services.hosts.connect``, handed in by whoever builds the controller)
+ConnectHost = Callable[["Controller", str], object]
 AGENT_STATES = {"Running": "Running", "Paused": "Paused", "Stopped": "Stopped",
                 "Crashed": "Crashed", "Unknown": "Unknown"}
 
@@ -42,8 +46,9 @@ AGENT_STATES = {"Running": "Running", "Paused": "Paused", "Stopped": "Stopped",
 class HostTracker:
     """Keeps hosts' status and their VMs' states true to what agents say."""
 
-    def __init__(self, ctl: Controller) -> None:
+    def __init__(self, ctl: Controller, connect: ConnectHost) -> None:
         self.ctl = ctl
+        self._connect = connect
         self._next_ping: dict[str, float] = {}
         self._next_sync: dict[str, float] = {}
         self._misses: dict[str, int] = {}
@@ -148,10 +153,8 @@ class HostTracker:
         log.warning("host %s is disconnected: %s", host_uuid, reason)
 
     def reconnect(self, host_uuid: str) -> None:
-        from controller.services.hosts import connect  # noqa: PLC0415 - hosts imports the core
-
         try:
-            connect(self.ctl, host_uuid)
+            self._connect(self.ctl, host_uuid)
             log.info("host %s reconnected", host_uuid)
         except Exception as e:
             log.warning("reconnecting host %s failed: %s", host_uuid, e)
@@ -227,8 +230,6 @@ class HostTracker:
 
     @staticmethod
     def _set_state(s: Session, vm_uuid: str, state: str) -> None:
-        from controller.services.vmhelpers import mark_stopped  # noqa: PLC0415 - import cycle
-
         if state == "Stopped":
             mark_stopped(s, vm_uuid)  # gives the host's capacity back
         else:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controller.db.base import fetch_all, new_uuid
-from controller.db.models import Host, IpRange, L3Network, PrimaryStorage, PrimaryStorageClusterRef, UsedIp
+from controller.db.models import Host, IpRange, L3Network, PrimaryStorage, PrimaryStorageClusterRef, UsedIp, Vm
 from controller.errors import NoCapacity
 
 CANDIDATES = 8
@@ -104,6 +104,18 @@ def release_host(s: Session, host_uuid: str, cpu: int, memory: int) -> None:
     s.execute(update(Host).where(Host.uuid == host_uuid).values(
         available_cpu=Host.available_cpu + cpu,
         available_memory=Host.available_memory + memory))
+
+
+def mark_stopped(s: Session, vm_uuid: str) -> None:
+    """The VM no longer runs anywhere: give its host capacity back."""
+    vm = s.get(Vm, vm_uuid, with_for_update=True)
+    if vm is None:
+        return
+    if vm.host_uuid is not None:
+        release_host(s, vm.host_uuid, vm.cpu_num, vm.memory_size)
+        vm.last_host_uuid = vm.host_uuid
+    vm.host_uuid = None
+    vm.state = "Stopped"
 
 
 def reserve_primary_storage(s: Session, cluster_uuid: str, size: int,

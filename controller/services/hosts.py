@@ -13,10 +13,10 @@ from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.jobs import Job
 from controller.db.models import Cluster, Host, PrimaryStorage, PrimaryStorageClusterRef, Vm
-from controller.declarations import Action, Create
+from controller.declarations import Action, Create, Update
 from controller.errors import BadRequest
 from controller.jobs import JobContext
-from controller.services import vxlan
+from controller.services import networks, vms, vxlan
 from controller.services.common import require, to_dict
 from controller.services.deploying import agent_config, default_agent_url, deploy_role, register_token
 from controller.services.vmhelpers import forget_host
@@ -191,8 +191,6 @@ def disable_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
 
 def maintain_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
     """Put a host into maintenance: no new VMs; its VMs migrate away or stop."""
-    from controller.services import vms  # noqa: PLC0415 - vms imports this module's peers
-
     def run(ctx: JobContext) -> dict[str, Any]:
         _set_state(ctl, uuid, "Maintenance")
         seen: set[str] = set()
@@ -212,6 +210,7 @@ def maintain_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
 
 DECLARATIONS = (
     Create("hosts", sc.HostCreate, add_host),
+    Update("hosts", sc.HostUpdate, after=networks.vtep_changed),  # a new VTEP goes to the hosts
     Action("hosts", "reconnect", sc.EmptyAction, reconnect_action),
     Action("hosts", "redeploy", sc.HostRedeploy, redeploy_action),
     Action("hosts", "enable", sc.EmptyAction, enable_action),

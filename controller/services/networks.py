@@ -8,10 +8,9 @@ from typing import Any
 from sqlalchemy import select
 
 from controller import cascade, commands
-from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.models import Host, L2Network, L3Network
-from controller.declarations import CascadeStep, Update
+from controller.declarations import CascadeStep
 from controller.dispatch.dispatcher import AgentCallError
 from controller.jobs import JobContext
 from controller.services import vxlan
@@ -82,7 +81,6 @@ def vtep_changed(ctl: Controller, uuid: str, values: dict[str, Any]) -> None:
 
 
 DECLARATIONS = (
-    Update("hosts", sc.HostUpdate, after=vtep_changed),
     CascadeStep("l3-networks", "delete", delete_l3),
     CascadeStep("l2-networks", "delete", delete_l2),
     CascadeStep("hosts", "delete", delete_host),

@@ -36,6 +36,7 @@ from controller.db.models import BackupStorage, PrimaryStorage
 from controller.declarations import Action, ActionFn, Create
 from controller.errors import BadRequest, Conflict
 from controller.jobs import JobContext
+from controller.primary.ceph import cluster_ref, read_key
 from controller.services import resources as res
 from controller.services.common import require, to_dict
 from controller.services.deploying import agent_config, default_agent_url, deploy_role, register_token
@@ -149,7 +150,6 @@ def redeploy_action(ctl: Controller, uuid: str, body: sc.BackupStorageRedeploy) 
 def _deploy_cephagent(ctl: Controller, ctx: JobContext, body: sc.PrimaryStorageCreate) -> None:
     """Run the cephagent role on agentUrl's host with the key ``ceph.keyRef`` names."""
     from controller.deploy import DeployTarget  # noqa: PLC0415 - Ansible is heavy
-    from controller.primary.ceph import read_key  # noqa: PLC0415 - it imports the services
 
     assert body.ceph is not None and body.agent_url is not None  # the schema requires both for ceph
     where = urlsplit(body.agent_url)
@@ -195,8 +195,6 @@ def connect(ctl: Controller, uuid: str) -> dict[str, Any]:
 
 def connect_primary(ctl: Controller, uuid: str) -> dict[str, Any]:
     """Connect a Ceph primary storage's agent: credential and fsid checked, capacity recorded."""
-    from controller.primary.ceph import cluster_ref  # noqa: PLC0415 - it imports the services
-
     ps: PrimaryStorage = _connecting(ctl, PrimaryStorage, uuid, "ceph")
     ref, url = cluster_ref(ps), ps.agent_url or ""
     hello = ctl.dispatcher.call_sync(url, "/ceph/connect", cm.ConnectCmd(cluster=ref), CONNECT_TIMEOUT)

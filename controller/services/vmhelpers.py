@@ -28,7 +28,7 @@ from controller.db.models import (
 from controller.errors import Conflict
 from controller.jobs import JobContext
 from controller.services import vxlan
-from controller.services.allocate import L3_RANGES, dhcp_server_ip, release_host
+from controller.services.allocate import L3_RANGES, dhcp_server_ip
 from kvmagent import models as km
 
 NICS: Table = VmNic.__table__  # type: ignore[assignment]
@@ -178,18 +178,6 @@ def nic_l3s(s: Session, vm_uuid: str) -> list[tuple[str, str]]:
     """(l3 uuid, mac) of a VM's NICs."""
     return [(l3, mac) for l3, mac in s.execute(
         select(VmNic.l3_network_uuid, VmNic.mac).where(VmNic.vm_uuid == vm_uuid))]
-
-
-def mark_stopped(s: Session, vm_uuid: str) -> None:
-    """The VM no longer runs anywhere: give its host capacity back."""
-    vm = s.get(Vm, vm_uuid, with_for_update=True)
-    if vm is None:
-        return
-    if vm.host_uuid is not None:
-        release_host(s, vm.host_uuid, vm.cpu_num, vm.memory_size)
-        vm.last_host_uuid = vm.host_uuid
-    vm.host_uuid = None
-    vm.state = "Stopped"
 
 
 def host_of(s: Session, host_uuid: str | None) -> Host:

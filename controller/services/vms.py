@@ -35,6 +35,7 @@ from controller.flows import create_vm
 from controller.jobs import JobContext
 from controller.primary import Op, prepare_host_for_vm
 from controller.services import allocate
+from controller.services.allocate import mark_stopped
 from controller.services.common import require, require_row, to_dict
 from controller.services.vmhelpers import (
     apply_dhcp,
@@ -42,7 +43,6 @@ from controller.services.vmhelpers import (
     call,
     delete_volume_files,
     host_of,
-    mark_stopped,
     new_mac,
     nic_l3s,
     start_cmd,

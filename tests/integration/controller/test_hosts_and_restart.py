@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from controller.services.vmhelpers import mark_stopped
+from controller.services.allocate import mark_stopped
 from tests.support.agents import wait_until
 from tests.unit.controller.harness import AGENT_TOKEN, Cloud
 
