@@ -11,7 +11,7 @@ from agentcore.task import TaskContext
 class CorePlugin(Plugin):
     """Built-in commands: liveness."""
 
-    @command("/echo")
+    @command()
     def echo(self, ctx: TaskContext, cmd: EchoCmd) -> EchoReply:
         """Answer with the message sent and the agent version (liveness probe)."""
         return EchoReply(message=cmd.message, version=__version__)

@@ -5,14 +5,15 @@ A command is a method taking a :class:`~agentcore.task.TaskContext` and a
 :class:`~agentcore.models.Reply` subclass::
 
     class HostPlugin(Plugin):
-        prefix = "/host"
-
-        @command("/ping")
+        @command()
         def ping(self, ctx: TaskContext, cmd: PingCmd) -> PingReply:
             \"\"\"Answer with the host's UUID and the agent version.\"\"\"
 
-The request and reply models are read from the annotations, and the command
-map is built by introspection, so there is no registration boilerplate.
+The request and reply models are read from the annotations, and the path from
+the request model's declaration (``class PingCmd(Command, Returns[PingReply],
+path="/host/ping")``), so the agent serves exactly the table the controller
+calls by; the return annotation must be the declared reply. The command map
+is built by introspection, so there is no registration boilerplate.
 ``lock`` names the resources the command must hold exclusively, as a function
 of the validated command (for example ``lambda c: f"vm:{c.vm_uuid}"``).
 """
@@ -39,7 +40,6 @@ _MARK = "__agent_command__"
 
 @dataclass(frozen=True)
 class CommandMeta:
-    path: str
     lock: LockSpec | None
     summary: str | None
 
@@ -68,26 +68,23 @@ class CommandSpec:
         return sorted(set(keys))
 
 
-def command(path: str, *, lock: LockSpec | None = None, summary: str | None = None) -> Callable[[F], F]:
-    """Declare a plugin method as the command served at ``prefix + path``."""
-    if not path.startswith("/"):
-        raise ValueError(f"command path must start with '/': {path!r}")
+def command(*, lock: LockSpec | None = None, summary: str | None = None) -> Callable[[F], F]:
+    """Declare a plugin method as a command, served at its request model's path."""
 
     def mark(fn: F) -> F:
-        setattr(fn, _MARK, CommandMeta(path=path, lock=lock, summary=summary))
+        setattr(fn, _MARK, CommandMeta(lock=lock, summary=summary))
         return fn
 
     return mark
 
 
 class Plugin:
-    """Base of agent plugins. Subclasses set ``prefix`` and decorate commands.
+    """Base of agent plugins. Subclasses decorate their commands.
 
     ``start`` and ``stop`` are called once when the agent starts and stops;
     override them for background work (event loops, periodic scans).
     """
 
-    prefix: str = ""
     #: set by the runtime before ``start``: reports, controller URLs, config
     runtime: AgentRuntime
 
@@ -105,9 +102,10 @@ class Plugin:
             if meta is None:
                 continue
             request, reply = _models_of(fn)
+            assert request.path is not None  # checked by _models_of
             specs.append(
                 CommandSpec(
-                    path=self.prefix + meta.path,
+                    path=request.path,
                     request=request,
                     reply=reply,
                     handler=getattr(self, name),
@@ -130,4 +128,9 @@ def _models_of(fn: Callable[..., Any]) -> tuple[type[Command], type[Reply]]:
         raise TypeError(f"{fn.__qualname__}: cmd must be annotated with a Command subclass")
     if not (inspect.isclass(reply) and issubclass(reply, Reply)):
         raise TypeError(f"{fn.__qualname__}: the return must be annotated with a Reply subclass")
+    if request.path is None:
+        raise TypeError(f"{fn.__qualname__}: {request.__name__} declares no path")
+    if reply is not request.reply:
+        raise TypeError(f"{fn.__qualname__}: returns {reply.__name__} but {request.__name__} "
+                        f"declares {getattr(request.reply, '__name__', None)}")
     return request, reply

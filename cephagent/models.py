@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, HttpUrl, StringConstraints, model_validator
 
-from agentcore.models import Command, Reply, WireModel
+from agentcore.models import Command, Reply, Returns, WireModel
 
 _NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
 PoolName = Annotated[str, StringConstraints(pattern=_NAME, min_length=1, max_length=64)]
@@ -111,23 +111,14 @@ class CapacityMixin(WireModel):
 # -- cluster -------------------------------------------------------------
 
 
-class ConnectCmd(CephCommand):
-    """Open (or re-open) the connection to a cluster and check the credential."""
-
-
 class ConnectReply(Reply):
     fsid: str = ""
     user: str = ""
     monitors: list[str] = Field(default_factory=list)
 
 
-class PingCmd(CephCommand):
-    """Write and read back a heartbeat object in ``pool``."""
-
-    pool: PoolName
-    object_name: ImageName | None = Field(
-        default=None, description="heartbeat object; default kvmcloud-heartbeat-<hostname>, one per host",
-    )
+class ConnectCmd(CephCommand, Returns[ConnectReply], path="/ceph/connect"):
+    """Open (or re-open) the connection to a cluster and check the credential."""
 
 
 class PingReply(Reply):
@@ -135,8 +126,13 @@ class PingReply(Reply):
     latency_ms: float = 0.0
 
 
-class FactsCmd(CephCommand):
-    """Facts of the cluster."""
+class PingCmd(CephCommand, Returns[PingReply], path="/ceph/ping"):
+    """Write and read back a heartbeat object in ``pool``."""
+
+    pool: PoolName
+    object_name: ImageName | None = Field(
+        default=None, description="heartbeat object; default kvmcloud-heartbeat-<hostname>, one per host",
+    )
 
 
 class FactsReply(Reply):
@@ -146,16 +142,14 @@ class FactsReply(Reply):
     librados_version: str = ""
 
 
+class FactsCmd(CephCommand, Returns[FactsReply], path="/ceph/facts"):
+    """Facts of the cluster."""
+
+
 class PoolSpec(WireModel):
     name: PoolName
     predefined: bool = Field(default=False, description="exists already: check, never create")
     pg_num: int = Field(default=8, ge=1, le=4096)
-
-
-class InitPoolsCmd(CephCommand):
-    """Create the pools (unless predefined) and enable the rbd application."""
-
-    pools: list[PoolSpec] = Field(min_length=1, max_length=32)
 
 
 class PoolState(WireModel):
@@ -170,70 +164,29 @@ class InitPoolsReply(Reply, CapacityMixin):
     pools: list[PoolState] = Field(default_factory=list)
 
 
-class CheckPoolsCmd(CephCommand):
-    pools: list[PoolName] = Field(min_length=1, max_length=32)
+class InitPoolsCmd(CephCommand, Returns[InitPoolsReply], path="/ceph/pools/init"):
+    """Create the pools (unless predefined) and enable the rbd application."""
+
+    pools: list[PoolSpec] = Field(min_length=1, max_length=32)
 
 
 class CheckPoolsReply(Reply):
     pools: list[PoolState] = Field(default_factory=list)
 
 
-class CapacityCmd(CephCommand):
-    pools: list[PoolName] = Field(default_factory=list, max_length=32, description="empty: cluster only")
+class CheckPoolsCmd(CephCommand, Returns[CheckPoolsReply], path="/ceph/pools/check"):
+    pools: list[PoolName] = Field(min_length=1, max_length=32)
 
 
 class CapacityReply(Reply, CapacityMixin):
     pools: list[PoolCapacity] = Field(default_factory=list)
 
 
+class CapacityCmd(CephCommand, Returns[CapacityReply], path="/ceph/capacity"):
+    pools: list[PoolName] = Field(default_factory=list, max_length=32, description="empty: cluster only")
+
+
 # -- volumes (primary storage) ------------------------------------------
-
-
-class CreateVolumeCmd(ImageCommand):
-    size: Size
-    features: list[Feature] = Field(default_factory=lambda: list(DEFAULT_FEATURES))
-    skip_if_existing: bool = False
-
-
-class CreateVolumeFromImageCmd(ImageCommand):
-    """Clone ``pool/name`` from ``srcPool/srcName@srcSnapshot`` (the snapshot is
-    created and protected once if missing)."""
-
-    src_pool: PoolName
-    src_name: ImageName
-    src_snapshot: SnapName = BASE_SNAPSHOT
-    size: Size | None = Field(default=None, description="grow the clone to this size")
-    features: list[Feature] = Field(default_factory=lambda: list(DEFAULT_FEATURES))
-
-
-class DeleteVolumeCmd(ImageCommand):
-    purge_snapshots: bool = False
-
-
-class DeleteVolumeReply(Reply):
-    install_path: str = ""
-    existed: bool = True
-
-
-class ResizeVolumeCmd(ImageCommand):
-    size: Size
-    allow_shrink: bool = False
-
-
-class VolumeInfoCmd(ImageCommand):
-    pass
-
-
-class FlattenVolumeCmd(ImageCommand):
-    pass
-
-
-class CreateTemplateCmd(ImageCommand):
-    """Copy ``pool/name`` (or its snapshot) to ``dstPool/dstName`` (backup pool)."""
-
-    snapshot: SnapName | None = None
-    dst_pool: PoolName
-    dst_name: ImageName
 
 
 class VolumeInfoReply(Reply):
@@ -248,59 +201,42 @@ class VolumeInfoReply(Reply):
     watchers: int = 0
 
 
-# -- snapshots -----------------------------------------------------------
-
-
-class CreateSnapshotCmd(SnapshotCommand):
+class CreateVolumeCmd(ImageCommand, Returns[VolumeInfoReply], path="/ceph/volume/create"):
+    size: Size
+    features: list[Feature] = Field(default_factory=lambda: list(DEFAULT_FEATURES))
     skip_if_existing: bool = False
 
 
-class DeleteSnapshotCmd(SnapshotCommand):
-    pass
-
-
-class ProtectSnapshotCmd(SnapshotCommand):
-    pass
-
-
-class UnprotectSnapshotCmd(SnapshotCommand):
-    pass
-
-
-class RollbackSnapshotCmd(SnapshotCommand):
-    pass
-
-
-class SnapshotReply(Reply):
-    install_path: str = ""
-    snapshot: str = ""
-    protected: bool = False
-    existed: bool = True
-
-
-# -- images (backup storage) ---------------------------------------------
-
-
-class AddImageCmd(ImageCommand):
-    """Download ``url`` into ``pool/name`` (converted to raw)."""
-
-    url: HttpUrl
-    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
-    format: Literal["auto", "raw", "qcow2"] = "auto"
-
-
-class CacheImageCmd(ImageCommand):
-    """Copy ``srcPool/srcName`` (backup pool) to ``pool/name`` (primary cache)."""
+class CreateVolumeFromImageCmd(ImageCommand, Returns[VolumeInfoReply], path="/ceph/volume/create-from-image"):
+    """Clone ``pool/name`` from ``srcPool/srcName@srcSnapshot`` (the snapshot is
+    created and protected once if missing)."""
 
     src_pool: PoolName
     src_name: ImageName
+    src_snapshot: SnapName = BASE_SNAPSHOT
+    size: Size | None = Field(default=None, description="grow the clone to this size")
+    features: list[Feature] = Field(default_factory=lambda: list(DEFAULT_FEATURES))
 
 
-class DeleteImageCmd(ImageCommand):
+class DeleteVolumeReply(Reply):
+    install_path: str = ""
+    existed: bool = True
+
+
+class DeleteVolumeCmd(ImageCommand, Returns[DeleteVolumeReply], path="/ceph/volume/delete"):
+    purge_snapshots: bool = False
+
+
+class ResizeVolumeCmd(ImageCommand, Returns[VolumeInfoReply], path="/ceph/volume/resize"):
+    size: Size
+    allow_shrink: bool = False
+
+
+class VolumeInfoCmd(ImageCommand, Returns[VolumeInfoReply], path="/ceph/volume/info"):
     pass
 
 
-class ImageInfoCmd(ImageCommand):
+class FlattenVolumeCmd(ImageCommand, Returns[VolumeInfoReply], path="/ceph/volume/flatten"):
     pass
 
 
@@ -315,6 +251,70 @@ class ImageInfoReply(Reply):
     existed: bool = True
 
 
+class CreateTemplateCmd(ImageCommand, Returns[ImageInfoReply], path="/ceph/volume/create-template"):
+    """Copy ``pool/name`` (or its snapshot) to ``dstPool/dstName`` (backup pool)."""
+
+    snapshot: SnapName | None = None
+    dst_pool: PoolName
+    dst_name: ImageName
+
+
+# -- snapshots -----------------------------------------------------------
+
+
+class SnapshotReply(Reply):
+    install_path: str = ""
+    snapshot: str = ""
+    protected: bool = False
+    existed: bool = True
+
+
+class CreateSnapshotCmd(SnapshotCommand, Returns[SnapshotReply], path="/ceph/snapshot/create"):
+    skip_if_existing: bool = False
+
+
+class DeleteSnapshotCmd(SnapshotCommand, Returns[SnapshotReply], path="/ceph/snapshot/delete"):
+    pass
+
+
+class ProtectSnapshotCmd(SnapshotCommand, Returns[SnapshotReply], path="/ceph/snapshot/protect"):
+    pass
+
+
+class UnprotectSnapshotCmd(SnapshotCommand, Returns[SnapshotReply], path="/ceph/snapshot/unprotect"):
+    pass
+
+
+class RollbackSnapshotCmd(SnapshotCommand, Returns[SnapshotReply], path="/ceph/snapshot/rollback"):
+    pass
+
+
+# -- images (backup storage) ---------------------------------------------
+
+
+class AddImageCmd(ImageCommand, Returns[ImageInfoReply], path="/ceph/image/add"):
+    """Download ``url`` into ``pool/name`` (converted to raw)."""
+
+    url: HttpUrl
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    format: Literal["auto", "raw", "qcow2"] = "auto"
+
+
+class CacheImageCmd(ImageCommand, Returns[ImageInfoReply], path="/ceph/image/cache"):
+    """Copy ``srcPool/srcName`` (backup pool) to ``pool/name`` (primary cache)."""
+
+    src_pool: PoolName
+    src_name: ImageName
+
+
+class DeleteImageCmd(ImageCommand, Returns[ImageInfoReply], path="/ceph/image/delete"):
+    pass
+
+
+class ImageInfoCmd(ImageCommand, Returns[ImageInfoReply], path="/ceph/image/info"):
+    pass
+
+
 class SftpImageCommand(ImageCommand):
     """An image moved between RBD and the SFTP backup storage. The SSH key
     and known_hosts come from the agent's config, never from the body."""
@@ -325,7 +325,7 @@ class SftpImageCommand(ImageCommand):
     store_root: str = Field(min_length=1, max_length=4096)
 
 
-class ImportFromSftpCmd(SftpImageCommand):
+class ImportFromSftpCmd(SftpImageCommand, Returns[ImageInfoReply], path="/ceph/image/import-from-sftp"):
     """Fetch image ``imageId`` of the SFTP store into ``pool/name``; it must hash to ``sha256``."""
 
     image_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-:]{1,128}$")]
@@ -333,12 +333,13 @@ class ImportFromSftpCmd(SftpImageCommand):
         description="the image's digest (hex) as the controller recorded it; the fetched bytes must match")
 
 
-class ExportToSftpCmd(SftpImageCommand):
-    snapshot: SnapName | None = None
-    store_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")]
-
-
 class ExportToSftpReply(Reply):
     image_id: str = ""
     digest: str = ""
     size: int = 0
+
+
+class ExportToSftpCmd(SftpImageCommand, Returns[ExportToSftpReply], path="/ceph/image/export-to-sftp"):
+    snapshot: SnapName | None = None
+    store_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")]
+

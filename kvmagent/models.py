@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from agentcore.models import Command, Reply, WireModel
+from agentcore.models import Command, Reply, Returns, WireModel
 from kvmagent.paths import check_file_path
 
 UUID_RE = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
@@ -144,7 +144,13 @@ def _boot_from_disk() -> list[BootDevice]:
     return ["hd"]
 
 
-class StartVmCmd(Command):
+class StartVmReply(Reply):
+    vm_uuid: str = ""
+    state: VmState = "Unknown"
+    vnc_port: int | None = None
+
+
+class StartVmCmd(Command, Returns[StartVmReply], path="/vm/start"):
     """The full spec of a VM to run on this host."""
 
     vm_uuid: Uuid
@@ -187,38 +193,32 @@ class VmCmd(Command):
     vm_uuid: Uuid
 
 
-class StartVmReply(Reply):
+class VmStateReply(Reply):
     vm_uuid: str = ""
     state: VmState = "Unknown"
-    vnc_port: int | None = None
 
 
-class StopVmCmd(VmCmd):
+class StopVmCmd(VmCmd, Returns[VmStateReply], path="/vm/stop"):
     """Stop: ACPI shutdown, then forced off after ``graceTimeout`` (type grace)."""
 
     type: Literal["grace", "force"] = "grace"
     grace_timeout: float = Field(default=30.0, gt=0, le=3600)
 
 
-class DestroyVmCmd(VmCmd):
+class DestroyVmCmd(VmCmd, Returns[VmStateReply], path="/vm/destroy"):
     """Power off and undefine; an absent VM is success."""
 
 
-class VmStateReply(Reply):
-    vm_uuid: str = ""
-    state: VmState = "Unknown"
+class RebootVmCmd(VmCmd, Returns[VmStateReply], path="/vm/reboot"):
+    """Reboot a running VM."""
 
 
-class SyncVmCmd(Command):
-    """Ask for the state of every kvmcloud VM on the host."""
+class PauseVmCmd(VmCmd, Returns[VmStateReply], path="/vm/pause"):
+    """Suspend a running VM's vCPUs."""
 
 
-class VmStatesReply(Reply):
-    states: dict[str, VmState] = Field(default_factory=dict)
-
-
-class CheckVmStateCmd(Command):
-    vm_uuids: list[Uuid] = Field(min_length=1, max_length=10000)
+class ResumeVmCmd(VmCmd, Returns[VmStateReply], path="/vm/resume"):
+    """Resume a paused VM."""
 
 
 class ConsoleReply(Reply):
@@ -227,7 +227,28 @@ class ConsoleReply(Reply):
     port: int = -1
 
 
-class MigrateVmCmd(VmCmd):
+class ConsoleCmd(VmCmd, Returns[ConsoleReply], path="/vm/console"):
+    """Where the VM's graphical console listens."""
+
+
+class VmStatesReply(Reply):
+    states: dict[str, VmState] = Field(default_factory=dict)
+
+
+class SyncVmCmd(Command, Returns[VmStatesReply], path="/vm/sync"):
+    """Ask for the state of every kvmcloud VM on the host."""
+
+
+class CheckVmStateCmd(Command, Returns[VmStatesReply], path="/vm/check-state"):
+    vm_uuids: list[Uuid] = Field(min_length=1, max_length=10000)
+
+
+class MigrateVmReply(Reply):
+    vm_uuid: str = ""
+    dest_host_ip: str = ""
+
+
+class MigrateVmCmd(VmCmd, Returns[MigrateVmReply], path="/vm/migrate"):
     """Live-migrate to another host's libvirtd (shared storage)."""
 
     dest_host_ip: IPv4
@@ -249,18 +270,18 @@ class MigrateVmCmd(VmCmd):
     )
 
 
-class MigrateVmReply(Reply):
-    vm_uuid: str = ""
-    dest_host_ip: str = ""
-
-
 # -- volumes, ISOs, NICs on a running VM --------------------------------------
 
 class VolumeCmd(VmCmd):
     volume: VolumeSpec
 
 
-class AttachVolumeCmd(VolumeCmd):
+class VolumeReply(Reply):
+    vm_uuid: str = ""
+    device: str = ""
+
+
+class AttachVolumeCmd(VolumeCmd, Returns[VolumeReply], path="/vm/volume/attach"):
     """Hot-plug a data volume."""
 
     @model_validator(mode="after")
@@ -270,29 +291,18 @@ class AttachVolumeCmd(VolumeCmd):
         return self
 
 
-class DetachVolumeCmd(VolumeCmd):
+class DetachVolumeCmd(VolumeCmd, Returns[VolumeReply], path="/vm/volume/detach"):
     """Hot-unplug a data volume; already detached is success."""
-
-
-class VolumeReply(Reply):
-    vm_uuid: str = ""
-    device: str = ""
-
-
-class ResizeVolumeCmd(VolumeCmd):
-    """Grow a volume of a running VM (never shrinks)."""
-
-    size: int = Field(gt=0, description="new virtual size, bytes")
 
 
 class ResizeVolumeReply(Reply):
     size: int = 0
 
 
-class SnapshotVolumeCmd(VolumeCmd):
-    """Online external disk-only snapshot: the live volume moves to a new overlay."""
+class ResizeVolumeCmd(VolumeCmd, Returns[ResizeVolumeReply], path="/vm/volume/resize"):
+    """Grow a volume of a running VM (never shrinks)."""
 
-    new_install_path: HostPath
+    size: int = Field(gt=0, description="new virtual size, bytes")
 
 
 class SnapshotVolumeReply(Reply):
@@ -301,7 +311,17 @@ class SnapshotVolumeReply(Reply):
     size: int = 0
 
 
-class MergeSnapshotCmd(VolumeCmd):
+class SnapshotVolumeCmd(VolumeCmd, Returns[SnapshotVolumeReply], path="/vm/volume/snapshot"):
+    """Online external disk-only snapshot: the live volume moves to a new overlay."""
+
+    new_install_path: HostPath
+
+
+class MergeSnapshotReply(Reply):
+    install_path: str = Field(default="", description="the file the VM now writes to")
+
+
+class MergeSnapshotCmd(VolumeCmd, Returns[MergeSnapshotReply], path="/vm/volume/merge"):
     """Merge a backing chain online.
 
     ``commit``: the active layer (volume.installPath) and everything down to
@@ -321,28 +341,16 @@ class MergeSnapshotCmd(VolumeCmd):
         return self
 
 
-class MergeSnapshotReply(Reply):
-    install_path: str = Field(default="", description="the file the VM now writes to")
-
-
-class AttachIsoCmd(VmCmd):
+class AttachIsoCmd(VmCmd, Returns[VolumeReply], path="/vm/iso/attach"):
     """Insert an ISO into the VM's CD-ROM drive."""
 
     iso: IsoSpec
 
 
-class DetachIsoCmd(VmCmd):
+class DetachIsoCmd(VmCmd, Returns[VolumeReply], path="/vm/iso/detach"):
     """Eject the ISO from a CD-ROM drive."""
 
     device_id: int = Field(default=0, ge=0, le=3)
-
-
-class NicCmd(VmCmd):
-    nic: NicSpec
-
-
-class DetachNicCmd(VmCmd):
-    mac: Mac
 
 
 class NicReply(Reply):
@@ -351,15 +359,15 @@ class NicReply(Reply):
     device_name: str = ""
 
 
+class NicCmd(VmCmd, Returns[NicReply], path="/vm/nic/attach"):
+    nic: NicSpec
+
+
+class DetachNicCmd(VmCmd, Returns[NicReply], path="/vm/nic/detach"):
+    mac: Mac
+
+
 # -- host --------------------------------------------------------------------
-
-class ConnectCmd(Command):
-    """The controller names the host and where its events go."""
-
-    host_uuid: Uuid
-    events_url: str = Field(pattern=r"^https?://[^\s]+$",
-                            description="VM lifecycle events are POSTed here ({hostUuid, vmUuid, state, reason})")
-
 
 class HostIdentityReply(Reply):
     host_uuid: str | None = None
@@ -367,8 +375,20 @@ class HostIdentityReply(Reply):
     version: str = ""
 
 
+class ConnectCmd(Command, Returns[HostIdentityReply], path="/host/connect"):
+    """The controller names the host and where its events go."""
+
+    host_uuid: Uuid
+    events_url: str = Field(pattern=r"^https?://[^\s]+$",
+                            description="VM lifecycle events are POSTed here ({hostUuid, vmUuid, state, reason})")
+
+
 class HostCmd(Command):
     """A host query with no arguments."""
+
+
+class PingCmd(HostCmd, Returns[HostIdentityReply], path="/host/ping"):
+    """Is the agent up, and which host is it?"""
 
 
 class FactsReply(Reply):
@@ -389,6 +409,10 @@ class FactsReply(Reply):
     ip_addresses: list[str] = Field(default_factory=list)
 
 
+class FactsCmd(HostCmd, Returns[FactsReply], path="/host/facts"):
+    """The host's hardware and software facts."""
+
+
 class CapacityReply(Reply):
     cpu_total: int = 0
     cpu_used: int = Field(default=0, description="vCPUs of running domains")
@@ -398,16 +422,20 @@ class CapacityReply(Reply):
     domains: int = 0
 
 
-class SetCephSecretCmd(Command):
+class CapacityCmd(HostCmd, Returns[CapacityReply], path="/host/capacity"):
+    """The host's CPU and memory capacity."""
+
+
+class SetCephSecretReply(Reply):
+    secret_uuid: str = ""
+
+
+class SetCephSecretCmd(Command, Returns[SetCephSecretReply], path="/host/ceph-secret/set"):
     """Create or update the libvirt secret that holds a cephx user's key."""
 
     secret_uuid: Uuid
     user_name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="cephx user without 'client.'")
     user_key: str = Field(pattern=r"^[A-Za-z0-9+/=]{16,256}$", description="the base64 key (ceph auth get-key)")
-
-
-class SetCephSecretReply(Reply):
-    secret_uuid: str = ""
 
 
 class VmStateEvent(WireModel):
@@ -453,6 +481,18 @@ class L2NetworkReply(Reply):
     exists: bool = False
 
 
+class CreateL2Cmd(L2NetworkCmd, Returns[L2NetworkReply], path="/network/l2/create"):
+    """Create the bridge (and its VLAN or VXLAN uplink); idempotent."""
+
+
+class CheckL2Cmd(L2NetworkCmd, Returns[L2NetworkReply], path="/network/l2/check"):
+    """Report whether the bridge exists as described."""
+
+
+class DeleteL2Cmd(L2NetworkCmd, Returns[L2NetworkReply], path="/network/l2/delete"):
+    """Delete the bridge and its uplink; an absent bridge is success."""
+
+
 class DhcpLease(WireModel):
     mac: Mac
     ip: IPv4
@@ -463,7 +503,17 @@ class DhcpNetworkCmd(Command):
     l3_network_uuid: Uuid
 
 
-class DhcpApplyCmd(DhcpNetworkCmd):
+class DhcpReply(Reply):
+    namespace: str = ""
+    leases: int = 0
+    pid: int | None = None
+
+
+class DeleteDhcpCmd(DhcpNetworkCmd, Returns[DhcpReply], path="/network/dhcp/delete"):
+    """Stop serving DHCP for one L3 network on this host."""
+
+
+class DhcpApplyCmd(DhcpNetworkCmd, Returns[DhcpReply], path="/network/dhcp/apply"):
     """The full desired lease set of one L3 network on this host (idempotent)."""
 
     bridge_name: IfName
@@ -488,13 +538,8 @@ class DhcpApplyCmd(DhcpNetworkCmd):
         return self
 
 
-class DhcpReleaseCmd(DhcpNetworkCmd):
+class DhcpReleaseCmd(DhcpNetworkCmd, Returns[DhcpReply], path="/network/dhcp/release"):
     """Remove leases (VMs gone) without touching the others."""
 
     macs: list[Mac] = Field(min_length=1)
 
-
-class DhcpReply(Reply):
-    namespace: str = ""
-    leases: int = 0
-    pid: int | None = None

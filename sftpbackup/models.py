@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from agentcore.models import Command, Reply, WireModel
+from agentcore.models import Command, Reply, Returns, WireModel
 
 IMAGE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 URL_SCHEMES = ("http://", "https://", "sftp://", "file://")
@@ -101,10 +101,6 @@ class ImageInfo(WireModel):
 # -- connect, ping, capacity ---------------------------------------------------
 
 
-class ConnectCmd(StoreCommand):
-    """Bind a backup storage UUID to a root directory (creates the store layout)."""
-
-
 class CapacityReply(Reply):
     total_capacity: int = 0
     available_capacity: int = 0
@@ -115,8 +111,8 @@ class ConnectReply(CapacityReply):
     backup_storage_uuid: str = ""
 
 
-class PingCmd(StoreCommand):
-    """Check the agent is up and the store is the one named."""
+class ConnectCmd(StoreCommand, Returns[ConnectReply], path="/backup/connect"):
+    """Bind a backup storage UUID to a root directory (creates the store layout)."""
 
 
 class PingReply(Reply):
@@ -124,14 +120,24 @@ class PingReply(Reply):
     version: str = ""
 
 
-class CapacityCmd(StoreCommand):
+class PingCmd(StoreCommand, Returns[PingReply], path="/backup/ping"):
+    """Check the agent is up and the store is the one named."""
+
+
+class CapacityCmd(StoreCommand, Returns[CapacityReply], path="/backup/capacity"):
     """Capacity of the filesystem holding the store."""
 
 
 # -- images ----------------------------------------------------------------------
 
 
-class AddImageCmd(ImageCommand):
+class AddImageReply(Reply):
+    image: ImageInfo | None = None
+    new_chunks: int = 0
+    new_bytes: int = 0
+
+
+class AddImageCmd(ImageCommand, Returns[AddImageReply], path="/backup/image/add"):
     """Download an image from a URL into the store."""
 
     url: str = Field(min_length=8, max_length=4096)
@@ -148,39 +154,20 @@ class AddImageCmd(ImageCommand):
         return v
 
 
-class AddImageReply(Reply):
-    image: ImageInfo | None = None
-    new_chunks: int = 0
-    new_bytes: int = 0
-
-
-class DeleteImageCmd(ImageCommand):
-    """Delete an image's manifest (its chunks go at the next GC)."""
-
-
 class DeleteImageReply(Reply):
     deleted: bool = False
 
 
-class ImageInfoCmd(ImageCommand):
-    """Describe an image of the store."""
+class DeleteImageCmd(ImageCommand, Returns[DeleteImageReply], path="/backup/image/delete"):
+    """Delete an image's manifest (its chunks go at the next GC)."""
 
 
 class ImageInfoReply(Reply):
     image: ImageInfo | None = None
 
 
-class TransferImageCmd(ImageCommand):
-    """Push an image from this store to another one."""
-
-    remote: SftpEndpoint
-
-
-class PullImageCmd(TransferImageCmd):
-    """Pull an image from another store into this one."""
-
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
-                        description="the image's digest as the caller recorded it; the pulled image must match")
+class ImageInfoCmd(ImageCommand, Returns[ImageInfoReply], path="/backup/image/info"):
+    """Describe an image of the store."""
 
 
 class TransferReply(Reply):
@@ -191,18 +178,20 @@ class TransferReply(Reply):
     bytes_sent: int = 0
 
 
+class TransferImageCmd(ImageCommand, Returns[TransferReply], path="/backup/image/push"):
+    """Push an image from this store to another one."""
+
+    remote: SftpEndpoint
+
+
+class PullImageCmd(TransferImageCmd, Returns[TransferReply], path="/backup/image/pull"):
+    """Pull an image from another store into this one."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                        description="the image's digest as the caller recorded it; the pulled image must match")
+
+
 # -- verify, gc, catalogue ---------------------------------------------------------
-
-
-class VerifyCmd(StoreCommand):
-    """Re-hash every chunk (or those of the images named) against its name."""
-
-    image_uuids: list[str] | None = None
-
-    @field_validator("image_uuids")
-    @classmethod
-    def _images(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else [check_image_id(i) for i in v]
 
 
 class VerifyReply(Reply):
@@ -214,7 +203,25 @@ class VerifyReply(Reply):
     bad_images: list[str] = Field(default_factory=list)
 
 
-class GcCmd(StoreCommand):
+class VerifyCmd(StoreCommand, Returns[VerifyReply], path="/backup/verify"):
+    """Re-hash every chunk (or those of the images named) against its name."""
+
+    image_uuids: list[str] | None = None
+
+    @field_validator("image_uuids")
+    @classmethod
+    def _images(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [check_image_id(i) for i in v]
+
+
+class GcReply(Reply):
+    chunks_removed: int = 0
+    bytes_freed: int = 0
+    chunks_kept: int = 0
+    temp_files_removed: int = 0
+
+
+class GcCmd(StoreCommand, Returns[GcReply], path="/backup/gc"):
     """Remove chunks no manifest references, and stale temporary files."""
 
     grace_seconds: float = Field(
@@ -225,20 +232,14 @@ class GcCmd(StoreCommand):
     )
 
 
-class GcReply(Reply):
-    chunks_removed: int = 0
-    bytes_freed: int = 0
-    chunks_kept: int = 0
-    temp_files_removed: int = 0
+class CatalogueReply(Reply):
+    images: list[ImageInfo] = Field(default_factory=list)
 
 
-class ExportCatalogueCmd(StoreCommand):
+class ExportCatalogueCmd(StoreCommand, Returns[CatalogueReply], path="/backup/catalogue/export"):
     """Write the store's catalogue (every image) to ``catalogue.json`` and return it."""
 
 
-class ImportCatalogueCmd(StoreCommand):
+class ImportCatalogueCmd(StoreCommand, Returns[CatalogueReply], path="/backup/catalogue/import"):
     """Read every image of an existing store, for a fresh controller to adopt."""
 
-
-class CatalogueReply(Reply):
-    images: list[ImageInfo] = Field(default_factory=list)

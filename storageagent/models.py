@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from agentcore.models import Command, Reply, WireModel
+from agentcore.models import Command, Reply, Returns, WireModel
 
 #: the largest volume or image the agent accepts (64 TiB)
 MAX_SIZE = 64 * 2**40
@@ -92,7 +92,13 @@ class Capacity(WireModel):
     used_by_kvmcloud_bytes: int = 0
 
 
-class MountCmd(Command):
+class MountReply(Reply):
+    mount_path: str = ""
+    already_mounted: bool = False
+    capacity: Capacity | None = None
+
+
+class MountCmd(Command, Returns[MountReply], path="/storage/mount"):
     """Mount an NFS export at the mount path derived from the storage UUID."""
 
     storage_uuid: Uuid
@@ -101,27 +107,15 @@ class MountCmd(Command):
     options: list[MountOption] = Field(default_factory=list, max_length=32)
 
 
-class MountReply(Reply):
-    mount_path: str = ""
-    already_mounted: bool = False
-    capacity: Capacity | None = None
-
-
-class UnmountCmd(Command):
-    """Unmount the storage's NFS export (a no-op when it is not mounted)."""
-
-    storage_uuid: Uuid
-
-
 class UnmountReply(Reply):
     mount_path: str = ""
     was_mounted: bool = False
 
 
-class InitCmd(StorageCmd):
-    """Claim a local directory or an operator-mounted shared filesystem."""
+class UnmountCmd(Command, Returns[UnmountReply], path="/storage/unmount"):
+    """Unmount the storage's NFS export (a no-op when it is not mounted)."""
 
-    type: Literal["local", "sharedmountpoint"]
+    storage_uuid: Uuid
 
 
 class InitReply(Reply):
@@ -129,11 +123,10 @@ class InitReply(Reply):
     capacity: Capacity | None = None
 
 
-class PingCmd(StorageCmd):
-    """Write-and-read test of the storage, with its own timeout."""
+class InitCmd(StorageCmd, Returns[InitReply], path="/storage/init"):
+    """Claim a local directory or an operator-mounted shared filesystem."""
 
-    url: NfsUrl | None = Field(default=None, description="for NFS: also probe the server")
-    probe_timeout: float = Field(default=10.0, gt=0, le=300)
+    type: Literal["local", "sharedmountpoint"]
 
 
 class PingReply(Reply):
@@ -141,12 +134,19 @@ class PingReply(Reply):
     latency_ms: float = 0.0
 
 
-class CapacityCmd(StorageCmd):
-    """Total, available and kvmcloud-used bytes of the storage."""
+class PingCmd(StorageCmd, Returns[PingReply], path="/storage/ping"):
+    """Write-and-read test of the storage, with its own timeout."""
+
+    url: NfsUrl | None = Field(default=None, description="for NFS: also probe the server")
+    probe_timeout: float = Field(default=10.0, gt=0, le=300)
 
 
 class CapacityReply(Reply):
     capacity: Capacity | None = None
+
+
+class CapacityCmd(StorageCmd, Returns[CapacityReply], path="/storage/capacity"):
+    """Total, available and kvmcloud-used bytes of the storage."""
 
 
 # -- image cache -----------------------------------------------------------
@@ -175,15 +175,6 @@ class SftpSource(SftpTarget):
     image_id: str = Field(min_length=1, max_length=256)
 
 
-class CacheImageCmd(StorageCmd):
-    """Pull an image into the storage's image cache and verify its digest."""
-
-    image_id: ImageId
-    source: Annotated[HttpSource | SftpSource, Field(discriminator="kind")]
-    digest: Digest
-    size: Size | None = Field(default=None, description="expected size in bytes, if known")
-
-
 class CachedImage(WireModel):
     """An image in the cache."""
 
@@ -201,22 +192,31 @@ class CacheImageReply(Reply):
     downloaded: bool = False
 
 
-class ListCacheCmd(StorageCmd):
-    """The images in the storage's cache."""
+class CacheImageCmd(StorageCmd, Returns[CacheImageReply], path="/storage/cache-image"):
+    """Pull an image into the storage's image cache and verify its digest."""
+
+    image_id: ImageId
+    source: Annotated[HttpSource | SftpSource, Field(discriminator="kind")]
+    digest: Digest
+    size: Size | None = Field(default=None, description="expected size in bytes, if known")
 
 
 class ListCacheReply(Reply):
     images: list[CachedImage] = Field(default_factory=list)
 
 
-class EvictCacheCmd(StorageCmd):
-    """Remove an image from the cache unless a volume is backed by it."""
-
-    image_id: ImageId
+class ListCacheCmd(StorageCmd, Returns[ListCacheReply], path="/storage/cache/list"):
+    """The images in the storage's cache."""
 
 
 class EvictCacheReply(Reply):
     evicted: bool = False
+
+
+class EvictCacheCmd(StorageCmd, Returns[EvictCacheReply], path="/storage/cache/evict"):
+    """Remove an image from the cache unless a volume is backed by it."""
+
+    image_id: ImageId
 
 
 # -- volumes ---------------------------------------------------------------
@@ -245,7 +245,7 @@ class VolumeReply(Reply):
     volume: VolumeInfo | None = None
 
 
-class CreateRootVolumeCmd(StorageCmd):
+class CreateRootVolumeCmd(StorageCmd, Returns[VolumeReply], path="/storage/volume/create-root"):
     """Linked clone of a cached image: a qcow2 overlay backed by the image."""
 
     image_id: ImageId
@@ -253,7 +253,7 @@ class CreateRootVolumeCmd(StorageCmd):
     size: Size | None = Field(default=None, description="grow the virtual size to this")
 
 
-class CreateEmptyVolumeCmd(StorageCmd):
+class CreateEmptyVolumeCmd(StorageCmd, Returns[VolumeReply], path="/storage/volume/create-empty"):
     """A new empty volume."""
 
     install_path: InstallPath
@@ -261,7 +261,7 @@ class CreateEmptyVolumeCmd(StorageCmd):
     format: VolumeFormat = "qcow2"
 
 
-class CreateVolumeFromTemplateCmd(StorageCmd):
+class CreateVolumeFromTemplateCmd(StorageCmd, Returns[VolumeReply], path="/storage/volume/create-from-template"):
     """A data volume that is a full (flattened) copy of a cached image."""
 
     image_id: ImageId
@@ -283,38 +283,31 @@ class VolumeCmd(StorageCmd):
         default="qcow2", description="the volume's format as recorded when it was made")
 
 
-class DeleteVolumeCmd(VolumeCmd):
-    """Delete a volume unless QEMU holds it or another volume is backed by it."""
-
-
 class DeleteVolumeReply(Reply):
     deleted: bool = False
 
 
-class VolumeInfoCmd(VolumeCmd):
+class DeleteVolumeCmd(VolumeCmd, Returns[DeleteVolumeReply], path="/storage/volume/delete"):
+    """Delete a volume unless QEMU holds it or another volume is backed by it."""
+
+
+class VolumeInfoCmd(VolumeCmd, Returns[VolumeReply], path="/storage/volume/info"):
     """Virtual size, actual size and backing chain of a volume."""
 
 
-class ResizeVolumeCmd(VolumeCmd):
+class ResizeVolumeCmd(VolumeCmd, Returns[VolumeReply], path="/storage/volume/resize"):
     """Offline resize; shrinking needs ``force``."""
 
     size: Size
     force: bool = False
 
 
-class CreateTemplateCmd(VolumeCmd):
+class CreateTemplateCmd(VolumeCmd, Returns[VolumeReply], path="/storage/volume/create-template"):
     """Flatten a volume into a standalone template file on the same storage."""
 
     template_path: InstallPath
     format: VolumeFormat = "qcow2"
     compress: bool = False
-
-
-class UploadTemplateCmd(VolumeCmd):
-    """Upload a file of this storage to an SFTP backup storage."""
-
-    target: SftpTarget
-    name: ImageId = Field(description="the image's name (id) in the store")
 
 
 class UploadTemplateReply(Reply):
@@ -325,7 +318,14 @@ class UploadTemplateReply(Reply):
     format: str = ""
 
 
-class CopyVolumeCmd(VolumeCmd):
+class UploadTemplateCmd(VolumeCmd, Returns[UploadTemplateReply], path="/storage/volume/upload-template"):
+    """Upload a file of this storage to an SFTP backup storage."""
+
+    target: SftpTarget
+    name: ImageId = Field(description="the image's name (id) in the store")
+
+
+class CopyVolumeCmd(VolumeCmd, Returns[VolumeReply], path="/storage/volume/copy"):
     """Copy (flattened) a volume to another primary storage of this host."""
 
     dst_storage_uuid: Uuid
@@ -336,20 +336,20 @@ class CopyVolumeCmd(VolumeCmd):
 # -- snapshots -------------------------------------------------------------
 
 
-class CreateSnapshotCmd(VolumeCmd):
+class CreateSnapshotCmd(VolumeCmd, Returns[VolumeReply], path="/storage/snapshot/create"):
     """Offline snapshot: the volume's data becomes ``snapshotPath`` (never written
     again by the agent) and the volume becomes a new overlay on top of it."""
 
     snapshot_path: InstallPath
 
 
-class RevertSnapshotCmd(VolumeCmd):
+class RevertSnapshotCmd(VolumeCmd, Returns[VolumeReply], path="/storage/snapshot/revert"):
     """Throw away the volume's changes since ``snapshotPath`` (in its chain)."""
 
     snapshot_path: InstallPath
 
 
-class MergeSnapshotsCmd(VolumeCmd):
+class MergeSnapshotsCmd(VolumeCmd, Returns[VolumeReply], path="/storage/snapshot/merge"):
     """Pull the data of the chain above ``basePath`` into the volume and make
     ``basePath`` its backing file (``null``: flatten the volume completely)."""
 

@@ -28,12 +28,10 @@ from cephagent.plugins.base import CephPlugin, fill_capacity
 class ClusterPlugin(CephPlugin):
     """The cluster as a whole: connection, health probe, facts and pools."""
 
-    prefix = "/ceph"
-
     def stop(self) -> None:
         self.ceph.pool.close()
 
-    @command("/connect")
+    @command()
     def connect(self, ctx: TaskContext, cmd: ConnectCmd) -> ConnectReply:
         """Open a fresh connection to the cluster as the given cephx user (dropping a
         cached one) and answer with its fsid. Fails with CEPH_UNREACHABLE,
@@ -42,7 +40,7 @@ class ClusterPlugin(CephPlugin):
         return ConnectReply(fsid=conn.fsid, user=f"client.{cmd.cluster.user_id}",
                             monitors=list(cmd.cluster.monitors))
 
-    @command("/ping")
+    @command()
     def ping(self, ctx: TaskContext, cmd: PingCmd) -> PingReply:
         """Write, read back and remove a heartbeat object in ``pool``, bounded by the
         op timeout: CEPH_TIMEOUT when the cluster is stuck, CEPH_UNREACHABLE when no
@@ -52,12 +50,12 @@ class ClusterPlugin(CephPlugin):
         store.ping(cmd.pool, cmd.object_name or f"kvmcloud-heartbeat-{socket.gethostname()}")
         return PingReply(fsid=store.conn.fsid, latency_ms=round((time.monotonic() - start) * 1000, 3))
 
-    @command("/facts")
+    @command()
     def facts(self, ctx: TaskContext, cmd: FactsCmd) -> FactsReply:
         """The cluster's fsid, monitor addresses and Ceph version."""
         return FactsReply(**self.pools(ctx, cmd).facts())
 
-    @command("/pools/init", lock=lambda c: [f"pool:{p.name}" for p in c.pools])
+    @command(lock=lambda c: [f"pool:{p.name}" for p in c.pools])
     def init_pools(self, ctx: TaskContext, cmd: InitPoolsCmd) -> InitPoolsReply:
         """Create each pool unless it exists or is marked predefined (a predefined pool
         that is missing is POOL_NOT_FOUND), and enable the rbd application on it."""
@@ -70,7 +68,7 @@ class ClusterPlugin(CephPlugin):
         fill_capacity(store, reply)
         return reply
 
-    @command("/pools/check")
+    @command()
     def check_pools(self, ctx: TaskContext, cmd: CheckPoolsCmd) -> CheckPoolsReply:
         """Check that the pools exist; POOL_NOT_FOUND names the missing ones."""
         store = self.pools(ctx, cmd)
@@ -80,7 +78,7 @@ class ClusterPlugin(CephPlugin):
             raise PoolNotFound(f"missing pools: {', '.join(missing)}", pools=missing)
         return CheckPoolsReply(pools=states)
 
-    @command("/capacity")
+    @command()
     def capacity(self, ctx: TaskContext, cmd: CapacityCmd) -> CapacityReply:
         """Total and available bytes of the cluster, and used/available bytes per pool."""
         total, avail, pools = self.pools(ctx, cmd).capacity(list(cmd.pools))

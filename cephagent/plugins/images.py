@@ -37,13 +37,11 @@ def _target(cmd: SftpImageCommand) -> SftpTarget:
 class ImagePlugin(CephPlugin):
     """Images on Ceph backup storage (and the image cache of primary pools)."""
 
-    prefix = "/ceph/image"
-
     def _refuse_existing(self, store: RbdStore, pool: str, name: str) -> None:
         if store.exists(pool, name):
             raise ImageExists(installPath=f"{pool}/{name}")
 
-    @command("/add", lock=image_lock)
+    @command(lock=image_lock)
     def add(self, ctx: TaskContext, cmd: AddImageCmd) -> ImageInfoReply:
         """Stream an image from an http(s) URL into ``pool/name``: sha256 computed on
         the fly (checked against ``sha256`` when given), format detected (qcow2 is
@@ -59,7 +57,7 @@ class ImagePlugin(CephPlugin):
         return _info(store, cmd.pool, cmd.name, source_format=added.source_format,
                      sha256=added.sha256, downloaded_bytes=added.downloaded)
 
-    @command("/cache", lock=image_lock)
+    @command(lock=image_lock)
     def cache(self, ctx: TaskContext, cmd: CacheImageCmd) -> ImageInfoReply:
         """Copy ``srcPool/srcName`` (backup pool) into ``pool/name`` (the primary
         pool's image cache), flat and sparse, with progress; cancel and deadline
@@ -71,7 +69,7 @@ class ImagePlugin(CephPlugin):
         copy_image(ctx, store, cmd.src_pool, cmd.src_name, cmd.pool, cmd.name)
         return _info(store, cmd.pool, cmd.name, existed=False)
 
-    @command("/delete", lock=image_lock)
+    @command(lock=image_lock)
     def delete(self, ctx: TaskContext, cmd: DeleteImageCmd) -> ImageInfoReply:
         """Delete an image and its snapshots; idempotent; HAS_CHILDREN while volumes
         are still cloned from it, IN_USE while a client has it open. Partial imports
@@ -81,12 +79,12 @@ class ImagePlugin(CephPlugin):
         store.remove_leftovers(cmd.pool, cmd.name + TMP_SUFFIX)
         return ImageInfoReply(install_path=cmd.install_path, existed=existed)
 
-    @command("/info")
+    @command()
     def info(self, ctx: TaskContext, cmd: ImageInfoCmd) -> ImageInfoReply:
         """Size and allocated bytes of an image."""
         return _info(self.store(ctx, cmd), cmd.pool, cmd.name)
 
-    @command("/import-from-sftp", lock=image_lock)
+    @command(lock=image_lock)
     def import_from_sftp(self, ctx: TaskContext, cmd: ImportFromSftpCmd) -> ImageInfoReply:
         """Fetch image ``imageId`` from the SFTP backup storage into ``pool/name`` as raw:
         every chunk and the whole image are verified, the whole against ``sha256``
@@ -98,7 +96,7 @@ class ImagePlugin(CephPlugin):
                                       self.ceph.sftp_known_hosts)
         return _info(store, cmd.pool, cmd.name, sha256=digest)
 
-    @command("/export-to-sftp", lock=image_lock)
+    @command(lock=image_lock)
     def export_to_sftp(self, ctx: TaskContext, cmd: ExportToSftpCmd) -> ExportToSftpReply:
         """Upload ``pool/name`` (or its ``snapshot``) to the SFTP backup storage as raw
         image ``storeName``; only chunks the store lacks are sent."""

@@ -29,9 +29,7 @@ def _info(store: RbdStore, pool: str, name: str, usage: bool = False) -> VolumeI
 class VolumePlugin(CephPlugin):
     """Volumes on Ceph primary storage."""
 
-    prefix = "/ceph/volume"
-
-    @command("/create", lock=image_lock)
+    @command(lock=image_lock)
     def create(self, ctx: TaskContext, cmd: CreateVolumeCmd) -> VolumeInfoReply:
         """Create an empty RBD image of ``size`` bytes with the given features
         (IMAGE_EXISTS unless ``skipIfExisting``)."""
@@ -39,7 +37,7 @@ class VolumePlugin(CephPlugin):
         store.create(cmd.pool, cmd.name, cmd.size, list(cmd.features), cmd.skip_if_existing)
         return _info(store, cmd.pool, cmd.name)
 
-    @command("/create-from-image", lock=image_lock)
+    @command(lock=image_lock)
     def create_from_image(self, ctx: TaskContext, cmd: CreateVolumeFromImageCmd) -> VolumeInfoReply:
         """Clone ``srcPool/srcName@srcSnapshot`` into ``pool/name``. The image's
         snapshot is created and protected once if missing, also under concurrent
@@ -48,7 +46,7 @@ class VolumePlugin(CephPlugin):
         return VolumeInfoReply(**store.clone(cmd.src_pool, cmd.src_name, cmd.src_snapshot, cmd.pool,
                                              cmd.name, list(cmd.features), cmd.size))
 
-    @command("/delete", lock=image_lock)
+    @command(lock=image_lock)
     def delete(self, ctx: TaskContext, cmd: DeleteVolumeCmd) -> DeleteVolumeReply:
         """Delete a volume. Idempotent (a missing image succeeds with existed=false);
         IN_USE while a client has it open; HAS_SNAPSHOTS unless ``purgeSnapshots``
@@ -56,20 +54,20 @@ class VolumePlugin(CephPlugin):
         existed = self.store(ctx, cmd).delete(cmd.pool, cmd.name, cmd.purge_snapshots)
         return DeleteVolumeReply(install_path=cmd.install_path, existed=existed)
 
-    @command("/resize", lock=image_lock)
+    @command(lock=image_lock)
     def resize(self, ctx: TaskContext, cmd: ResizeVolumeCmd) -> VolumeInfoReply:
         """Grow a volume to ``size`` bytes (shrinking needs ``allowShrink``)."""
         store = self.store(ctx, cmd)
         store.resize(cmd.pool, cmd.name, cmd.size, cmd.allow_shrink)
         return _info(store, cmd.pool, cmd.name)
 
-    @command("/info")
+    @command()
     def info(self, ctx: TaskContext, cmd: VolumeInfoCmd) -> VolumeInfoReply:
         """Size, allocated bytes (without the parent's), parent, snapshots, features
         and the number of other clients that have the image open."""
         return _info(self.store(ctx, cmd), cmd.pool, cmd.name, usage=True)
 
-    @command("/flatten", lock=image_lock)
+    @command(lock=image_lock)
     def flatten(self, ctx: TaskContext, cmd: FlattenVolumeCmd) -> VolumeInfoReply:
         """Copy the parent's data into a clone so it no longer depends on it; reports
         progress in objects and stops on cancel or deadline."""
@@ -77,7 +75,7 @@ class VolumePlugin(CephPlugin):
         store.flatten(cmd.pool, cmd.name)
         return _info(store, cmd.pool, cmd.name)
 
-    @command("/create-template", lock=lambda c: [image_lock(c), f"rbd:{c.dst_pool}/{c.dst_name}"])
+    @command(lock=lambda c: [image_lock(c), f"rbd:{c.dst_pool}/{c.dst_name}"])
     def create_template(self, ctx: TaskContext, cmd: CreateTemplateCmd) -> ImageInfoReply:
         """Copy a volume, or one of its snapshots, into ``dstPool/dstName`` (the backup
         pool) as a flat, sparse image that new volumes can be cloned from; progress

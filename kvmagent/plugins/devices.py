@@ -51,8 +51,6 @@ def _machine(hv: Hypervisor, dom: libvirt.virDomain) -> str:
 class DevicePlugin(Plugin):
     """Hot-plug and online block operations; each is idempotent."""
 
-    prefix = "/vm"
-
     def __init__(self, host: KvmHost) -> None:
         self.host = host
 
@@ -73,7 +71,7 @@ class DevicePlugin(Plugin):
 
     # -- data volumes ---------------------------------------------------------
 
-    @command("/volume/attach", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def attach_volume(self, ctx: TaskContext, cmd: AttachVolumeCmd) -> VolumeReply:
         """Hot-plug a data volume; already attached (same source) is success."""
         dom = self.hv.require(cmd.vm_uuid)
@@ -90,7 +88,7 @@ class DevicePlugin(Plugin):
         self.hv.attach(dom, to_string(disk.to_element()))
         return VolumeReply(vm_uuid=cmd.vm_uuid, device=disk.target_dev)
 
-    @command("/volume/detach", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def detach_volume(self, ctx: TaskContext, cmd: DetachVolumeCmd) -> VolumeReply:
         """Hot-unplug a data volume and wait for the guest to let go of it."""
         target = target_dev(cmd.volume.bus, cmd.volume.device_id)
@@ -104,7 +102,7 @@ class DevicePlugin(Plugin):
         self._wait_gone(ctx, lambda: self.hv.disk_element(dom, target), target)
         return VolumeReply(vm_uuid=cmd.vm_uuid, device=target)
 
-    @command("/volume/resize", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def resize_volume(self, ctx: TaskContext, cmd: ResizeVolumeCmd) -> ResizeVolumeReply:
         """Grow a volume online (the guest sees the new capacity); never shrinks."""
         dom = self.hv.require(cmd.vm_uuid)
@@ -117,7 +115,7 @@ class DevicePlugin(Plugin):
                          device=target)
         return ResizeVolumeReply(size=self.hv.call(lambda _c: dom.blockInfo(target, 0)[0]))
 
-    @command("/volume/snapshot", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def snapshot_volume(self, ctx: TaskContext, cmd: SnapshotVolumeCmd) -> SnapshotVolumeReply:
         """External disk-only snapshot: the live volume continues on a new qcow2 overlay."""
         if not isinstance(cmd.volume, FileVolume):
@@ -145,7 +143,7 @@ class DevicePlugin(Plugin):
         return SnapshotVolumeReply(snapshot_install_path=cmd.volume.install_path,
                                    new_install_path=cmd.new_install_path, size=size)
 
-    @command("/volume/merge", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def merge_snapshot(self, ctx: TaskContext, cmd: MergeSnapshotCmd) -> MergeSnapshotReply:
         """Merge a backing chain online (commit into the base and pivot, or pull into the top)."""
         dom = self.hv.require(cmd.vm_uuid)
@@ -168,7 +166,7 @@ class DevicePlugin(Plugin):
 
     # -- ISOs -----------------------------------------------------------------
 
-    @command("/iso/attach", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def attach_iso(self, ctx: TaskContext, cmd: AttachIsoCmd) -> VolumeReply:
         """Insert an ISO into the VM's CD-ROM drive."""
         if cmd.iso.path is None:
@@ -180,7 +178,7 @@ class DevicePlugin(Plugin):
         self.hv.update(dom, to_string(drive.to_element()))
         return VolumeReply(vm_uuid=cmd.vm_uuid, device=drive.target_dev)
 
-    @command("/iso/detach", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def detach_iso(self, ctx: TaskContext, cmd: DetachIsoCmd) -> VolumeReply:
         """Eject the ISO; an empty drive or a stopped VM is success."""
         dom = self.hv.lookup(cmd.vm_uuid)
@@ -192,7 +190,7 @@ class DevicePlugin(Plugin):
 
     # -- NICs -----------------------------------------------------------------
 
-    @command("/nic/attach", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def attach_nic(self, ctx: TaskContext, cmd: NicCmd) -> NicReply:
         """Hot-plug a NIC on a bridge; a NIC with this MAC already there is success."""
         dom = self.hv.require(cmd.vm_uuid)
@@ -201,7 +199,7 @@ class DevicePlugin(Plugin):
             self.hv.attach(dom, to_string(nic.to_element()))
         return self._nic_reply(dom, cmd.vm_uuid, cmd.nic.mac)
 
-    @command("/nic/detach", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def detach_nic(self, ctx: TaskContext, cmd: DetachNicCmd) -> NicReply:
         """Hot-unplug the NIC with this MAC; absent is success."""
         dom = self.hv.lookup(cmd.vm_uuid)

@@ -17,11 +17,13 @@ from kvmagent import facts
 from kvmagent.domain_spec import canonical_uuid
 from kvmagent.identity import Identity
 from kvmagent.models import (
+    CapacityCmd,
     CapacityReply,
     ConnectCmd,
+    FactsCmd,
     FactsReply,
-    HostCmd,
     HostIdentityReply,
+    PingCmd,
     SetCephSecretCmd,
     SetCephSecretReply,
     VmStateEvent,
@@ -31,8 +33,6 @@ from kvmagent.services import KvmHost
 
 class HostPlugin(Plugin):
     """The host itself: who it is, what it has, what it runs."""
-
-    prefix = "/host"
 
     def __init__(self, host: KvmHost) -> None:
         self.host = host
@@ -57,7 +57,7 @@ class HostPlugin(Plugin):
             version=__version__,
         )
 
-    @command("/connect", lock=lambda c: "host")
+    @command(lock=lambda c: "host")
     def connect(self, ctx: TaskContext, cmd: ConnectCmd) -> HostIdentityReply:
         """Take the host UUID and the controller's events URL; kept across restarts."""
         self.runtime.urls.add(cmd.events_url)
@@ -65,13 +65,13 @@ class HostPlugin(Plugin):
         ctx.log.info("connected as host %s, events to %s", cmd.host_uuid, cmd.events_url)
         return self._identity_reply()
 
-    @command("/ping")
-    def ping(self, ctx: TaskContext, cmd: HostCmd) -> HostIdentityReply:
+    @command()
+    def ping(self, ctx: TaskContext, cmd: PingCmd) -> HostIdentityReply:
         """Answer with the host UUID (null before connect) and the agent version."""
         return self._identity_reply()
 
-    @command("/facts")
-    def facts(self, ctx: TaskContext, cmd: HostCmd) -> FactsReply:
+    @command()
+    def facts(self, ctx: TaskContext, cmd: FactsCmd) -> FactsReply:
         """OS, kernel, CPU model and flags, virtualisation, libvirt/QEMU versions, memory, IPs."""
         model, flags, count, sockets = facts.cpu_info()
         os_name, os_version = facts.os_release()
@@ -93,8 +93,8 @@ class HostPlugin(Plugin):
             ip_addresses=facts.ip_addresses(),
         )
 
-    @command("/capacity")
-    def capacity(self, ctx: TaskContext, cmd: HostCmd) -> CapacityReply:
+    @command()
+    def capacity(self, ctx: TaskContext, cmd: CapacityCmd) -> CapacityReply:
         """Total CPUs and memory, and what running domains use of them."""
         running = [d for d in self.host.hv.domains() if d.state in ("Running", "Paused")]
         mem = facts.meminfo()
@@ -107,7 +107,7 @@ class HostPlugin(Plugin):
             domains=len(running),
         )
 
-    @command("/ceph-secret/set", lock=lambda c: f"secret:{c.secret_uuid}")
+    @command(lock=lambda c: f"secret:{c.secret_uuid}")
     def set_ceph_secret(self, ctx: TaskContext, cmd: SetCephSecretCmd) -> SetCephSecretReply:
         """Create or update the libvirt secret holding a cephx key (private, not persisted to disk)."""
         try:

@@ -38,12 +38,10 @@ def _lock(cmd: MigrateVmCmd) -> str:
 class MigratePlugin(Plugin):
     """Moves a running VM to another host; disks are on shared storage."""
 
-    prefix = "/vm"
-
     def __init__(self, host: KvmHost) -> None:
         self.host = host
 
-    @command("/migrate", lock=_lock)
+    @command(lock=_lock)
     def migrate(self, ctx: TaskContext, cmd: MigrateVmCmd) -> MigrateVmReply:
         """Live-migrate the VM (bandwidth MiB/s, max downtime ms, auto-converge); cancel aborts it."""
         dom = self.host.hv.lookup(cmd.vm_uuid)

@@ -9,6 +9,10 @@ from agentcore.task import TaskContext
 from kvmagent.dhcp import DhcpServers
 from kvmagent.l2 import L2Networks, Netlink, uplink_name
 from kvmagent.models import (
+    CheckL2Cmd,
+    CreateL2Cmd,
+    DeleteDhcpCmd,
+    DeleteL2Cmd,
     DhcpApplyCmd,
     DhcpNetworkCmd,
     DhcpReleaseCmd,
@@ -32,8 +36,6 @@ def _l3_lock(cmd: DhcpNetworkCmd) -> str:
 class NetworkPlugin(Plugin):
     """Networks realised on the host; every command is idempotent."""
 
-    prefix = "/network"
-
     def __init__(self, host: KvmHost, netlink: Netlink | None = None) -> None:
         self.host = host
         self.l2 = L2Networks(netlink or Netlink())
@@ -49,30 +51,30 @@ class NetworkPlugin(Plugin):
     def _l2_reply(self, cmd: L2NetworkCmd, exists: bool) -> L2NetworkReply:
         return L2NetworkReply(bridge_name=cmd.bridge_name, uplink=uplink_name(cmd), exists=exists)
 
-    @command("/l2/create", lock=_l2_lock)
-    def create_l2(self, ctx: TaskContext, cmd: L2NetworkCmd) -> L2NetworkReply:
+    @command(lock=_l2_lock)
+    def create_l2(self, ctx: TaskContext, cmd: CreateL2Cmd) -> L2NetworkReply:
         """Create the bridge and its VLAN or VXLAN uplink (and VXLAN peers); existing is success."""
         self.l2.create(cmd)
         return self._l2_reply(cmd, True)
 
-    @command("/l2/check", lock=_l2_lock)
-    def check_l2(self, ctx: TaskContext, cmd: L2NetworkCmd) -> L2NetworkReply:
+    @command(lock=_l2_lock)
+    def check_l2(self, ctx: TaskContext, cmd: CheckL2Cmd) -> L2NetworkReply:
         """Whether the network is realised as described."""
         return self._l2_reply(cmd, self.l2.check(cmd))
 
-    @command("/l2/delete", lock=_l2_lock)
-    def delete_l2(self, ctx: TaskContext, cmd: L2NetworkCmd) -> L2NetworkReply:
+    @command(lock=_l2_lock)
+    def delete_l2(self, ctx: TaskContext, cmd: DeleteL2Cmd) -> L2NetworkReply:
         """Remove the devices kvmcloud created for the network; absent is success."""
         self.l2.delete(cmd)
         return self._l2_reply(cmd, False)
 
-    @command("/dhcp/apply", lock=_l3_lock)
+    @command(lock=_l3_lock)
     def apply_dhcp(self, ctx: TaskContext, cmd: DhcpApplyCmd) -> DhcpReply:
         """Serve exactly this lease set for the L3 network (dnsmasq in a namespace on the bridge)."""
         names, pid = self._dhcp(ctx).apply(cmd)
         return DhcpReply(namespace=names.namespace, leases=len(cmd.leases), pid=pid)
 
-    @command("/dhcp/release", lock=_l3_lock)
+    @command(lock=_l3_lock)
     def release_dhcp(self, ctx: TaskContext, cmd: DhcpReleaseCmd) -> DhcpReply:
         """Remove the leases of these MACs (VMs gone), keeping the others."""
         servers = self._dhcp(ctx)
@@ -80,8 +82,8 @@ class NetworkPlugin(Plugin):
         return DhcpReply(namespace=servers.names(cmd.l3_network_uuid).namespace, leases=left,
                          pid=servers.pid(cmd.l3_network_uuid))
 
-    @command("/dhcp/delete", lock=_l3_lock)
-    def delete_dhcp(self, ctx: TaskContext, cmd: DhcpNetworkCmd) -> DhcpReply:
+    @command(lock=_l3_lock)
+    def delete_dhcp(self, ctx: TaskContext, cmd: DeleteDhcpCmd) -> DhcpReply:
         """Stop the L3 network's DHCP server and remove its namespace; absent is success."""
         servers = self._dhcp(ctx)
         servers.delete(cmd.l3_network_uuid)

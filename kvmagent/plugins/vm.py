@@ -15,9 +15,13 @@ from kvmagent.events import RUNNING, STOPPED
 from kvmagent.hypervisor import Hypervisor, kill_leftover_qemu
 from kvmagent.models import (
     CheckVmStateCmd,
+    ConsoleCmd,
     ConsoleReply,
     DestroyVmCmd,
     FileVolume,
+    PauseVmCmd,
+    RebootVmCmd,
+    ResumeVmCmd,
     StartVmCmd,
     StartVmReply,
     StopVmCmd,
@@ -36,8 +40,6 @@ def _vm_lock(cmd: VmCmd | StartVmCmd) -> str:
 class VmPlugin(Plugin):
     """Domains of kvmcloud VMs; every command is safe to re-run."""
 
-    prefix = "/vm"
-
     def __init__(self, host: KvmHost) -> None:
         self.host = host
 
@@ -50,7 +52,7 @@ class VmPlugin(Plugin):
 
     # -- start / stop -------------------------------------------------------
 
-    @command("/start", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def start_vm(self, ctx: TaskContext, cmd: StartVmCmd) -> StartVmReply:
         """Build the domain from the VM spec and start it; a running VM is success."""
         dom = self.hv.lookup(cmd.vm_uuid)
@@ -83,7 +85,7 @@ class VmPlugin(Plugin):
             pass
         return StartVmReply(vm_uuid=vm_uuid, state=state, vnc_port=port)
 
-    @command("/stop", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def stop_vm(self, ctx: TaskContext, cmd: StopVmCmd) -> VmStateReply:
         """ACPI shutdown, forced off after graceTimeout; no QEMU is left behind."""
         name = domain_name(cmd.vm_uuid)
@@ -105,7 +107,7 @@ class VmPlugin(Plugin):
         self.host.events.remember(cmd.vm_uuid, "Stopped")
         return VmStateReply(vm_uuid=cmd.vm_uuid, state="Stopped")
 
-    @command("/destroy", lock=_vm_lock)
+    @command(lock=_vm_lock)
     def destroy(self, ctx: TaskContext, cmd: DestroyVmCmd) -> VmStateReply:
         """Power off at once and undefine; an absent VM is success."""
         name = domain_name(cmd.vm_uuid)
@@ -117,16 +119,16 @@ class VmPlugin(Plugin):
         self.host.events.remember(cmd.vm_uuid, "Stopped")
         return VmStateReply(vm_uuid=cmd.vm_uuid, state="Stopped")
 
-    @command("/reboot", lock=_vm_lock)
-    def reboot(self, ctx: TaskContext, cmd: VmCmd) -> VmStateReply:
+    @command(lock=_vm_lock)
+    def reboot(self, ctx: TaskContext, cmd: RebootVmCmd) -> VmStateReply:
         """Reboot through ACPI (the guest restarts itself; libvirt restarts QEMU if it powers off)."""
         dom = self.hv.require(cmd.vm_uuid)
         with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid), RUNNING | STOPPED):
             self.hv.reboot(dom, force=False)
         return VmStateReply(vm_uuid=cmd.vm_uuid, state=self.hv.state_of(dom))
 
-    @command("/pause", lock=_vm_lock)
-    def pause(self, ctx: TaskContext, cmd: VmCmd) -> VmStateReply:
+    @command(lock=_vm_lock)
+    def pause(self, ctx: TaskContext, cmd: PauseVmCmd) -> VmStateReply:
         """Pause the vCPUs; a paused VM is success."""
         dom = self.hv.require(cmd.vm_uuid)
         with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid), frozenset({"Paused"})):
@@ -134,8 +136,8 @@ class VmPlugin(Plugin):
         self.host.events.remember(cmd.vm_uuid, "Paused")
         return VmStateReply(vm_uuid=cmd.vm_uuid, state=self.hv.state_of(dom))
 
-    @command("/resume", lock=_vm_lock)
-    def resume(self, ctx: TaskContext, cmd: VmCmd) -> VmStateReply:
+    @command(lock=_vm_lock)
+    def resume(self, ctx: TaskContext, cmd: ResumeVmCmd) -> VmStateReply:
         """Resume a paused VM; a running VM is success."""
         dom = self.hv.require(cmd.vm_uuid)
         with self.host.events.own(cmd.vm_uuid, domain_name(cmd.vm_uuid), frozenset({"Running"})):
@@ -145,18 +147,18 @@ class VmPlugin(Plugin):
 
     # -- queries ---------------------------------------------------------------
 
-    @command("/sync")
+    @command()
     def sync(self, ctx: TaskContext, cmd: SyncVmCmd) -> VmStatesReply:
         """The state of every kvmcloud VM libvirt has on this host."""
         return VmStatesReply(states={d.vm_uuid: d.state for d in self.hv.domains()})
 
-    @command("/check-state")
+    @command()
     def check_state(self, ctx: TaskContext, cmd: CheckVmStateCmd) -> VmStatesReply:
         """The state of the named VMs (Stopped when libvirt has no such domain)."""
         return VmStatesReply(states={u: self.hv.state(u) for u in cmd.vm_uuids})
 
-    @command("/console")
-    def console(self, ctx: TaskContext, cmd: VmCmd) -> ConsoleReply:
+    @command()
+    def console(self, ctx: TaskContext, cmd: ConsoleCmd) -> ConsoleReply:
         """Where the VM's VNC console listens."""
         host, port = self.hv.vnc_port(self.hv.require(cmd.vm_uuid))
         return ConsoleReply(protocol="vnc", host=host, port=port)

@@ -36,12 +36,10 @@ def _store_key(c: ConnectCmd | GcCmd) -> str:
 class BackupPlugin(Plugin):
     """The backup storage itself: its store directory, health and maintenance."""
 
-    prefix = "/backup"
-
     def __init__(self, service: BackupService) -> None:
         self.service = service
 
-    @command("/connect", lock=_store_key)
+    @command(lock=_store_key)
     def connect(self, ctx: TaskContext, cmd: ConnectCmd) -> ConnectReply:
         """Bind the backup storage UUID to its root directory, creating the store layout.
 
@@ -51,19 +49,19 @@ class BackupPlugin(Plugin):
         return ConnectReply(backup_storage_uuid=cmd.backup_storage_uuid, total_capacity=total,
                             available_capacity=avail, used_by_images=used)
 
-    @command("/ping")
+    @command()
     def ping(self, ctx: TaskContext, cmd: PingCmd) -> PingReply:
         """Answer with the store's backup storage UUID (checked on disk) and the agent version."""
         self.service.store(cmd)
         return PingReply(backup_storage_uuid=cmd.backup_storage_uuid, version=__version__)
 
-    @command("/capacity")
+    @command()
     def capacity(self, ctx: TaskContext, cmd: CapacityCmd) -> CapacityReply:
         """Total and available bytes of the store's filesystem, and bytes held by chunks."""
         total, avail, used = self.service.store(cmd).capacity()
         return CapacityReply(total_capacity=total, available_capacity=avail, used_by_images=used)
 
-    @command("/verify")
+    @command()
     def verify(self, ctx: TaskContext, cmd: VerifyCmd) -> VerifyReply:
         """Re-hash every chunk (or the chunks of ``imageUuids``) and check every manifest.
 
@@ -74,7 +72,7 @@ class BackupPlugin(Plugin):
             bad_chunks=res.bad_chunks, missing_chunks=res.missing_chunks, bad_images=res.bad_images,
         )
 
-    @command("/gc", lock=_store_key)
+    @command(lock=_store_key)
     def gc(self, ctx: TaskContext, cmd: GcCmd) -> GcReply:
         """Remove chunks no manifest references (older than ``graceSeconds``) and stale temp files.
 
@@ -83,7 +81,7 @@ class BackupPlugin(Plugin):
         return GcReply(chunks_removed=res.chunks_removed, bytes_freed=res.bytes_freed,
                        chunks_kept=res.chunks_kept, temp_files_removed=res.temp_files_removed)
 
-    @command("/catalogue/export")
+    @command()
     def export_catalogue(self, ctx: TaskContext, cmd: ExportCatalogueCmd) -> CatalogueReply:
         """Write ``catalogue.json`` (every image of the store) atomically and return it."""
         store = self.service.store(cmd)
@@ -91,7 +89,7 @@ class BackupPlugin(Plugin):
         store.write_file(CATALOGUE, json.dumps([i.wire() for i in images], indent=1).encode())
         return CatalogueReply(images=images)
 
-    @command("/catalogue/import")
+    @command()
     def import_catalogue(self, ctx: TaskContext, cmd: ImportCatalogueCmd) -> CatalogueReply:
         """List every image of an existing store (from its manifests) for a fresh controller."""
         store = self.service.store(cmd)

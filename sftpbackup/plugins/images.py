@@ -37,12 +37,10 @@ def _transfer_reply(t: Transfer) -> TransferReply:
 class ImagePlugin(Plugin):
     """Images of a backup storage."""
 
-    prefix = "/backup/image"
-
     def __init__(self, service: BackupService) -> None:
         self.service = service
 
-    @command("/add", lock=_image_key)
+    @command(lock=_image_key)
     def add(self, ctx: TaskContext, cmd: AddImageCmd) -> AddImageReply:
         """Add an image from an ``http(s)://``, ``sftp://`` or ``file://`` URL.
 
@@ -57,12 +55,12 @@ class ImagePlugin(Plugin):
             res = add_image(store, cmd, self.service.policy, ctx, token)
         return AddImageReply(image=res.manifest.info(), new_chunks=res.new_chunks, new_bytes=res.new_bytes)
 
-    @command("/delete", lock=_image_key)
+    @command(lock=_image_key)
     def delete(self, ctx: TaskContext, cmd: DeleteImageCmd) -> DeleteImageReply:
         """Delete an image's manifest; its chunks are freed by the next GC. Idempotent."""
         return DeleteImageReply(deleted=self.service.store(cmd).delete_manifest(cmd.image_uuid))
 
-    @command("/info")
+    @command()
     def info(self, ctx: TaskContext, cmd: ImageInfoCmd) -> ImageInfoReply:
         """Format, virtual size, size, digest and chunk count of an image."""
         m = self.service.store(cmd).find_manifest(cmd.image_uuid)
@@ -70,7 +68,7 @@ class ImagePlugin(Plugin):
             raise ImageNotFound(image_uuid=cmd.image_uuid)
         return ImageInfoReply(image=m.info())
 
-    @command("/push", lock=_image_key)
+    @command(lock=_image_key)
     def push(self, ctx: TaskContext, cmd: TransferImageCmd) -> TransferReply:
         """Push an image to another store over SFTP, sending only the chunks it lacks.
 
@@ -80,7 +78,7 @@ class ImagePlugin(Plugin):
         with self.service.client(cmd.remote) as client:
             return _transfer_reply(replicate.push(store, cmd.image_uuid, client, ctx))
 
-    @command("/pull", lock=_image_key)
+    @command(lock=_image_key)
     def pull(self, ctx: TaskContext, cmd: PullImageCmd) -> TransferReply:
         """Pull an image from another store over SFTP, getting only the chunks this one lacks.
 

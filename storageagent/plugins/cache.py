@@ -23,12 +23,10 @@ from storageagent.service import StorageService
 class CachePlugin(Plugin):
     """The image cache of file-based primary storage."""
 
-    prefix = "/storage"
-
     def __init__(self, service: StorageService) -> None:
         self.svc = service
 
-    @command("/cache-image", lock=lambda c: image_key(c.storage_uuid, c.image_id))
+    @command(lock=lambda c: image_key(c.storage_uuid, c.image_id))
     def cache_image(self, ctx: TaskContext, cmd: CacheImageCmd) -> CacheImageReply:
         """Pull an image from backup storage (SFTP) or an http(s) URL into the cache.
 
@@ -50,13 +48,13 @@ class CachePlugin(Plugin):
                                 allow_local=cfg.download_allow_local, max_bytes=size)
         return sftp.fetcher(cfg, source)
 
-    @command("/cache/list")
+    @command()
     def list_cache(self, ctx: TaskContext, cmd: ListCacheCmd) -> ListCacheReply:
         """The images in the storage's cache."""
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
         return ListCacheReply(images=ImageCache(sr, self.svc.tool).list())
 
-    @command("/cache/evict", lock=lambda c: image_key(c.storage_uuid, c.image_id))
+    @command(lock=lambda c: image_key(c.storage_uuid, c.image_id))
     def evict_cache(self, ctx: TaskContext, cmd: EvictCacheCmd) -> EvictCacheReply:
         """Remove an image from the cache; refused with ``IN_USE`` while any volume
         is backed by it. Evicting an image that is not cached succeeds."""

@@ -46,12 +46,10 @@ from storageagent.volumes import (
 class SnapshotPlugin(Plugin):
     """Offline snapshot, revert and merge of qcow2 volumes."""
 
-    prefix = "/storage/snapshot"
-
     def __init__(self, service: StorageService) -> None:
         self.svc = service
 
-    @command("/create", lock=lambda c: [volume_key(c.storage_uuid, c.install_path),
+    @command(lock=lambda c: [volume_key(c.storage_uuid, c.install_path),
                                          volume_key(c.storage_uuid, c.snapshot_path)])
     def create(self, ctx: TaskContext, cmd: CreateSnapshotCmd) -> VolumeReply:
         """Offline snapshot: the volume's data becomes ``snapshotPath`` and the volume
@@ -95,7 +93,7 @@ class SnapshotPlugin(Plugin):
                 return path, fmt
         raise InvalidRequest(f"{field} is not in the volume's backing chain", field=field, path=rel)
 
-    @command("/revert", lock=lambda c: [volume_key(c.storage_uuid, c.install_path),
+    @command(lock=lambda c: [volume_key(c.storage_uuid, c.install_path),
                                          volume_key(c.storage_uuid, c.snapshot_path)])
     def revert(self, ctx: TaskContext, cmd: RevertSnapshotCmd) -> VolumeReply:
         """Revert a stopped volume to a snapshot of its chain: its changes since are
@@ -117,7 +115,7 @@ class SnapshotPlugin(Plugin):
             tmp.unlink(missing_ok=True)
         return VolumeReply(volume=volume_info(ctx, tool, sr, vol, "qcow2"))
 
-    @command("/merge", lock=lambda c: volume_key(c.storage_uuid, c.install_path))
+    @command(lock=lambda c: volume_key(c.storage_uuid, c.install_path))
     def merge(self, ctx: TaskContext, cmd: MergeSnapshotsCmd) -> VolumeReply:
         """Pull the data of the snapshots above ``basePath`` into the stopped volume
         and make ``basePath`` its backing file (``null``: flatten it completely).

@@ -81,8 +81,6 @@ def _write_read(path: Path, token: bytes) -> None:
 class StoragePlugin(Plugin):
     """Mounting, claiming and probing file-based primary storage."""
 
-    prefix = "/storage"
-
     def __init__(self, service: StorageService) -> None:
         self.svc = service
         self._probes: dict[str, threading.Thread] = {}
@@ -91,7 +89,7 @@ class StoragePlugin(Plugin):
     def start(self) -> None:
         self.svc.sweep()
 
-    @command("/mount", lock=lambda c: f"storage:{c.storage_uuid}")
+    @command(lock=lambda c: f"storage:{c.storage_uuid}")
     def mount(self, ctx: TaskContext, cmd: MountCmd) -> MountReply:
         """Mount the NFS export ``url`` at ``<mount_base>/<storageUuid>`` and claim it.
 
@@ -122,7 +120,7 @@ class StoragePlugin(Plugin):
         _warn_if_unsearchable(sr)
         return MountReply(mount_path=str(sr.root), already_mounted=already, capacity=capacity(sr))
 
-    @command("/unmount", lock=lambda c: f"storage:{c.storage_uuid}")
+    @command(lock=lambda c: f"storage:{c.storage_uuid}")
     def unmount(self, ctx: TaskContext, cmd: UnmountCmd) -> UnmountReply:
         """Unmount the storage's export; a no-op when nothing is mounted there."""
         target = self.svc.mount_path_of(cmd.storage_uuid)
@@ -138,7 +136,7 @@ class StoragePlugin(Plugin):
         self.svc.forget(cmd.storage_uuid)
         return UnmountReply(mount_path=str(target), was_mounted=True)
 
-    @command("/init", lock=lambda c: f"storage:{c.storage_uuid}")
+    @command(lock=lambda c: f"storage:{c.storage_uuid}")
     def init(self, ctx: TaskContext, cmd: InitCmd) -> InitReply:
         """Claim a local directory or an operator-mounted shared filesystem as this storage.
 
@@ -156,7 +154,7 @@ class StoragePlugin(Plugin):
         _warn_if_unsearchable(sr)
         return InitReply(mount_path=str(sr.root), capacity=capacity(sr))
 
-    @command("/ping")
+    @command()
     def ping(self, ctx: TaskContext, cmd: PingCmd) -> PingReply:
         """Write and read back a small file within ``probeTimeout`` seconds; for NFS
         also ask the server (through libnfs) within the same time.
@@ -206,7 +204,7 @@ class StoragePlugin(Plugin):
             raise StorageUnreachable(f"write-and-read test failed: {errors[0]}",
                                      storageUuid=storage_uuid)
 
-    @command("/capacity")
+    @command()
     def capacity(self, ctx: TaskContext, cmd: CapacityCmd) -> CapacityReply:
         """Total and available bytes of the storage, and what kvmcloud's files use."""
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)

@@ -46,8 +46,6 @@ from storageagent.volumes import (
 class VolumePlugin(Plugin):
     """qcow2 volumes on file-based primary storage."""
 
-    prefix = "/storage/volume"
-
     def __init__(self, service: StorageService) -> None:
         self.svc = service
 
@@ -58,7 +56,7 @@ class VolumePlugin(Plugin):
             raise NotFound("the image is not in the storage's cache", field="imageId", imageId=image_id)
         return cache, cache.path(img), img.format, img.virtual_size
 
-    @command("/create-root", lock=lambda c: volume_key(c.storage_uuid, c.install_path))
+    @command(lock=lambda c: volume_key(c.storage_uuid, c.install_path))
     def create_root(self, ctx: TaskContext, cmd: CreateRootVolumeCmd) -> VolumeReply:
         """Linked clone of a cached image: a qcow2 overlay whose backing file is the image.
 
@@ -100,7 +98,7 @@ class VolumePlugin(Plugin):
             install_path=rel, format="qcow2", virtual_size=h.virtual_size,
             actual_size=st.st_blocks * 512, backing_chain=[backing]))
 
-    @command("/create-empty", lock=lambda c: volume_key(c.storage_uuid, c.install_path))
+    @command(lock=lambda c: volume_key(c.storage_uuid, c.install_path))
     def create_empty(self, ctx: TaskContext, cmd: CreateEmptyVolumeCmd) -> VolumeReply:
         """A new empty volume of ``size`` bytes (qcow2 or raw)."""
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
@@ -113,7 +111,7 @@ class VolumePlugin(Plugin):
             tmp.unlink(missing_ok=True)
         return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, dest, cmd.format))
 
-    @command("/create-from-template", lock=lambda c: volume_key(c.storage_uuid, c.install_path))
+    @command(lock=lambda c: volume_key(c.storage_uuid, c.install_path))
     def create_from_template(self, ctx: TaskContext, cmd: CreateVolumeFromTemplateCmd) -> VolumeReply:
         """A data volume that is a full, independent qcow2 copy of a cached image,
         optionally grown to ``size``; with progress and cancel."""
@@ -151,7 +149,7 @@ class VolumePlugin(Plugin):
             tmp.unlink(missing_ok=True)
         ctx.progress(100.0, stage="convert", force=True)
 
-    @command("/delete", lock=lambda c: volume_key(c.storage_uuid, c.install_path))
+    @command(lock=lambda c: volume_key(c.storage_uuid, c.install_path))
     def delete(self, ctx: TaskContext, cmd: DeleteVolumeCmd) -> DeleteVolumeReply:
         """Delete a volume, snapshot or template file; ``IN_USE`` while a running QEMU
         holds it or another volume is backed by it. Deleting a missing file succeeds
@@ -167,14 +165,14 @@ class VolumePlugin(Plugin):
         path.unlink()
         return DeleteVolumeReply(deleted=True)
 
-    @command("/info")
+    @command()
     def info(self, ctx: TaskContext, cmd: VolumeInfoCmd) -> VolumeReply:
         """Format, virtual size, actual size and backing chain of a file of the storage."""
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
         path = existing(sr.resolve(cmd.install_path), "installPath", cmd.install_path)
         return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, path, cmd.volume_format))
 
-    @command("/resize", lock=lambda c: volume_key(c.storage_uuid, c.install_path))
+    @command(lock=lambda c: volume_key(c.storage_uuid, c.install_path))
     def resize(self, ctx: TaskContext, cmd: ResizeVolumeCmd) -> VolumeReply:
         """Offline resize to ``size`` bytes; shrinking is refused unless ``force``
         (data beyond the new end is lost)."""
@@ -191,7 +189,7 @@ class VolumePlugin(Plugin):
             self.svc.tool.resize(ctx, path, fmt, cmd.size, shrink=shrink)
         return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, path, fmt))
 
-    @command("/create-template", lock=lambda c: [volume_key(c.storage_uuid, c.install_path),
+    @command(lock=lambda c: [volume_key(c.storage_uuid, c.install_path),
                                                   volume_key(c.storage_uuid, c.template_path)])
     def create_template(self, ctx: TaskContext, cmd: CreateTemplateCmd) -> VolumeReply:
         """Flatten a (stopped) volume into a standalone template at ``templatePath``
@@ -205,7 +203,7 @@ class VolumePlugin(Plugin):
         self._convert(ctx, sr, src, cmd.volume_format, sr, dest, cmd.format, cmd.compress)
         return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, dest, cmd.format))
 
-    @command("/upload-template", lock=lambda c: volume_key(c.storage_uuid, c.install_path))
+    @command(lock=lambda c: volume_key(c.storage_uuid, c.install_path))
     def upload_template(self, ctx: TaskContext, cmd: UploadTemplateCmd) -> UploadTemplateReply:
         """Upload a template file of this storage to an SFTP backup storage through
         the store client (key and known_hosts from the agent's config)."""
@@ -215,7 +213,7 @@ class VolumePlugin(Plugin):
         return UploadTemplateReply(image_id=ref.image_id, digest=ref.digest, size=ref.size,
                                    virtual_size=ref.virtual_size, format=ref.format)
 
-    @command("/copy", lock=lambda c: [volume_key(c.storage_uuid, c.install_path),
+    @command(lock=lambda c: [volume_key(c.storage_uuid, c.install_path),
                                        volume_key(c.dst_storage_uuid, c.dst_install_path)])
     def copy(self, ctx: TaskContext, cmd: CopyVolumeCmd) -> VolumeReply:
         """Copy a (stopped) volume, flattened, to another primary storage of this host."""

@@ -14,16 +14,10 @@ from pydantic import Field
 
 from agentcore.config import AgentConfig
 from agentcore.errors import InUse
-from agentcore.models import Command, Reply
+from agentcore.models import Command, Reply, Returns
 from agentcore.plugin import Plugin, command
 from agentcore.serve import agent_main
 from agentcore.task import TaskContext
-
-
-class SleepCmd(Command):
-    seconds: float = Field(ge=0, le=600)
-    resource: str | None = None
-    busy: bool = Field(default=False, description="spin without checking cancel")
 
 
 class SleepReply(Reply):
@@ -32,25 +26,29 @@ class SleepReply(Reply):
     ended: float = 0.0
 
 
-class SpawnCmd(Command):
+class SleepCmd(Command, Returns[SleepReply], path="/test/sleep"):
+    seconds: float = Field(ge=0, le=600)
+    resource: str | None = None
+    busy: bool = Field(default=False, description="spin without checking cancel")
+
+
+class SpawnCmd(Command, Returns[Reply], path="/test/spawn"):
     pid_file: str
     seconds: float = 600
 
 
-class FailCmd(Command):
+class FailCmd(Command, Returns[Reply], path="/test/fail"):
     code: str = "IN_USE"
 
 
-class NoopCmd(Command):
+class NoopCmd(Command, Returns[Reply], path="/test/noop"):
     pass
 
 
 class TestPlugin(Plugin):
     """Commands that exercise the runtime."""
 
-    prefix = "/test"
-
-    @command("/sleep", lock=lambda c: f"res:{c.resource}" if c.resource else None)
+    @command(lock=lambda c: f"res:{c.resource}" if c.resource else None)
     def sleep(self, ctx: TaskContext, cmd: SleepCmd) -> SleepReply:
         """Sleep, reporting progress; honours cancel unless ``busy``."""
         start = time.time()
@@ -63,21 +61,21 @@ class TestPlugin(Plugin):
             ctx.progress(100 * (1 - max(left, 0) / cmd.seconds) if cmd.seconds else 100, stage="sleeping")
         return SleepReply(slept=cmd.seconds, started=start, ended=time.time())
 
-    @command("/spawn")
+    @command()
     def spawn(self, ctx: TaskContext, cmd: SpawnCmd) -> Reply:
         """Run a shell that starts a grandchild; both must die on cancel."""
         script = f"sleep {cmd.seconds} & echo $$ $! > {cmd.pid_file}.tmp && mv {cmd.pid_file}.tmp {cmd.pid_file}; wait"
         ctx.run(["sh", "-c", script], timeout=cmd.seconds + 5)
         return Reply()
 
-    @command("/fail")
+    @command()
     def fail(self, ctx: TaskContext, cmd: FailCmd) -> Reply:
         """Fail with a structured error, or crash with an unexpected exception."""
         if cmd.code == "CRASH":
             raise RuntimeError("unexpected crash")
         raise InUse("the volume is held by a running VM", path="/x")
 
-    @command("/noop")
+    @command()
     def noop(self, ctx: TaskContext, cmd: NoopCmd) -> Reply:
         """Do nothing (benchmark)."""
         return Reply()

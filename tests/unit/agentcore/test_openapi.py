@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from agentcore.models import Command, Reply
+from agentcore.models import Command, Reply, Returns
 from agentcore.openapi import TASK_UUID_PATTERN, build_openapi
 from agentcore.plugin import Plugin, command
 from agentcore.server import TASK_UUID
@@ -23,12 +23,12 @@ class NetDisk(BaseModel):
     url: str
 
 
-class AttachCmd(Command):
+class AttachCmd(Command, Returns[Reply], path="/attach"):
     disk: Annotated[FileDisk | NetDisk, Field(discriminator="type")]
 
 
 class DiskPlugin(Plugin):
-    @command("/attach")
+    @command()
     def attach(self, ctx: object, cmd: AttachCmd) -> Reply:
         """Attach a disk."""
         return Reply()

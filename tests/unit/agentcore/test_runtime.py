@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from agentcore.config import AgentConfig
 from agentcore.errors import InUse
-from agentcore.models import Command, Reply
+from agentcore.models import Command, Reply, Returns
 from agentcore.plugin import Plugin, command
 from agentcore.runtime import AgentRuntime
 from agentcore.serve import build
@@ -20,20 +20,22 @@ from agentcore.task import TaskContext
 TOKEN = "unit-token-0123456789"
 
 
-class WaitCmd(Command):
+class WaitCmd(Command, Returns[Reply], path="/t/wait"):
     key: str = "k"
+
+
+class BusyCmd(WaitCmd, path="/t/busy"):
+    """Always fails."""
 
 
 class GatePlugin(Plugin):
     """Commands that block on an event the test controls."""
 
-    prefix = "/t"
-
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.runs = 0
 
-    @command("/wait", lock=lambda c: c.key)
+    @command(lock=lambda c: c.key)
     def wait(self, ctx: TaskContext, cmd: WaitCmd) -> Reply:
         """Wait for the gate (or cancel)."""
         self.runs += 1
@@ -41,8 +43,8 @@ class GatePlugin(Plugin):
             ctx.wait(0.01)
         return Reply()
 
-    @command("/busy")
-    def busy(self, ctx: TaskContext, cmd: WaitCmd) -> Reply:
+    @command()
+    def busy(self, ctx: TaskContext, cmd: BusyCmd) -> Reply:
         """Fail with IN_USE."""
         raise InUse(path="x")
 
