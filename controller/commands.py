@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import posixpath
 from collections.abc import Sequence
+from typing import TypeVar
 
 from controller import digest
 from controller.db.models import (
@@ -27,6 +28,8 @@ from controller.db.models import (
 )
 from kvmagent import models as km
 from storageagent import models as sm
+
+L2 = TypeVar("L2", km.CreateL2Cmd, km.DeleteL2Cmd)
 
 
 def bridge_name(l2: L2Network) -> str:
@@ -93,19 +96,26 @@ def start_vm(vm: Vm, root: km.VolumeSpec, data: Sequence[km.VolumeSpec],
                          nics=nics)
 
 
-def l2_create(l2: L2Network, vtep_ip: str | None = None, peers: Sequence[str] = ()) -> km.L2NetworkCmd:
+def l2_create(l2: L2Network, vtep_ip: str | None = None, peers: Sequence[str] = ()) -> km.CreateL2Cmd:
     """The L2 network on one host; a vxlan one needs the host's VTEP and its peers' VTEPs."""
+    return _l2(km.CreateL2Cmd, l2, vtep_ip, peers)
+
+
+def l2_delete(l2: L2Network, vtep_ip: str | None = None) -> km.DeleteL2Cmd:
+    """Remove the L2 network's bridge (and its uplink) from one host."""
+    return _l2(km.DeleteL2Cmd, l2, vtep_ip, ())
+
+
+def _l2(model: type[L2], l2: L2Network, vtep_ip: str | None, peers: Sequence[str]) -> L2:
     if l2.type == "vlan":
-        return km.L2NetworkCmd(type="vlan", bridge_name=bridge_name(l2),
-                               physical_interface=l2.physical_interface, vlan_id=l2.vlan)
+        return model(type="vlan", bridge_name=bridge_name(l2),
+                     physical_interface=l2.physical_interface, vlan_id=l2.vlan)
     if l2.type == "vxlan":
         if vtep_ip is None:
             raise ValueError(f"vxlan network {l2.uuid} needs the host's vtepIp")
-        return km.L2NetworkCmd(type="vxlan", bridge_name=bridge_name(l2), vni=l2.vni,
-                               physical_interface=l2.physical_interface, vtep_ip=vtep_ip,
-                               peers=list(peers))
-    return km.L2NetworkCmd(type="novlan", bridge_name=bridge_name(l2),
-                           physical_interface=l2.physical_interface)
+        return model(type="vxlan", bridge_name=bridge_name(l2), vni=l2.vni,
+                     physical_interface=l2.physical_interface, vtep_ip=vtep_ip, peers=list(peers))
+    return model(type="novlan", bridge_name=bridge_name(l2), physical_interface=l2.physical_interface)
 
 
 def dhcp_apply(l3: L3Network, l2: L2Network, rng: IpRange, server_ip: str,

@@ -12,6 +12,7 @@ from controller.db.base import Database
 from controller.db.lookups import NetworkLookups
 from controller.db.models import Image, Vm
 from controller.db_schedule import DbBackupSchedule
+from controller.dispatch.client import AgentClient
 from controller.dispatch.dispatcher import Dispatcher
 from controller.dispatch.transport import HttpTransport, Transport
 from controller.jobs import JobManager
@@ -48,6 +49,7 @@ class Controller:
         self.dispatcher = Dispatcher(
             self.transport, settings.callback_base + CALLBACK_PATH, token=self.agent_tokens.for_url,
             poll_after=settings.poll_after)
+        self.agents = AgentClient(self.dispatcher)
         self.queues = ResourceQueues(settings.job_workers)
         self.jobs = JobManager(self.db, self.dispatcher, self.queues)
         if self.jobs.recover():

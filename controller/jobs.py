@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from controller.db.base import Database, core, insert_row, new_uuid, utcnow
 from controller.db.jobs import FINAL_STATES, Job
+from controller.dispatch.client import PendingReply, R
 from controller.dispatch.dispatcher import AgentCallError, Dispatcher, PendingCall
 from controller.errors import ApiError
 from controller.queues import QueuedWork, ResourceQueues
@@ -98,13 +99,14 @@ class JobContext:
         core(s).execute(_SUCCEEDED, {"job": self.uuid, "result": result, "now": now})
         self.completed = now
 
-    def wait_call(self, pc: PendingCall) -> dict[str, Any]:
+    def wait_call(self, pending: PendingReply[R]) -> R:
         """Wait for an agent call; a cancel of the job cancels it on the agent."""
+        pc = pending.call
         self.calls.add(pc)
         try:
             if self.cancelled.is_set() and not self._shielded:
                 self.manager.dispatcher.cancel(pc)
-            return pc.result()
+            return pending.result()
         finally:
             self.calls.discard(pc)
 

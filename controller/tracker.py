@@ -126,8 +126,7 @@ class HostTracker:
         if host is None:
             return
         try:
-            reply = self.ctl.dispatcher.call_sync(host.agent_url, "/host/ping", km.HostCmd(),
-                                                  PING_TIMEOUT)
+            reply = self.ctl.agents.call_sync(host.agent_url, km.PingCmd(), PING_TIMEOUT)
         except AgentCallError as e:
             with self._mu:
                 self._misses[host_uuid] = self._misses.get(host_uuid, 0) + 1
@@ -138,9 +137,9 @@ class HostTracker:
             return
         with self._mu:
             self._misses[host_uuid] = 0
-        if reply.get("hostUuid") != host_uuid:
+        if reply.host_uuid != host_uuid:
             log.warning("host %s answers as %r: the agent restarted or was replaced; reconnecting",
-                        host_uuid, reply.get("hostUuid"))
+                        host_uuid, reply.host_uuid)
             self.reconnect(host_uuid)
 
     def disconnected(self, host_uuid: str, reason: str) -> None:
@@ -171,8 +170,8 @@ class HostTracker:
             host = s.get(Host, host_uuid)
         if host is None:
             return
-        reply = self.ctl.dispatcher.call_sync(host.agent_url, "/vm/sync", km.SyncVmCmd(), 60.0)
-        states: dict[str, str] = {k.replace("-", ""): v for k, v in (reply.get("states") or {}).items()}
+        reply = self.ctl.agents.call_sync(host.agent_url, km.SyncVmCmd(), 60.0)
+        states: dict[str, str] = {k.replace("-", ""): v for k, v in reply.states.items()}
         busy = set(self._busy_vms())
         live = [u for u, st in states.items() if st in ("Running", "Paused")]
         with self.ctl.db.write() as s:

@@ -288,7 +288,7 @@ def start(st: CreateVm) -> None:
     cmd = km.StartVmCmd(vm_uuid=st.vm_uuid, vm_name=st.vm_name[:128], cpu_num=st.cpu,
                         memory_size=st.memory, root_volume=vols[0], data_volumes=vols[1:],
                         nics=nics)
-    call(st.ctl, st.ctx, st.agent, "/vm/start", cmd)
+    call(st.ctl, st.ctx, st.agent, cmd)
     st.started = True
     st.result = st.ctl.db.transaction_core(lambda conn: _running(st, conn))
 
@@ -303,7 +303,7 @@ def _running(st: CreateVm, conn: Connection) -> dict[str, Any]:
 def destroy(st: CreateVm) -> None:
     if st.host is None:
         return
-    call(st.ctl, st.ctx, st.agent, "/vm/destroy", km.DestroyVmCmd(vm_uuid=st.vm_uuid))
+    call(st.ctl, st.ctx, st.agent, km.DestroyVmCmd(vm_uuid=st.vm_uuid))
 
 
 STEPS: list[Step[CreateVm]] = [

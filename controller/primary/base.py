@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
-from pydantic import BaseModel
-
+from agentcore.models import Returns
 from controller.core import Controller
 from controller.db.models import BackupStorage, Image, ImageCache, PrimaryStorage, Volume
+from controller.dispatch.client import R
 from controller.jobs import JobContext
 from controller.services.vmhelpers import call
 from kvmagent import models as km
@@ -33,8 +33,8 @@ class Op:
     ctl: Controller
     ctx: JobContext
 
-    def call(self, agent_url: str, path: str, body: BaseModel) -> dict[str, Any]:
-        return call(self.ctl, self.ctx, agent_url, path, body)
+    def call(self, agent_url: str, cmd: Returns[R]) -> R:
+        return call(self.ctl, self.ctx, agent_url, cmd)
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import logging
 import re
 from pathlib import Path
 
-from pydantic import BaseModel
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from agentcore.models import Returns
 from cephagent import models as cm
 from controller import digest
 from controller.db.models import BackupStorage, Image, ImageCache, PrimaryStorage, Volume
@@ -53,46 +53,42 @@ class CephBackend(PrimaryBackend):
                     bs: BackupStorage | None) -> CachedImage:
         self._init_pools(op, ps)
         pool, name = cache_pool(ps), f"image-{image.uuid}"
-        path, cmd = _image_source(ps, pool, name, image, image_id, bs)
+        cmd = _image_source(ps, pool, name, image, image_id, bs)
         try:
-            reply = op.call(_agent(ps), path, cmd)
+            reply = op.call(_agent(ps), cmd)
         except AgentCallError as e:
             if e.code != "IMAGE_EXISTS":  # another VM's flow cached it meanwhile
                 raise
-            reply = op.call(_agent(ps), "/ceph/image/info",
-                            cm.ImageInfoCmd(cluster=cluster_ref(ps), pool=pool, name=name))
-        return CachedImage(image_id, str(reply.get("installPath") or f"{pool}/{name}"),
-                           int(reply.get("size") or 0))
+            reply = op.call(_agent(ps), cm.ImageInfoCmd(cluster=cluster_ref(ps), pool=pool, name=name))
+        return CachedImage(image_id, reply.install_path or f"{pool}/{name}", reply.size)
 
     def create_root(self, op: Op, ps: PrimaryStorage, host: HostLike, cached: CachedImage,
                     vol: Volume) -> int:
         src_pool, _, src_name = cached.install_path.partition("/")
         pool, name = _split(vol)
-        reply = op.call(_agent(ps), "/ceph/volume/create-from-image", cm.CreateVolumeFromImageCmd(
+        reply = op.call(_agent(ps), cm.CreateVolumeFromImageCmd(
             cluster=cluster_ref(ps), pool=pool, name=name, src_pool=src_pool, src_name=src_name,
             size=vol.size or None))
-        return int(reply.get("actualSize") or 0)
+        return reply.actual_size or 0
 
     def create_empty(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume) -> int:
         self._init_pools(op, ps)
         pool, name = _split(vol)
-        reply = op.call(_agent(ps), "/ceph/volume/create", cm.CreateVolumeCmd(
+        reply = op.call(_agent(ps), cm.CreateVolumeCmd(
             cluster=cluster_ref(ps), pool=pool, name=name, size=vol.size))
-        return int(reply.get("actualSize") or 0)
+        return reply.actual_size or 0
 
     @retry(retry=retry_if_exception(_in_use), wait=wait_exponential(multiplier=0.5, max=5),
            stop=stop_after_delay(IN_USE_PATIENCE), reraise=True)
     def delete_volume(self, op: Op, ps: PrimaryStorage, host: HostLike | None, vol: Volume) -> None:
         pool, name = _split(vol)
-        op.call(_agent(ps), "/ceph/volume/delete",
-                cm.DeleteVolumeCmd(cluster=cluster_ref(ps), pool=pool, name=name))
+        op.call(_agent(ps), cm.DeleteVolumeCmd(cluster=cluster_ref(ps), pool=pool, name=name))
 
     def evict_cache(self, op: Op, ps: PrimaryStorage, cached: list[ImageCache]) -> None:
         for c in cached:
             pool, _, name = c.install_path.partition("/")
             try:
-                op.call(_agent(ps), "/ceph/image/delete",
-                        cm.DeleteImageCmd(cluster=cluster_ref(ps), pool=pool, name=name))
+                op.call(_agent(ps), cm.DeleteImageCmd(cluster=cluster_ref(ps), pool=pool, name=name))
             except AgentCallError as e:
                 log.warning("removing cached image %s from %s failed: %s", c.install_path, ps.uuid, e)
 
@@ -105,7 +101,7 @@ class CephBackend(PrimaryBackend):
         """Set the libvirt secret of the storage's user on the host, once (until it reconnects)."""
         secret = ps.ceph_secret_uuid or ""
         once_on_host(op.ctl, host.uuid, f"ceph-secret:{secret}", lambda: op.call(
-            host.agent_url, "/host/ceph-secret/set", km.SetCephSecretCmd(
+            host.agent_url, km.SetCephSecretCmd(
                 secret_uuid=secret, user_name=user_id(ps),
                 user_key=read_key(op.ctl.settings, ps.ceph_key_ref or ""))))
 
@@ -115,29 +111,28 @@ class CephBackend(PrimaryBackend):
         if ps.uuid in ready:
             return
         names = list(dict.fromkeys([ps.ceph_pool or "", cache_pool(ps)]))
-        op.call(_agent(ps), "/ceph/pools/init", cm.InitPoolsCmd(
+        op.call(_agent(ps), cm.InitPoolsCmd(
             cluster=cluster_ref(ps), pools=[cm.PoolSpec(name=n) for n in names]))
         ready.add(ps.uuid)
 
 
 def _image_source(ps: PrimaryStorage, pool: str, name: str, image: Image, image_id: str,
-                  bs: BackupStorage | None) -> tuple[str, BaseModel]:
+                  bs: BackupStorage | None) -> Returns[cm.ImageInfoReply]:
     """The cephagent command that brings ``image`` into ``pool/name``."""
     cluster = cluster_ref(ps)
     if image.url:  # registered by URL: fetched from there (digest checked when it is a sha256)
         sha = digest.bare(image.digest) if image.digest else None
-        return "/ceph/image/add", cm.AddImageCmd(cluster=cluster, pool=pool, name=name,
-                                                 url=image.url, sha256=sha)  # type: ignore[arg-type]
+        return cm.AddImageCmd(cluster=cluster, pool=pool, name=name,
+                              url=image.url, sha256=sha)  # type: ignore[arg-type]
     if bs is not None and bs.type == "sftp":
         if not image.digest:  # the store's own claim is never trusted: the agent checks the bytes
             raise Conflict(f"image {image.uuid} has no recorded digest to check the store's copy by",
                            imageUuid=image.uuid)
-        return "/ceph/image/import-from-sftp", cm.ImportFromSftpCmd(
+        return cm.ImportFromSftpCmd(
             cluster=cluster, pool=pool, name=name, host=bs.hostname, port=bs.port,
             user=bs.username, store_root=bs.url, image_id=image_id, sha256=digest.bare(image.digest))
     if bs is not None and bs.type == "ceph":  # a backup pool of the same cluster
-        return "/ceph/image/cache", cm.CacheImageCmd(cluster=cluster, pool=pool, name=name,
-                                                     src_pool=bs.url, src_name=image_id)
+        return cm.CacheImageCmd(cluster=cluster, pool=pool, name=name, src_pool=bs.url, src_name=image_id)
     raise Conflict(f"image {image.uuid} has no source this storage can read", imageUuid=image.uuid)
 
 

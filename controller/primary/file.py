@@ -39,21 +39,19 @@ class FileBackend(PrimaryBackend):
 
     def cache_image(self, op: Op, ps: PrimaryStorage, host: HostLike, image: Image, image_id: str,
                     bs: BackupStorage | None) -> CachedImage:
-        reply = op.call(storage_agent(host), "/storage/cache-image",
-                        commands.cache_image(ps, image, image_id, bs))
-        info = reply.get("image") or {}
-        return CachedImage(image_id, str(info.get("installPath", image_id)), int(info.get("size", 0)))
+        reply = op.call(storage_agent(host), commands.cache_image(ps, image, image_id, bs))
+        if reply.image is None:
+            return CachedImage(image_id, image_id)
+        return CachedImage(image_id, reply.image.install_path, reply.image.size)
 
     def create_root(self, op: Op, ps: PrimaryStorage, host: HostLike, cached: CachedImage,
                     vol: Volume) -> int:
-        reply = op.call(storage_agent(host), "/storage/volume/create-root",
-                        commands.create_root(ps, cached.image_id, vol))
-        return _actual_size(reply)
+        reply = op.call(storage_agent(host), commands.create_root(ps, cached.image_id, vol))
+        return reply.volume.actual_size if reply.volume else 0
 
     def create_empty(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume) -> int:
-        reply = op.call(storage_agent(host), "/storage/volume/create-empty",
-                        commands.create_empty(ps, vol))
-        return _actual_size(reply)
+        reply = op.call(storage_agent(host), commands.create_empty(ps, vol))
+        return reply.volume.actual_size if reply.volume else 0
 
     def delete_volume(self, op: Op, ps: PrimaryStorage, host: HostLike | None, vol: Volume) -> None:
         if host is None or not host.storage_agent_url:
@@ -63,8 +61,7 @@ class FileBackend(PrimaryBackend):
             log.warning("no connected host reaches %s: volume %s stays", ps.uuid, vol.uuid)
             return
         try:
-            op.call(storage_agent(host), "/storage/volume/delete",
-                    commands.delete_volume(ps, vol.install_path or ""))
+            op.call(storage_agent(host), commands.delete_volume(ps, vol.install_path or ""))
         except AgentCallError as e:
             if e.code != "NOT_FOUND":
                 raise
@@ -81,14 +78,14 @@ class FileBackend(PrimaryBackend):
         mount_path = ps.mount_path or "/"
         ids = {refs[c.image_uuid] or c.install_path.rsplit("/", 1)[-1].split(".", 1)[0] for c in cached}
         try:
-            listed = op.call(storage_agent(host), "/storage/cache/list", sm.ListCacheCmd(
+            listed = op.call(storage_agent(host), sm.ListCacheCmd(
                 storage_uuid=ps.uuid, mount_path=mount_path))
-            ids |= {str(i["imageId"]) for i in listed.get("images") or [] if i.get("imageId")}
+            ids |= {i.image_id for i in listed.images if i.image_id}
         except AgentCallError as e:
             log.warning("listing the cache of %s failed: %s", ps.uuid, e)
         for image_id in sorted(ids):
             try:
-                op.call(storage_agent(host), "/storage/cache/evict", sm.EvictCacheCmd(
+                op.call(storage_agent(host), sm.EvictCacheCmd(
                     storage_uuid=ps.uuid, mount_path=mount_path, image_id=image_id))
             except AgentCallError as e:
                 log.warning("evicting %s from %s failed: %s", image_id, ps.uuid, e)
@@ -96,7 +93,3 @@ class FileBackend(PrimaryBackend):
     def volume_spec(self, ps: PrimaryStorage, vol: Volume, device_id: int) -> km.VolumeSpec:
         return commands.file_volume(ps, vol, device_id)
 
-
-def _actual_size(reply: dict[str, object]) -> int:
-    info = reply.get("volume") or {}
-    return int(info.get("actualSize", 0)) if isinstance(info, dict) else 0

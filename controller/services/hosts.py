@@ -102,17 +102,17 @@ def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
     with ctl.db.write() as s:
         s.execute(update(Host).where(Host.uuid == host_uuid).values(status="Connecting"))
     forget_host(ctl, host_uuid)  # a restarted agent may have lost its bridges
-    d = ctl.dispatcher
+    agents = ctl.agents
     events = f"{ctl.events_url}/{host_uuid}"
-    ident = d.call_sync(host.agent_url, "/host/connect",
-                        km.ConnectCmd(host_uuid=host_uuid, events_url=events), CONNECT_TIMEOUT)
-    facts = d.call_sync(host.agent_url, "/host/facts", km.HostCmd(), CONNECT_TIMEOUT)
-    cap = d.call_sync(host.agent_url, "/host/capacity", km.HostCmd(), CONNECT_TIMEOUT)
+    ident = agents.call_sync(host.agent_url, km.ConnectCmd(host_uuid=host_uuid, events_url=events),
+                             CONNECT_TIMEOUT)
+    facts = agents.call_sync(host.agent_url, km.FactsCmd(), CONNECT_TIMEOUT)
+    cap = agents.call_sync(host.agent_url, km.CapacityCmd(), CONNECT_TIMEOUT)
     if host.storage_agent_url:
         for ps in storages:
             mount_storage(ctl, host.storage_agent_url, ps)
-    cpu_total = int(cap.get("cpuTotal") or facts.get("cpuCount") or 0)
-    mem_total = int(cap.get("memoryTotal") or facts.get("memoryTotal") or 0)
+    cpu_total = cap.cpu_total or facts.cpu_count
+    mem_total = cap.memory_total or facts.memory_total
     with ctl.db.write() as s:
         used_cpu, used_mem = s.execute(
             select(func.coalesce(func.sum(Vm.cpu_num), 0), func.coalesce(func.sum(Vm.memory_size), 0))
@@ -121,7 +121,7 @@ def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
             status="Connected", cpu_num=cpu_total, total_cpu=cpu_total,
             available_cpu=max(0, cpu_total - int(used_cpu)), total_memory=mem_total,
             available_memory=max(0, mem_total - int(used_mem)),
-            architecture=facts.get("arch") or None, agent_version=ident.get("version") or None))
+            architecture=facts.arch or None, agent_version=ident.version or None))
     ctl.tracker.connected(host_uuid)
     ctl.tracker.sync_vms(host_uuid)
     vxlan.host_joined(ctl, host_uuid)
@@ -137,18 +137,18 @@ def mount_storage(ctl: Controller, storage_agent_url: str, ps: PrimaryStorage) -
     gets that path from the first host that mounts it.
     """
     if ps.type == "nfs":
-        reply = ctl.dispatcher.call_sync(storage_agent_url, "/storage/mount",
-                                         sm.MountCmd(storage_uuid=ps.uuid, url=ps.url), CONNECT_TIMEOUT)
-        mounted = reply.get("mountPath") or reply.get("mount_path")
+        reply = ctl.agents.call_sync(storage_agent_url, sm.MountCmd(storage_uuid=ps.uuid, url=ps.url),
+                                     CONNECT_TIMEOUT)
+        mounted = reply.mount_path
         if not ps.mount_path and mounted:
             with ctl.db.write() as s:
                 s.execute(update(PrimaryStorage).where(PrimaryStorage.uuid == ps.uuid,
                                                        PrimaryStorage.mount_path.is_(None))
-                          .values(mount_path=str(mounted)))
-            ps.mount_path = str(mounted)
+                          .values(mount_path=mounted))
+            ps.mount_path = mounted
     elif ps.type in ("local", "sharedmountpoint"):
         kind: Literal["local", "sharedmountpoint"] = "local" if ps.type == "local" else "sharedmountpoint"
-        ctl.dispatcher.call_sync(storage_agent_url, "/storage/init", sm.InitCmd(
+        ctl.agents.call_sync(storage_agent_url, sm.InitCmd(
             storage_uuid=ps.uuid, mount_path=ps.mount_path or "/", type=kind), CONNECT_TIMEOUT)
 
 

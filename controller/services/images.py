@@ -22,12 +22,14 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from agentcore.models import Returns
 from controller import cascade, digest
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.jobs import Job
 from controller.db.models import BackupStorage, Image, ImageBackupStorageRef, Tag
 from controller.declarations import CascadeStep, Create
+from controller.dispatch.client import R, route
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
 from controller.flows.base import Flow, Step
@@ -148,12 +150,13 @@ class AddImage:
     infos: dict[str, bm.ImageInfo] = field(default_factory=dict)
 
 
-def _call(st: AddImage, store: Store, path: str, cmd: Any, timeout: float,
-          base: float = 0.0, span: float = 0.0) -> dict[str, Any]:
+def _call(st: AddImage, store: Store, cmd: Returns[R], timeout: float,
+          base: float = 0.0, span: float = 0.0) -> R:
     """An agent command in the job; its progress shows as ``<path> on <store>: <stage>``."""
     ctx = st.ctx
     assert ctx is not None
     ctx.check()
+    path = route(cmd)[1]
 
     def progress(p: dict[str, Any]) -> None:
         pct = p.get("percent")
@@ -164,8 +167,7 @@ def _call(st: AddImage, store: Store, path: str, cmd: Any, timeout: float,
         ctx.progress(stage, base + span * float(pct) / 100 if isinstance(pct, int | float)
                      else None)
 
-    pc = st.ctl.dispatcher.call(store.agent_url, path, cmd, timeout, on_progress=progress)
-    return ctx.wait_call(pc)
+    return ctx.wait_call(st.ctl.agents.call(store.agent_url, cmd, timeout, on_progress=progress))
 
 
 def _adder(i: int) -> Step[AddImage]:
@@ -174,12 +176,10 @@ def _adder(i: int) -> Step[AddImage]:
         ctx = st.ctx
         assert ctx is not None
         ctx.progress(f"connect {store.name}", 100.0 * i / n)
-        _call(st, store, "/backup/connect",
-              bm.ConnectCmd(backup_storage_uuid=store.uuid, root=store.root),
+        _call(st, store, bm.ConnectCmd(backup_storage_uuid=store.uuid, root=store.root),
               st.ctl.settings.command_timeout)
-        reply = _call(st, store, "/backup/image/add", _add_cmd(store, st.uuid, st.body),
-                      ADD_TIMEOUT, base=100.0 * i / n, span=100.0 / n)
-        info = bm.AddImageReply.model_validate(reply).image
+        info = _call(st, store, _add_cmd(store, st.uuid, st.body),
+                     ADD_TIMEOUT, base=100.0 * i / n, span=100.0 / n).image
         if info is None:
             raise Conflict(f"the agent of {store.name} answered no image")
         st.infos[store.uuid] = info
@@ -195,10 +195,9 @@ def remove_from_store(ctl: Controller, ctx: JobContext | None, store: Store,
     """``/backup/image/delete``; an image or store already gone is fine."""
     assert ctx is not None
     try:
-        pc = ctl.dispatcher.call(store.agent_url, "/backup/image/delete", bm.DeleteImageCmd(
+        ctx.wait_call(ctl.agents.call(store.agent_url, bm.DeleteImageCmd(
             backup_storage_uuid=store.uuid, root=store.root, image_uuid=image_id),
-            ctl.settings.command_timeout)
-        ctx.wait_call(pc)
+            ctl.settings.command_timeout))
     except AgentCallError as e:
         if e.code not in GONE:
             raise

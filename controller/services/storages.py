@@ -187,21 +187,20 @@ def _connecting(ctl: Controller, model: type[Storage], uuid: str, kind: str) -> 
 def connect(ctl: Controller, uuid: str) -> dict[str, Any]:
     """Send the agent ``/backup/connect`` (it makes or checks the store) and record its capacity."""
     bs: BackupStorage = _connecting(ctl, BackupStorage, uuid, "sftp")
-    reply = ctl.dispatcher.call_sync(bs.agent_url or "", "/backup/connect", bm.ConnectCmd(
+    reply = ctl.agents.call_sync(bs.agent_url or "", bm.ConnectCmd(
         backup_storage_uuid=uuid, root=bs.agent_root or bs.url), CONNECT_TIMEOUT)
-    return _set(ctl, BackupStorage, uuid, status="Connected", total_capacity=int(reply.get("totalCapacity") or 0),
-                available_capacity=int(reply.get("availableCapacity") or 0))
+    return _set(ctl, BackupStorage, uuid, status="Connected", total_capacity=reply.total_capacity,
+                available_capacity=reply.available_capacity)
 
 
 def connect_primary(ctl: Controller, uuid: str) -> dict[str, Any]:
     """Connect a Ceph primary storage's agent: credential and fsid checked, capacity recorded."""
     ps: PrimaryStorage = _connecting(ctl, PrimaryStorage, uuid, "ceph")
     ref, url = cluster_ref(ps), ps.agent_url or ""
-    hello = ctl.dispatcher.call_sync(url, "/ceph/connect", cm.ConnectCmd(cluster=ref), CONNECT_TIMEOUT)
-    cap = ctl.dispatcher.call_sync(url, "/ceph/capacity", cm.CapacityCmd(cluster=ref), CONNECT_TIMEOUT)
-    return _set(ctl, PrimaryStorage, uuid, status="Connected", ceph_fsid=ps.ceph_fsid or hello.get("fsid") or None,
-                total_capacity=int(cap.get("totalCapacity") or 0),
-                available_capacity=int(cap.get("availableCapacity") or 0))
+    hello = ctl.agents.call_sync(url, cm.ConnectCmd(cluster=ref), CONNECT_TIMEOUT)
+    cap = ctl.agents.call_sync(url, cm.CapacityCmd(cluster=ref), CONNECT_TIMEOUT)
+    return _set(ctl, PrimaryStorage, uuid, status="Connected", ceph_fsid=ps.ceph_fsid or hello.fsid or None,
+                total_capacity=cap.total_capacity or 0, available_capacity=cap.available_capacity or 0)
 
 
 def _reconnect(coll: str, connect_fn: Callable[[Controller, str], dict[str, Any]]) -> ActionFn:

@@ -152,7 +152,7 @@ def start_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None 
         with ctl.db.read() as s:
             cmd = start_cmd(s, require(s, Vm, uuid, "vmUuid"))
         prepare_host_for_vm(Op(ctl, ctx), host, uuid)
-        call(ctl, ctx, host.agent_url, "/vm/start", cmd)
+        call(ctl, ctx, host.agent_url, cmd)
     except BaseException:
         _stopped(ctl, uuid)
         raise
@@ -173,8 +173,7 @@ def stop_vm(ctl: Controller, ctx: JobContext, uuid: str, force: bool = False) ->
         host = host_of(s, vm.host_uuid)
     _set(ctl, uuid, state="Stopping")
     try:
-        call(ctl, ctx, host.agent_url, "/vm/stop",
-             km.StopVmCmd(vm_uuid=uuid, type="force" if force else "grace"))
+        call(ctl, ctx, host.agent_url, km.StopVmCmd(vm_uuid=uuid, type="force" if force else "grace"))
     except BaseException:
         _set(ctl, uuid, state=vm.state)
         raise
@@ -182,7 +181,11 @@ def stop_vm(ctl: Controller, ctx: JobContext, uuid: str, force: bool = False) ->
     return _set(ctl, uuid)
 
 
-def _simple(verb: str, path: str, during: str, after: str, need: tuple[str, ...]) -> Any:
+#: the VM commands that only change its state: reboot, pause, resume
+SimpleVmCmd = km.RebootVmCmd | km.PauseVmCmd | km.ResumeVmCmd
+
+
+def _simple(verb: str, model: type[SimpleVmCmd], during: str, after: str, need: tuple[str, ...]) -> Any:
     def action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
         def run(ctx: JobContext) -> dict[str, Any]:
             vm = _vm(ctl, uuid)
@@ -193,7 +196,7 @@ def _simple(verb: str, path: str, during: str, after: str, need: tuple[str, ...]
                 host = host_of(s, vm.host_uuid)
             _set(ctl, uuid, state=during)
             try:
-                call(ctl, ctx, host.agent_url, path, km.VmCmd(vm_uuid=uuid))
+                call(ctl, ctx, host.agent_url, model(vm_uuid=uuid))
             except BaseException:
                 _set(ctl, uuid, state=vm.state)
                 raise
@@ -246,7 +249,7 @@ def migrate_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | Non
             for l3_uuid in l3s:
                 apply_dhcp(ctl, ctx, dst.uuid, dst.agent_url, l3_uuid)  # the bridge first
             prepare_host_for_vm(Op(ctl, ctx), dst, uuid)
-            call(ctl, ctx, src.agent_url, "/vm/migrate", km.MigrateVmCmd(
+            call(ctl, ctx, src.agent_url, km.MigrateVmCmd(
                 vm_uuid=uuid, dest_host_ip=dst.management_ip,
                 unsafe=_on_shared_mount_point(ctl, uuid)))
             migrated = True
@@ -329,7 +332,7 @@ def delete_vm(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
         nics = nic_l3s(s, uuid)
     if host is not None and host.status == "Connected":
         _set(ctl, uuid, state="Destroying")
-        call(ctl, ctx, host.agent_url, "/vm/destroy", km.DestroyVmCmd(vm_uuid=uuid))
+        call(ctl, ctx, host.agent_url, km.DestroyVmCmd(vm_uuid=uuid))
     roots = [v for v in vols if v.type == "Root"]
     delete_volume_files(ctl, ctx, host if host and host.status == "Connected" else None, roots)
     ctl.db.transaction(lambda s: _delete_rows(s, uuid))
@@ -369,8 +372,7 @@ def detach_nic(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     if nic is None or vm is None:
         return
     if host is not None and vm.state == "Running":
-        call(ctl, ctx, host.agent_url, "/vm/nic/detach",
-             km.DetachNicCmd(vm_uuid=vm.uuid, mac=nic.mac))
+        call(ctl, ctx, host.agent_url, km.DetachNicCmd(vm_uuid=vm.uuid, mac=nic.mac))
 
     def drop_rows(s: Session) -> None:
         s.execute(delete(VmNic).where(VmNic.uuid == uuid))
@@ -403,8 +405,7 @@ def attach_nic_action(ctl: Controller, uuid: str, body: sc.NicAttachAction) -> J
                     row = s.get(VmNic, nic_uuid)
                 assert l2 is not None and row is not None
                 apply_dhcp(ctl, ctx, host.uuid, host.agent_url, l3.uuid)
-                call(ctl, ctx, host.agent_url, "/vm/nic/attach",
-                     km.NicCmd(vm_uuid=uuid, nic=commands.nic_spec(row, l2)))
+                call(ctl, ctx, host.agent_url, km.NicCmd(vm_uuid=uuid, nic=commands.nic_spec(row, l2)))
         except BaseException:
             with ctl.db.write() as s:
                 s.execute(delete(VmNic).where(VmNic.uuid == nic_uuid))
@@ -436,11 +437,11 @@ DECLARATIONS = (
     Action("vms", "start", sc.MigrateAction, start_action),
     Action("vms", "stop", sc.StopAction, stop_action),
     Action("vms", "reboot", sc.EmptyAction,
-           _simple("reboot", "/vm/reboot", "Rebooting", "Running", ("Running",))),
+           _simple("reboot", km.RebootVmCmd, "Rebooting", "Running", ("Running",))),
     Action("vms", "pause", sc.EmptyAction,
-           _simple("pause", "/vm/pause", "Pausing", "Paused", ("Running",))),
+           _simple("pause", km.PauseVmCmd, "Pausing", "Paused", ("Running",))),
     Action("vms", "resume", sc.EmptyAction,
-           _simple("resume", "/vm/resume", "Resuming", "Running", ("Paused",))),
+           _simple("resume", km.ResumeVmCmd, "Resuming", "Running", ("Paused",))),
     Action("vms", "migrate", sc.MigrateAction, migrate_action),
     Action("vms", "attach-nic", sc.NicAttachAction, attach_nic_action),
     Action("vms", "detach-nic", sc.NicDetachAction, detach_nic_action),

@@ -73,7 +73,7 @@ def attach_volume_action(ctl: Controller, uuid: str, body: sc.VolumeAction) -> J
                     s.execute(update(Volume).where(Volume.uuid == vol.uuid).values(status="Ready"))
             if vm.state == "Running":
                 backend_for(ps).prepare_host(Op(ctl, ctx), ps, host)
-                call(ctl, ctx, host.agent_url, "/vm/volume/attach", km.AttachVolumeCmd(
+                call(ctl, ctx, host.agent_url, km.AttachVolumeCmd(
                     vm_uuid=uuid, volume=backend_for(ps).volume_spec(ps, vol, top + 1)))
         except BaseException:
             with ctl.db.write() as s:
@@ -97,7 +97,7 @@ def detach_volume_action(ctl: Controller, uuid: str, body: sc.VolumeAction) -> J
         if vol.vm_uuid != uuid or vol.type != "Data":
             raise BadRequest("volumeUuid: not a data volume of this VM", field="volumeUuid")
         if vm.state == "Running":
-            call(ctl, ctx, host.agent_url, "/vm/volume/detach", km.DetachVolumeCmd(
+            call(ctl, ctx, host.agent_url, km.DetachVolumeCmd(
                 vm_uuid=uuid, volume=backend_for(ps).volume_spec(ps, vol, vol.device_id or 1)))
         with ctl.db.write() as s:
             s.execute(update(Volume).where(Volume.uuid == vol.uuid).values(vm_uuid=None,
@@ -135,13 +135,13 @@ def snapshot_action(ctl: Controller, uuid: str, body: sc.SnapshotAction) -> Job:
         try:
             if vm is not None and vm.state == "Running":
                 new_path = f"volumes/{uuid}-{snap_uuid[:8]}.qcow2"
-                call(ctl, ctx, host.agent_url, "/vm/volume/snapshot", km.SnapshotVolumeCmd(
+                call(ctl, ctx, host.agent_url, km.SnapshotVolumeCmd(
                     vm_uuid=vm.uuid, volume=commands.file_volume(ps, vol, vol.device_id or 0),
                     new_install_path=commands.host_path(ps, new_path)))
                 snap_path, vol_path = vol.install_path or "", new_path
             else:
                 snap_path, vol_path = f"snapshots/{snap_uuid}.qcow2", vol.install_path or ""
-                call(ctl, ctx, storage_agent(host), "/storage/snapshot/create", sm.CreateSnapshotCmd(
+                call(ctl, ctx, storage_agent(host), sm.CreateSnapshotCmd(
                     storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
                     install_path=vol.install_path or "", snapshot_path=snap_path))
         except BaseException:
@@ -165,7 +165,7 @@ def revert_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
         vol, ps, vm, host = _volume_context(ctl, snap.volume_uuid)
         if vm is not None and vm.state not in ("Stopped",):
             raise Conflict(f"vm {vm.uuid} is {vm.state}; stop it to revert", state=vm.state)
-        call(ctl, ctx, storage_agent(host), "/storage/snapshot/revert", sm.RevertSnapshotCmd(
+        call(ctl, ctx, storage_agent(host), sm.RevertSnapshotCmd(
             storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
             install_path=vol.install_path or "", snapshot_path=snap.install_path or ""))
         with ctl.db.read() as s:
@@ -190,32 +190,28 @@ def create_image_action(ctl: Controller, uuid: str, body: sc.CreateImageAction) 
         # a linked clone has a backing file, which a store refuses: upload a flattened copy
         template = f"templates/{image_uuid}.qcow2"
         mount_path = ps.mount_path or "/"
-        call(ctl, ctx, storage_agent(host), "/storage/volume/create-template", sm.CreateTemplateCmd(
+        call(ctl, ctx, storage_agent(host), sm.CreateTemplateCmd(
             storage_uuid=ps.uuid, mount_path=mount_path, install_path=vol.install_path or "",
             volume_format=vol.format, template_path=template))  # type: ignore[arg-type]
         try:
-            reply = call(ctl, ctx, storage_agent(host), "/storage/volume/upload-template",
-                         sm.UploadTemplateCmd(
+            reply = call(ctl, ctx, storage_agent(host), sm.UploadTemplateCmd(
                              storage_uuid=ps.uuid, mount_path=mount_path, install_path=template,
                              name=image_uuid,
                              target=sm.SftpTarget(host=bs.hostname, port=bs.port, user=bs.username,
                                                   store_root=bs.url)))
         finally:
-            call(ctl, ctx, storage_agent(host), "/storage/volume/delete",
-                 commands.delete_volume(ps, template))
+            call(ctl, ctx, storage_agent(host), commands.delete_volume(ps, template))
         with ctl.db.write() as s:
             image = Image(uuid=image_uuid, name=body.name, description=body.description,
-                          platform=body.platform, format=str(reply.get("format") or "qcow2"),
-                          size=int(reply.get("virtualSize") or vol.size),
-                          actual_size=int(reply.get("size") or 0),
-                          digest=digest.normalise(str(reply["digest"])) if reply.get("digest")
-                          else None, status="Ready",
+                          platform=body.platform, format=reply.format or "qcow2",
+                          size=reply.virtual_size or vol.size, actual_size=reply.size,
+                          digest=digest.normalise(reply.digest) if reply.digest else None, status="Ready",
                           media_type="RootVolumeTemplate" if vol.type == "Root" else
                           "DataVolumeTemplate", url=None)
             s.add(image)
             s.flush()
             s.add(ImageBackupStorageRef(image_uuid=image.uuid, backup_storage_uuid=bs.uuid,
-                                        install_path=str(reply.get("imageId") or image_uuid)))
+                                        install_path=reply.image_id or image_uuid))
             return to_dict(image)
     return ctl.jobs.submit("create-image", "volumes", uuid, [f"volumes:{uuid}"], run)
 
@@ -235,7 +231,7 @@ def delete_primary_storage(ctl: Controller, ctx: JobContext, coll: str, uuid: st
     if ps is not None and ps.type == "nfs":
         for url in agents:
             try:
-                call(ctl, ctx, url, "/storage/unmount", sm.UnmountCmd(storage_uuid=uuid))
+                call(ctl, ctx, url, sm.UnmountCmd(storage_uuid=uuid))
             except AgentCallError as e:
                 log.warning("unmounting %s through %s failed: %s", uuid, url, e)
     with ctl.db.write() as s:

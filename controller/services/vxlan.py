@@ -34,7 +34,7 @@ from kvmagent import models as km
 log = logging.getLogger(__name__)
 
 #: sends one ``/network/l2/create`` to an agent URL (inside a job, or synchronously)
-Send = Callable[[str, km.L2NetworkCmd], object]
+Send = Callable[[str, km.CreateL2Cmd], object]
 CONNECT_TIMEOUT = 60.0
 
 
@@ -115,8 +115,8 @@ def sync_cluster(ctl: Controller, cluster_uuid: str) -> None:
     with ctl.db.read() as s:
         l2s = in_use(ctl, s, cluster_uuid)
 
-    def send(agent_url: str, cmd: km.L2NetworkCmd) -> object:
-        return ctl.dispatcher.call_sync(agent_url, "/network/l2/create", cmd, CONNECT_TIMEOUT)
+    def send(agent_url: str, cmd: km.CreateL2Cmd) -> object:
+        return ctl.agents.call_sync(agent_url, cmd, CONNECT_TIMEOUT)
 
     for l2 in l2s:
         sync(ctl, l2, send)

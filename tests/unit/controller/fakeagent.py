@@ -19,37 +19,26 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
+from agentcore.models import Command, commands_in
 from controller.dispatch.transport import AgentRequest, AgentResponse
 from kvmagent import models as km
 from storageagent import models as sm
 
-MODELS: dict[str, type[BaseModel]] = {
-    "/host/connect": km.ConnectCmd, "/host/ping": km.HostCmd, "/host/facts": km.HostCmd,
-    "/host/capacity": km.HostCmd, "/vm/start": km.StartVmCmd, "/vm/stop": km.StopVmCmd,
-    "/vm/reboot": km.VmCmd, "/vm/pause": km.VmCmd, "/vm/resume": km.VmCmd,
-    "/vm/destroy": km.DestroyVmCmd, "/vm/sync": km.SyncVmCmd, "/vm/migrate": km.MigrateVmCmd,
-    "/vm/volume/attach": km.AttachVolumeCmd, "/vm/volume/detach": km.DetachVolumeCmd,
-    "/vm/volume/snapshot": km.SnapshotVolumeCmd, "/vm/nic/attach": km.NicCmd,
-    "/vm/nic/detach": km.DetachNicCmd, "/network/l2/create": km.L2NetworkCmd,
-    "/network/dhcp/apply": km.DhcpApplyCmd, "/network/dhcp/release": km.DhcpReleaseCmd,
-    "/network/l2/delete": km.L2NetworkCmd, "/network/dhcp/delete": km.DhcpNetworkCmd,
-    "/storage/mount": sm.MountCmd, "/storage/init": sm.InitCmd,
-    "/storage/cache-image": sm.CacheImageCmd, "/storage/volume/create-root": sm.CreateRootVolumeCmd,
-    "/storage/volume/create-empty": sm.CreateEmptyVolumeCmd,
-    "/storage/volume/delete": sm.DeleteVolumeCmd,
-    "/storage/snapshot/create": sm.CreateSnapshotCmd,
-    "/storage/snapshot/revert": sm.RevertSnapshotCmd,
-    "/storage/cache/evict": sm.EvictCacheCmd, "/storage/cache/list": sm.ListCacheCmd,
-    "/storage/unmount": sm.UnmountCmd,
-    "/storage/volume/create-template": sm.CreateTemplateCmd,
-    "/storage/volume/upload-template": sm.UploadTemplateCmd,
-}
+#: path -> command model, from the agents' own declarations (commands without a
+#: ``do_*`` handler below answer success with the reply model's defaults)
+MODELS: dict[str, type[Command]] = commands_in(km, sm)
 
 Deliver = Callable[[str, str, dict[str, Any]], None]
 
 
 def ok(**fields: Any) -> dict[str, Any]:
     return {"success": True, "error": None, **fields}
+
+
+def _cached(image_id: str, path: str, digest: str = "sha256:" + "ab" * 32) -> dict[str, Any]:
+    """A ``CachedImage`` of the storageagent's reply models."""
+    return {"imageId": image_id, "installPath": path, "format": "qcow2", "virtualSize": 1 << 30,
+            "size": 1 << 20, "digest": digest}
 
 
 def fail(code: str, message: str = "injected failure") -> dict[str, Any]:
@@ -70,7 +59,7 @@ class FakeHost:
     """One host: its kvmagent at ``kvm_url`` and storageagent at ``storage_url``."""
 
     registry: ClassVar[dict[str, FakeHost]] = {}
-    models: ClassVar[dict[str, type[BaseModel]]] = MODELS  # path -> the agent's command model
+    models: ClassVar[dict[str, type[Command]]] = MODELS
 
     def __init__(self, ip: str, storage: SharedStorage, deliver: Deliver, token: str,
                  cpu: int = 32, memory: int = 128 << 30) -> None:
@@ -156,13 +145,13 @@ class FakeHost:
         self.bridges.clear()
         return ok(hostUuid=c.host_uuid, eventsUrl=c.events_url, version="fake")
 
-    def do_host_ping(self, c: km.HostCmd) -> dict[str, Any]:
+    def do_host_ping(self, c: km.PingCmd) -> dict[str, Any]:
         return ok(hostUuid=self.host_uuid, version="fake")
 
-    def do_host_facts(self, c: km.HostCmd) -> dict[str, Any]:
+    def do_host_facts(self, c: km.FactsCmd) -> dict[str, Any]:
         return ok(cpuCount=self.cpu, memoryTotal=self.memory, arch="x86_64")
 
-    def do_host_capacity(self, c: km.HostCmd) -> dict[str, Any]:
+    def do_host_capacity(self, c: km.CapacityCmd) -> dict[str, Any]:
         return ok(cpuTotal=self.cpu, memoryTotal=self.memory)
 
     def do_vm_start(self, c: km.StartVmCmd) -> dict[str, Any]:
@@ -183,14 +172,14 @@ class FakeHost:
         self.domains.pop(c.vm_uuid, None)
         return ok(vmUuid=c.vm_uuid, state="Stopped")
 
-    def do_vm_reboot(self, c: km.VmCmd) -> dict[str, Any]:
+    def do_vm_reboot(self, c: km.RebootVmCmd) -> dict[str, Any]:
         return ok(vmUuid=c.vm_uuid, state="Running") if c.vm_uuid in self.domains else fail("NOT_FOUND")
 
-    def do_vm_pause(self, c: km.VmCmd) -> dict[str, Any]:
+    def do_vm_pause(self, c: km.PauseVmCmd) -> dict[str, Any]:
         self.domains[c.vm_uuid] = "Paused"
         return ok(vmUuid=c.vm_uuid, state="Paused")
 
-    def do_vm_resume(self, c: km.VmCmd) -> dict[str, Any]:
+    def do_vm_resume(self, c: km.ResumeVmCmd) -> dict[str, Any]:
         self.domains[c.vm_uuid] = "Running"
         return ok(vmUuid=c.vm_uuid, state="Running")
 
@@ -213,15 +202,15 @@ class FakeHost:
                     self.storage.files[(sid, new_rel)] = 1
         return ok(snapshotInstallPath=old, newInstallPath=c.new_install_path)
 
-    def do_network_l2_create(self, c: km.L2NetworkCmd) -> dict[str, Any]:
+    def do_network_l2_create(self, c: km.CreateL2Cmd) -> dict[str, Any]:
         self.bridges.add(c.bridge_name)
         return ok(bridgeName=c.bridge_name)
 
-    def do_network_l2_delete(self, c: km.L2NetworkCmd) -> dict[str, Any]:
+    def do_network_l2_delete(self, c: km.DeleteL2Cmd) -> dict[str, Any]:
         self.bridges.discard(c.bridge_name)
         return ok(bridgeName=c.bridge_name)
 
-    def do_network_dhcp_delete(self, c: km.DhcpNetworkCmd) -> dict[str, Any]:
+    def do_network_dhcp_delete(self, c: km.DeleteDhcpCmd) -> dict[str, Any]:
         self.leases.pop(c.l3_network_uuid, None)
         return ok()
 
@@ -249,9 +238,7 @@ class FakeHost:
     def do_storage_cache_image(self, c: sm.CacheImageCmd) -> dict[str, Any]:
         path = f"cache/{c.image_id}.qcow2"
         self.storage.cache[(c.storage_uuid, c.image_id)] = path
-        return ok(image={"imageId": c.image_id, "installPath": path, "format": "qcow2",
-                         "virtualSize": 1 << 30, "size": 1 << 20, "digest": c.digest},
-                  downloaded=True)
+        return ok(image=_cached(c.image_id, path, c.digest), downloaded=True)
 
     def do_storage_cache_evict(self, c: sm.EvictCacheCmd) -> dict[str, Any]:
         return ok(evicted=self.storage.cache.pop((c.storage_uuid, c.image_id), None) is not None)
@@ -262,8 +249,7 @@ class FakeHost:
         return ok(mountPath=f"/mnt/{c.storage_uuid}", wasMounted=mounted)
 
     def do_storage_cache_list(self, c: sm.ListCacheCmd) -> dict[str, Any]:
-        return ok(images=[{"imageId": image, "installPath": path}
-                          for (su, image), path in list(self.storage.cache.items())
+        return ok(images=[_cached(image, path) for (su, image), path in list(self.storage.cache.items())
                           if su == c.storage_uuid])
 
     def do_storage_volume_create_template(self, c: sm.CreateTemplateCmd) -> dict[str, Any]:

@@ -11,14 +11,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from agentcore.models import Command, commands_in
 from sftpbackup import models as bm
 from tests.unit.controller.fakeagent import Deliver, FakeHost, SharedStorage, fail, ok
 
-BACKUP_MODELS: dict[str, type[BaseModel]] = {
-    "/backup/connect": bm.ConnectCmd, "/backup/ping": bm.PingCmd,
-    "/backup/image/add": bm.AddImageCmd, "/backup/image/delete": bm.DeleteImageCmd,
-    "/backup/image/info": bm.ImageInfoCmd,
-}
+BACKUP_MODELS: dict[str, type[Command]] = commands_in(bm)
 DIGEST_HEX = "5e" * 32
 FILE_SIZE = 3 << 20
 VIRTUAL_SIZE = 1 << 30
@@ -27,7 +24,7 @@ VIRTUAL_SIZE = 1 << 30
 class FakeBackupAgent(FakeHost):
     """The sftpbackup agent of one backup storage host, at ``url``."""
 
-    models: ClassVar[dict[str, type[BaseModel]]] = BACKUP_MODELS
+    models: ClassVar[dict[str, type[Command]]] = BACKUP_MODELS
 
     def __init__(self, ip: str, deliver: Deliver, token: str) -> None:
         super().__init__(ip, SharedStorage(), deliver, token)
