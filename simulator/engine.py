@@ -24,9 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic.alias_generators import to_camel
 
-from agentcore.builtin import CorePlugin
 from agentcore.errors import (
     AgentError,
     Cancelled,
@@ -37,6 +35,7 @@ from agentcore.errors import (
     InvalidRequest,
     NotFound,
 )
+from agentcore.models import EchoCmd
 from agentcore.runtime import error_reply
 from agentcore.server import validation_error
 from agentcore.urlpolicy import UrlPolicy
@@ -115,10 +114,7 @@ class Simulator:
         self.config = config or SimulatorConfig()
         # every simulated agent serves every kind's paths (they do not overlap), so a
         # controller may point a host's kvmagent and storageagent URLs at one agent
-        self.catalog: dict[str, SimCommand] = {
-            spec.path: SimCommand(spec.path, spec.request, spec.reply, spec.doc, True)
-            for spec in CorePlugin().commands()
-        }
+        self.catalog: dict[str, SimCommand] = {EchoCmd.path or "": SimCommand.of(EchoCmd)}
         for kind in KINDS:
             self.catalog.update(discover(kind))
         self.agents: dict[str, SimAgent] = {}
@@ -416,10 +412,8 @@ def build_reply(spec: SimCommand, fields: dict[str, Any]) -> dict[str, Any]:
     With the agent's own reply model, the behaviour's candidate fields that
     the model declares are validated through it (nested models included) and
     dumped with wire names; a candidate that does not fit is left at its
-    placeholder. Without one, the candidates are sent camelCased.
+    placeholder.
     """
-    if not spec.validated:
-        return {**_camel(fields), "success": True, "error": None}
     declared = spec.reply.model_fields
     data = {**skeleton(spec.reply, by_alias=False),
             **{k: v for k, v in fields.items() if k in declared and v is not None}}
@@ -435,11 +429,3 @@ def build_reply(spec: SimCommand, fields: dict[str, Any]) -> dict[str, Any]:
                     data[key] = base[key]
     log.warning("no valid %s could be built for %s", spec.reply.__name__, spec.path)
     return spec.reply.model_construct().wire()
-
-
-def _camel(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {to_camel(k): _camel(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_camel(v) for v in value]
-    return value
