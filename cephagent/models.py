@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, HttpUrl, StringConstraints, model_validator
 
+from agentcore.digest import HexDigest
 from agentcore.models import Command, Reply, Returns, WireModel
 
 _NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
@@ -296,7 +297,7 @@ class AddImageCmd(ImageCommand, Returns[ImageInfoReply], path="/ceph/image/add")
     """Download ``url`` into ``pool/name`` (converted to raw)."""
 
     url: HttpUrl
-    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    sha256: HexDigest | None = None
     format: Literal["auto", "raw", "qcow2"] = "auto"
 
 
@@ -329,7 +330,7 @@ class ImportFromSftpCmd(SftpImageCommand, Returns[ImageInfoReply], path="/ceph/i
     """Fetch image ``imageId`` of the SFTP store into ``pool/name``; it must hash to ``sha256``."""
 
     image_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-:]{1,128}$")]
-    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] = Field(
+    sha256: HexDigest = Field(
         description="the image's digest (hex) as the controller recorded it; the fetched bytes must match")
 
 

@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Sequence
 from typing import TypeVar
 
-from controller import digest
+from agentcore import digest
 from controller.db.models import (
     BackupStorage,
     Image,

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from agentcore.digest import HexDigest
 from agentcore.models import Command, Reply, Returns, WireModel
 
 IMAGE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -144,7 +145,7 @@ class AddImageCmd(ImageCommand, Returns[AddImageReply], path="/backup/image/add"
     name: str = Field(default="", max_length=255)
     format: ImageFormat | None = Field(default=None, description="expected format; detected if unset")
     size: int | None = Field(default=None, ge=0, description="expected size in bytes; a mismatch fails")
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="expected digest")
+    sha256: HexDigest | None = Field(default=None, description="expected digest")
 
     @field_validator("url")
     @classmethod
@@ -187,8 +188,7 @@ class TransferImageCmd(ImageCommand, Returns[TransferReply], path="/backup/image
 class PullImageCmd(TransferImageCmd, Returns[TransferReply], path="/backup/image/pull"):
     """Pull an image from another store into this one."""
 
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
-                        description="the image's digest as the caller recorded it; the pulled image must match")
+    sha256: HexDigest = Field(description="the image's digest as the caller recorded it; the pulled image must match")
 
 
 # -- verify, gc, catalogue ---------------------------------------------------------

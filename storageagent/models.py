@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
+from agentcore.digest import PrefixedDigest
 from agentcore.models import Command, Reply, Returns, WireModel
 
 #: the largest volume or image the agent accepts (64 TiB)
@@ -49,7 +50,6 @@ MountPath = Annotated[
 ]
 Uuid = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")]
 ImageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
-Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256:<hex>")]
 Size = Annotated[int, Field(gt=0, le=MAX_SIZE, description="bytes")]
 NfsUrl = Annotated[
     str,
@@ -197,7 +197,7 @@ class CacheImageCmd(StorageCmd, Returns[CacheImageReply], path="/storage/cache-i
 
     image_id: ImageId
     source: Annotated[HttpSource | SftpSource, Field(discriminator="kind")]
-    digest: Digest
+    digest: PrefixedDigest
     size: Size | None = Field(default=None, description="expected size in bytes, if known")
 
 

@@ -12,9 +12,9 @@ from typing import Annotated, Literal, NamedTuple, Self
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from agentcore.digest import normalise as normalise_digest
 from agentcore.models import WireModel
 from cephagent.models import CephUser, Fsid, KeyRef, Monitor, PoolName
-from controller.digest import normalise as normalise_digest
 
 Name = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
 Description = Annotated[str | None, Field(default=None, max_length=2048)]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from agentcore import digest
 from agentcore.models import Returns
 from cephagent import models as cm
-from controller import digest
 from controller.db.models import BackupStorage, Image, ImageCache, PrimaryStorage, Volume
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict

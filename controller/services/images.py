@@ -22,8 +22,9 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from agentcore import digest
 from agentcore.models import Returns
-from controller import cascade, digest
+from controller import cascade
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.jobs import Job

@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from controller import cascade, commands, digest
+from agentcore import digest
+from controller import cascade, commands
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.base import new_uuid

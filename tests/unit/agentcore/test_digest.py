@@ -1,10 +1,10 @@
-"""controller/digest.py: the one place digests change form."""
+"""agentcore/digest.py: the one place digests change form."""
 
 from __future__ import annotations
 
 import pytest
 
-from controller import digest
+from agentcore import digest
 
 HEX = "0123456789abcdef" * 4
 
