@@ -22,7 +22,7 @@ CONTROLLER_CODES: Mapping[str, ErrorCode] = {
     "DEPLOY_FAILED": ErrorCode(409, "an agent's playbook failed; details.task names the task"),
     "CONTROLLER_RESTARTED": ErrorCode(500, "the controller restarted while the job ran"),
     "AGENT_UNREACHABLE": ErrorCode(502, "the agent could not be reached"),
-    "BAD_REPLY": ErrorCode(502, "the agent answered with something that is not a reply"),
+    "BAD_REPLY": ErrorCode(502, "the agent answered with something that is not a reply, or a reply its model refuses"),
     "SHUTDOWN": ErrorCode(503, "the controller is stopping"),
     "TIMEOUT": ErrorCode(504, "the agent did not answer in time"),
 }

@@ -6,7 +6,7 @@ the controller never spells a path, and what comes back is validated into the
 reply model instead of being read as a dict with ``.get``. Sending, callbacks,
 polling, cancel and deadlines stay the :class:`Dispatcher`'s; this module only
 routes by the model and parses the reply. A reply the model refuses is an
-:class:`AgentCallError` with code ``INVALID_REPLY`` naming the fields.
+:class:`AgentCallError` with code ``BAD_REPLY`` naming the fields.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ def route(cmd: Returns[R]) -> tuple[Command, str, type[R]]:
 
 
 def parse_reply(model: type[R], data: dict[str, Any], path: str, agent_url: str) -> R:
-    """A successful reply as its model; a malformed one is ``INVALID_REPLY``."""
+    """A successful reply as its model; a malformed one is ``BAD_REPLY``."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
         fields = [{"field": ".".join(str(p) for p in err["loc"]) or "reply", "message": err["msg"]}
                   for err in e.errors(include_url=False)]
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-        raise AgentCallError("INVALID_REPLY", f"the agent's reply is not a {model.__name__}: {summary}",
+        raise AgentCallError("BAD_REPLY", f"the agent's reply is not a {model.__name__}: {summary}",
                              {"fields": fields}, path, agent_url) from None
 
 

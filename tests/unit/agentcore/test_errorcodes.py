@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from agentcore.config import AgentConfig
 from agentcore.errorcodes import CODES, code_for_http_error, markdown_table
 from agentcore.errors import AgentError, CodedError
-from agentcore.models import Command, Reply
+from agentcore.models import Command, Reply, Returns
 from agentcore.plugin import Plugin, command
 from agentcore.serve import build
 from agentcore.task import TaskContext
@@ -80,13 +80,15 @@ def test_http_errors_of_the_framework_get_a_code_of_the_table() -> None:
         assert code_for_http_error(status) in CODES
 
 
+class NoopCmd(Command, Returns[Reply], path="/t/noop"):
+    """Nothing to do."""
+
+
 class NoopPlugin(Plugin):
     """One command that does nothing."""
 
-    prefix = "/t"
-
-    @command("/noop")
-    def noop(self, ctx: TaskContext, cmd: Command) -> Reply:
+    @command()
+    def noop(self, ctx: TaskContext, cmd: NoopCmd) -> Reply:
         """Do nothing."""
         return Reply()
 

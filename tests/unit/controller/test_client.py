@@ -64,7 +64,7 @@ def test_a_malformed_reply_is_an_agent_call_error_naming_the_field(agent: Agent,
     agent.reply = {"success": True, "cpuTotal": "many"}
     with pytest.raises(AgentCallError) as e:
         AgentClient(dispatcher).call_sync(AGENT, km.CapacityCmd())
-    assert e.value.code == "INVALID_REPLY"
+    assert e.value.code == "BAD_REPLY"
     assert "cpuTotal" in e.value.message and "CapacityReply" in e.value.message
     assert (e.value.path, e.value.agent_url) == ("/host/capacity", AGENT)
     assert e.value.details["fields"][0]["field"] == "cpuTotal"
