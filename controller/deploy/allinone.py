@@ -70,6 +70,16 @@ class Api:
             raise AllInOneError(f"{verb} {collection} {uuid} failed: {json.dumps(job.get('error') or job)[:2000]}")
         return dict(job.get("result") or {})
 
+    def replace(self, collection: str, row: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """Delete ``row`` (left broken by an earlier run cut short) with what depends on it,
+        then create it again from ``body``."""
+        r = self.client.delete(f"/v1/{collection}/{row['uuid']}", params={"confirm": "1"})
+        if r.status_code >= 400:
+            raise AllInOneError(f"DELETE /v1/{collection}/{row['uuid']} answered {r.status_code}: {r.text[:2000]}")
+        if r.status_code == 202:
+            self.follow(r.json()["job"])
+        return self.create(collection, body)
+
     def follow(self, job: dict[str, Any]) -> dict[str, Any]:
         """Poll a job until it ends, printing each stage it reports (the deploys' tasks)."""
         stage = None
@@ -95,6 +105,44 @@ def answers(agent_url: str | None) -> bool:
         return httpx.get(f"{agent_url.rstrip('/')}/healthz", timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _running_vm(api: Api, t0: float, args: argparse.Namespace, body: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """The VM, running and booted: made, made again (a create cut short), or started (make down
+    stopped it). Returns it and its console log."""
+    vm = api.ensure("vms", body)
+    state = _settled(api, vm["uuid"])
+    if state.get("state") in ("Error", "Destroyed"):
+        _step(t0, f"VM {vm['uuid']} is {state.get('state')} (a create cut short): creating it again")
+        vm = api.replace("vms", vm, body)
+        state = api.get(f"/v1/vms/{vm['uuid']}")
+    console = Path(args.console_dir) / f"{vm['uuid']}.log"
+    seen = 0  # the console log's bytes before this boot (an earlier run's boot does not count)
+    if state.get("state") == "Stopped":
+        _step(t0, f"starting VM {vm['uuid']}")
+        seen = console.stat().st_size if console.exists() else 0
+        api.action("vms", vm["uuid"], "start")
+        state = api.get(f"/v1/vms/{vm['uuid']}")
+    if state.get("state") != "Running":
+        raise AllInOneError(f"the VM is {state.get('state')}, not Running")
+    _step(t0, f"VM {vm['uuid']} Running; waiting for {args.marker!r} on its serial console")
+    end = time.monotonic() + args.boot_timeout
+    while not (console.exists() and args.marker in _tail(console, seen)):
+        if time.monotonic() > end:
+            raise AllInOneError(f"no {args.marker!r} in {console} after {args.boot_timeout:.0f}s")
+        time.sleep(0.5)
+    return vm, console
+
+
+def _settled(api: Api, vm_uuid: str, timeout: float = 120) -> dict[str, Any]:
+    """The VM once its state is known: after a controller restart a VM caught mid-operation
+    is Unknown until the host tracker syncs it from its host."""
+    end = time.monotonic() + timeout
+    while True:
+        vm = api.get(f"/v1/vms/{vm_uuid}")
+        if vm.get("state") != "Unknown" or time.monotonic() > end:
+            return vm
+        time.sleep(1)
 
 
 def _tail(path: Path, offset: int) -> str:
@@ -132,8 +180,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _step(t0, f"backup storage {bs['uuid']} connected ({bs['agentRoot']})")
 
     _step(t0, "adding the guest image: the store's agent copies it in")
-    image = api.ensure("images", {"name": "tiny-guest", "backupStorageUuids": [bs["uuid"]],
-                                  "url": f"file://{Path(args.guest_image).resolve()}"})
+    image_body = {"name": "tiny-guest", "backupStorageUuids": [bs["uuid"]],
+                  "url": f"file://{Path(args.guest_image).resolve()}"}
+    image = api.ensure("images", image_body)
+    if image.get("status") != "Ready":  # an add cut short by a killed run
+        _step(t0, f"the image is {image.get('status')}: adding it again")
+        image = api.replace("images", image, image_body)
     _step(t0, f"guest image {image['uuid']} in the store ({image.get('actualSize')} bytes)")
 
     l2 = api.ensure("l2-networks", {"name": "flat-1", "zoneUuid": zone["uuid"], "type": "novlan",
@@ -154,24 +206,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         host = api.action("hosts", host["uuid"], "redeploy", {"sshPort": args.ssh_port})
     _step(t0, f"host {host['uuid']} connected")
 
-    vm = api.ensure("vms", {"name": "vm-1", "imageUuid": image["uuid"], "instanceOfferingUuid": offering["uuid"],
-                            "l3NetworkUuids": [l3["uuid"]]})
-    console = Path(args.console_dir) / f"{vm['uuid']}.log"
-    seen = 0  # the console log's bytes before this boot (an earlier run's boot does not count)
-    state = api.get(f"/v1/vms/{vm['uuid']}")
-    if state.get("state") == "Stopped":  # an earlier run's, stopped by make down
-        _step(t0, f"starting VM {vm['uuid']}")
-        seen = console.stat().st_size if console.exists() else 0
-        api.action("vms", vm["uuid"], "start")
-        state = api.get(f"/v1/vms/{vm['uuid']}")
-    if state.get("state") != "Running":
-        raise AllInOneError(f"the VM is {state.get('state')}, not Running")
-    _step(t0, f"VM {vm['uuid']} Running; waiting for {args.marker!r} on its serial console")
-    end = time.monotonic() + args.boot_timeout
-    while not (console.exists() and args.marker in _tail(console, seen)):
-        if time.monotonic() > end:
-            raise AllInOneError(f"no {args.marker!r} in {console} after {args.boot_timeout:.0f}s")
-        time.sleep(0.5)
+    vm, console = _running_vm(api, t0, args, {
+        "name": "vm-1", "imageUuid": image["uuid"], "instanceOfferingUuid": offering["uuid"],
+        "l3NetworkUuids": [l3["uuid"]]})
     _step(t0, "the guest booted")
     return {"api": args.api, "vm": vm["uuid"], "host": host["uuid"], "console": str(console),
             "seconds": round(time.monotonic() - t0, 1)}

@@ -60,6 +60,8 @@ def add_backup_storage(ctl: Controller, body: sc.BackupStorageCreate) -> tuple[J
         row = res.create_backup_storage(s, body)
         if with_agent:
             row.status = "Connecting"
+        if body.deploy and not row.agent_url:  # known from the start: a deploy cut short is redeployed
+            row.agent_url = default_agent_url(body.hostname, "sftpbackup")
         s.flush()
         out = to_dict(row)
     if not with_agent:
@@ -129,7 +131,7 @@ def redeploy_action(ctl: Controller, uuid: str, body: sc.BackupStorageRedeploy) 
         raise Conflict(f"{uuid} is {row.type} backup storage without an agent to redeploy", type=row.type)
 
     def deploy(ctx: JobContext) -> None:
-        from controller.deploy import DeployTarget  # noqa: PLC0415 - Ansible is heavy
+        from controller.deploy import DeployTarget, default_deployer  # noqa: PLC0415 - Ansible is heavy
 
         with ctl.db.read() as s:
             bs = require(s, BackupStorage, uuid, "uuid")
@@ -143,6 +145,9 @@ def redeploy_action(ctl: Controller, uuid: str, body: sc.BackupStorageRedeploy) 
         result = deploy_role(ctx, target, "sftpbackup", agent_config(ctl, bs.agent_url or ""), (5.0, 85.0),
                              force=body.force, only_if_version_differs=not body.force)
         register_token(ctl, result)
+        if not bs.agent_root:  # the first deploy was cut short before it recorded the store
+            _set(ctl, BackupStorage, uuid, agent_root=_store_dir(
+                default_deployer().role_var("sftpbackup", STORE_ROOT_VAR, target), bs.url))
 
     return _agent_job(ctl, "redeploy-backup-storage", BackupStorage, uuid, deploy, lambda: connect(ctl, uuid))
 

@@ -83,4 +83,10 @@ def test_unreachable_store_host_is_a_failed_job_naming_the_step(api: tuple[Api, 
     assert job["error"]["code"] == "DEPLOY_FAILED"
     assert job["error"]["details"]["task"] == "prepare"  # before Ansible: SSH never answered
     assert "cannot reach SSH on 10.231.7.99:22" in job["error"]["message"], job
-    assert client.get(f"/v1/backup-storages/{data['resource']['uuid']}")["status"] == "Disconnected"
+    bs = client.get(f"/v1/backup-storages/{data['resource']['uuid']}")
+    assert bs["status"] == "Disconnected"
+    # where its agent will listen is known from the start, so a deploy cut short can be run again
+    assert bs["agentUrl"] == "http://10.231.7.99:7171"
+    status, data = client.post(f"/v1/backup-storages/{bs['uuid']}/actions/redeploy", {}, wait="1")
+    assert status == 200 and data["job"]["state"] == "failed", data
+    assert data["job"]["error"]["code"] == "DEPLOY_FAILED"
