@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -27,12 +28,14 @@ from controller.db.models import (
     Volume,
 )
 from controller.dispatch.client import R, route
-from controller.errors import Conflict
+from controller.dispatch.dispatcher import AgentCallError
+from controller.errors import ApiError, Conflict
 from controller.jobs import JobContext
 from controller.services import vxlan
 from controller.services.allocate import L3_RANGES, dhcp_server_ip
 from kvmagent import models as km
 
+log = logging.getLogger(__name__)
 NICS: Table = VmNic.__table__  # type: ignore[assignment]
 _MAC_USED = select(NICS.c.uuid).where(NICS.c.mac == bindparam("mac"))
 # driven by the host's VMs (a few), not by the network's NICs (all of them):
@@ -217,3 +220,19 @@ def release_ips(s: Session, used_ip_uuids: Iterable[str | None]) -> None:
             row = s.get(UsedIp, u)
             if row is not None:
                 s.delete(row)
+
+
+def resend_leases(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
+                  l3s: list[str]) -> None:
+    """Drop a VM's leases from a host it has left (its row no longer names the host).
+
+    The host gets its full lease sets again rather than a release of the VM's: an apply
+    starting after the VM left holds no lease of it, where a release could cross a lease
+    set read before and sent after it. A failure is only logged: the host's next lease
+    set drops them too.
+    """
+    for l3_uuid in l3s:
+        try:
+            apply_dhcp(ctl, ctx, host_uuid, agent_url, l3_uuid)
+        except (AgentCallError, ApiError) as e:  # also: the network went meanwhile
+            log.warning("dropping the leases of a VM gone from host %s failed: %s", host_uuid, e)

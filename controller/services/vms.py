@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.orm import Session
 
-from controller import commands
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.base import insert_row, new_uuid, utcnow
@@ -18,9 +17,7 @@ from controller.db.models import (
     Host,
     Image,
     InstanceOffering,
-    L2Network,
     L3Network,
-    PrimaryStorage,
     Snapshot,
     Tag,
     UsedIp,
@@ -30,22 +27,19 @@ from controller.db.models import (
 )
 from controller.declarations import Action, CascadeStep, Create
 from controller.dispatch.dispatcher import AgentCallError
-from controller.errors import ApiError, BadRequest, Conflict
-from controller.flows import create_vm
+from controller.errors import BadRequest, Conflict
+from controller.flows import attach_nic, create_vm
+from controller.flows import migrate_vm as migrate
+from controller.flows import start_vm as start
 from controller.jobs import JobContext
-from controller.primary import Op, prepare_host_for_vm
-from controller.services import allocate
 from controller.services.allocate import mark_stopped
 from controller.services.common import require, require_row, to_dict
 from controller.services.vmhelpers import (
-    apply_dhcp,
-    arriving,
     call,
     delete_volume_files,
     host_of,
-    new_mac,
     nic_l3s,
-    start_cmd,
+    resend_leases,
 )
 from kvmagent import models as km
 
@@ -133,35 +127,8 @@ def start_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None 
         return to_dict(vm)
     if vm.state not in ("Stopped", "Unknown", "Crashed"):
         raise Conflict(f"vm {uuid} is {vm.state}; only a stopped VM can start", state=vm.state)
-    def reserve(s: Session) -> allocate.HostRef:
-        try:
-            host = allocate.reserve_host(s, vm.cpu_num, vm.memory_size, vm.zone_uuid,
-                                         vm.cluster_uuid, host_uuid or vm.last_host_uuid)
-        except allocate.NoCapacity:
-            if host_uuid or not vm.last_host_uuid:
-                raise
-            # the last host is full, disabled or in maintenance: any other will do
-            host = allocate.reserve_host(s, vm.cpu_num, vm.memory_size, vm.zone_uuid,
-                                         vm.cluster_uuid)
-        s.execute(update(Vm).where(Vm.uuid == uuid).values(host_uuid=host.uuid, state="Starting"))
-        return host
-    host = ctl.db.transaction(reserve)
-    try:
-        for l3_uuid in dict.fromkeys(l3 for l3, _ in _nics(ctl, uuid)):
-            apply_dhcp(ctl, ctx, host.uuid, host.agent_url, l3_uuid)
-        with ctl.db.read() as s:
-            cmd = start_cmd(s, require(s, Vm, uuid, "vmUuid"))
-        prepare_host_for_vm(Op(ctl, ctx), host, uuid)
-        call(ctl, ctx, host.agent_url, cmd)
-    except BaseException:
-        _stopped(ctl, uuid)
-        raise
+    start.run(start.StartVm(ctl, ctx, vm, want_host=host_uuid))
     return _set(ctl, uuid, state="Running")
-
-
-def _nics(ctl: Controller, uuid: str) -> list[tuple[str, str]]:
-    with ctl.db.read() as s:
-        return nic_l3s(s, uuid)
 
 
 def stop_vm(ctl: Controller, ctx: JobContext, uuid: str, force: bool = False) -> dict[str, Any]:
@@ -219,74 +186,12 @@ def stop_action(ctl: Controller, uuid: str, body: sc.StopAction) -> Job:
 
 
 def migrate_vm(ctl: Controller, ctx: JobContext, uuid: str, host_uuid: str | None) -> dict[str, Any]:
-    """Reserve the destination, prepare it (bridges, the VM's DHCP leases), move the VM,
-    then give the source's capacity and leases back. Up to the move a failure undoes the
-    destination's preparation; after it the VM has moved and the job succeeds."""
+    """Live-migrate the VM (the migrate-vm flow): a failure before the move undoes the
+    destination; after it the VM has moved and the job succeeds."""
     vm = _vm(ctl, uuid)
     if vm.state != "Running" or vm.host_uuid is None:
         raise Conflict(f"vm {uuid} is {vm.state}; only a running VM migrates", state=vm.state)
-    src_uuid, cpu, memory = vm.host_uuid, vm.cpu_num, vm.memory_size
-
-    def reserve(s: Session) -> tuple[Host, allocate.HostRef]:
-        src = host_of(s, src_uuid)
-        return src, allocate.reserve_host(s, cpu, memory, vm.zone_uuid, src.cluster_uuid,
-                                          host_uuid, exclude=(src_uuid,))
-
-    def moved(s: Session) -> None:
-        # both hosts in UUID order: a migration the other way cannot hold one and wait for
-        # the other (the VM row's foreign key check takes the destination's row too)
-        allocate.lock_hosts(s, [src_uuid, dst.uuid])
-        allocate.release_host(s, src_uuid, cpu, memory)
-        s.execute(update(Vm).where(Vm.uuid == uuid).values(
-            host_uuid=dst.uuid, last_host_uuid=src_uuid, state="Running"))
-
-    src, dst = ctl.db.transaction(reserve)
-    _set(ctl, uuid, state="Migrating")
-    l3s = list(dict.fromkeys(l3 for l3, _ in _nics(ctl, uuid)))
-    migrated = False
-    try:
-        with arriving(ctl, dst.uuid, uuid):  # dst's lease sets hold the VM until its row names dst
-            for l3_uuid in l3s:
-                apply_dhcp(ctl, ctx, dst.uuid, dst.agent_url, l3_uuid)  # the bridge first
-            prepare_host_for_vm(Op(ctl, ctx), dst, uuid)
-            call(ctl, ctx, src.agent_url, km.MigrateVmCmd(
-                vm_uuid=uuid, dest_host_ip=dst.management_ip,
-                unsafe=_on_shared_mount_point(ctl, uuid)))
-            migrated = True
-            ctl.db.transaction(moved)
-    except BaseException:
-        if not migrated:  # the VM still runs on the source: undo the destination
-            with ctx.uncancellable():
-                _resend_leases(ctl, ctx, dst.uuid, dst.agent_url, l3s)
-            ctl.db.transaction(lambda s: allocate.release_host(s, dst.uuid, cpu, memory))
-            _set(ctl, uuid, state="Running")
-        raise
-    _resend_leases(ctl, ctx, src_uuid, src.agent_url, l3s)
-    return _set(ctl, uuid)
-
-
-def _resend_leases(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
-                   l3s: list[str]) -> None:
-    """Drop a VM's leases from a host it has left (its row no longer names the host).
-
-    The host gets its full lease sets again rather than a release of the VM's: an apply
-    starting after the VM left holds no lease of it, where a release could cross a lease
-    set read before and sent after it. A failure is only logged: the host's next lease
-    set drops them too.
-    """
-    for l3_uuid in l3s:
-        try:
-            apply_dhcp(ctl, ctx, host_uuid, agent_url, l3_uuid)
-        except (AgentCallError, ApiError) as e:  # also: the network went meanwhile
-            log.warning("dropping the leases of a VM gone from host %s failed: %s", host_uuid, e)
-
-
-def _on_shared_mount_point(ctl: Controller, uuid: str) -> bool:
-    """Disks on a shared mount point: shared, but libvirt cannot tell (it refuses unless unsafe)."""
-    with ctl.db.read() as s:
-        return s.scalar(select(PrimaryStorage.uuid).join(
-            Volume, Volume.primary_storage_uuid == PrimaryStorage.uuid).where(
-            Volume.vm_uuid == uuid, PrimaryStorage.type == "sharedmountpoint").limit(1)) is not None
+    return migrate.run(migrate.MigrateVm(ctl, ctx, vm, want_host=host_uuid))
 
 
 def migrate_action(ctl: Controller, uuid: str, body: sc.MigrateAction) -> Job:
@@ -337,7 +242,7 @@ def delete_vm(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     delete_volume_files(ctl, ctx, host if host and host.status == "Connected" else None, roots)
     ctl.db.transaction(lambda s: _delete_rows(s, uuid))
     if host is not None and host.status == "Connected":
-        _resend_leases(ctl, ctx, host.uuid, host.agent_url, list(dict.fromkeys(l3 for l3, _ in nics)))
+        resend_leases(ctl, ctx, host.uuid, host.agent_url, list(dict.fromkeys(l3 for l3, _ in nics)))
 
 
 def _delete_rows(s: Session, uuid: str) -> None:
@@ -380,37 +285,14 @@ def detach_nic(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
             s.execute(delete(UsedIp).where(UsedIp.uuid == nic.used_ip_uuid))
     ctl.db.transaction(drop_rows)
     if host is not None and vm.state == "Running":
-        _resend_leases(ctl, ctx, host.uuid, host.agent_url, [nic.l3_network_uuid])
+        resend_leases(ctl, ctx, host.uuid, host.agent_url, [nic.l3_network_uuid])
 
 
 def attach_nic_action(ctl: Controller, uuid: str, body: sc.NicAttachAction) -> Job:
     """Add a NIC on an L3 network (hot-plugged when the VM runs)."""
     def run(ctx: JobContext) -> dict[str, Any]:
         vm = _vm(ctl, uuid)
-        with ctl.db.write() as s:
-            l3 = require(s, L3Network, body.l3_network_uuid, "l3NetworkUuid")
-            used, rng = allocate.allocate_ip(s, l3.uuid)
-            n = len(list(s.scalars(select(VmNic.uuid).where(VmNic.vm_uuid == uuid))))
-            nic = VmNic(name=f"nic-{n}", vm_uuid=uuid, l3_network_uuid=l3.uuid,
-                        used_ip_uuid=used.uuid, ip=used.ip, netmask=rng.netmask,
-                        gateway=rng.gateway, mac=new_mac(s), device_id=n)
-            s.add(nic)
-            s.flush()
-            nic_uuid = nic.uuid
-        try:
-            if vm.state == "Running" and vm.host_uuid:
-                with ctl.db.read() as s:
-                    host = host_of(s, vm.host_uuid)
-                    l2 = s.get(L2Network, l3.l2_network_uuid)
-                    row = s.get(VmNic, nic_uuid)
-                assert l2 is not None and row is not None
-                apply_dhcp(ctl, ctx, host.uuid, host.agent_url, l3.uuid)
-                call(ctl, ctx, host.agent_url, km.NicCmd(vm_uuid=uuid, nic=commands.nic_spec(row, l2)))
-        except BaseException:
-            with ctl.db.write() as s:
-                s.execute(delete(VmNic).where(VmNic.uuid == nic_uuid))
-                s.execute(delete(UsedIp).where(UsedIp.uuid == used.uuid))
-            raise
+        nic_uuid = attach_nic.run(attach_nic.AttachNic(ctl, ctx, vm, body.l3_network_uuid))
         with ctl.db.read() as s:
             return to_dict(require(s, VmNic, nic_uuid, "nicUuid"))
     return ctl.jobs.submit("attach-nic", "vms", uuid, _keys(uuid), run)
