@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from agentcore import digest
 from controller import cascade, commands
@@ -28,6 +28,7 @@ from controller.db.models import (
 from controller.declarations import Action, CascadeStep
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
+from controller.flows import attach_volume, snapshot_volume
 from controller.jobs import JobContext
 from controller.primary import Op, backend_for
 from controller.services.common import require, to_dict
@@ -52,38 +53,10 @@ def attach_volume_action(ctl: Controller, uuid: str, body: sc.VolumeAction) -> J
     """Attach a data volume (created on the VM's primary storage on first attach)."""
     def run(ctx: JobContext) -> dict[str, Any]:
         vm, host, root = _context(ctl, uuid)
-        with ctl.db.write() as s:
-            vol = require(s, Volume, body.volume_uuid, "volumeUuid")
-            if vol.type != "Data":
-                raise BadRequest("volumeUuid: only a data volume can be attached", field="volumeUuid")
-            if vol.vm_uuid is not None:
-                raise Conflict(f"volume {vol.uuid} is attached to vm {vol.vm_uuid}")
-            top = s.scalar(select(func.max(Volume.device_id)).where(Volume.vm_uuid == uuid)) or 0
-            vol.primary_storage_uuid = vol.primary_storage_uuid or root.primary_storage_uuid
-            ps = require(s, PrimaryStorage, vol.primary_storage_uuid, "primaryStorageUuid")
-            create = vol.status == "NotInstantiated"
-            if create:
-                vol.install_path = backend_for(ps).install_path(ps, vol.uuid)
-                vol.format = backend_for(ps).volume_format
-            vol.status = "Creating" if create else vol.status
-            vol.vm_uuid, vol.device_id = uuid, top + 1
-        try:
-            if create:
-                backend_for(ps).create_empty(Op(ctl, ctx), ps, host, vol)
-                with ctl.db.write() as s:
-                    s.execute(update(Volume).where(Volume.uuid == vol.uuid).values(status="Ready"))
-            if vm.state == "Running":
-                backend_for(ps).prepare_host(Op(ctl, ctx), ps, host)
-                call(ctl, ctx, host.agent_url, km.AttachVolumeCmd(
-                    vm_uuid=uuid, volume=backend_for(ps).volume_spec(ps, vol, top + 1)))
-        except BaseException:
-            with ctl.db.write() as s:
-                s.execute(update(Volume).where(Volume.uuid == vol.uuid).values(
-                    vm_uuid=None, device_id=None,
-                    status="NotInstantiated" if create else vol.status))
-            raise
+        st = attach_volume.AttachVolume(ctl, ctx, vm, host, root, body.volume_uuid)
+        attach_volume.run(st)
         with ctl.db.read() as s:
-            return to_dict(require(s, Volume, vol.uuid, "volumeUuid"))
+            return to_dict(require(s, Volume, body.volume_uuid, "volumeUuid"))
     return ctl.jobs.submit("attach-volume", "vms", uuid, [f"vms:{uuid}", f"volumes:{body.volume_uuid}"],
                            run)
 
@@ -127,33 +100,8 @@ def snapshot_action(ctl: Controller, uuid: str, body: sc.SnapshotAction) -> Job:
     """Snapshot a volume: online (the VM moves to a new overlay) or offline."""
     def run(ctx: JobContext) -> dict[str, Any]:
         vol, ps, vm, host = _volume_context(ctl, uuid)
-        with ctl.db.write() as s:
-            snap = Snapshot(name=body.name, description=body.description, volume_uuid=uuid,
-                            primary_storage_uuid=ps.uuid, status="Creating")
-            s.add(snap)
-            s.flush()
-            snap_uuid = snap.uuid
-        try:
-            if vm is not None and vm.state == "Running":
-                new_path = f"volumes/{uuid}-{snap_uuid[:8]}.qcow2"
-                call(ctl, ctx, host.agent_url, km.SnapshotVolumeCmd(
-                    vm_uuid=vm.uuid, volume=commands.file_volume(ps, vol, vol.device_id or 0),
-                    new_install_path=commands.host_path(ps, new_path)))
-                snap_path, vol_path = vol.install_path or "", new_path
-            else:
-                snap_path, vol_path = f"snapshots/{snap_uuid}.qcow2", vol.install_path or ""
-                call(ctl, ctx, storage_agent(host), sm.CreateSnapshotCmd(
-                    storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
-                    install_path=vol.install_path or "", snapshot_path=snap_path))
-        except BaseException:
-            with ctl.db.write() as s:
-                s.delete(require(s, Snapshot, snap_uuid, "snapshotUuid"))
-            raise
-        with ctl.db.write() as s:
-            s.execute(update(Snapshot).where(Snapshot.uuid == snap_uuid).values(
-                install_path=snap_path, status="Ready"))
-            s.execute(update(Volume).where(Volume.uuid == uuid).values(install_path=vol_path))
-            return to_dict(require(s, Snapshot, snap_uuid, "snapshotUuid"))
+        return snapshot_volume.run(snapshot_volume.SnapshotVolume(
+            ctl, ctx, vol, ps, vm, host, body.name, body.description))
     return ctl.jobs.submit("snapshot-volume", "volumes", uuid, [f"volumes:{uuid}"], run)
 
 
