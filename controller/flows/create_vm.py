@@ -104,6 +104,7 @@ class CreateVm:
 
 # the hot statements, built once (building one costs more than running it)
 _PLACE_VM = update(VMS).where(VMS.c.uuid == bindparam("vm"))
+_PLACE_VM_RETURNING = _PLACE_VM.returning(*VMS.c)
 _VOLUME_READY = update(VOLUMES).where(VOLUMES.c.uuid == bindparam("vol")).values(
     status="Ready", actual_size=bindparam("actual"))
 _IMAGE_REF = select(REFS.c.install_path, REFS.c.backup_storage_uuid, select(
@@ -294,8 +295,13 @@ def start(st: CreateVm) -> None:
 
 
 def _running(st: CreateVm, conn: Connection) -> dict[str, Any]:
-    conn.execute(_PLACE_VM, {"vm": st.vm_uuid, "state": "Running"})
-    result = row_dict(VMS, conn.execute(by_uuid(VMS), {"uuid": st.vm_uuid}).one())
+    params = {"vm": st.vm_uuid, "state": "Running"}
+    if conn.dialect.update_returning:  # PostgreSQL, SQLite: the row comes back with the write
+        row = conn.execute(_PLACE_VM_RETURNING, params).one()
+    else:  # MariaDB has no UPDATE ... RETURNING: read it back
+        conn.execute(_PLACE_VM, params)
+        row = conn.execute(by_uuid(VMS), {"uuid": st.vm_uuid}).one()
+    result = row_dict(VMS, row)
     st.ctx.complete(conn, result)  # idempotent: a retry writes it again
     return result
 
