@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, select, true, update
 from sqlalchemy.orm import Session
 
 from controller.api import schemas as sc
@@ -75,16 +75,7 @@ def create(ctl: Controller, body: sc.VmCreate) -> tuple[Job, dict[str, Any]]:
 def _create_rows(ctl: Controller, s: Connection, body: sc.VmCreate) -> tuple[
         Job, dict[str, Any], Any, Any, list[int], str]:
     """The VM's and its job's rows, checked references read as plain rows (core statements)."""
-    image = require_row(s, Image, body.image_uuid, "imageUuid")
-    if image.media_type != "RootVolumeTemplate":
-        raise BadRequest("imageUuid: not a root volume template", field="imageUuid")
-    if image.status != "Ready":
-        raise BadRequest(f"imageUuid: the image is {image.status}, not Ready", field="imageUuid")
-    offering = require_row(s, InstanceOffering, body.instance_offering_uuid,
-                           "instanceOfferingUuid")
-    zones = set()
-    for i, l3_uuid in enumerate(body.l3_network_uuids):
-        zones.add(require_row(s, L3Network, l3_uuid, f"l3NetworkUuids.{i}").zone_uuid)
+    image, offering, zones = _references(s, body)
     sizes = [require_row(s, DiskOffering, u, f"dataDiskOfferingUuids.{i}").disk_size
              for i, u in enumerate(body.data_disk_offering_uuids)]
     if len(zones) != 1 or (body.zone_uuid and body.zone_uuid not in zones):
@@ -103,6 +94,54 @@ def _create_rows(ctl: Controller, s: Connection, body: sc.VmCreate) -> tuple[
     out = to_dict(vm)
     job = ctl.jobs.prepare(s, "create-vm", "vms", out["uuid"])
     return job, out, image, offering, sizes, zone_uuid
+
+
+IMAGES: Table = Image.__table__  # type: ignore[assignment]
+OFFERINGS: Table = InstanceOffering.__table__  # type: ignore[assignment]
+L3S: Table = L3Network.__table__  # type: ignore[assignment]
+# the image, the offering and each L3 network of a create in one statement (a row per
+# network), joined ON true: each side is one row by its key, so no product grows
+_REFERENCES = select(
+    IMAGES.c.uuid, IMAGES.c.media_type, IMAGES.c.status, IMAGES.c.platform, IMAGES.c.size,
+    OFFERINGS.c.uuid.label("offering_uuid"), OFFERINGS.c.cpu_num, OFFERINGS.c.memory_size,
+    L3S.c.uuid.label("l3_uuid"), L3S.c.zone_uuid,
+).select_from(IMAGES.join(OFFERINGS, true()).join(L3S, true())).where(
+    IMAGES.c.uuid == bindparam("image"), OFFERINGS.c.uuid == bindparam("offering"),
+    L3S.c.uuid.in_(bindparam("l3s", expanding=True)))
+
+
+class _Offering(NamedTuple):
+    uuid: str
+    cpu_num: int
+    memory_size: int
+
+
+def _references(s: Connection, body: sc.VmCreate) -> tuple[Any, _Offering, set[str]]:
+    """The image and the offering (as rows) and the zones of the L3 networks, checked.
+
+    One statement when they all exist; when one does not, they are read again one by
+    one, in the order the body names them, for the error that names the first missing."""
+    rows = s.execute(_REFERENCES, {"image": body.image_uuid,
+                                   "offering": body.instance_offering_uuid,
+                                   "l3s": list(body.l3_network_uuids)}).all()
+    offering: _Offering | None = None
+    if rows and {r.l3_uuid for r in rows} == set(body.l3_network_uuids):
+        image = rows[0]
+        offering = _Offering(image.offering_uuid, image.cpu_num, image.memory_size)
+        zones = {r.zone_uuid for r in rows}
+    else:
+        image = require_row(s, Image, body.image_uuid, "imageUuid")
+    if image.media_type != "RootVolumeTemplate":
+        raise BadRequest("imageUuid: not a root volume template", field="imageUuid")
+    if image.status != "Ready":
+        raise BadRequest(f"imageUuid: the image is {image.status}, not Ready", field="imageUuid")
+    if offering is None:
+        row = require_row(s, InstanceOffering, body.instance_offering_uuid,
+                          "instanceOfferingUuid")
+        offering = _Offering(row.uuid, row.cpu_num, row.memory_size)
+        zones = {require_row(s, L3Network, u, f"l3NetworkUuids.{i}").zone_uuid
+                 for i, u in enumerate(body.l3_network_uuids)}
+    return image, offering, zones
 
 
 def _vm(ctl: Controller, uuid: str) -> Vm:

@@ -7,11 +7,13 @@ choice. Raise the bound only with a reason, lower it when a change earns it.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.unit.controller.harness import Cloud
 from tests.unit.controller.statements import counting
 
 #: statements for one VM (one L3 network, no data disk), in the steady state
-CREATE_VM_STATEMENTS = 24
+CREATE_VM_STATEMENTS = 21
 
 
 def test_create_vm_statement_count(cloud: Cloud) -> None:
@@ -31,3 +33,25 @@ def test_count_sees_every_kind(cloud: Cloud) -> None:
     kinds = log.by_kind()
     assert kinds["SELECT"] and kinds["INSERT"] and kinds["UPDATE"]
     assert all(st.site for st in log.statements), log.report()
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("imageUuid", "0" * 32), ("instanceOfferingUuid", "0" * 32),
+    ("l3NetworkUuids", ["0" * 32]), ("l3NetworkUuids", ["<l3>", "0" * 32]),
+])
+def test_create_names_the_missing_reference(cloud: Cloud, field: str, value: object) -> None:
+    """The references are read in one statement; a missing one is still named, first first."""
+    cloud.basic(hosts=1)
+    if isinstance(value, list):
+        value = [cloud.ids["l3"] if v == "<l3>" else v for v in value]
+    status, data = cloud.call("POST", "/v1/vms", {**cloud.vm_body("web1"), field: value})
+    assert status == 400, data
+    named = f"l3NetworkUuids.{len(value) - 1}" if isinstance(value, list) else field
+    assert named in str(data), data
+
+
+def test_create_one_network_twice_is_one_zone(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    job = cloud.succeeded("POST", "/v1/vms", cloud.vm_body(
+        "web1", l3NetworkUuids=[cloud.ids["l3"], cloud.ids["l3"]]))
+    assert job["resourceUuid"]
