@@ -11,6 +11,7 @@ load them again.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +44,12 @@ from controller.primary import CachedImage, Op, PrimaryBackend, backend_for
 from controller.services import allocate
 from controller.services.allocate import HostRef
 from controller.services.common import row_dict
-from controller.services.vmhelpers import apply_dhcp, call, new_mac
+from controller.services.vmhelpers import apply_dhcp, call, random_mac
 from kvmagent import models as km
 
+log = logging.getLogger(__name__)
+#: reserve transactions a create runs before a taken MAC fails it
+MAC_ATTEMPTS = 4
 # hot updates as core statements on the tables: half the cost of ORM-enabled ones
 VMS: Table = Vm.__table__  # type: ignore[assignment]
 VOLUMES: Table = Volume.__table__  # type: ignore[assignment]
@@ -120,7 +124,7 @@ def reserve(st: CreateVm) -> None:
     start if the database aborts it), with what the next step needs to know of the
     image; the state is filled only after the commit, so a failure leaves nothing to undo.
     """
-    host, ps, vols, nics, l2s, ref = st.ctl.db.transaction(lambda s: _reserve_rows(st, s))
+    host, ps, vols, nics, l2s, ref = _reserve_once(st)
     st.image_id, st.image_bs = ref.install_path, ref.backup_storage_uuid
     if ref.cached is not None:
         st.cached = CachedImage(ref.install_path, ref.cached)
@@ -131,6 +135,21 @@ def reserve(st: CreateVm) -> None:
     st.data_uuids = [v.uuid for v in vols[1:]]
     st.nics, st.l2s = nics, l2s
     st.nic_uuids = [n.uuid for n in nics]
+
+
+def _reserve_once(st: CreateVm) -> tuple[
+        HostRef, PrimaryStorage, list[Volume], list[VmNic], dict[str, L2Network], Any]:
+    """The reserve transaction, run again whole if a NIC's random MAC is taken.
+
+    The MACs are not looked up first (a statement per NIC on every create): the
+    unique index on the MAC refuses a taken one, which 40 random bits make rare,
+    and the rolled-back transaction leaves nothing behind."""
+    for _ in range(MAC_ATTEMPTS - 1):
+        try:
+            return st.ctl.db.transaction(lambda s: _reserve_rows(st, s))
+        except IntegrityError:
+            log.info("create-vm %s: a NIC's MAC is taken; reserving again", st.vm_uuid)
+    return st.ctl.db.transaction(lambda s: _reserve_rows(st, s))
 
 
 def _reserve_rows(st: CreateVm, s: Session) -> tuple[
@@ -153,7 +172,7 @@ def _reserve_rows(st: CreateVm, s: Session) -> tuple[
         used, rng = allocate.allocate_ip(s, l3_uuid)
         nic = VmNic(uuid=new_uuid(), name=f"nic-{i}", vm_uuid=st.vm_uuid,
                     l3_network_uuid=l3_uuid, used_ip_uuid=used.uuid, ip=used.ip,
-                    netmask=rng.netmask, gateway=rng.gateway, mac=new_mac(s), device_id=i)
+                    netmask=rng.netmask, gateway=rng.gateway, mac=random_mac(), device_id=i)
         insert_row(s, nic)
         nics.append(nic)
     l2s = st.ctl.networks.l2s(s, st.l3_uuids)

@@ -61,11 +61,16 @@ def call(ctl: Controller, ctx: JobContext, agent_url: str, cmd: Returns[R],
     return ctx.wait_call(pending)
 
 
+def random_mac() -> str:
+    """A locally administered unicast MAC (40 random bits), not checked against the NICs."""
+    octets = [0xFA, *(random.randint(0, 255) for _ in range(5))]  # noqa: S311
+    return ":".join(f"{o:02x}" for o in octets)
+
+
 def new_mac(s: Session) -> str:
     """A locally administered unicast MAC not used by any NIC."""
     while True:
-        octets = [0xFA, *(random.randint(0, 255) for _ in range(5))]  # noqa: S311
-        mac = ":".join(f"{o:02x}" for o in octets)
+        mac = random_mac()
         if s.connection().execute(_MAC_USED, {"mac": mac}).first() is None:
             return mac
 

@@ -8,12 +8,15 @@ choice. Raise the bound only with a reason, lower it when a change earns it.
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import func, select
 
+from controller.db.models import UsedIp, Vm, VmNic
+from controller.flows import create_vm
 from tests.unit.controller.harness import Cloud
 from tests.unit.controller.statements import counting
 
 #: statements for one VM (one L3 network, no data disk), in the steady state
-CREATE_VM_STATEMENTS = 21
+CREATE_VM_STATEMENTS = 20
 
 
 def test_create_vm_statement_count(cloud: Cloud) -> None:
@@ -55,3 +58,33 @@ def test_create_one_network_twice_is_one_zone(cloud: Cloud) -> None:
     job = cloud.succeeded("POST", "/v1/vms", cloud.vm_body(
         "web1", l3NetworkUuids=[cloud.ids["l3"], cloud.ids["l3"]]))
     assert job["resourceUuid"]
+
+
+def test_create_takes_another_mac_when_its_first_is_taken(
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MACs are not looked up before the insert: a taken one reruns the reservation."""
+    cloud.basic(hosts=1)
+    first = cloud.succeeded("POST", "/v1/vms", cloud.vm_body("web1"))["resourceUuid"]
+    with cloud.ctl.db.read() as s:
+        taken = s.scalar(select(VmNic.mac).where(VmNic.vm_uuid == first))
+    macs = iter([taken, taken, "fa:00:00:00:00:01"])
+    monkeypatch.setattr(create_vm, "random_mac", lambda: next(macs))
+    second = cloud.succeeded("POST", "/v1/vms", cloud.vm_body("web2"))["resourceUuid"]
+    with cloud.ctl.db.read() as s:
+        assert s.scalar(select(VmNic.mac).where(VmNic.vm_uuid == second)) == "fa:00:00:00:00:01"
+        assert s.scalar(select(func.count()).select_from(VmNic)) == 2
+        assert s.scalar(select(func.count()).select_from(UsedIp)) == 3  # two VMs, the DHCP server
+
+
+def test_create_fails_when_every_mac_is_taken(cloud: Cloud,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    cloud.basic(hosts=1)
+    first = cloud.succeeded("POST", "/v1/vms", cloud.vm_body("web1"))["resourceUuid"]
+    with cloud.ctl.db.read() as s:
+        taken = s.scalar(select(VmNic.mac).where(VmNic.vm_uuid == first))
+    monkeypatch.setattr(create_vm, "random_mac", lambda: taken)
+    job = cloud.job("POST", "/v1/vms", cloud.vm_body("web2"))
+    assert job["state"] == "failed", job
+    with cloud.ctl.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(VmNic)) == 1
+        assert s.scalar(select(func.count()).select_from(Vm)) == 1
