@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 WATCHDOG_PERIOD = 0.05
 PRUNE_PERIOD = 3600.0
+STORE_WAIT = 5.0
+"""how long a cancel waits for the end of a queued task to be stored before it answers"""
 
 
 def error_reply(err: AgentError) -> dict[str, Any]:
@@ -217,6 +219,7 @@ class AgentRuntime:
         if live.state == "queued":
             self._locks.withdraw(live)
             self._finish(live, "cancelled", error_reply(Cancelled()))
+            live.done.wait(STORE_WAIT)  # answer with the stored end
         else:
             self._mark_stopping(live)
         return self.status(task_uuid) or self._status_of(live)
@@ -238,10 +241,13 @@ class AgentRuntime:
     def _status_of(self, live: LiveTask) -> TaskStatus:
         now = time.time()
         created = now - (time.monotonic() - live.accepted)
+        # the end shows once it is stored: a poller never sees "succeeded" for a task that a
+        # crash right after would report interrupted
+        stored = live.final_state is not None and live.done.is_set()
         return TaskStatus(
             task_uuid=live.uuid, path=live.spec.path,
-            state=(live.final_state or live.state),  # type: ignore[arg-type]
-            progress=live.progress, created=created, updated=now, reply=live.reply,
+            state=(live.final_state if stored else live.state),  # type: ignore[arg-type]
+            progress=live.progress, created=created, updated=now, reply=live.reply if stored else None,
         )
 
     def report(self, url: str, body: dict[str, Any], kind: str = "event") -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -89,3 +93,39 @@ def test_failure_reply_and_state(setup: tuple[AgentRuntime, FlaskClient, GatePlu
     body = client.post("/t/busy", json={}, headers={"taskuuid": "b1"}).get_json()
     assert body["error"]["code"] == "IN_USE"
     assert client.get("/tasks/b1").get_json()["state"] == "failed"
+
+
+def test_a_finished_task_shows_its_end_only_once_stored(setup: tuple[AgentRuntime, FlaskClient, GatePlugin],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poller that saw "succeeded" must find the reply after a crash: until the journal entry
+    and the outgoing reply are committed, the task still shows as running."""
+    runtime, client, plugin = setup
+    runtime.urls.add("http://127.0.0.1:1")
+    client.post("/t/wait", json={}, headers={"taskuuid": "w1", "callbackurl": "http://127.0.0.1:1/cb"})
+    _wait_for(lambda: client.get("/tasks/w1").get_json()["state"] == "running")
+    held: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
+    real_write = runtime.db.write
+
+    def hold(op: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
+        fut: Future[Any] = Future()
+        held.append((op, fut))
+        return fut
+
+    monkeypatch.setattr(runtime.db, "write", hold)
+    plugin.gate.set()
+    _wait_for(lambda: bool(held))
+    status = client.get("/tasks/w1").get_json()
+    assert status["state"] == "running" and status.get("reply") is None, status
+
+    monkeypatch.setattr(runtime.db, "write", real_write)
+    for op, fut in held:
+        real_write(op).add_done_callback(lambda f, fut=fut: fut.set_result(f.result()))
+    _wait_for(lambda: client.get("/tasks/w1").get_json()["state"] == "succeeded")
+    assert runtime.journal.get("w1").state == "succeeded"
+
+
+def _wait_for(cond: Callable[[], bool], timeout: float = 10) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
