@@ -51,7 +51,7 @@ class Controller:
             poll_after=settings.poll_after)
         self.agents = AgentClient(self.dispatcher)
         self.queues = ResourceQueues(settings.job_workers)
-        self.jobs = JobManager(self.db, self.dispatcher, self.queues)
+        self.jobs = JobManager(self.db, self.agents, self.queues, settings.command_timeout)
         if self.jobs.recover():
             self._recover_resources()
         self.tracker = HostTracker(self, connect_host)

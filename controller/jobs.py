@@ -22,10 +22,11 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from agentcore.models import Returns
 from controller.db.base import Database, core, insert_row, new_uuid, utcnow
 from controller.db.jobs import FINAL_STATES, Job
-from controller.dispatch.client import PendingReply, R
-from controller.dispatch.dispatcher import AgentCallError, Dispatcher, PendingCall
+from controller.dispatch.client import AgentClient, PendingReply, R, route
+from controller.dispatch.dispatcher import AgentCallError, PendingCall
 from controller.errors import ApiError
 from controller.queues import QueuedWork, ResourceQueues
 
@@ -99,13 +100,40 @@ class JobContext:
         core(s).execute(_SUCCEEDED, {"job": self.uuid, "result": result, "now": now})
         self.completed = now
 
+    @property
+    def db(self) -> Database:
+        """The controller's database (one work object: database, agents, cancel, progress)."""
+        return self.manager.db
+
+    def call(self, agent_url: str, cmd: Returns[R], timeout: float | None = None, *,
+             where: str | None = None, base: float = 0.0, span: float = 100.0) -> R:
+        """An asynchronous agent command waited for inside the job: a cancel of the job
+        cancels it on the agent, and the agent's progress shows as the job's
+        (``<path> on <where>: <stage> <done>/<total> <unit>``, its percent mapped
+        onto ``base .. base+span`` of the job's)."""
+        self.check()
+        path = route(cmd)[1]
+        label = f"{path} on {where}:" if where else path
+
+        def progress(p: dict[str, Any]) -> None:
+            pct, done, total = p.get("percent"), p.get("done"), p.get("total")
+            stage = f"{label} {p.get('stage') or ''}".rstrip()
+            if isinstance(done, int) and isinstance(total, int) and total:
+                stage += f" {done}/{total} {p.get('unit') or ''}".rstrip()
+            self.progress(stage, base + span * float(pct) / 100
+                          if isinstance(pct, int | float) else None)
+
+        pending = self.manager.agents.call(agent_url, cmd, timeout or self.manager.command_timeout,
+                                           on_progress=progress)
+        return self.wait_call(pending)
+
     def wait_call(self, pending: PendingReply[R]) -> R:
         """Wait for an agent call; a cancel of the job cancels it on the agent."""
         pc = pending.call
         self.calls.add(pc)
         try:
             if self.cancelled.is_set() and not self._shielded:
-                self.manager.dispatcher.cancel(pc)
+                self.manager.agents.dispatcher.cancel(pc)
             return pending.result()
         finally:
             self.calls.discard(pc)
@@ -127,10 +155,12 @@ class _Live:
 class JobManager:
     """Creates, runs, waits for and cancels jobs."""
 
-    def __init__(self, db: Database, dispatcher: Dispatcher, queues: ResourceQueues) -> None:
+    def __init__(self, db: Database, agents: AgentClient, queues: ResourceQueues,
+                 command_timeout: float = 300.0) -> None:
         self.db = db
-        self.dispatcher = dispatcher
+        self.agents = agents
         self.queues = queues
+        self.command_timeout = command_timeout
         self._live: dict[str, _Live] = {}
         self._done: OrderedDict[str, Job] = OrderedDict()  # recently finished here, as written
         self._mu = threading.Lock()
@@ -264,7 +294,7 @@ class JobManager:
                          {"code": "CANCELLED", "message": "the job was cancelled", "details": {}})
         elif not live.ctx._shielded:
             for pc in list(live.ctx.calls):
-                self.dispatcher.cancel(pc)
+                self.agents.dispatcher.cancel(pc)
         return self.get(job_uuid)
 
     def unfinished(self) -> list[str]:

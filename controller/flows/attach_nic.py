@@ -17,7 +17,7 @@ from controller.flows.base import Flow, Step
 from controller.jobs import JobContext
 from controller.services import allocate
 from controller.services.common import require
-from controller.services.vmhelpers import apply_dhcp, call, host_of, new_mac
+from controller.services.vmhelpers import apply_dhcp, host_of, new_mac
 from kvmagent import models as km
 
 
@@ -68,7 +68,7 @@ def plug(st: AttachNic) -> None:
         row = s.get(VmNic, st.nic_uuid)
     assert l2 is not None and row is not None
     apply_dhcp(st.ctl, st.ctx, host.uuid, host.agent_url, l3.uuid)
-    call(st.ctl, st.ctx, host.agent_url, km.NicCmd(vm_uuid=vm.uuid,
+    st.ctx.call(host.agent_url, km.NicCmd(vm_uuid=vm.uuid,
                                                    nic=commands.nic_spec(row, l2)))
 
 

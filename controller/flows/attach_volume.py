@@ -18,7 +18,6 @@ from controller.flows.base import Flow, Step
 from controller.jobs import JobContext
 from controller.primary import Op, backend_for
 from controller.services.common import require
-from controller.services.vmhelpers import call
 from kvmagent import models as km
 
 
@@ -86,7 +85,7 @@ def plug(st: AttachVolume) -> None:
     assert st.vol is not None and st.ps is not None
     backend = backend_for(st.ps)
     backend.prepare_host(Op(st.ctl, st.ctx), st.ps, st.host)
-    call(st.ctl, st.ctx, st.host.agent_url, km.AttachVolumeCmd(
+    st.ctx.call(st.host.agent_url, km.AttachVolumeCmd(
         vm_uuid=st.vm.uuid, volume=backend.volume_spec(st.ps, st.vol, st.device_id)))
 
 

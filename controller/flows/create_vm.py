@@ -44,7 +44,7 @@ from controller.primary import CachedImage, Op, PrimaryBackend, backend_for
 from controller.services import allocate
 from controller.services.allocate import HostRef
 from controller.services.common import row_dict
-from controller.services.vmhelpers import apply_dhcp, call, random_mac
+from controller.services.vmhelpers import apply_dhcp, random_mac
 from kvmagent import models as km
 
 log = logging.getLogger(__name__)
@@ -308,7 +308,7 @@ def start(st: CreateVm) -> None:
     cmd = km.StartVmCmd(vm_uuid=st.vm_uuid, vm_name=st.vm_name[:128], cpu_num=st.cpu,
                         memory_size=st.memory, root_volume=vols[0], data_volumes=vols[1:],
                         nics=nics)
-    call(st.ctl, st.ctx, st.agent, cmd)
+    st.ctx.call(st.agent, cmd)
     st.started = True
     st.result = st.ctl.db.transaction_core(lambda conn: _running(st, conn))
 
@@ -328,10 +328,16 @@ def _running(st: CreateVm, conn: Connection) -> dict[str, Any]:
 def destroy(st: CreateVm) -> None:
     if st.host is None:
         return
-    call(st.ctl, st.ctx, st.agent, km.DestroyVmCmd(vm_uuid=st.vm_uuid))
+    st.ctx.call(st.agent, km.DestroyVmCmd(vm_uuid=st.vm_uuid))
+
+
+def drop_vm_row(st: CreateVm) -> None:
+    """The row the API wrote (``Creating``) and its tags: a failed create leaves only the job."""
+    st.ctl.db.transaction(lambda s: _drop_vm_row(s, st.vm_uuid))
 
 
 STEPS: list[Step[CreateVm]] = [
+    Step("accepted", lambda st: None, drop_vm_row),
     Step("allocate-host-storage-ips", reserve, release),
     Step("cache-image", cache_image, None),
     Step("create-root-volume", create_root, delete_root),
@@ -342,16 +348,11 @@ STEPS: list[Step[CreateVm]] = [
 
 
 def run(ctl: Controller, ctx: JobContext, st: CreateVm) -> None:
-    """Run the flow; on failure, roll back and drop the VM row."""
+    """Run the flow; on failure it rolls back, down to dropping the VM row."""
     def on_step(name: str, i: int, n: int) -> None:
         ctx.progress(name, 100.0 * i / n)
 
-    try:
-        Flow("create-vm", STEPS, check=ctx.check, on_step=on_step,
-             guard=ctx.uncancellable).run(st)
-    except BaseException:
-        ctl.db.transaction(lambda s: _drop_vm_row(s, st.vm_uuid))
-        raise
+    Flow("create-vm", STEPS, check=ctx.check, on_step=on_step, guard=ctx.uncancellable).run(st)
 
 
 def _drop_vm_row(s: Session, vm_uuid: str) -> None:

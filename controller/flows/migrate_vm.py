@@ -24,7 +24,6 @@ from controller.services.common import require, to_dict
 from controller.services.vmhelpers import (
     apply_dhcp,
     arriving,
-    call,
     host_of,
     nic_l3s,
     resend_leases,
@@ -95,7 +94,7 @@ def move(st: MigrateVm) -> None:
         for l3_uuid in st.l3s:
             apply_dhcp(st.ctl, st.ctx, dst.uuid, dst.agent_url, l3_uuid)  # the bridge first
         prepare_host_for_vm(Op(st.ctl, st.ctx), dst, uuid)
-        call(st.ctl, st.ctx, src.agent_url, km.MigrateVmCmd(
+        st.ctx.call(src.agent_url, km.MigrateVmCmd(
             vm_uuid=uuid, dest_host_ip=dst.management_ip,
             unsafe=_on_shared_mount_point(st.ctl, uuid)))
         st.migrated = True

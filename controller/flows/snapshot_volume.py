@@ -18,7 +18,7 @@ from controller.db.models import Host, PrimaryStorage, Snapshot, Vm, Volume
 from controller.flows.base import Flow, Step
 from controller.jobs import JobContext
 from controller.services.common import require, to_dict
-from controller.services.vmhelpers import call, storage_agent
+from controller.services.vmhelpers import storage_agent
 from kvmagent import models as km
 from storageagent import models as sm
 
@@ -62,13 +62,13 @@ def take(st: SnapshotVolume) -> None:
     assert snap_uuid is not None
     if vm is not None and vm.state == "Running":
         new_path = f"volumes/{vol.uuid}-{snap_uuid[:8]}.qcow2"
-        call(st.ctl, st.ctx, st.host.agent_url, km.SnapshotVolumeCmd(
+        st.ctx.call(st.host.agent_url, km.SnapshotVolumeCmd(
             vm_uuid=vm.uuid, volume=commands.file_volume(ps, vol, vol.device_id or 0),
             new_install_path=commands.host_path(ps, new_path)))
         st.snap_path, st.vol_path = vol.install_path or "", new_path
     else:
         snap_path = f"snapshots/{snap_uuid}.qcow2"
-        call(st.ctl, st.ctx, storage_agent(st.host), sm.CreateSnapshotCmd(
+        st.ctx.call(storage_agent(st.host), sm.CreateSnapshotCmd(
             storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
             install_path=vol.install_path or "", snapshot_path=snap_path))
         st.snap_path, st.vol_path = snap_path, vol.install_path or ""

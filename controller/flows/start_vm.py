@@ -18,7 +18,7 @@ from controller.jobs import JobContext
 from controller.primary import Op, prepare_host_for_vm
 from controller.services import allocate
 from controller.services.common import require
-from controller.services.vmhelpers import apply_dhcp, call, nic_l3s, start_cmd
+from controller.services.vmhelpers import apply_dhcp, nic_l3s, start_cmd
 
 
 @dataclass
@@ -72,7 +72,7 @@ def start(st: StartVm) -> None:
     with st.ctl.db.read() as s:
         cmd = start_cmd(s, require(s, Vm, st.vm.uuid, "vmUuid"))
     prepare_host_for_vm(Op(st.ctl, st.ctx), st.host, st.vm.uuid)
-    call(st.ctl, st.ctx, st.host.agent_url, cmd)
+    st.ctx.call(st.host.agent_url, cmd)
 
 
 STEPS: list[Step[StartVm]] = [

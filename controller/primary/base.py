@@ -11,7 +11,6 @@ from controller.core import Controller
 from controller.db.models import BackupStorage, Image, ImageCache, PrimaryStorage, Volume
 from controller.dispatch.client import R
 from controller.jobs import JobContext
-from controller.services.vmhelpers import call
 from kvmagent import models as km
 
 
@@ -34,7 +33,7 @@ class Op:
     ctx: JobContext
 
     def call(self, agent_url: str, cmd: Returns[R]) -> R:
-        return call(self.ctl, self.ctx, agent_url, cmd)
+        return self.ctx.call(agent_url, cmd)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from controller.declarations import CascadeStep
 from controller.dispatch.dispatcher import AgentCallError
 from controller.jobs import JobContext
 from controller.services import vxlan
-from controller.services.vmhelpers import call, forget_host
+from controller.services.vmhelpers import forget_host
 from kvmagent import models as km
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def delete_l3(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     if l3 is not None:
         for h in _hosts_of(ctl, l3.l2_network_uuid):
             try:
-                call(ctl, ctx, h.agent_url, km.DeleteDhcpCmd(l3_network_uuid=uuid))
+                ctx.call(h.agent_url, km.DeleteDhcpCmd(l3_network_uuid=uuid))
             except AgentCallError as e:
                 log.warning("removing DHCP of %s from host %s failed: %s", uuid, h.uuid, e)
     with ctl.db.write() as s:
@@ -47,7 +47,7 @@ def delete_l2(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     if l2 is not None:
         for h in _hosts_of(ctl, uuid):
             try:
-                call(ctl, ctx, h.agent_url, commands.l2_delete(l2, h.vtep_ip))
+                ctx.call(h.agent_url, commands.l2_delete(l2, h.vtep_ip))
             except (AgentCallError, ValueError) as e:
                 log.warning("removing L2 %s from host %s failed: %s", uuid, h.uuid, e)
             forget_host(ctl, h.uuid)

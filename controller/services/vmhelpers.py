@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from agentcore.models import Returns
 from controller import commands
 from controller.core import Controller
 from controller.db.base import fetch_all
@@ -27,7 +26,6 @@ from controller.db.models import (
     VmNic,
     Volume,
 )
-from controller.dispatch.client import R, route
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import ApiError, Conflict
 from controller.jobs import JobContext
@@ -43,22 +41,6 @@ _MAC_USED = select(NICS.c.uuid).where(NICS.c.mac == bindparam("mac"))
 _LEASES = select(Vm.name, VmNic.l3_network_uuid, VmNic.mac, VmNic.ip).join(
     VmNic, VmNic.vm_uuid == Vm.uuid)
 _HOST_LEASES = _LEASES.where(Vm.host_uuid == bindparam("host"))
-
-
-def call(ctl: Controller, ctx: JobContext, agent_url: str, cmd: Returns[R],
-         timeout: float | None = None) -> R:
-    """An asynchronous agent command, waited for inside a job (cancellable)."""
-    ctx.check()
-    path = route(cmd)[1]
-
-    def progress(p: dict[str, Any]) -> None:  # the agent's progress shows in the job
-        pct = p.get("percent")
-        ctx.progress(f"{path} {p.get('stage') or ''}".strip(),
-                     float(pct) if isinstance(pct, int | float) else None)
-
-    pending = ctl.agents.call(agent_url, cmd, timeout or ctl.settings.command_timeout,
-                              on_progress=progress)
-    return ctx.wait_call(pending)
 
 
 def random_mac() -> str:
@@ -89,12 +71,12 @@ def realise_l2(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
     gets its VTEP and its peers, the others learn this host as a peer."""
     key = (host_uuid, l2.uuid)
     if l2.type == "vxlan":
-        vxlan.sync(ctl, l2, lambda url, cmd: call(ctl, ctx, url, cmd),
+        vxlan.sync(ctl, l2, ctx.call,
                    need=host_uuid)
         return
     if key in ctl.host_network.l2_realised:
         return
-    call(ctl, ctx, agent_url, commands.l2_create(l2))
+    ctx.call(agent_url, commands.l2_create(l2))
     ctl.host_network.l2_realised.add(key)
 
 
@@ -150,13 +132,13 @@ def _apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str
     if l2 is None or rng is None:
         raise Conflict(f"L3 network {l3_uuid} has no L2 network or IP range")
     realise_l2(ctl, ctx, host_uuid, agent_url, l2)
-    call(ctl, ctx, agent_url, commands.dhcp_apply(l3, l2, rng, server_ip, leases))
+    ctx.call(agent_url, commands.dhcp_apply(l3, l2, rng, server_ip, leases))
 
 
 def release_dhcp(ctl: Controller, ctx: JobContext, agent_url: str, l3_uuid: str,
                  macs: list[str]) -> None:
     if macs:
-        call(ctl, ctx, agent_url, km.DhcpReleaseCmd(l3_network_uuid=l3_uuid, macs=macs))
+        ctx.call(agent_url, km.DhcpReleaseCmd(l3_network_uuid=l3_uuid, macs=macs))
 
 
 def start_cmd(s: Session, vm: Vm) -> km.StartVmCmd:

@@ -28,14 +28,13 @@ from controller.db.models import (
 from controller.declarations import Action, CascadeStep, Create
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
-from controller.flows import attach_nic, create_vm
+from controller.flows import attach_nic, create_vm, vm_state
 from controller.flows import migrate_vm as migrate
 from controller.flows import start_vm as start
 from controller.jobs import JobContext
 from controller.services.allocate import mark_stopped
 from controller.services.common import require, require_row, to_dict
 from controller.services.vmhelpers import (
-    call,
     delete_volume_files,
     host_of,
     nic_l3s,
@@ -177,12 +176,8 @@ def stop_vm(ctl: Controller, ctx: JobContext, uuid: str, force: bool = False) ->
         return _set(ctl, uuid)
     with ctl.db.read() as s:
         host = host_of(s, vm.host_uuid)
-    _set(ctl, uuid, state="Stopping")
-    try:
-        call(ctl, ctx, host.agent_url, km.StopVmCmd(vm_uuid=uuid, type="force" if force else "grace"))
-    except BaseException:
-        _set(ctl, uuid, state=vm.state)
-        raise
+    vm_state.run(ctx, vm, "Stopping", host.agent_url,
+                 km.StopVmCmd(vm_uuid=uuid, type="force" if force else "grace"))
     _stopped(ctl, uuid)
     return _set(ctl, uuid)
 
@@ -200,12 +195,7 @@ def _simple(verb: str, model: type[SimpleVmCmd], during: str, after: str, need: 
                                state=vm.state)
             with ctl.db.read() as s:
                 host = host_of(s, vm.host_uuid)
-            _set(ctl, uuid, state=during)
-            try:
-                call(ctl, ctx, host.agent_url, model(vm_uuid=uuid))
-            except BaseException:
-                _set(ctl, uuid, state=vm.state)
-                raise
+            vm_state.run(ctx, vm, during, host.agent_url, model(vm_uuid=uuid))
             return _set(ctl, uuid, state=after)
         return ctl.jobs.submit(f"{verb}-vm", "vms", uuid, _keys(uuid), run)
     action.__doc__ = f"{verb.capitalize()} a VM."
@@ -276,7 +266,7 @@ def delete_vm(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
         nics = nic_l3s(s, uuid)
     if host is not None and host.status == "Connected":
         _set(ctl, uuid, state="Destroying")
-        call(ctl, ctx, host.agent_url, km.DestroyVmCmd(vm_uuid=uuid))
+        ctx.call(host.agent_url, km.DestroyVmCmd(vm_uuid=uuid))
     roots = [v for v in vols if v.type == "Root"]
     delete_volume_files(ctl, ctx, host if host and host.status == "Connected" else None, roots)
     ctl.db.transaction(lambda s: _delete_rows(s, uuid))
@@ -316,7 +306,7 @@ def detach_nic(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     if nic is None or vm is None:
         return
     if host is not None and vm.state == "Running":
-        call(ctl, ctx, host.agent_url, km.DetachNicCmd(vm_uuid=vm.uuid, mac=nic.mac))
+        ctx.call(host.agent_url, km.DetachNicCmd(vm_uuid=vm.uuid, mac=nic.mac))
 
     def drop_rows(s: Session) -> None:
         s.execute(delete(VmNic).where(VmNic.uuid == uuid))

@@ -32,7 +32,7 @@ from controller.flows import attach_volume, snapshot_volume
 from controller.jobs import JobContext
 from controller.primary import Op, backend_for
 from controller.services.common import require, to_dict
-from controller.services.vmhelpers import any_storage_host, call, host_of, storage_agent
+from controller.services.vmhelpers import any_storage_host, host_of, storage_agent
 from kvmagent import models as km
 from storageagent import models as sm
 
@@ -71,7 +71,7 @@ def detach_volume_action(ctl: Controller, uuid: str, body: sc.VolumeAction) -> J
         if vol.vm_uuid != uuid or vol.type != "Data":
             raise BadRequest("volumeUuid: not a data volume of this VM", field="volumeUuid")
         if vm.state == "Running":
-            call(ctl, ctx, host.agent_url, km.DetachVolumeCmd(
+            ctx.call(host.agent_url, km.DetachVolumeCmd(
                 vm_uuid=uuid, volume=backend_for(ps).volume_spec(ps, vol, vol.device_id or 1)))
         with ctl.db.write() as s:
             s.execute(update(Volume).where(Volume.uuid == vol.uuid).values(vm_uuid=None,
@@ -114,7 +114,7 @@ def revert_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
         vol, ps, vm, host = _volume_context(ctl, snap.volume_uuid)
         if vm is not None and vm.state not in ("Stopped",):
             raise Conflict(f"vm {vm.uuid} is {vm.state}; stop it to revert", state=vm.state)
-        call(ctl, ctx, storage_agent(host), sm.RevertSnapshotCmd(
+        ctx.call(storage_agent(host), sm.RevertSnapshotCmd(
             storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
             install_path=vol.install_path or "", snapshot_path=snap.install_path or ""))
         with ctl.db.read() as s:
@@ -139,17 +139,17 @@ def create_image_action(ctl: Controller, uuid: str, body: sc.CreateImageAction) 
         # a linked clone has a backing file, which a store refuses: upload a flattened copy
         template = f"templates/{image_uuid}.qcow2"
         mount_path = ps.mount_path or "/"
-        call(ctl, ctx, storage_agent(host), sm.CreateTemplateCmd(
+        ctx.call(storage_agent(host), sm.CreateTemplateCmd(
             storage_uuid=ps.uuid, mount_path=mount_path, install_path=vol.install_path or "",
             volume_format=vol.format, template_path=template))  # type: ignore[arg-type]
         try:
-            reply = call(ctl, ctx, storage_agent(host), sm.UploadTemplateCmd(
+            reply = ctx.call(storage_agent(host), sm.UploadTemplateCmd(
                              storage_uuid=ps.uuid, mount_path=mount_path, install_path=template,
                              name=image_uuid,
                              target=sm.SftpTarget(host=bs.hostname, port=bs.port, user=bs.username,
                                                   store_root=bs.url)))
         finally:
-            call(ctl, ctx, storage_agent(host), commands.delete_volume(ps, template))
+            ctx.call(storage_agent(host), commands.delete_volume(ps, template))
         with ctl.db.write() as s:
             image = Image(uuid=image_uuid, name=body.name, description=body.description,
                           platform=body.platform, format=reply.format or "qcow2",
@@ -180,7 +180,7 @@ def delete_primary_storage(ctl: Controller, ctx: JobContext, coll: str, uuid: st
     if ps is not None and ps.type == "nfs":
         for url in agents:
             try:
-                call(ctl, ctx, url, sm.UnmountCmd(storage_uuid=uuid))
+                ctx.call(url, sm.UnmountCmd(storage_uuid=uuid))
             except AgentCallError as e:
                 log.warning("unmounting %s through %s failed: %s", uuid, url, e)
     with ctl.db.write() as s:

@@ -51,6 +51,19 @@ def test_stop_start_reboot_pause_resume(cloud: Cloud) -> None:
     assert cloud.ok("GET", f"/v1/vms/{u}")["state"] == "Running"
 
 
+def test_a_failed_state_change_puts_the_state_back(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    u = _create(cloud)["uuid"]
+    host = next(iter(cloud.hosts.values()))
+    for verb, path in (("stop", "/vm/stop"), ("pause", "/vm/pause"), ("reboot", "/vm/reboot")):
+        host.faults[path] = "HYPERVISOR_BUSY"
+        job = cloud.job("POST", f"/v1/vms/{u}/actions/{verb}", {})
+        assert job["state"] == "failed" and job["error"]["code"] == "HYPERVISOR_BUSY", job
+        assert cloud.ok("GET", f"/v1/vms/{u}")["state"] == "Running", verb
+        del host.faults[path]
+    assert host.domains[u] == "Running"
+
+
 def test_migrate_moves_domain_and_lease(cloud: Cloud) -> None:
     cloud.basic(hosts=2)
     vm = _create(cloud)
