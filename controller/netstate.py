@@ -77,6 +77,13 @@ class HostNetworkState:
         for key in [k for k in self.done_on_host.copy() if k[0] == host_uuid]:
             self.done_on_host.discard(key)
 
+    def once(self, host_uuid: str, key: str, do: Callable[[], object]) -> None:
+        """Run ``do`` for ``key`` on a host once (remembered until the host reconnects)."""
+        if (host_uuid, key) in self.done_on_host:
+            return
+        do()
+        self.done_on_host.add((host_uuid, key))
+
     def forget_vxlan(self, host_uuid: str | None = None, l2_uuid: str | None = None) -> None:
         """Drop what was sent to a host (it reconnects, or goes) or for a network (deleted)."""
         for key in [k for k in self.vxlan_sent.copy() if k[0] == host_uuid or k[1] == l2_uuid]:

@@ -17,8 +17,8 @@ from controller.core import Controller
 from controller.db.models import Host, PrimaryStorage, Snapshot, Vm, Volume
 from controller.flows.base import Flow, Step
 from controller.jobs import JobContext
+from controller.primary.base import storage_agent
 from controller.services.common import require, to_dict
-from controller.services.vmhelpers import storage_agent
 from kvmagent import models as km
 from storageagent import models as sm
 

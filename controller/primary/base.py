@@ -6,10 +6,22 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from agentcore.models import Returns
 from controller.core import Controller
-from controller.db.models import BackupStorage, Image, ImageCache, PrimaryStorage, Volume
+from controller.db.models import (
+    BackupStorage,
+    Host,
+    Image,
+    ImageCache,
+    PrimaryStorage,
+    PrimaryStorageClusterRef,
+    Volume,
+)
 from controller.dispatch.client import R
+from controller.errors import Conflict
 from controller.jobs import JobContext
 from kvmagent import models as km
 
@@ -23,6 +35,21 @@ class HostLike(Protocol):
     def agent_url(self) -> str: ...
     @property
     def storage_agent_url(self) -> str | None: ...
+
+
+def storage_agent(host: HostLike) -> str:
+    """The host's storage agent URL (a host without one cannot reach file storage)."""
+    if not host.storage_agent_url:
+        raise Conflict(f"host {host.uuid} has no storage agent", hostUuid=host.uuid)
+    return str(host.storage_agent_url)
+
+
+def any_storage_host(s: Session, ps_uuid: str) -> Host | None:
+    """A connected host with a storage agent in one of the storage's clusters."""
+    clusters = select(PrimaryStorageClusterRef.cluster_uuid).where(
+        PrimaryStorageClusterRef.primary_storage_uuid == ps_uuid)
+    return s.scalar(select(Host).where(Host.cluster_uuid.in_(clusters), Host.status == "Connected",
+                                       Host.storage_agent_url.is_not(None)).limit(1))
 
 
 @dataclass(frozen=True)

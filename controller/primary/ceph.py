@@ -26,7 +26,6 @@ from controller.db.models import BackupStorage, Image, ImageCache, PrimaryStorag
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
 from controller.primary.base import CachedImage, HostLike, Op, PrimaryBackend
-from controller.services.vmhelpers import once_on_host
 from controller.settings import Settings
 from kvmagent import models as km
 
@@ -100,7 +99,7 @@ class CephBackend(PrimaryBackend):
     def prepare_host(self, op: Op, ps: PrimaryStorage, host: HostLike) -> None:
         """Set the libvirt secret of the storage's user on the host, once (until it reconnects)."""
         secret = ps.ceph_secret_uuid or ""
-        once_on_host(op.ctl, host.uuid, f"ceph-secret:{secret}", lambda: op.call(
+        op.ctl.host_network.once(host.uuid, f"ceph-secret:{secret}", lambda: op.call(
             host.agent_url, km.SetCephSecretCmd(
                 secret_uuid=secret, user_name=user_id(ps),
                 user_key=read_key(op.ctl.settings, ps.ceph_key_ref or ""))))

@@ -21,8 +21,7 @@ from controller.db.models import (
     Volume,
 )
 from controller.dispatch.dispatcher import AgentCallError
-from controller.primary.base import CachedImage, HostLike, Op, PrimaryBackend
-from controller.services.vmhelpers import any_storage_host, storage_agent
+from controller.primary.base import CachedImage, HostLike, Op, PrimaryBackend, any_storage_host, storage_agent
 from kvmagent import models as km
 from storageagent import models as sm
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from typing import Any
 
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
@@ -20,7 +19,6 @@ from controller.db.models import (
     L2Network,
     L3Network,
     PrimaryStorage,
-    PrimaryStorageClusterRef,
     UsedIp,
     Vm,
     VmNic,
@@ -29,6 +27,7 @@ from controller.db.models import (
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import ApiError, Conflict
 from controller.jobs import JobContext
+from controller.primary import Op, backend_for
 from controller.services import vxlan
 from controller.services.allocate import L3_RANGES, dhcp_server_ip
 from kvmagent import models as km
@@ -57,12 +56,6 @@ def new_mac(s: Session) -> str:
             return mac
 
 
-def storage_agent(host: Host | Any) -> str:
-    if not host.storage_agent_url:
-        raise Conflict(f"host {host.uuid} has no storage agent", hostUuid=host.uuid)
-    return str(host.storage_agent_url)
-
-
 def realise_l2(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
                l2: L2Network) -> None:
     """Create the L2 bridge on a host once (remembered until the host reconnects).
@@ -83,15 +76,6 @@ def realise_l2(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
 def forget_host(ctl: Controller, host_uuid: str) -> None:
     """The host reconnects or goes: bridges, secrets and peer lists are sent again."""
     ctl.host_network.forget_host(host_uuid)
-
-
-def once_on_host(ctl: Controller, host_uuid: str, key: str, do: Callable[[], object]) -> None:
-    """Run ``do`` for ``key`` on a host once (remembered until the host reconnects)."""
-    done = ctl.host_network.done_on_host
-    if (host_uuid, key) in done:
-        return
-    do()
-    done.add((host_uuid, key))
 
 
 def arriving(ctl: Controller, host_uuid: str, vm_uuid: str) -> AbstractContextManager[None]:
@@ -148,7 +132,6 @@ def start_cmd(s: Session, vm: Vm) -> km.StartVmCmd:
     root = next((v for v in vols if v.type == "Root"), None)
     if root is None or root.primary_storage_uuid is None:
         raise Conflict(f"vm {vm.uuid} has no root volume")
-    from controller.primary import backend_for  # noqa: PLC0415 - the backends use these helpers
 
     specs = []
     for v in [root, *sorted((v for v in vols if v.type != "Root"),
@@ -181,7 +164,6 @@ def host_of(s: Session, host_uuid: str | None) -> Host:
 def delete_volume_files(ctl: Controller, ctx: JobContext, host: Host | None,
                         vols: Iterable[Volume]) -> None:
     """Delete volumes on their storage (file storage: through ``host`` or any connected one)."""
-    from controller.primary import Op, backend_for  # noqa: PLC0415 - the backends use these helpers
 
     for v in vols:
         if v.install_path is None or v.primary_storage_uuid is None or v.status != "Ready":
@@ -190,13 +172,6 @@ def delete_volume_files(ctl: Controller, ctx: JobContext, host: Host | None,
             ps = s.get(PrimaryStorage, v.primary_storage_uuid)
         if ps is not None:
             backend_for(ps).delete_volume(Op(ctl, ctx), ps, host, v)
-
-
-def any_storage_host(s: Session, ps_uuid: str) -> Host | None:
-    clusters = select(PrimaryStorageClusterRef.cluster_uuid).where(
-        PrimaryStorageClusterRef.primary_storage_uuid == ps_uuid)
-    return s.scalar(select(Host).where(Host.cluster_uuid.in_(clusters), Host.status == "Connected",
-                                       Host.storage_agent_url.is_not(None)).limit(1))
 
 
 def release_ips(s: Session, used_ip_uuids: Iterable[str | None]) -> None:

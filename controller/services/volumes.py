@@ -31,8 +31,9 @@ from controller.errors import BadRequest, Conflict
 from controller.flows import attach_volume, snapshot_volume
 from controller.jobs import JobContext
 from controller.primary import Op, backend_for
+from controller.primary.base import any_storage_host, storage_agent
 from controller.services.common import require, to_dict
-from controller.services.vmhelpers import any_storage_host, host_of, storage_agent
+from controller.services.vmhelpers import host_of
 from kvmagent import models as km
 from storageagent import models as sm
 
