@@ -73,6 +73,17 @@ class CachedImage:
     size: int = 0
 
 
+@dataclass(frozen=True)
+class Uploaded:
+    """A volume's content as the SFTP store recorded it (its id there, what it measured)."""
+
+    image_id: str
+    digest: str
+    size: int
+    virtual_size: int
+    format: str
+
+
 class PrimaryBackend(ABC):
     """How one kind of primary storage makes, describes and removes VM disks.
 
@@ -113,6 +124,17 @@ class PrimaryBackend(ABC):
     @abstractmethod
     def volume_spec(self, ps: PrimaryStorage, vol: Volume, device_id: int) -> km.VolumeSpec:
         """The volume as the KVM agent opens it (``/vm/start``, attach, detach)."""
+
+    @abstractmethod
+    def upload_volume(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume,
+                      bs: BackupStorage, name: str) -> Uploaded:
+        """Put the volume's content (flattened: no backing chain) into an SFTP store as
+        ``name``; only chunks the store lacks travel. The volume must not be written meanwhile."""
+
+    @abstractmethod
+    def revert_snapshot(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume,
+                        snapshot_path: str) -> None:
+        """Put the volume back to a snapshot of it (its VM stopped)."""
 
     def prepare_host(self, op: Op, ps: PrimaryStorage, host: HostLike) -> None:  # noqa: B027 - optional
         """Make sure ``host`` can open this storage's disks before a VM starts there."""

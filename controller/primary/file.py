@@ -21,7 +21,15 @@ from controller.db.models import (
     Volume,
 )
 from controller.dispatch.dispatcher import AgentCallError
-from controller.primary.base import CachedImage, HostLike, Op, PrimaryBackend, any_storage_host, storage_agent
+from controller.primary.base import (
+    CachedImage,
+    HostLike,
+    Op,
+    PrimaryBackend,
+    Uploaded,
+    any_storage_host,
+    storage_agent,
+)
 from kvmagent import models as km
 from storageagent import models as sm
 
@@ -88,6 +96,32 @@ class FileBackend(PrimaryBackend):
                     storage_uuid=ps.uuid, mount_path=mount_path, image_id=image_id))
             except AgentCallError as e:
                 log.warning("evicting %s from %s failed: %s", image_id, ps.uuid, e)
+
+    def upload_volume(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume,
+                      bs: BackupStorage, name: str) -> Uploaded:
+        """Flatten the volume into a template next to it (a linked clone has a backing
+        file, which a store refuses), upload that, drop the template."""
+        agent = storage_agent(host)
+        template = f"templates/{name}.qcow2"
+        mount_path = ps.mount_path or "/"
+        op.call(agent, sm.CreateTemplateCmd(
+            storage_uuid=ps.uuid, mount_path=mount_path, install_path=vol.install_path or "",
+            volume_format=vol.format, template_path=template))  # type: ignore[arg-type]
+        try:
+            reply = op.call(agent, sm.UploadTemplateCmd(
+                storage_uuid=ps.uuid, mount_path=mount_path, install_path=template, name=name,
+                target=sm.SftpTarget(host=bs.hostname, port=bs.port, user=bs.username,
+                                     store_root=bs.url)))
+        finally:
+            op.call(agent, commands.delete_volume(ps, template))
+        return Uploaded(reply.image_id or name, reply.digest, reply.size,
+                        reply.virtual_size or vol.size, reply.format or "qcow2")
+
+    def revert_snapshot(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume,
+                        snapshot_path: str) -> None:
+        op.call(storage_agent(host), sm.RevertSnapshotCmd(
+            storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
+            install_path=vol.install_path or "", snapshot_path=snapshot_path))
 
     def volume_spec(self, ps: PrimaryStorage, vol: Volume, device_id: int) -> km.VolumeSpec:
         return commands.file_volume(ps, vol, device_id)

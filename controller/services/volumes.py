@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from agentcore import digest
-from controller import cascade, commands
+from controller import cascade
 from controller.api import schemas as sc
 from controller.core import Controller
 from controller.db.base import new_uuid
@@ -31,7 +31,7 @@ from controller.errors import BadRequest, Conflict
 from controller.flows import attach_volume, snapshot_volume
 from controller.jobs import JobContext
 from controller.primary import Op, backend_for
-from controller.primary.base import any_storage_host, storage_agent
+from controller.primary.base import any_storage_host
 from controller.services.common import require, to_dict
 from controller.services.vmhelpers import host_of
 from kvmagent import models as km
@@ -115,9 +115,7 @@ def revert_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
         vol, ps, vm, host = _volume_context(ctl, snap.volume_uuid)
         if vm is not None and vm.state not in ("Stopped",):
             raise Conflict(f"vm {vm.uuid} is {vm.state}; stop it to revert", state=vm.state)
-        ctx.call(storage_agent(host), sm.RevertSnapshotCmd(
-            storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
-            install_path=vol.install_path or "", snapshot_path=snap.install_path or ""))
+        backend_for(ps).revert_snapshot(Op(ctl, ctx), ps, host, vol, snap.install_path or "")
         with ctl.db.read() as s:
             return to_dict(require(s, Volume, vol.uuid, "volumeUuid"))
     return ctl.jobs.submit("revert-snapshot", "volumes", snap.volume_uuid,
@@ -125,8 +123,8 @@ def revert_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
 
 
 def create_image_action(ctl: Controller, uuid: str, body: sc.CreateImageAction) -> Job:
-    """Flatten the volume into a template next to it, upload that to SFTP backup storage
-    under the new image's UUID, drop the template and register the image."""
+    """Upload the (stopped) volume's content to SFTP backup storage under the new image's
+    UUID through its storage's backend, and register the image."""
     def run(ctx: JobContext) -> dict[str, Any]:
         vol, ps, vm, host = _volume_context(ctl, uuid)
         if vm is not None and vm.state not in ("Stopped",):
@@ -137,31 +135,18 @@ def create_image_action(ctl: Controller, uuid: str, body: sc.CreateImageAction) 
             raise BadRequest("backupStorageUuid: only SFTP backup storage takes uploads",
                              field="backupStorageUuid")
         image_uuid = new_uuid()
-        # a linked clone has a backing file, which a store refuses: upload a flattened copy
-        template = f"templates/{image_uuid}.qcow2"
-        mount_path = ps.mount_path or "/"
-        ctx.call(storage_agent(host), sm.CreateTemplateCmd(
-            storage_uuid=ps.uuid, mount_path=mount_path, install_path=vol.install_path or "",
-            volume_format=vol.format, template_path=template))  # type: ignore[arg-type]
-        try:
-            reply = ctx.call(storage_agent(host), sm.UploadTemplateCmd(
-                             storage_uuid=ps.uuid, mount_path=mount_path, install_path=template,
-                             name=image_uuid,
-                             target=sm.SftpTarget(host=bs.hostname, port=bs.port, user=bs.username,
-                                                  store_root=bs.url)))
-        finally:
-            ctx.call(storage_agent(host), commands.delete_volume(ps, template))
+        up = backend_for(ps).upload_volume(Op(ctl, ctx), ps, host, vol, bs, image_uuid)
         with ctl.db.write() as s:
             image = Image(uuid=image_uuid, name=body.name, description=body.description,
-                          platform=body.platform, format=reply.format or "qcow2",
-                          size=reply.virtual_size or vol.size, actual_size=reply.size,
-                          digest=digest.normalise(reply.digest) if reply.digest else None, status="Ready",
+                          platform=body.platform, format=up.format, size=up.virtual_size,
+                          actual_size=up.size,
+                          digest=digest.normalise(up.digest) if up.digest else None, status="Ready",
                           media_type="RootVolumeTemplate" if vol.type == "Root" else
                           "DataVolumeTemplate", url=None)
             s.add(image)
             s.flush()
             s.add(ImageBackupStorageRef(image_uuid=image.uuid, backup_storage_uuid=bs.uuid,
-                                        install_path=reply.image_id or image_uuid))
+                                        install_path=up.image_id))
             return to_dict(image)
     return ctl.jobs.submit("create-image", "volumes", uuid, [f"volumes:{uuid}"], run)
 

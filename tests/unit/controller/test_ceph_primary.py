@@ -129,6 +129,22 @@ def test_a_delete_waits_while_the_image_is_still_in_use(ceph: Any) -> None:
     assert root not in sims.rbd_images() and sims.sim.faults.list() == []
 
 
+def test_an_image_from_an_rbd_volume_is_exported_by_the_cephagent(ceph: Any) -> None:
+    """The storage's backend uploads the volume (no storageagent path for an RBD image)."""
+    cloud, sims, ids = ceph
+    vm = _vm(cloud, ids, "src")["resourceUuid"]
+    cloud.succeeded("POST", f"/v1/vms/{vm}/actions/stop", {})
+    root = _volumes(cloud, vm)["Root"]
+    job = cloud.job("POST", f"/v1/volumes/{root['uuid']}/actions/create-image",
+                    {"name": "from-rbd", "backupStorageUuid": ids["bs"]})
+    assert job["state"] == "succeeded", job
+    [body] = sims.bodies("/ceph/image/export-to-sftp")
+    pool, _, name = root["installPath"].partition("/")
+    assert (body["pool"], body["name"], body["storeName"]) == (pool, name, job["result"]["uuid"])
+    assert job["result"]["format"] == "raw"
+    assert not any(p.startswith("/storage/") for p in sims.paths())
+
+
 def test_monitors_are_handed_to_the_kvm_agent_with_their_ports() -> None:
     ps = PrimaryStorage(ceph_monitors="10.0.0.1:3300,mon-b,[fd00::1]:6790,[fd00::2]")
     assert [(m.host, m.port) for m in monitors(ps)] == [
