@@ -36,6 +36,7 @@ from controller.db.models import (
     Vm,
     VmNic,
     Volume,
+    VolumeBackupStorageRef,
 )
 from controller.declarations import CascadeFn
 from controller.jobs import JobContext
@@ -69,10 +70,12 @@ DEPENDANTS: dict[str, list[Dependant]] = {
                     Dependant("vm-nics", "l3_network_uuid", "detach")],
     "instance-offerings": [Dependant("vms", "instance_offering_uuid", "detach")],
     "images": [Dependant("vms", "image_uuid", "detach")],
+    "vm-backups": [Dependant("volume-backups", "vm_backup_uuid", "delete")],
 }
 
 #: children before parents (hosts late: networks and storage are cleaned up through them)
-RANK = ["snapshots", "vm-nics", "vms", "volumes", "ip-ranges", "l3-networks", "l2-networks",
+RANK = ["volume-backups", "vm-backups", "snapshots", "vm-nics", "vms", "volumes", "ip-ranges",
+        "l3-networks", "l2-networks",
         "primary-storages", "hosts", "clusters", "backup-storages", "images",
         "instance-offerings", "disk-offerings", "zones"]
 STRENGTH = {"detach": 0, "migrate-or-stop": 1, "delete": 2}
@@ -146,6 +149,10 @@ def delete_rows(s: Session, coll: str, uuid: str) -> None:
         s.execute(delete(BackupStorageZoneRef).where(BackupStorageZoneRef.backup_storage_uuid == uuid))
         s.execute(delete(ImageBackupStorageRef).where(
             ImageBackupStorageRef.backup_storage_uuid == uuid))
+        s.execute(delete(VolumeBackupStorageRef).where(
+            VolumeBackupStorageRef.backup_storage_uuid == uuid))
+    elif coll == "volume-backups":
+        s.execute(delete(VolumeBackupStorageRef).where(VolumeBackupStorageRef.volume_backup_uuid == uuid))
     elif coll == "images":
         s.execute(delete(ImageBackupStorageRef).where(ImageBackupStorageRef.image_uuid == uuid))
         s.execute(delete(ImageCache).where(ImageCache.image_uuid == uuid))

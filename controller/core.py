@@ -10,7 +10,7 @@ from sqlalchemy import update
 from controller.agent_tokens import AgentTokens
 from controller.db.base import Database
 from controller.db.lookups import NetworkLookups
-from controller.db.models import Image, Vm
+from controller.db.models import Image, Vm, VmBackup, VolumeBackup
 from controller.db_schedule import DbBackupSchedule
 from controller.dispatch.client import AgentClient
 from controller.dispatch.dispatcher import Dispatcher
@@ -66,6 +66,9 @@ class Controller:
             s.execute(update(Vm).where(Vm.state.in_(TRANSITIONAL)).values(state="Unknown"))
             # an add cut short: which stores got it is unknown; delete the image to clean up
             s.execute(update(Image).where(Image.status == "Downloading").values(status="Error"))
+            # a backup cut short: delete it to remove what reached the store
+            s.execute(update(VolumeBackup).where(VolumeBackup.status == "Creating").values(status="Error"))
+            s.execute(update(VmBackup).where(VmBackup.status == "Creating").values(status="Error"))
 
     @property
     def events_url(self) -> str:

@@ -471,6 +471,14 @@ class StopAction(Body):
     force: bool = False
 
 
+class VmBackupAction(Body):
+    """Back up every volume of a VM into SFTP backup storage (crash-consistent when it runs)."""
+
+    backup_storage_uuid: Uuid
+    name: Name | None = Field(default=None, description="default: the VM's name and the time")
+    description: Description = None
+
+
 class EmptyAction(Body):
     """An action without parameters."""
 

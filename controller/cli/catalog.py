@@ -21,15 +21,17 @@ log = logging.getLogger(__name__)
 CONTRACT_COLLECTIONS = [
     "zones", "clusters", "hosts", "primary-storages", "backup-storages", "images",
     "l2-networks", "l3-networks", "ip-ranges", "instance-offerings", "disk-offerings",
-    "vms", "vm-nics", "volumes", "snapshots", "tags",
+    "vms", "vm-nics", "volumes", "snapshots", "vm-backups", "volume-backups", "tags",
 ]
 CONTRACT_ACTIONS = {
     "vms": ["start", "stop", "reboot", "pause", "resume", "migrate", "attach-volume",
-            "detach-volume", "attach-nic", "detach-nic"],
+            "detach-volume", "attach-nic", "detach-nic", "backup"],
     "hosts": ["reconnect", "enable", "disable", "maintain", "redeploy"],
     "backup-storages": ["reconnect", "redeploy"],
     "volumes": ["create-snapshot"],
     "snapshots": ["revert"],
+    "vm-backups": ["restore"],
+    "volume-backups": ["restore"],
 }
 
 #: the first field-name part of ``<x>_uuid(s)`` → the collection it names
@@ -40,6 +42,7 @@ FIELD_COLLECTION = {
     "ip_range": "ip-ranges", "instance_offering": "instance-offerings",
     "disk_offering": "disk-offerings", "data_disk_offering": "disk-offerings",
     "vm": "vms", "nic": "vm-nics", "volume": "volumes", "snapshot": "snapshots",
+    "vm_backup": "vm-backups", "volume_backup": "volume-backups",
 }
 #: short option names beside the full ones (``--offering`` for ``instanceOfferingUuid``)
 FIELD_ALIASES = {
@@ -65,6 +68,8 @@ EXTRA_COLUMNS = {
     "ip-ranges": ["startIp", "endIp"],
     "vm-nics": ["vmUuid", "ip", "mac"],
     "tags": ["resourceUuid", "tag"],
+    "vm-backups": ["vmUuid", "status", "vmState"],
+    "volume-backups": ["volumeUuid", "vmBackupUuid", "status", "size"],
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from controller.db.accounts import Account, AccountToken, AuditEvent
+from controller.db.backups import VmBackup, VolumeBackup, VolumeBackupStorageRef
 from controller.db.base import Base, ResourceMixin
 from controller.db.compute import (
     DiskOffering,
@@ -46,6 +47,8 @@ RESOURCES: dict[str, type[ResourceMixin]] = {
     "vm-nics": VmNic,
     "volumes": Volume,
     "snapshots": Snapshot,
+    "vm-backups": VmBackup,
+    "volume-backups": VolumeBackup,
 }
 
 __all__ = [
@@ -53,6 +56,6 @@ __all__ = [
     "BackupStorageZoneRef", "Base", "Cluster", "DiskOffering",
     "Host", "Image", "ImageBackupStorageRef", "ImageCache", "InstanceOffering", "IpRange",
     "Job", "L2Network", "L2NetworkClusterRef", "L3Network", "PrimaryStorage",
-    "PrimaryStorageClusterRef", "ResourceMixin", "Snapshot", "Tag", "UsedIp", "Vm", "VmNic",
-    "Volume", "Zone",
+    "PrimaryStorageClusterRef", "ResourceMixin", "Snapshot", "Tag", "UsedIp", "Vm", "VmBackup", "VmNic",
+    "Volume", "VolumeBackup", "VolumeBackupStorageRef", "Zone",
 ]

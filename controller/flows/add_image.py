@@ -12,6 +12,8 @@ the agent's error.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from agentcore import digest
 from controller.api import schemas as sc
-from controller.db.models import Image, ImageBackupStorageRef, Tag
+from controller.db.models import BackupStorage, Image, ImageBackupStorageRef, Tag
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
 from controller.flows.base import Flow, Step
@@ -28,6 +30,7 @@ from controller.jobs import JobContext
 from controller.services.common import to_dict
 from sftpbackup import models as bm
 
+log = logging.getLogger(__name__)
 ADD_TIMEOUT = 6 * 3600.0  # a large image over a slow link; cancel the job to stop sooner
 GONE = ("NOT_FOUND", "IMAGE_NOT_FOUND", "STORE_NOT_CONNECTED")
 
@@ -41,6 +44,10 @@ class Store:
     agent_url: str
     root: str
     field: str
+
+    @classmethod
+    def of(cls, bs: BackupStorage, field: str = "") -> Store:
+        return cls(bs.uuid, bs.name, bs.agent_url or "", bs.agent_root or bs.url, field)
 
 
 def add_cmd(store: Store, image_uuid: str, body: sc.ImageCreate) -> bm.AddImageCmd:
@@ -105,6 +112,17 @@ def remove_from_store(ctx: JobContext, store: Store, image_id: str) -> None:
     except AgentCallError as e:
         if e.code not in GONE:
             raise
+
+
+def remove_from_stores(ctx: JobContext, what: str,
+                       refs: Iterable[tuple[str, BackupStorage]]) -> None:
+    """Remove ``what`` from each (id there, backup storage) of ``refs`` through the store's agent."""
+    for image_id, bs in refs:
+        if bs.type != "sftp" or not bs.agent_url:
+            log.warning("%s: cannot remove it from %s backup storage %s (no agent)",
+                        what, bs.type, bs.uuid)
+            continue
+        remove_from_store(ctx, Store.of(bs), image_id)
 
 
 def record(st: AddImage) -> None:

@@ -74,8 +74,8 @@ class CachedImage:
 
 
 @dataclass(frozen=True)
-class Uploaded:
-    """A volume's content as the SFTP store recorded it (its id there, what it measured)."""
+class StoredVolume:
+    """A volume's content as a backup storage measured it when it took it."""
 
     image_id: str
     digest: str
@@ -127,7 +127,7 @@ class PrimaryBackend(ABC):
 
     @abstractmethod
     def upload_volume(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume,
-                      bs: BackupStorage, name: str) -> Uploaded:
+                      bs: BackupStorage, name: str) -> StoredVolume:
         """Put the volume's content (flattened: no backing chain) into an SFTP store as
         ``name``; only chunks the store lacks travel. The volume must not be written meanwhile."""
 
@@ -138,3 +138,37 @@ class PrimaryBackend(ABC):
 
     def prepare_host(self, op: Op, ps: PrimaryStorage, host: HostLike) -> None:  # noqa: B027 - optional
         """Make sure ``host`` can open this storage's disks before a VM starts there."""
+
+    # -- backup and restore (through an SFTP backup storage's content-addressed store) --
+
+    def _no_backups(self, ps: PrimaryStorage) -> Conflict:
+        return Conflict(f"backups of {ps.type} primary storage are not supported yet", type=ps.type)
+
+    def live_snapshot(self, op: Op, ps: PrimaryStorage, host: HostLike, vm_uuid: str, vol: Volume,
+                      overlay: str) -> None:
+        """Move the running VM's writes to a new ``overlay``: ``vol``'s file stops changing."""
+        raise self._no_backups(ps)
+
+    def live_merge(self, op: Op, ps: PrimaryStorage, host: HostLike, vm_uuid: str, vol: Volume,
+                   overlay: str) -> None:
+        """Write ``overlay`` back into ``vol``'s file, the VM onto it again, and drop the overlay."""
+        raise self._no_backups(ps)
+
+    def export(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume, path: str) -> None:
+        """A standalone (flattened) copy of the volume at ``path`` beside it, for an upload."""
+        raise self._no_backups(ps)
+
+    def upload(self, op: Op, ps: PrimaryStorage, host: HostLike, path: str, bs: BackupStorage,
+               image_id: str) -> StoredVolume:
+        """Put the exported file at ``path`` into the store under ``image_id`` (only the
+        chunks the store lacks travel)."""
+        raise self._no_backups(ps)
+
+    def drop_file(self, op: Op, ps: PrimaryStorage, host: HostLike | None, path: str) -> None:
+        """Remove a file the backup or restore made (gone already: fine)."""
+        raise self._no_backups(ps)
+
+    def create_from_store(self, op: Op, ps: PrimaryStorage, host: HostLike, bs: BackupStorage,
+                          stored: StoredVolume, path: str) -> int:
+        """A new standalone volume at ``path`` holding a stored backup; its allocated bytes."""
+        raise self._no_backups(ps)

@@ -25,7 +25,7 @@ from cephagent import models as cm
 from controller.db.models import BackupStorage, Image, ImageCache, PrimaryStorage, Volume
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
-from controller.primary.base import CachedImage, HostLike, Op, PrimaryBackend, Uploaded
+from controller.primary.base import CachedImage, HostLike, Op, PrimaryBackend, StoredVolume
 from controller.settings import Settings
 from kvmagent import models as km
 
@@ -92,13 +92,13 @@ class CephBackend(PrimaryBackend):
                 log.warning("removing cached image %s from %s failed: %s", c.install_path, ps.uuid, e)
 
     def upload_volume(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume,
-                      bs: BackupStorage, name: str) -> Uploaded:
+                      bs: BackupStorage, name: str) -> StoredVolume:
         """``rbd export`` of the volume into the store (raw: RBD keeps no backing file)."""
         pool, rbd_name = _split(vol)
         reply = op.call(_agent(ps), cm.ExportToSftpCmd(
             cluster=cluster_ref(ps), pool=pool, name=rbd_name, host=bs.hostname, port=bs.port,
             user=bs.username, store_root=bs.url, store_name=name))
-        return Uploaded(reply.image_id or name, reply.digest, reply.size, vol.size or reply.size, "raw")
+        return StoredVolume(reply.image_id or name, reply.digest, reply.size, vol.size or reply.size, "raw")
 
     def revert_snapshot(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume,
                         snapshot_path: str) -> None:

@@ -11,6 +11,7 @@ import logging
 
 from sqlalchemy import select
 
+from agentcore import digest
 from controller import commands
 from controller.db.models import (
     BackupStorage,
@@ -26,7 +27,7 @@ from controller.primary.base import (
     HostLike,
     Op,
     PrimaryBackend,
-    Uploaded,
+    StoredVolume,
     any_storage_host,
     storage_agent,
 )
@@ -98,24 +99,15 @@ class FileBackend(PrimaryBackend):
                 log.warning("evicting %s from %s failed: %s", image_id, ps.uuid, e)
 
     def upload_volume(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume,
-                      bs: BackupStorage, name: str) -> Uploaded:
+                      bs: BackupStorage, name: str) -> StoredVolume:
         """Flatten the volume into a template next to it (a linked clone has a backing
         file, which a store refuses), upload that, drop the template."""
-        agent = storage_agent(host)
         template = f"templates/{name}.qcow2"
-        mount_path = ps.mount_path or "/"
-        op.call(agent, sm.CreateTemplateCmd(
-            storage_uuid=ps.uuid, mount_path=mount_path, install_path=vol.install_path or "",
-            volume_format=vol.format, template_path=template))  # type: ignore[arg-type]
+        self.export(op, ps, host, vol, template)
         try:
-            reply = op.call(agent, sm.UploadTemplateCmd(
-                storage_uuid=ps.uuid, mount_path=mount_path, install_path=template, name=name,
-                target=sm.SftpTarget(host=bs.hostname, port=bs.port, user=bs.username,
-                                     store_root=bs.url)))
+            return self.upload(op, ps, host, template, bs, name)
         finally:
-            op.call(agent, commands.delete_volume(ps, template))
-        return Uploaded(reply.image_id or name, reply.digest, reply.size,
-                        reply.virtual_size or vol.size, reply.format or "qcow2")
+            self.drop_file(op, ps, host, template)
 
     def revert_snapshot(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume,
                         snapshot_path: str) -> None:
@@ -126,3 +118,59 @@ class FileBackend(PrimaryBackend):
     def volume_spec(self, ps: PrimaryStorage, vol: Volume, device_id: int) -> km.VolumeSpec:
         return commands.file_volume(ps, vol, device_id)
 
+
+    # -- backup and restore --------------------------------------------------------
+
+    def live_snapshot(self, op: Op, ps: PrimaryStorage, host: HostLike, vm_uuid: str, vol: Volume,
+                      overlay: str) -> None:
+        op.call(host.agent_url, km.SnapshotVolumeCmd(
+            vm_uuid=vm_uuid, volume=commands.file_volume(ps, vol, vol.device_id or 0),
+            new_install_path=commands.host_path(ps, overlay)))
+
+    def live_merge(self, op: Op, ps: PrimaryStorage, host: HostLike, vm_uuid: str, vol: Volume,
+                   overlay: str) -> None:
+        top = km.FileVolume(volume_uuid=vol.uuid, device_id=vol.device_id or 0,
+                            install_path=commands.host_path(ps, overlay), format="qcow2")
+        op.call(host.agent_url, km.MergeSnapshotCmd(
+            vm_uuid=vm_uuid, volume=top, mode="commit",
+            base_install_path=commands.host_path(ps, vol.install_path or "")))
+        self.drop_file(op, ps, host, overlay)
+
+    def export(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume, path: str) -> None:
+        op.call(storage_agent(host), sm.CreateTemplateCmd(
+            storage_uuid=ps.uuid, mount_path=ps.mount_path or "/", install_path=vol.install_path or "",
+            volume_format="raw" if vol.format == "raw" else "qcow2", template_path=path))
+
+    def upload(self, op: Op, ps: PrimaryStorage, host: HostLike, path: str, bs: BackupStorage,
+               image_id: str) -> StoredVolume:
+        reply = op.call(storage_agent(host), sm.UploadTemplateCmd(
+            storage_uuid=ps.uuid, mount_path=ps.mount_path or "/", install_path=path, name=image_id,
+            target=sm.SftpTarget(host=bs.hostname, port=bs.port, user=bs.username,
+                                 store_root=bs.url)))
+        return StoredVolume(reply.image_id or image_id, digest.normalise(reply.digest), reply.size,
+                            reply.virtual_size, reply.format or "qcow2")
+
+    def drop_file(self, op: Op, ps: PrimaryStorage, host: HostLike | None, path: str) -> None:
+        self.delete_volume(op, ps, host, Volume(uuid=path.rsplit("/", 1)[-1], install_path=path))
+
+    def create_from_store(self, op: Op, ps: PrimaryStorage, host: HostLike, bs: BackupStorage,
+                          stored: StoredVolume, path: str) -> int:
+        """Into the storage's cache from the store (hash-checked), a full copy at ``path``,
+        then out of the cache again."""
+        mount_path = ps.mount_path or "/"
+        op.call(storage_agent(host), sm.CacheImageCmd(
+            storage_uuid=ps.uuid, mount_path=mount_path, image_id=stored.image_id,
+            source=sm.SftpSource(host=bs.hostname, port=bs.port, user=bs.username,
+                                 store_root=bs.url, image_id=stored.image_id),
+            digest=digest.normalise(stored.digest), size=stored.size or None))
+        try:
+            reply = op.call(storage_agent(host), sm.CreateVolumeFromTemplateCmd(
+                storage_uuid=ps.uuid, mount_path=mount_path, image_id=stored.image_id,
+                install_path=path))
+        finally:
+            try:
+                op.call(storage_agent(host), sm.EvictCacheCmd(
+                    storage_uuid=ps.uuid, mount_path=mount_path, image_id=stored.image_id))
+            except AgentCallError as e:
+                log.warning("evicting backup %s from %s failed: %s", stored.image_id, ps.uuid, e)
+        return reply.volume.actual_size if reply.volume else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from controller.declarations import Catalogue
 from controller.services import (
+    backups,
     hosts,
     images,
     networks,
@@ -23,4 +24,5 @@ CATALOGUE = Catalogue.collect(
     images.DECLARATIONS,
     vms.DECLARATIONS,
     volumes.DECLARATIONS,
+    backups.DECLARATIONS,
 )

@@ -95,7 +95,7 @@ def _stores_for_add(s: Session, body: sc.ImageCreate) -> list[Store]:
                              "storage has no cluster credentials in the model)", field=f)
         if not bs.agent_url:
             raise BadRequest(f"{f}: backup storage {bu} has no agentUrl", field=f)
-        stores.append(Store(bs.uuid, bs.name, bs.agent_url, bs.agent_root or bs.url, f))
+        stores.append(Store.of(bs, f))
     return stores
 
 
@@ -113,13 +113,7 @@ def delete_image(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None
         refs = list(s.execute(select(ImageBackupStorageRef.install_path, BackupStorage).join(
             BackupStorage, BackupStorage.uuid == ImageBackupStorageRef.backup_storage_uuid)
             .where(ImageBackupStorageRef.image_uuid == uuid)))
-    for image_id, bs in refs:
-        if bs.type != "sftp" or not bs.agent_url:
-            log.warning("image %s: cannot remove it from %s backup storage %s (no agent)",
-                        uuid, bs.type, bs.uuid)
-            continue
-        add_image.remove_from_store(ctx, Store(bs.uuid, bs.name, bs.agent_url,
-                                          bs.agent_root or bs.url, ""), image_id)
+    add_image.remove_from_stores(ctx, f"image {uuid}", refs)
     with ctl.db.write() as s:
         cascade.delete_rows(s, coll, uuid)
 

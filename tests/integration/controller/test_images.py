@@ -12,27 +12,17 @@ from sqlalchemy import func, select
 
 from controller.db.models import Image, ImageBackupStorageRef
 from tests.unit.controller.fakebackup import DIGEST_HEX, FILE_SIZE, VIRTUAL_SIZE, FakeBackupAgent
-from tests.unit.controller.harness import AGENT_TOKEN, Cloud
+from tests.unit.controller.harness import Cloud
 
 URL = "http://files.example/guest.qcow2"
 
 
 def _backup_storage(cloud: Cloud, body: dict[str, Any]) -> str:
-    data = cloud.ok("POST", "/v1/backup-storages", body, wait="1")
-    if "job" in data:
-        assert data["job"]["state"] == "succeeded", data
-        return str(data["resource"]["uuid"])
-    return str(data["uuid"])
+    return cloud.backup_storage(body)
 
 
 def _backup_agent(cloud: Cloud, name: str) -> tuple[FakeBackupAgent, str]:
-    """A fake sftpbackup agent and an SFTP backup storage served by it."""
-    agent = FakeBackupAgent(f"10.9.0.{10 + len(cloud.ids)}", cloud.deliver, AGENT_TOKEN)
-    cloud.transport.register(agent.url, agent.handle)
-    cloud.ids[name] = _backup_storage(cloud, {
-        "name": name, "type": "sftp", "hostname": agent.ip, "username": "kvmcloud",
-        "url": f"/{name}", "agentRoot": f"/srv/chroot/{name}", "agentUrl": agent.url})
-    return agent, cloud.ids[name]
+    return cloud.backup_agent(name)
 
 
 def _counts(cloud: Cloud) -> tuple[int, int]:

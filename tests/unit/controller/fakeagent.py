@@ -74,6 +74,8 @@ class FakeHost:
         self.domains: dict[str, str] = {}
         self.bridges: set[str] = set()
         self.leases: dict[str, dict[str, str]] = {}
+        #: (vm, volume) -> the file QEMU writes, once a live snapshot or merge moved it
+        self.active: dict[tuple[str, str], str] = {}
         self.faults: dict[str, str] = {}
         self.hang: set[str] = set()
         self.drop_callback: set[str] = set()
@@ -200,7 +202,15 @@ class FakeHost:
             for (sid, p) in list(self.storage.files):
                 if old.endswith("/" + p):
                     self.storage.files[(sid, new_rel)] = 1
+        self.active[(c.vm_uuid, c.volume.volume_uuid)] = c.new_install_path
         return ok(snapshotInstallPath=old, newInstallPath=c.new_install_path)
+
+    def do_vm_volume_merge(self, c: km.MergeSnapshotCmd) -> dict[str, Any]:
+        key = (c.vm_uuid, c.volume.volume_uuid)
+        if self.active.get(key, c.volume.install_path) != c.volume.install_path:
+            return fail("INVALID_REQUEST", f"{c.volume.install_path} is not the active layer")
+        self.active[key] = c.base_install_path or c.volume.install_path
+        return ok(installPath=self.active[key])
 
     def do_network_l2_create(self, c: km.CreateL2Cmd) -> dict[str, Any]:
         self.bridges.add(c.bridge_name)
@@ -261,7 +271,10 @@ class FakeHost:
     def do_storage_volume_upload_template(self, c: sm.UploadTemplateCmd) -> dict[str, Any]:
         if (c.storage_uuid, c.install_path) not in self.storage.files:
             return fail("NOT_FOUND", "no such volume")
-        return ok(imageId="img-" + c.name, digest="sha256:" + "cd" * 32, size=5 << 20,
+        store = FakeHost.registry.get(c.target.host)
+        if store is not None and hasattr(store, "receive"):  # a fake sftpbackup agent there
+            store.receive(c.target.store_root, c.name)
+        return ok(imageId=c.name, digest="sha256:" + "cd" * 32, size=5 << 20,
                   virtualSize=1 << 30, format="qcow2")
 
     def _create(self, storage_uuid: str, path: str, size: int) -> dict[str, Any]:
@@ -273,6 +286,11 @@ class FakeHost:
                           "actualSize": 196608})
 
     def do_storage_volume_create_root(self, c: sm.CreateRootVolumeCmd) -> dict[str, Any]:
+        if (c.storage_uuid, c.image_id) not in self.storage.cache:
+            return fail("NOT_FOUND", "image not cached")
+        return self._create(c.storage_uuid, c.install_path, c.size or (1 << 30))
+
+    def do_storage_volume_create_from_template(self, c: sm.CreateVolumeFromTemplateCmd) -> dict[str, Any]:
         if (c.storage_uuid, c.image_id) not in self.storage.cache:
             return fail("NOT_FOUND", "image not cached")
         return self._create(c.storage_uuid, c.install_path, c.size or (1 << 30))

@@ -59,6 +59,11 @@ class FakeBackupAgent(FakeHost):
     def do_backup_image_delete(self, c: bm.DeleteImageCmd) -> dict[str, Any]:
         return ok(deleted=self.images.pop((c.root, c.image_uuid), None) is not None)
 
+    def receive(self, store_root: str, image_id: str) -> None:
+        """An upload from a storageagent to the store whose SFTP root is ``store_root``."""
+        root = next(r for r in self.stores if r.endswith(store_root))
+        self.images[(root, image_id)] = {"imageUuid": image_id, "name": image_id}
+
     def held(self) -> set[str]:
         """Image ids this agent's stores hold."""
         return {image for (_, image) in self.images}

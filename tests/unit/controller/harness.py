@@ -9,6 +9,7 @@ from controller.dispatch.transport import InProcessTransport
 from controller.server import create_app
 from controller.settings import Settings
 from tests.unit.controller.fakeagent import FakeHost, SharedStorage
+from tests.unit.controller.fakebackup import FakeBackupAgent
 
 API_TOKEN = "api-token-0123456789abcdef"
 AGENT_TOKEN = "agent-token-0123456789abcdef"
@@ -111,6 +112,23 @@ class Cloud:
         for i in range(hosts):
             self.add_host(f"h{i + 1}")
         return self
+
+    def backup_agent(self, name: str) -> tuple[FakeBackupAgent, str]:
+        """A fake sftpbackup agent and an SFTP backup storage served by it (its uuid in ids[name])."""
+        agent = FakeBackupAgent(f"10.9.0.{10 + len(self.ids)}", self.deliver, AGENT_TOKEN)
+        self.transport.register(agent.url, agent.handle)
+        self.ids[name] = self.backup_storage({
+            "name": name, "type": "sftp", "hostname": agent.ip, "username": "kvmcloud",
+            "url": f"/{name}", "agentRoot": f"/srv/chroot/{name}", "agentUrl": agent.url})
+        return agent, self.ids[name]
+
+    def backup_storage(self, body: dict[str, Any]) -> str:
+        """Add a backup storage (connected in a job when it has an agent); its uuid."""
+        data = self.ok("POST", "/v1/backup-storages", body, wait="1")
+        if "job" in data:
+            assert data["job"]["state"] == "succeeded", data
+            return str(data["resource"]["uuid"])
+        return str(data["uuid"])
 
     def vm_body(self, name: str = "web1", **extra: Any) -> dict[str, Any]:
         return {"name": name, "imageUuid": self.ids["image"],

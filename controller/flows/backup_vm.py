@@ -1,0 +1,199 @@
+"""Back up a VM: its rows (Creating) → for a running VM, a live snapshot of every
+disk (the VM writes to overlays from then on, so the files below stop changing
+together) → a flattened copy of each volume beside it → the overlays merged
+back → each copy uploaded into the store (only the chunks it lacks travel) →
+the copies dropped → the rows Ready, with the digest and sizes the store measured.
+
+A failure at any step undoes what was done: the VM is merged back onto its
+own files, the copies and overlays are removed, what reached the store is
+deleted from it, and the rows go; the failed job keeps the error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, update
+
+from controller.core import Controller
+from controller.db.models import (
+    BackupStorage,
+    Host,
+    PrimaryStorage,
+    Tag,
+    VmBackup,
+    Volume,
+    VolumeBackup,
+    VolumeBackupStorageRef,
+)
+from controller.flows.add_image import remove_from_stores
+from controller.flows.base import Flow, Step
+from controller.jobs import JobContext
+from controller.primary import Op, backend_for
+from controller.primary.base import StoredVolume
+from controller.services.common import require, to_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VolumeWork:
+    """One volume of the backup and what was done to it."""
+
+    vol: Volume
+    ps: PrimaryStorage
+    backup_uuid: str
+    parent_uuid: str | None
+    overlay: str = ""
+    live: bool = False  # the VM writes to the overlay now
+    export: str = ""
+    stored: StoredVolume | None = None
+
+
+@dataclass
+class BackupVm:
+    """What the backup flow knows and has done so far."""
+
+    ctl: Controller
+    ctx: JobContext
+    uuid: str  # the VmBackup's
+    vm_uuid: str
+    running: bool
+    host: Host
+    bs: BackupStorage
+    name: str
+    description: str | None
+    metadata: dict[str, Any]
+    volumes: list[VolumeWork] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+
+    @property
+    def op(self) -> Op:
+        return Op(self.ctl, self.ctx)
+
+
+def add_rows(st: BackupVm) -> None:
+    with st.ctl.db.write() as s:
+        s.add(VmBackup(uuid=st.uuid, name=st.name, description=st.description, vm_uuid=st.vm_uuid,
+                       vm_state="Running" if st.running else "Stopped", vm_metadata=st.metadata,
+                       status="Creating"))
+        s.flush()
+        for w in st.volumes:
+            s.add(VolumeBackup(uuid=w.backup_uuid, name=f"{st.name}-{w.vol.type.lower()}"
+                               f"-{w.vol.device_id or 0}", volume_uuid=w.vol.uuid,
+                               vm_backup_uuid=st.uuid, parent_backup_uuid=w.parent_uuid,
+                               volume_type=w.vol.type, device_id=w.vol.device_id,
+                               size=w.vol.size, status="Creating"))
+        s.flush()
+        for w in st.volumes:  # written now: a backup cut short still says where to delete it
+            s.add(VolumeBackupStorageRef(volume_backup_uuid=w.backup_uuid,
+                                         backup_storage_uuid=st.bs.uuid, install_path=w.backup_uuid))
+
+
+def drop_rows(st: BackupVm) -> None:
+    ids = [w.backup_uuid for w in st.volumes]
+    with st.ctl.db.write() as s:
+        s.execute(delete(VolumeBackupStorageRef).where(VolumeBackupStorageRef.volume_backup_uuid.in_(ids)))
+        s.execute(delete(Tag).where(Tag.resource_uuid.in_([*ids, st.uuid])))
+        s.execute(delete(VolumeBackup).where(VolumeBackup.uuid.in_(ids)))
+        s.execute(delete(VmBackup).where(VmBackup.uuid == st.uuid))
+
+
+def _snapshot(i: int) -> Step[BackupVm]:
+    def run(st: BackupVm) -> None:
+        w = st.volumes[i]
+        w.overlay = f"volumes/{w.vol.uuid}-backup-{w.backup_uuid[:8]}.qcow2"
+        backend_for(w.ps).live_snapshot(st.op, w.ps, st.host, st.vm_uuid, w.vol, w.overlay)
+        w.live = True
+
+    def undo(st: BackupVm) -> None:
+        w = st.volumes[i]
+        if w.live:
+            backend_for(w.ps).live_merge(st.op, w.ps, st.host, st.vm_uuid, w.vol, w.overlay)
+            w.live = False
+        else:  # the snapshot failed: an overlay it left (that QEMU does not hold) goes
+            backend_for(w.ps).drop_file(st.op, w.ps, st.host, w.overlay)
+
+    return Step(f"snapshot-{i}", run, undo)
+
+
+def _export(i: int) -> Step[BackupVm]:
+    def run(st: BackupVm) -> None:
+        w = st.volumes[i]
+        w.export = f"templates/backup-{w.backup_uuid}.qcow2"
+        backend_for(w.ps).export(st.op, w.ps, st.host, w.vol, w.export)
+
+    def undo(st: BackupVm) -> None:
+        w = st.volumes[i]
+        if w.export:
+            backend_for(w.ps).drop_file(st.op, w.ps, st.host, w.export)
+
+    return Step(f"export-{i}", run, undo)
+
+
+def _merge(i: int) -> Step[BackupVm]:
+    def run(st: BackupVm) -> None:
+        w = st.volumes[i]
+        backend_for(w.ps).live_merge(st.op, w.ps, st.host, st.vm_uuid, w.vol, w.overlay)
+        w.live = False
+
+    return Step(f"merge-{i}", run)
+
+
+def _upload(i: int) -> Step[BackupVm]:
+    def run(st: BackupVm) -> None:
+        w = st.volumes[i]
+        w.stored = backend_for(w.ps).upload(st.op, w.ps, st.host, w.export, st.bs, w.backup_uuid)
+
+    def undo(st: BackupVm) -> None:
+        w = st.volumes[i]
+        remove_from_stores(st.ctx, f"volume backup {w.backup_uuid}",
+                           [(w.stored.image_id if w.stored else w.backup_uuid, st.bs)])
+
+    return Step(f"upload-{i}", run, undo)
+
+
+def _drop_export(i: int) -> Step[BackupVm]:
+    def run(st: BackupVm) -> None:
+        w = st.volumes[i]
+        backend_for(w.ps).drop_file(st.op, w.ps, st.host, w.export)
+        w.export = ""
+
+    return Step(f"drop-copy-{i}", run)
+
+
+def record(st: BackupVm) -> None:
+    """The rows Ready, with what the store measured, and where each backup is stored."""
+    root = next((w.backup_uuid for w in st.volumes if w.vol.type == "Root"), None)
+    with st.ctl.db.write() as s:
+        for w in st.volumes:
+            stored = w.stored
+            assert stored is not None
+            s.execute(update(VolumeBackup).where(VolumeBackup.uuid == w.backup_uuid).values(
+                install_path=stored.image_id, digest=stored.digest, size=stored.virtual_size,
+                actual_size=stored.size, format=stored.format, status="Ready"))
+            s.execute(update(VolumeBackupStorageRef).where(
+                VolumeBackupStorageRef.volume_backup_uuid == w.backup_uuid).values(
+                install_path=stored.image_id))
+        s.execute(update(VmBackup).where(VmBackup.uuid == st.uuid).values(
+            status="Ready", root_volume_backup_uuid=root))
+        s.flush()
+        st.result = to_dict(require(s, VmBackup, st.uuid, "vmBackupUuid"))
+
+
+def steps(st: BackupVm) -> list[Step[BackupVm]]:
+    n = range(len(st.volumes))
+    live = [_snapshot(i) for i in n] if st.running else []
+    merged = [_merge(i) for i in n] if st.running else []
+    return [Step("add-backup-rows", add_rows, drop_rows), *live, *[_export(i) for i in n], *merged,
+            *[_upload(i) for i in n], *[_drop_export(i) for i in n], Step("record", record)]
+
+
+def run(st: BackupVm) -> dict[str, Any]:
+    """Run the flow; the VmBackup as the API shows it."""
+    Flow("backup-vm", steps(st), check=st.ctx.check, guard=st.ctx.uncancellable).run(st)
+    assert st.result is not None
+    return st.result
+

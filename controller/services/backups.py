@@ -1,0 +1,206 @@
+"""VM and volume backups: back a VM up into SFTP backup storage, restore a stopped VM
+(or one of its volumes) from a backup, delete backups from the stores.
+
+A backup is a job on the VM's queue (:mod:`controller.flows.backup_vm`); a
+restore too (:mod:`controller.flows.restore_volumes`). Deleting a VmBackup
+deletes its VolumeBackups (the cascade), each removed from every store that
+holds it through the store's agent (gone already is fine) before its rows go.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller import cascade
+from controller.api import schemas as sc
+from controller.core import Controller
+from controller.db.base import new_uuid
+from controller.db.jobs import Job
+from controller.db.models import (
+    BackupStorage,
+    Host,
+    PrimaryStorage,
+    Tag,
+    Vm,
+    VmBackup,
+    VmNic,
+    Volume,
+    VolumeBackup,
+    VolumeBackupStorageRef,
+)
+from controller.declarations import Action, CascadeStep
+from controller.errors import BadRequest, Conflict
+from controller.flows import backup_vm, restore_volumes
+from controller.flows.add_image import remove_from_stores
+from controller.jobs import JobContext
+from controller.primary.base import any_storage_host
+from controller.services.common import require, to_dict
+
+log = logging.getLogger(__name__)
+
+
+def _store(s: Session, uuid: str, field: str) -> BackupStorage:
+    bs = require(s, BackupStorage, uuid, field)
+    if bs.type != "sftp":
+        raise BadRequest(f"{field}: only SFTP backup storage keeps backups ({bs.type} given)",
+                         field=field)
+    if not bs.agent_url:
+        raise BadRequest(f"{field}: backup storage {uuid} has no agentUrl", field=field)
+    return bs
+
+
+def _host(s: Session, vm: Vm, ps_uuid: str | None) -> Host:
+    """The VM's host when it runs; else its last host if connected, else any host of its storage."""
+    if vm.state == "Running":
+        host = s.get(Host, vm.host_uuid) if vm.host_uuid else None
+    else:
+        host = s.get(Host, vm.host_uuid or vm.last_host_uuid or "")
+        if host is None or host.status != "Connected" or not host.storage_agent_url:
+            host = any_storage_host(s, ps_uuid) if ps_uuid else None
+    if host is None:
+        raise Conflict(f"no connected host reaches the volumes of vm {vm.uuid}")
+    return host
+
+
+def metadata(s: Session, vm: Vm, vols: list[Volume]) -> dict[str, Any]:
+    """What the VM was, for a restore as a new VM and for people reading the backup."""
+    nics = s.scalars(select(VmNic).where(VmNic.vm_uuid == vm.uuid).order_by(VmNic.device_id))
+    tags = s.scalars(select(Tag.tag).where(Tag.resource_uuid == vm.uuid).order_by(Tag.tag))
+    return {
+        "name": vm.name, "description": vm.description, "zoneUuid": vm.zone_uuid,
+        "clusterUuid": vm.cluster_uuid, "imageUuid": vm.image_uuid,
+        "instanceOfferingUuid": vm.instance_offering_uuid, "cpuNum": vm.cpu_num,
+        "memorySize": vm.memory_size, "platform": vm.platform,
+        "nics": [{"l3NetworkUuid": n.l3_network_uuid, "mac": n.mac, "ip": n.ip,
+                  "deviceId": n.device_id} for n in nics],
+        "tags": list(tags),
+        "volumes": [{"volumeUuid": v.uuid, "type": v.type, "deviceId": v.device_id, "size": v.size,
+                     "primaryStorageUuid": v.primary_storage_uuid} for v in vols],
+    }
+
+
+def _latest(s: Session, volume_uuid: str) -> str | None:
+    return s.scalar(select(VolumeBackup.uuid).where(
+        VolumeBackup.volume_uuid == volume_uuid, VolumeBackup.status == "Ready")
+        .order_by(VolumeBackup.create_date.desc()).limit(1))
+
+
+def backup_action(ctl: Controller, uuid: str, body: sc.VmBackupAction) -> Job:
+    """Back up every volume of the VM (running: crash-consistent, through live snapshots)."""
+    with ctl.db.read() as s:
+        _store(s, body.backup_storage_uuid, "backupStorageUuid")
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        with ctl.db.read() as s:
+            vm = require(s, Vm, uuid, "vmUuid")
+            if vm.state not in ("Running", "Stopped"):
+                raise Conflict(f"vm {uuid} is {vm.state}; a backup needs it Running or Stopped",
+                               state=vm.state)
+            bs = _store(s, body.backup_storage_uuid, "backupStorageUuid")
+            vols = list(s.scalars(select(Volume).where(Volume.vm_uuid == uuid).order_by(
+                Volume.type.desc(), Volume.device_id)))  # Root first
+            if not vols or any(v.status != "Ready" or v.primary_storage_uuid is None for v in vols):
+                raise Conflict(f"vm {uuid} has volumes that are not Ready")
+            host = _host(s, vm, vols[0].primary_storage_uuid)
+            work = [backup_vm.VolumeWork(v, require(s, PrimaryStorage, v.primary_storage_uuid,
+                                                    "primaryStorageUuid"),
+                                         new_uuid(), _latest(s, v.uuid)) for v in vols]
+            meta = metadata(s, vm, vols)
+            name = body.name or f"{vm.name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+            running = vm.state == "Running"
+        return backup_vm.run(backup_vm.BackupVm(ctl, ctx, new_uuid(), uuid, running, host, bs, name,
+                                                body.description, meta, work))
+    return ctl.jobs.submit("backup-vm", "vms", uuid, [f"vms:{uuid}"], run)
+
+
+def _restore(ctl: Controller, ctx: JobContext, vm_uuid: str,
+             backups: list[VolumeBackup]) -> list[dict[str, Any]]:
+    with ctl.db.read() as s:
+        vm = s.get(Vm, vm_uuid)
+        if vm is None:
+            raise Conflict(f"vm {vm_uuid} is gone; restoring as a new VM is not supported yet")
+        if vm.state != "Stopped":
+            raise Conflict(f"vm {vm_uuid} is {vm.state}; stop it to restore", state=vm.state)
+        targets = []
+        for b in backups:
+            if b.status != "Ready":
+                raise Conflict(f"volume backup {b.uuid} is {b.status}", status=b.status)
+            vol = s.get(Volume, b.volume_uuid)
+            if vol is None or vol.vm_uuid != vm_uuid or vol.primary_storage_uuid is None:
+                raise Conflict(f"volume {b.volume_uuid} of backup {b.uuid} is no longer on vm {vm_uuid}")
+            ps = require(s, PrimaryStorage, vol.primary_storage_uuid, "primaryStorageUuid")
+            targets.append(restore_volumes.Target(b, vol, ps))
+        stores = {r.volume_backup_uuid: r.backup_storage_uuid for r in s.scalars(
+            select(VolumeBackupStorageRef).where(VolumeBackupStorageRef.volume_backup_uuid.in_(
+                [b.uuid for b in backups])))}
+        missing = [b.uuid for b in backups if b.uuid not in stores]
+        if missing or len(set(stores.values())) != 1:
+            raise Conflict(f"the backups are not all in one backup storage (missing: {missing})")
+        bs = _store(s, stores[backups[0].uuid], "backupStorageUuid")
+        host = _host(s, vm, targets[0].ps.uuid)
+    return restore_volumes.run(restore_volumes.RestoreVolumes(ctl, ctx, host, bs, targets))
+
+
+def restore_vm_backup_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
+    """Replace the volumes of the (stopped) VM with this backup's content."""
+    with ctl.db.read() as s:
+        vb = require(s, VmBackup, uuid, "vmBackupUuid")
+        vm_uuid = vb.vm_uuid
+        # deleting one of its volume backups waits for the restore, and the other way round
+        keys = [f"vms:{vm_uuid}", f"vm-backups:{uuid}", *(f"volume-backups:{u}" for u in s.scalars(
+            select(VolumeBackup.uuid).where(VolumeBackup.vm_backup_uuid == uuid)))]
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        with ctl.db.read() as s:
+            b = require(s, VmBackup, uuid, "vmBackupUuid")
+            if b.status != "Ready":
+                raise Conflict(f"vm backup {uuid} is {b.status}", status=b.status)
+            backups = list(s.scalars(select(VolumeBackup).where(VolumeBackup.vm_backup_uuid == uuid)))
+        volumes = _restore(ctl, ctx, vm_uuid, backups)
+        with ctl.db.read() as s:
+            return {**to_dict(require(s, Vm, vm_uuid, "vmUuid")), "volumes": volumes}
+    return ctl.jobs.submit("restore-vm-backup", "vms", vm_uuid, keys, run)
+
+
+def restore_volume_backup_action(ctl: Controller, uuid: str, body: sc.EmptyAction) -> Job:
+    """Replace one volume of a stopped VM with this backup's content."""
+    with ctl.db.read() as s:
+        b = require(s, VolumeBackup, uuid, "volumeBackupUuid")
+        vol = s.get(Volume, b.volume_uuid)
+        if vol is None or vol.vm_uuid is None:
+            raise Conflict(f"volume {b.volume_uuid} is gone or on no VM; restoring it elsewhere "
+                           "is not supported yet")
+        vm_uuid = vol.vm_uuid
+        # deleting its VM backup (which deletes it) waits for the restore
+        keys = [f"vms:{vm_uuid}", f"volume-backups:{uuid}",
+                *([f"vm-backups:{b.vm_backup_uuid}"] if b.vm_backup_uuid else [])]
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        with ctl.db.read() as s:
+            backup = require(s, VolumeBackup, uuid, "volumeBackupUuid")
+        return _restore(ctl, ctx, vm_uuid, [backup])[0]
+    return ctl.jobs.submit("restore-volume-backup", "volumes", b.volume_uuid, keys, run)
+
+
+def delete_volume_backup(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
+    """Remove the backup from every store that holds it, then its rows."""
+    with ctl.db.read() as s:
+        refs = list(s.execute(select(VolumeBackupStorageRef.install_path, BackupStorage).join(
+            BackupStorage, BackupStorage.uuid == VolumeBackupStorageRef.backup_storage_uuid)
+            .where(VolumeBackupStorageRef.volume_backup_uuid == uuid)))
+    remove_from_stores(ctx, f"volume backup {uuid}", refs)
+    with ctl.db.write() as s:
+        cascade.delete_rows(s, coll, uuid)
+
+
+DECLARATIONS = (
+    Action("vms", "backup", sc.VmBackupAction, backup_action),
+    Action("vm-backups", "restore", sc.EmptyAction, restore_vm_backup_action),
+    Action("volume-backups", "restore", sc.EmptyAction, restore_volume_backup_action),
+    CascadeStep("volume-backups", "delete", delete_volume_backup),
+)

@@ -1,0 +1,60 @@
+"""Backups without a database: the CLI's commands for them, the order of the backup
+flow's steps, and primary storage that cannot take backups yet."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import pytest
+
+from controller.db.models import PrimaryStorage, Volume
+from controller.errors import Conflict
+from controller.flows import backup_vm
+from controller.primary import BACKENDS, Op
+from tests.unit.controller.test_cli import FakeApi, job, run
+
+VM = "d" * 32
+BS = "e" * 32
+
+
+def test_vm_backup_resolves_the_storage_by_name_and_sends_the_action_body() -> None:
+    api = FakeApi({("POST", f"/vms/{VM}/actions/backup"): (202, {"job": job("queued")})})
+    res = run(api, "vm", "backup", VM, "--bs", "store-1", "--name", "nightly", "--no-wait", "--json")
+    assert res.exit_code == 0, res.output
+    [sent] = api.sent("POST", f"/vms/{VM}/actions/backup")
+    assert json.loads(sent.content) == {"backupStorageUuid": BS, "name": "nightly"}
+
+
+def test_vm_backup_and_volume_backup_commands_list_and_restore() -> None:
+    backup = "1" * 32
+    api = FakeApi({("GET", "/vm-backups"): (200, {"items": [{"uuid": backup, "name": "b",
+                                                              "state": "Enabled", "status": "Ready"}]}),
+                   ("POST", f"/volume-backups/{backup}/actions/restore"): (202, {"job": job("queued")})})
+    listed = run(api, "vm-backup", "list", "--json")
+    assert listed.exit_code == 0 and json.loads(listed.output)["items"][0]["uuid"] == backup
+    res = run(api, "volume-backup", "restore", backup, "--no-wait", "--json")
+    assert res.exit_code == 0, res.output
+    assert api.sent("POST", f"/volume-backups/{backup}/actions/restore")
+
+
+def _state(running: bool, volumes: int) -> backup_vm.BackupVm:
+    work = [backup_vm.VolumeWork(cast(Volume, None), cast(PrimaryStorage, None), str(i), None)
+            for i in range(volumes)]
+    return backup_vm.BackupVm(cast(Any, None), cast(Any, None), "b", VM, running, cast(Any, None),
+                              cast(Any, None), "n", None, {}, work)
+
+
+def test_a_running_vm_is_snapshotted_whole_before_any_copy_and_merged_before_any_upload() -> None:
+    names = [s.name for s in backup_vm.steps(_state(True, 2))]
+    assert names == ["add-backup-rows", "snapshot-0", "snapshot-1", "export-0", "export-1",
+                     "merge-0", "merge-1", "upload-0", "upload-1", "drop-copy-0", "drop-copy-1",
+                     "record"]
+    stopped = [s.name for s in backup_vm.steps(_state(False, 1))]
+    assert stopped == ["add-backup-rows", "export-0", "upload-0", "drop-copy-0", "record"]
+
+
+def test_ceph_primary_storage_refuses_backups_for_now() -> None:
+    ps = PrimaryStorage(uuid="p" * 32, type="ceph")
+    with pytest.raises(Conflict, match="ceph primary storage are not supported"):
+        BACKENDS["ceph"].export(cast(Op, None), ps, cast(Any, None), Volume(), "templates/x.qcow2")
