@@ -18,41 +18,77 @@ from pathlib import Path
 from sftpbackup.manifest import CHUNK_SIZE, ChunkRef, zero_digest
 
 READ_SIZE = 1024 * 1024
+#: hashing threads when each chunk also goes to a sink that writes and fsyncs it
+SINK_WORKERS = 4
 
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: called on a hashing thread with each chunk: (index, offset, digest, bytes)
+ChunkSink = Callable[[int, int, str, bytes], None]
+
+
 class ChunkHasher:
     """Feed a byte stream in order; get its chunk list and whole-file sha256.
 
-    Both digests are computed on one helper thread, in order (hashlib releases
-    the GIL), so the caller's thread only receives and writes. At most
-    ``MAX_QUEUED`` chunks wait for the helper: a slow hash slows the feeder
-    instead of buffering the image in memory.
+    The stream is hashed once: each chunk's bytes go to the whole-file digest
+    on one thread (in order) and to the chunk's own digest on a pool beside it
+    (hashlib releases the GIL), so the two digests advance in parallel and
+    the caller's thread only receives and writes. ``on_chunk`` (if given)
+    runs on the pool with each chunk and its digest, in no particular order;
+    an exception it raises fails the next :meth:`update` or :meth:`finish`.
+    At most ``MAX_QUEUED`` chunks wait for the helpers: a slow hash (or a
+    slow ``on_chunk``) slows the feeder instead of buffering the image in memory.
     """
 
-    MAX_QUEUED = 16
+    MAX_QUEUED = 32
 
-    def __init__(self, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(self, chunk_size: int = CHUNK_SIZE, on_chunk: ChunkSink | None = None,
+                 workers: int = 2) -> None:
         self.chunk_size = chunk_size
+        self._on_chunk = on_chunk
         self._whole = hashlib.sha256()
         self._buf = bytearray()
         self._futures: list[tuple[int, Future[str]]] = []
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="chunk-hash")
+        self._ordered = ThreadPoolExecutor(1, thread_name_prefix="whole-hash")
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="chunk-hash")
+        # one slot per queued job (two per chunk: its digest and the whole's)
+        self._slots = threading.BoundedSemaphore(2 * self.MAX_QUEUED)
+        self._error: BaseException | None = None
         self.size = 0
 
-    def _hash(self, chunk: bytes) -> str:
-        self._whole.update(chunk)
-        return _digest(chunk)
+    def _hash_whole(self, chunk: bytes) -> None:
+        try:
+            self._whole.update(chunk)
+        finally:
+            self._slots.release()
+
+    def _hash_chunk(self, index: int, offset: int, chunk: bytes) -> str:
+        try:
+            digest = _digest(chunk)
+            if self._on_chunk is not None:
+                self._on_chunk(index, offset, digest, chunk)
+            return digest
+        except BaseException as e:
+            self._error = e
+            raise
+        finally:
+            self._slots.release()
 
     def _submit(self, chunk: bytes) -> None:
-        if len(self._futures) >= self.MAX_QUEUED:
-            self._futures[-self.MAX_QUEUED][1].result()
-        self._futures.append((len(chunk), self._pool.submit(self._hash, chunk)))
+        if self._error is not None:
+            raise self._error
+        index = len(self._futures)
+        self._slots.acquire()
+        self._ordered.submit(self._hash_whole, chunk)
+        self._slots.acquire()
+        self._futures.append((len(chunk), self._pool.submit(
+            self._hash_chunk, index, index * self.chunk_size, chunk)))
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | memoryview | bytearray) -> None:
+        """Feed the next bytes of the stream (copied: the caller may reuse ``data``)."""
         self.size += len(data)
         if not self._buf and len(data) == self.chunk_size:
             self._submit(bytes(data))
@@ -65,22 +101,30 @@ class ChunkHasher:
 
     def finish(self) -> tuple[list[ChunkRef], str]:
         """The chunk list and the whole-file digest (hex)."""
-        if self._buf:
-            chunk = bytes(self._buf)
-            self._buf.clear()
-            self._submit(chunk)
         try:
+            if self._buf:
+                chunk = bytes(self._buf)
+                self._buf.clear()
+                self._submit(chunk)
             chunks = [ChunkRef(digest=f.result(), size=n) for n, f in self._futures]
+            self._ordered.shutdown(wait=True)  # every queued chunk into the whole digest
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self.close()
         return chunks, self._whole.hexdigest()
+
+    def close(self) -> None:
+        """Stop the helpers, dropping queued work (after :meth:`finish`, or on an abort)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._ordered.shutdown(wait=True, cancel_futures=True)
 
 
 def hash_file(
     path: Path, chunk_size: int = CHUNK_SIZE, on_bytes: Callable[[int], None] | None = None,
+    on_chunk: ChunkSink | None = None,
 ) -> tuple[list[ChunkRef], str]:
-    """Chunk and hash a local file; ``on_bytes(done)`` is called as it goes."""
-    hasher = ChunkHasher(chunk_size)
+    """Chunk and hash a local file; ``on_bytes(done)`` is called as it goes,
+    ``on_chunk`` with each chunk (see :class:`ChunkHasher`)."""
+    hasher = ChunkHasher(chunk_size, on_chunk, SINK_WORKERS if on_chunk is not None else 2)
     buf = bytearray(READ_SIZE)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:

@@ -96,5 +96,5 @@ def pull(store: ImageStore, image_id: str, client: StoreClient, ctx: TaskContext
         if actual != m.digest:
             raise DigestMismatch("the image assembled from the remote store's chunks does not match its digest",
                                  image_uuid=image_id, expected=m.digest, actual=actual)
-        store.write_manifest(m)
+        store.write_manifest(m, pending)
     return Transfer(m, len(lacking), nbytes)

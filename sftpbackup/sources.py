@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from agentcore.errors import AgentError
 from agentcore.task import TaskContext
-from sftpbackup.chunker import READ_SIZE, ChunkHasher, hash_file
+from sftpbackup.chunker import READ_SIZE, SINK_WORKERS, ChunkHasher, ChunkSink, hash_file
 from sftpbackup.client import StoreClient, transfer_timeout
 from sftpbackup.errors import DownloadFailed, SizeMismatch, UnsupportedUrl
 from sftpbackup.httpget import abort, open_url
@@ -51,8 +51,11 @@ def scheme_of(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
 
-def from_file(url: str, roots: list[Path], ctx: TaskContext) -> Hashed:
-    """A ``file://`` URL: only below one of ``roots`` (the agent's ``file_url_roots``)."""
+def from_file(url: str, roots: list[Path], ctx: TaskContext, on_chunk: ChunkSink | None = None) -> Hashed:
+    """A ``file://`` URL: only below one of ``roots`` (the agent's ``file_url_roots``).
+
+    In every source ``on_chunk`` gets each chunk with its digest as it is hashed
+    (see :class:`~sftpbackup.chunker.ChunkHasher`)."""
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
         raise UnsupportedUrl("file:// URLs must name a local path", url=url)
@@ -68,20 +71,21 @@ def from_file(url: str, roots: list[Path], ctx: TaskContext) -> Hashed:
     total = path.stat().st_size
     chunks, digest = hash_file(
         path, on_bytes=lambda n: ctx.progress(done=n, total=total, unit="bytes", stage="hash"),
+        on_chunk=on_chunk,
     )
     return Hashed(path, chunks, digest, sum(c.size for c in chunks))
 
 
 def from_http(url: str, dest: Path, ctx: TaskContext, expected_size: int | None,
-              allow_local: bool = False) -> Hashed:
+              allow_local: bool = False, on_chunk: ChunkSink | None = None) -> Hashed:
     """Stream an ``http(s)://`` URL into ``dest``, hashing as it arrives.
 
     The URL and its redirects must not lead to loopback, link-local or
     metadata addresses unless ``allow_local`` (see :mod:`sftpbackup.httpget`).
     A failure names the HTTP status, never the body."""
-    hasher = ChunkHasher()
     conn, resp = open_url(url, HTTP_TIMEOUT, allow_local)
     ctx.on_stop(lambda: abort(conn))
+    hasher = ChunkHasher(on_chunk=on_chunk, workers=SINK_WORKERS if on_chunk is not None else 2)
     try:
         if resp.status != 200:
             raise DownloadFailed(f"HTTP {resp.status} from the server", url=url, status=resp.status)
@@ -99,6 +103,7 @@ def from_http(url: str, dest: Path, ctx: TaskContext, expected_size: int | None,
                 ctx.progress(done=hasher.size, total=total or expected_size, unit="bytes", stage="download")
         if total is not None and hasher.size != total:
             raise DownloadFailed(f"the server sent {hasher.size} of {total} bytes", url=url)
+        chunks, digest = hasher.finish()
     except AgentError:
         raise
     except (OSError, ValueError, http.client.HTTPException) as e:
@@ -106,11 +111,12 @@ def from_http(url: str, dest: Path, ctx: TaskContext, expected_size: int | None,
         raise DownloadFailed(f"download failed: {e}", url=url) from e
     finally:
         conn.close()
-    chunks, digest = hasher.finish()
+        hasher.close()
     return Hashed(dest, chunks, digest, hasher.size)
 
 
-def from_sftp(url: str, dest: Path, ctx: TaskContext, identity: SshIdentity | None) -> Hashed:
+def from_sftp(url: str, dest: Path, ctx: TaskContext, identity: SshIdentity | None,
+              on_chunk: ChunkSink | None = None) -> Hashed:
     """Get an ``sftp://user@host:port/path`` file with OpenSSH's client, then hash it."""
     if identity is None:
         raise UnsupportedUrl("this agent has no sftp_key_file/sftp_known_hosts configured", url=url)
@@ -133,6 +139,6 @@ def from_sftp(url: str, dest: Path, ctx: TaskContext, identity: SshIdentity | No
         job.join()
     ctx.check()
     t0 = time.monotonic()
-    chunks, digest = hash_file(dest)
+    chunks, digest = hash_file(dest, on_chunk=on_chunk)
     log.debug("hashed %s in %.1fs", dest.name, time.monotonic() - t0)
     return Hashed(dest, chunks, digest, sum(c.size for c in chunks))

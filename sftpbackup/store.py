@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,9 @@ from sftpbackup.models import check_image_id
 from sftpbackup.storefs import LinkRefused, StoreFs
 
 log = logging.getLogger(__name__)
+
+#: threads fsyncing chunk directories at the end of an add
+SYNC_THREADS = 32
 
 _LOCKS: dict[Path, threading.RLock] = {}
 _LOCKS_MU = threading.Lock()
@@ -98,6 +102,7 @@ class Pending:
         self.token = token
         self.rel = f"{layout.PENDING}/{token}"
         self.digests: set[str] = set()
+        self._unsynced: set[str] = set()  # chunk directories renamed into since the last sync()
         fd = store.fs.open(self.rel, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         self._f = os.fdopen(fd, "a")  # closed in close()
 
@@ -107,7 +112,9 @@ class Pending:
         chunk is new.
 
         ``tmp`` is fsynced before the store lock is taken, so several writers
-        flush in parallel; registration and rename happen under the lock."""
+        flush in parallel; registration and rename happen under the lock. The chunk's directory is fsynced by
+        :meth:`sync`, once for all the chunks an add put there (one journal
+        commit per chunk, under the lock, was the add's largest cost)."""
         if tmp is not None:
             fsync_file(tmp)
         with self.store.lock:
@@ -121,8 +128,24 @@ class Pending:
                 return False
             if tmp is None:
                 raise FileNotFoundError(f"chunk {digest} is neither stored nor given")
-            self.store.fs.publish(tmp, chunk_relpath(digest))
+            rel = chunk_relpath(digest)
+            self.store.fs.publish(tmp, rel, sync=False)
+            self._unsynced.add(rel.rpartition("/")[0])
             return True
+
+    def sync(self) -> None:
+        """Make the renames of :meth:`put_chunk` durable: fsync each chunk directory
+        it renamed into. :meth:`ImageStore.write_manifest` calls it before the manifest."""
+        with self.store.lock:
+            dirs = sorted(self._unsynced)
+            self._unsynced.clear()
+        if len(dirs) <= 1:
+            for rel in dirs:
+                self.store.fs.sync_dir(rel)
+            return
+        # in parallel: each fsync waits for a disk cache flush, and concurrent ones share it
+        with ThreadPoolExecutor(min(SYNC_THREADS, len(dirs)), thread_name_prefix="dir-sync") as pool:
+            list(pool.map(self.store.fs.sync_dir, dirs))
 
     def close(self) -> None:
         self._f.close()
@@ -253,10 +276,15 @@ class ImageStore:
         except ImageNotFound:
             return None
 
-    def write_manifest(self, m: Manifest) -> bool:
+    def write_manifest(self, m: Manifest, pending: Pending | None = None) -> bool:
         """Publish ``m`` after checking its chunks are stored; False if the same
-        image was already there, :class:`ImageExists` if another one is."""
+        image was already there, :class:`ImageExists` if another one is.
+
+        ``pending`` (the add that put the chunks) is synced first, so every
+        chunk the manifest names is durable before the manifest is."""
         rel = self._manifest_rel(m.image_id)
+        if pending is not None:
+            pending.sync()
         with self.lock:
             existing = self.find_manifest(m.image_id)
             if existing is not None:

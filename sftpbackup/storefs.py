@@ -161,11 +161,18 @@ class StoreFs:
         with self.dir(parent) as dfd:
             shutil.rmtree(name, ignore_errors=True, dir_fd=dfd)
 
-    def publish(self, src: Path, rel: str) -> None:
-        """Rename work file ``src`` (in a private dir) to ``rel``, replacing it; fsync the directory."""
+    def publish(self, src: Path, rel: str, sync: bool = True) -> None:
+        """Rename work file ``src`` (in a private dir) to ``rel``, replacing it; fsync the
+        directory unless ``sync`` is False (the caller then fsyncs it with :meth:`sync_dir`)."""
         parent, name = _split(rel)
         with self.dir(parent) as dfd:
             os.replace(src, name, dst_dir_fd=dfd)
+            if sync:
+                os.fsync(dfd)
+
+    def sync_dir(self, rel: str) -> None:
+        """fsync directory ``rel`` (its renames are then durable)."""
+        with self.dir(rel) as dfd:
             os.fsync(dfd)
 
     def link_out(self, rel: str, dst: Path) -> None:
