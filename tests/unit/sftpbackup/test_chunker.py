@@ -81,3 +81,33 @@ def test_ordered_digest_of_other_bytes_differs_and_a_missing_chunk_is_an_error()
         whole.hexdigest()
     whole.add(4096, b"x" * 4096)  # what a lying manifest's chunk would put there
     assert whole.hexdigest() != hashlib.sha256(data).hexdigest()
+
+
+def test_many_chunks_hash_in_parallel_to_the_same_digests() -> None:
+    """The whole digest runs on its own thread beside the chunk digests: every
+    chunk queued must be in it when finish() returns, in order."""
+    data = os.urandom(300 * 1024 + 17)
+    seen: list[tuple[int, int, str, bytes]] = []
+    h = ChunkHasher(1024, on_chunk=lambda i, off, d, b: seen.append((i, off, d, b)), workers=4)
+    for i in range(0, len(data), 5000):
+        h.update(memoryview(data)[i:i + 5000])
+    chunks, whole = h.finish()
+    assert whole == hashlib.sha256(data).hexdigest()
+    assert [c.digest for c in chunks] == [
+        hashlib.sha256(data[i:i + 1024]).hexdigest() for i in range(0, len(data), 1024)]
+    assert sorted(s[:3] for s in seen) == [
+        (i, i * 1024, c.digest) for i, c in enumerate(chunks)]
+    assert all(b == data[off:off + len(b)] for _, off, _, b in seen)
+
+
+def test_a_failing_chunk_sink_fails_the_hashing() -> None:
+    def sink(index: int, offset: int, digest: str, data: bytes) -> None:
+        if index == 3:
+            raise OSError("disk full")
+
+    h = ChunkHasher(1024, on_chunk=sink)
+    with pytest.raises(OSError, match="disk full"):
+        for _ in range(200):
+            h.update(os.urandom(1024))
+        h.finish()
+    h.close()

@@ -272,3 +272,34 @@ def test_stale_links_in_tmp_and_pending_are_removed_not_followed(store: ImageSto
     assert res.temp_files_removed == 2
     assert (victim / "precious").read_text() == "x"
     assert not (store.root / "tmp" / "link").is_symlink()
+
+
+def test_chunk_directories_are_synced_once_before_the_manifest(
+        store: ImageStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """put_chunk renames without a directory fsync; write_manifest syncs each
+    chunk directory the add renamed into, once, before publishing the manifest."""
+    events: list[str] = []
+    sync_dir, publish = store.fs.sync_dir, store.fs.publish
+    monkeypatch.setattr(store.fs, "sync_dir", lambda rel: (events.append(f"sync {rel}"), sync_dir(rel))[1])
+    monkeypatch.setattr(store.fs, "publish", lambda src, rel, sync=True: (
+        events.append(f"publish {rel} {sync}"), publish(src, rel, sync))[1])
+    blocks = [os.urandom(64) for _ in range(40)]
+    with store.pending() as p, store.workdir() as work:
+        chunks = []
+        for b in blocks:
+            d = hashlib.sha256(b).hexdigest()
+            (work / d).write_bytes(b)
+            p.put_chunk(d, work / d)
+            chunks.append(ChunkRef(digest=d, size=len(b)))
+        m = Manifest(image_id="img", format="raw", virtual_size=64 * 40, size=64 * 40,
+                     digest=hashlib.sha256(b"".join(blocks)).hexdigest(), chunk_size=64,
+                     chunks=chunks, created="now")
+        store.write_manifest(m, p)
+    dirs = {f"chunks/{c.digest[:2]}" for c in chunks}
+    syncs = [e.split()[1] for e in events if e.startswith("sync")]
+    assert sorted(syncs) == sorted(dirs)  # each once
+    assert all(e.endswith("False") for e in events if e.startswith("publish chunks/"))
+    manifest_at = next(i for i, e in enumerate(events) if e.startswith("publish manifests/"))
+    assert events[manifest_at].endswith("True")
+    assert max(i for i, e in enumerate(events) if e.startswith("sync")) < manifest_at
+    assert store.verify().ok
