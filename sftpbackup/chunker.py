@@ -18,7 +18,7 @@ from pathlib import Path
 from sftpbackup.manifest import CHUNK_SIZE, ChunkRef, zero_digest
 
 READ_SIZE = 1024 * 1024
-#: hashing threads when each chunk also goes to a sink that writes and fsyncs it
+#: hashing threads when each chunk also goes to a sink (which writes it to a file)
 SINK_WORKERS = 4
 
 

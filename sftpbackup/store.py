@@ -112,9 +112,10 @@ class Pending:
         chunk is new.
 
         ``tmp`` is fsynced before the store lock is taken, so several writers
-        flush in parallel; registration and rename happen under the lock. The chunk's directory is fsynced by
-        :meth:`sync`, once for all the chunks an add put there (one journal
-        commit per chunk, under the lock, was the add's largest cost)."""
+        flush in parallel; registration and rename happen under the lock. The
+        chunk's directory is fsynced later by :meth:`sync`, once for all the
+        chunks an add put there (a journal commit per chunk, under the lock,
+        was the add's largest cost)."""
         if tmp is not None:
             fsync_file(tmp)
         with self.store.lock:
