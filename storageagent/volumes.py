@@ -91,12 +91,15 @@ def absent(path: Path, field: str, rel: str) -> Path:
     return path
 
 
-def refuse_if_open(path: Path, rel: str) -> None:
-    """IN_USE when a process (a running QEMU) holds the file open."""
-    found = holders(path)
+def refuse_if_open(path: Path, rel: str, writers_only: bool = False) -> None:
+    """IN_USE when a process (a running QEMU) holds the file open (``writers_only``:
+    open for writing; a copy may read a file QEMU only reads, such as the backing
+    file of a live snapshot's overlay)."""
+    found = holders(path, writers_only=writers_only)
     if found:
-        raise InUse("a running process holds the volume", path=rel,
-                    holders=[{"pid": h.pid, "comm": h.comm} for h in found])
+        raise InUse("a running process " + ("writes to" if writers_only else "holds")
+                    + " the volume", path=rel,
+                    holders=[{"pid": h.pid, "comm": h.comm, "writes": h.writes} for h in found])
 
 
 def refuse_if_backing(sr: StorageRoot, path: Path, rel: str) -> None:

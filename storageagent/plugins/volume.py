@@ -192,14 +192,15 @@ class VolumePlugin(Plugin):
     @command(lock=lambda c: [volume_key(c.storage_uuid, c.install_path),
                                                   volume_key(c.storage_uuid, c.template_path)])
     def create_template(self, ctx: TaskContext, cmd: CreateTemplateCmd) -> VolumeReply:
-        """Flatten a (stopped) volume into a standalone template at ``templatePath``
-        with ``qemu-img convert``; progress, cancel, and no half template ever at
+        """Flatten a volume nobody writes (a stopped VM's, or a running VM's under a live
+        snapshot's overlay) into a standalone template at ``templatePath`` with
+        ``qemu-img convert``; progress, cancel, and no half template ever at
         ``templatePath`` (the copy is renamed into place when complete)."""
         sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
         src = existing(sr.resolve_volume(cmd.install_path), "installPath", cmd.install_path)
         dest = absent(sr.resolve_volume(cmd.template_path, "templatePath"), "templatePath",
                       cmd.template_path)
-        refuse_if_open(src, cmd.install_path)
+        refuse_if_open(src, cmd.install_path, writers_only=True)
         self._convert(ctx, sr, src, cmd.volume_format, sr, dest, cmd.format, cmd.compress)
         return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, dest, cmd.format))
 

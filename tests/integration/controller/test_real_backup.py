@@ -3,11 +3,10 @@
 A real kvmagent (libvirt, one TCG guest), a real storageagent on a local
 primary storage, and a real sftpbackup agent and store in the sshd
 component's chroot (the image is added into that store and the host caches
-it from there). A running VM's backup, as the agents stand, fails at the
-copy (the storageagent will not read a file QEMU holds open, and after the
-live snapshot QEMU holds the old file as its backing file): the VM is
-merged back onto its own disk and keeps running, and nothing is left. The
-stopped VM is backed up with a known pattern on its disk, its root volume
+it from there). A running VM is backed up under a live snapshot (QEMU then
+only reads the old file, as its overlay's backing file, so the storageagent
+copies it) and merged back: it keeps running on its own disk, and no overlay
+or copy is left. The stopped VM is backed up with a known pattern on its disk, its root volume
 wiped, restored from the store, and it boots again with the pattern there
 (a second backup of the same content sends no chunk); deleting the backups
 empties the store of them.
@@ -74,18 +73,21 @@ def qemu_io(path: Path, op: str) -> str:
     return r.stdout + r.stderr  # a failed pattern check exits 1
 
 
-def test_a_running_vms_backup_that_fails_at_the_copy_leaves_it_running_on_its_disk(rig: Rig) -> None:
+def test_a_running_vms_backup_is_copied_under_a_live_snapshot_and_merged_back(rig: Rig) -> None:
     w, vm = rig.w, rig.w.ids["vm"]
     root, files = _root(w), rig.files()
-    job = w.run("POST", f"/v1/vms/{vm}/actions/backup", {"backupStorageUuid": w.ids["bs"]})
-    assert job["state"] == "failed", job
-    assert (job["error"]["code"], job["error"]["details"]["path"]) == (
-        "IN_USE", "/storage/volume/create-template"), job
+    vb = w.job("POST", f"/v1/vms/{vm}/actions/backup", {"backupStorageUuid": w.ids["bs"],
+                                                       "name": "live"})["result"]
+    assert vb["status"] == "Ready" and vb["vmState"] == "Running", vb
     assert w.ok("GET", f"/v1/vms/{vm}")["state"] == "Running"
-    assert str(w.ps_root / root["installPath"]) in _disks(vm)  # merged back onto its own file
-    assert rig.files() == files  # no overlay, no copy
-    assert w.ok("GET", "/v1/vm-backups")["items"] == []
-    assert {p.stem for p in (rig.store.store_dir / "manifests").glob("*.json")} == {w.ids["image"]}
+    disks = _disks(vm)
+    assert str(w.ps_root / root["installPath"]) in disks, disks  # merged back onto its own file
+    assert rig.files() == files  # no overlay, no copy left
+    [backup] = w.ok("GET", "/v1/volume-backups", q=f"vmBackupUuid={vb['uuid']}")["items"]
+    manifest = json.loads(rig.store.manifest(backup["installPath"]).read_text())
+    assert "sha256:" + manifest["digest"] == backup["digest"]
+    assert manifest["virtual_size"] == int(root["size"])
+    w.ids["live_backup"] = (vb["uuid"], backup["installPath"])
 
 
 def test_a_stopped_vm_backed_up_wiped_and_restored_boots_with_its_data(rig: Rig) -> None:
@@ -119,8 +121,9 @@ def test_a_stopped_vm_backed_up_wiped_and_restored_boots_with_its_data(rig: Rig)
     booted = w.console(vm).read_text(errors="replace").count(marker)
     w.job("POST", f"/v1/vms/{vm}/actions/start", {})
     w.wait_console(vm, marker, count=booted + 1, timeout=180)
-    w.ids["vm_backups"] = f"{vb['uuid']},{again['uuid']}"
-    w.ids["volume_backups"] = f"{backup['installPath']},{second['installPath']}"
+    live_vb, live_id = w.ids["live_backup"]
+    w.ids["vm_backups"] = f"{live_vb},{vb['uuid']},{again['uuid']}"
+    w.ids["volume_backups"] = f"{live_id},{backup['installPath']},{second['installPath']}"
 
 
 def test_deleting_the_backups_removes_them_from_the_store(rig: Rig) -> None:
