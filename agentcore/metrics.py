@@ -42,6 +42,26 @@ class AgentMetrics:
             "kvmcloud_agent_info", "Agent identity", ["agent", "version"], registry=self.registry
         )
         self.info.labels(agent=agent, version=__version__).set(1)
+        # labels() takes a lock and hashes its arguments: every finished task used to
+        # pay that three times, so the labelled children are looked up once
+        self._finished: dict[tuple[str, str], Counter] = {}
+        self._seconds: dict[str, Histogram] = {}
+        self.delivered = self.callbacks.labels(result="delivered")
+        self.dropped = self.callbacks.labels(result="dropped")
+
+    def task_finished(self, command: str, state: str, seconds: float) -> None:
+        """Count a finished task and observe its time from acceptance to reply."""
+        counter = self._finished.get((command, state))
+        if counter is None:
+            counter = self._finished.setdefault((command, state), self.tasks_finished.labels(command, state))
+        histogram = self._seconds.get(command)
+        if histogram is None:
+            histogram = self._seconds.setdefault(command, self.command_seconds.labels(command))
+        counter.inc()
+        histogram.observe(seconds)
+
+    def callback_result(self, result: str) -> None:
+        (self.delivered if result == "delivered" else self.callbacks.labels(result=result)).inc()
 
     def track_outbox(self, pending: Callable[[], int]) -> None:
         self.outbox_pending.set_function(lambda: float(pending()))

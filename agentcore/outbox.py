@@ -15,7 +15,6 @@ again after the restart, so receivers treat a repeated ``taskuuid`` as a no-op.
 from __future__ import annotations
 
 import heapq
-import http.client
 import json
 import logging
 import sqlite3
@@ -31,6 +30,7 @@ from urllib.parse import urlsplit
 
 import tenacity
 
+from agentcore.httppost import PostConnection
 from agentcore.statedb import StateDB
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class CallbackOutbox:
                 url, headers, body = job
                 try:
                     self._post(url, headers, body)
-                except (OSError, http.client.HTTPException, DeliveryError):
+                except (OSError, DeliveryError):
                     log.debug("transient event to %s dropped", url)
                 continue
             try:
@@ -198,19 +198,15 @@ class CallbackOutbox:
                 with self._cv:
                     self._in_flight -= 1
 
-    def _connection(self, url: str) -> tuple[http.client.HTTPConnection, str]:
+    def _connection(self, url: str) -> tuple[PostConnection, str]:
         """This sender thread's keep-alive connection to the URL's origin."""
         u = urlsplit(url)
-        conns: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})
+        conns: dict[str, PostConnection] = self._local.__dict__.setdefault("conns", {})
         key = f"{u.scheme}://{u.netloc}"
         conn = conns.get(key)
         if conn is None:
-            if u.scheme == "https":
-                conn = http.client.HTTPSConnection(
-                    u.hostname or "", u.port, timeout=self._timeout, context=ssl.create_default_context()
-                )
-            else:
-                conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=self._timeout)
+            context = ssl.create_default_context() if u.scheme == "https" else None
+            conn = PostConnection(u.scheme, u.hostname or "", u.port, timeout=self._timeout, context=context)
             conns[key] = conn
         path = u.path or "/"
         if u.query:
@@ -222,26 +218,24 @@ class CallbackOutbox:
         for attempt in (1, 2):  # a keep-alive connection the server closed is retried once
             conn, path = self._connection(url)
             try:
-                conn.request("POST", path, body=body, headers=all_headers)
-                resp = conn.getresponse()
-                resp.read()
-            except (OSError, http.client.HTTPException):
-                conn.close()
+                status = conn.post(path, all_headers, body)
+            except OSError:
                 if attempt == 2:
                     raise
                 continue
-            if resp.will_close:
-                conn.close()
-            if resp.status >= 500 or resp.status in (408, 429):
-                raise DeliveryError(f"HTTP {resp.status}")
+            if status >= 500 or status in (408, 429):
+                raise DeliveryError(f"HTTP {status}")
             return
 
     def _deliver(self, item: _Item) -> None:
         origin = _origin(item.url)
         try:
             self._post(item.url, item.headers, item.body)
-        except (OSError, http.client.HTTPException, DeliveryError) as e:
+        except (OSError, DeliveryError) as e:
             self._retry_later(item, origin, e)
+            return
+        except ValueError as e:  # a URL or header no HTTP request can carry: never deliverable
+            self._drop(item, e)
             return
         with self._cv:
             self._origin_attempts.pop(origin, None)
@@ -261,13 +255,16 @@ class CallbackOutbox:
             return
         self._db.write(lambda c: c.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids]))
 
+    def _drop(self, item: _Item, err: Exception) -> None:
+        log.error("dropping callback to %s after %d attempts: %s", item.url, item.attempts, err)
+        self._db.write(lambda c: c.execute("DELETE FROM outbox WHERE id=?", (item.id,)))
+        if self._on_result:
+            self._on_result("dropped")
+
     def _retry_later(self, item: _Item, origin: str, err: Exception) -> None:
         item.attempts += 1
         if time.time() - item.created > self._max_age:
-            log.error("dropping callback to %s after %d attempts: %s", item.url, item.attempts, err)
-            self._db.write(lambda c: c.execute("DELETE FROM outbox WHERE id=?", (item.id,)))
-            if self._on_result:
-                self._on_result("dropped")
+            self._drop(item, err)
             return
         if self._on_retry:
             self._on_retry()

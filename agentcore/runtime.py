@@ -95,6 +95,7 @@ class AgentRuntime:
                 if spec.path in self.commands:
                     raise ValueError(f"two commands at {spec.path}")
                 self.commands[spec.path] = spec
+        self._loggers = {spec.plugin: logging.getLogger(f"{name}.{spec.plugin}") for spec in self.commands.values()}
         self.metrics = AgentMetrics(name)
         self.db = StateDB(config.state_dir / "agent.db", JOURNAL_SCHEMA + OUTBOX_SCHEMA)
         self.journal = TaskJournal(self.db)
@@ -105,7 +106,7 @@ class AgentRuntime:
             max_age=config.callback_max_age,
             auth_token=config.token.get_secret_value(),
             on_retry=self.metrics.callback_retries.inc,
-            on_result=lambda r: self.metrics.callbacks.labels(result=r).inc(),
+            on_result=self.metrics.callback_result,
         )
         self.metrics.track_outbox(self.outbox.pending)
         self.metrics.tasks_active.labels(state="queued").set_function(lambda: self._count("queued"))
@@ -165,7 +166,7 @@ class AgentRuntime:
         deadline = time.monotonic() + cmd.timeout if cmd.timeout else None
         ctx = TaskContext(
             task_uuid, spec.path, deadline=deadline, progress_sink=self._on_progress,
-            logger=logging.getLogger(f"{self.name}.{spec.plugin}"),
+            logger=self._loggers[spec.plugin],
         )
         live = LiveTask(task_uuid, spec, cmd, ctx, callback_url, keys=spec.lock_keys(cmd))
         with self._mu:
@@ -260,7 +261,8 @@ class AgentRuntime:
 
     def _run(self, live: LiveTask) -> None:
         token = current_task.set(live.uuid)
-        state, body = "failed", error_reply(InternalError())
+        state = "failed"
+        body: dict[str, Any] | None = None  # built only if needed: INTERNAL_ERROR unless set below
         try:
             with self._mu:
                 if live.finished:
@@ -281,7 +283,7 @@ class AgentRuntime:
             body = error_reply(InternalError(f"{type(e).__name__}: {e}"))
         finally:
             current_task.reset(token)
-            self._finish(live, state, body)
+            self._finish(live, state, body if body is not None else error_reply(InternalError()))
             for item in self._locks.release(live.keys):
                 self._pool.submit(self._run, item)
 
@@ -297,8 +299,7 @@ class AgentRuntime:
         if live.callback_url:
             ops.append(self.outbox.insert_op(
                 live.callback_url, body, {"taskuuid": live.uuid, "kind": "reply"}))
-        self.metrics.tasks_finished.labels(command=live.spec.path, state=state).inc()
-        self.metrics.command_seconds.labels(command=live.spec.path).observe(time.monotonic() - live.accepted)
+        self.metrics.task_finished(live.spec.path, state, time.monotonic() - live.accepted)
 
         def stored(fut: Future[list[Any]]) -> None:
             if fut.exception() is not None:

@@ -9,6 +9,7 @@ port exactly and on a path boundary, so ``http://ctl:8080`` does not admit
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -25,6 +26,12 @@ def _parts(url: str) -> tuple[str, str, int | None, str] | None:
     if u.scheme not in ("http", "https") or not u.hostname or u.username or u.password:
         return None
     return u.scheme, u.hostname.lower(), port or (443 if u.scheme == "https" else 80), u.path
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_parts(prefix: str) -> tuple[str, str, int | None, str] | None:
+    """The parts of a prefix, parsed once (every callback URL is checked against each)."""
+    return _parts(prefix)
 
 
 class UrlPolicy:
@@ -61,7 +68,7 @@ class UrlPolicy:
         if target is None:
             return False
         for prefix in self.prefixes():
-            p = _parts(prefix)
+            p = _cached_parts(prefix)
             if p is None or p[:3] != target[:3]:
                 continue
             base = p[3].rstrip("/")
