@@ -7,6 +7,13 @@ their futures after the commit, and repeats until nothing is pending. So an
 uncontended write costs no thread hand-off, a burst of commands costs one
 commit rather than one each, and a write is never reported done before it is
 durable.
+
+Checkpoints (copying the WAL back into the database file, with an fsync of
+each) run in a thread of their own, not inside a commit: SQLite's automatic
+checkpoint would otherwise make every thousandth page's commit wait for two
+fsyncs, and with it every command waiting for its journal entry. A commit is
+durable once it is in the WAL (``synchronous=NORMAL``), so moving the
+checkpoint changes no guarantee.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1024
+CHECKPOINT_EVERY = 256
+"""commits between two background checkpoints"""
+CHECKPOINT_PERIOD = 1.0
+"""seconds after which commits since the last checkpoint are checkpointed anyway"""
 
 
 def open_db(path: Path) -> sqlite3.Connection:
@@ -48,6 +59,13 @@ class StateDB:
         self._cv = threading.Condition()
         self._closed = False
         self._leader = False
+        # the writer never checkpoints inside a commit; the checkpointer thread does
+        self._wconn.execute("PRAGMA wal_autocheckpoint=0")
+        self._cconn = open_db(path)
+        self._commits = 0
+        self._checkpoint_wanted = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="statedb-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     def write(self, op: Callable[[sqlite3.Connection], T]) -> Future[T]:
         """Run ``op`` inside the next group transaction; the future resolves after commit."""
@@ -67,14 +85,37 @@ class StateDB:
         with self._rlock:
             return op(self._rconn)
 
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy committed WAL frames into the database file without blocking writers.
+
+        Returns SQLite's (busy, frames in the WAL, frames checkpointed).
+        """
+        row = self._cconn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
     def close(self) -> None:
         with self._cv:
             self._closed = True
             while self._leader:
                 self._cv.wait(0.1)
+        self._checkpoint_wanted.set()
+        self._checkpointer.join(30)
         with self._rlock:
             self._rconn.close()
-        self._wconn.close()
+        self._cconn.close()
+        self._wconn.close()  # the last connection: SQLite checkpoints and removes the WAL
+
+    def _checkpoint_loop(self) -> None:
+        while not self._closed:
+            self._checkpoint_wanted.wait(CHECKPOINT_PERIOD)
+            self._checkpoint_wanted.clear()
+            with self._cv:
+                commits, self._commits = self._commits, 0
+            if commits and not self._closed:
+                try:
+                    self.checkpoint()
+                except sqlite3.Error:
+                    log.exception("state database checkpoint failed")
 
     def _lead(self) -> None:
         while True:
@@ -85,6 +126,10 @@ class StateDB:
                     return
                 batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_BATCH))]
             self._commit(batch)
+            with self._cv:
+                self._commits += 1
+                if self._commits >= CHECKPOINT_EVERY:
+                    self._checkpoint_wanted.set()
 
     def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> None:
         results: list[tuple[Future[Any], Any, BaseException | None]] = []

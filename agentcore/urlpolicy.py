@@ -30,7 +30,8 @@ def _parts(url: str) -> tuple[str, str, int | None, str] | None:
 
 @functools.lru_cache(maxsize=256)
 def _cached_parts(prefix: str) -> tuple[str, str, int | None, str] | None:
-    """The parts of a prefix, parsed once (every callback URL is checked against each)."""
+    """The parts of a URL, parsed once: a controller gives the same few callback URLs
+    with every command, and each is checked against every prefix."""
     return _parts(prefix)
 
 
@@ -44,10 +45,11 @@ class UrlPolicy:
         self._lock = threading.Lock()
         if store is not None and store.exists():
             self._connected = list(json.loads(store.read_text()))
+        # read on every callback URL check without the lock: replaced whole, never mutated
+        self._all = tuple(self._configured + self._connected)
 
     def prefixes(self) -> list[str]:
-        with self._lock:
-            return self._configured + self._connected
+        return list(self._all)
 
     def add(self, url: str) -> None:
         """Admit a controller URL handed over by ``connect``; persisted."""
@@ -58,16 +60,17 @@ class UrlPolicy:
             if url in self._connected or url in self._configured:
                 return
             self._connected.append(url)
+            self._all = (*self._all, url)
             if self._store is not None:
                 tmp = self._store.with_suffix(".tmp")
                 tmp.write_text(json.dumps(self._connected))
                 os.replace(tmp, self._store)
 
     def allows(self, url: str) -> bool:
-        target = _parts(url)
+        target = _cached_parts(url)
         if target is None:
             return False
-        for prefix in self.prefixes():
+        for prefix in self._all:
             p = _cached_parts(prefix)
             if p is None or p[:3] != target[:3]:
                 continue
