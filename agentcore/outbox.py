@@ -46,6 +46,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 
+# Delivered items are forgotten FLUSH_BATCH at a time, or FLUSH_DELAY seconds after the
+# first: a transaction per reply would cost as much as storing it, and a crash in between
+# only repeats a delivery, which at-least-once allows.
+FLUSH_BATCH = 64
+FLUSH_DELAY = 0.5
+
+
+class _Flush:
+    """The job that tells a sender to forget the delivered items."""
+
+
+_FLUSH = _Flush()
+
 _backoff = tenacity.wait_random_exponential(multiplier=0.25, max=15)
 
 
@@ -98,6 +111,7 @@ class CallbackOutbox:
         self._timeout = timeout
         self._local = threading.local()
         self._delivered: list[int] = []
+        self._flush_at = 0.0
         self._senders = senders
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -164,12 +178,14 @@ class CallbackOutbox:
 
     # -- sender ---------------------------------------------------------
 
-    def _next(self) -> _Item | tuple[str, dict[str, str], bytes] | None:
+    def _next(self) -> _Item | tuple[str, dict[str, str], bytes] | _Flush | None:
         with self._cv:
             while not self._stopping:
                 if self._transient:
                     return self._transient.popleft()
                 now = time.monotonic()
+                if self._delivered and now >= self._flush_at:
+                    return _FLUSH
                 if self._heap and self._heap[0].due <= now:
                     item = heapq.heappop(self._heap)
                     blocked = self._origin_retry_at.get(_origin(item.url), 0.0)
@@ -180,11 +196,16 @@ class CallbackOutbox:
                     self._in_flight += 1
                     return item
                 wait = self._heap[0].due - now if self._heap else None
+                if self._delivered:
+                    wait = min(wait if wait is not None else FLUSH_DELAY, self._flush_at - now)
                 self._cv.wait(timeout=wait)
             return None
 
     def _sender(self) -> None:
         while (job := self._next()) is not None:
+            if isinstance(job, _Flush):
+                self._flush_delivered()
+                continue
             if isinstance(job, tuple):
                 url, headers, body = job
                 try:
@@ -240,8 +261,10 @@ class CallbackOutbox:
         with self._cv:
             self._origin_attempts.pop(origin, None)
             self._origin_retry_at.pop(origin, None)
+            if not self._delivered:
+                self._flush_at = time.monotonic() + FLUSH_DELAY
             self._delivered.append(item.id)
-            flush = len(self._delivered) >= 64 or not self._heap
+            flush = len(self._delivered) >= FLUSH_BATCH
         if flush:
             self._flush_delivered()
         if self._on_result:
