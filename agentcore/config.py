@@ -31,7 +31,10 @@ class AgentConfig(BaseSettings):
     workers: int = Field(default=8, ge=1, le=256, description="threads running commands")
     http_threads: int = Field(default=32, ge=1, le=512, description="gunicorn threads")
     max_queued: int = Field(default=20000, ge=1, description="queued tasks before 503")
-    callback_senders: int = Field(default=4, ge=1, le=64)
+    callback_senders: int = Field(
+        default=8, ge=1, le=64,
+        description="threads delivering callbacks; each waits for its POST's answer, so they bound the reply rate",
+    )
     callback_max_age: float = Field(
         default=7 * 24 * 3600, gt=0, description="seconds a reply is retried before it is dropped"
     )
