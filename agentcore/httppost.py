@@ -33,9 +33,8 @@ class PostConnection:
         self.port = port or (443 if scheme == "https" else 80)
         self.timeout = timeout
         self._context = context if scheme == "https" else None
-        self._host_header = host if port is None else f"{host}:{port}"
-        if ":" in host and port is not None:  # an IPv6 literal
-            self._host_header = f"[{host}]:{port}"
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal goes in brackets
+        self._host_header = name if port is None else f"{name}:{port}"
         self._sock: socket.socket | ssl.SSLSocket | None = None
         self._buf = b""
 

@@ -137,3 +137,13 @@ def test_control_characters_are_refused_before_sending() -> None:
         conn.post("/", {"taskuuid": "t\r\nX-Injected: 1"}, b"{}")
     with pytest.raises(ValueError):
         conn.post("/a b\n", {}, b"{}")
+
+
+@pytest.mark.parametrize(("host", "port", "expected"), [
+    ("ctl.example", None, "ctl.example"),
+    ("ctl.example", 8080, "ctl.example:8080"),
+    ("::1", None, "[::1]"),
+    ("::1", 8080, "[::1]:8080"),
+])
+def test_host_header(host: str, port: int | None, expected: str) -> None:
+    assert PostConnection("http", host, port, timeout=1)._host_header == expected
