@@ -7,6 +7,13 @@ load (and an agent is one GIL-bound process, so it slowed accepting commands
 too). This client writes a request in one ``sendall`` and reads the answer
 with plain byte splitting: status line, ``Content-Length`` or chunked body
 (drained and discarded), ``Connection: close``, interim ``1xx`` answers.
+
+The sans-IO ``h11`` library was tried in its place and kept out: with the
+same behaviour and tests it cost about 95 us of CPU per POST (about 70 us of
+it in h11's event and header validation), against about 11 us for this
+client and 80 us for ``http.client``, so it would undo the reason this
+module exists (the agent's callback round trip p99 at concurrency 64 went
+from about 0.3 s to 1.2-1.5 s in the agent protocol benchmark).
 """
 
 from __future__ import annotations
