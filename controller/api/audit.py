@@ -22,6 +22,7 @@ from controller.db.base import Database, new_uuid, utcnow
 log = logging.getLogger(__name__)
 
 MAX_PATH = 512
+_INSERT = insert(AuditEvent)  # built once: building it costs more than running it
 
 
 def resource_uuid(request: Request, response: Response) -> str | None:
@@ -32,7 +33,9 @@ def resource_uuid(request: Request, response: Response) -> str | None:
         return str(named)[:32]
     if response.status_code >= 300 or not response.is_json:
         return None
-    body: Any = response.get_json(silent=True)
+    body: Any = getattr(response, "api_body", None)
+    if body is None:  # an answer not made by json_response
+        body = response.get_json(silent=True)
     if not isinstance(body, dict):
         return None
     job, resource = body.get("job"), body.get("resource")
@@ -51,7 +54,7 @@ def record(db: Database, who: Identity, request: Request, response: Response) ->
               "path": request.path[:MAX_PATH], "resource_uuid": resource_uuid(request, response),
               "status": response.status_code}
     try:
-        db.transaction_core(lambda c: c.execute(insert(AuditEvent), values))
+        db.transaction_core(lambda c: c.execute(_INSERT, values))
     except Exception:
         log.exception("could not write the audit row of %s %s by %s", request.method,
                       values["path"], who.name)

@@ -16,7 +16,9 @@ B = TypeVar("B", bound=BaseModel)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, default=str), status=status, mimetype="application/json")
+    resp = Response(json.dumps(body, default=str), status=status, mimetype="application/json")
+    resp.api_body = body  # type: ignore[attr-defined]  # what was sent, so the audit need not parse it
+    return resp
 
 
 def error_response(err: ApiError) -> Response:

@@ -220,7 +220,8 @@ class Dispatcher:
     def _schedule(self, when: float, pc: PendingCall) -> None:
         with self._cv:
             heapq.heappush(self._heap, (when, next(self._seq), pc))
-            self._cv.notify()
+            if self._heap[0][2] is pc:  # a new earliest check: the watchdog waits less now
+                self._cv.notify()
 
     def _watch(self) -> None:
         while True:
