@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import sqlite3
 import threading
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: how often a transaction runs before its transient error is raised
 WRITE_ATTEMPTS = 8
+#: the most seconds waited (at random) before the second attempt; then each doubles, to 1 s
+FIRST_WAIT = 0.02
 _RETRY_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 _RETRY_MYSQL_CODES = frozenset({1213, 1205})  # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
 
@@ -86,11 +90,15 @@ def is_transient(e: BaseException) -> bool:
     return errno in _RETRY_MYSQL_CODES
 
 
+def _log_failed(body: object, attempt: int, e: BaseException | None) -> None:
+    log.warning("write transaction %s: attempt %d failed (%s); running it again",
+                getattr(body, "__qualname__", body), attempt, getattr(e, "orig", e))
+
+
 def _log_retry(state: RetryCallState) -> None:
     e = state.outcome.exception() if state.outcome is not None else None
     body = next(iter(state.args), None)  # Database._once(body)
-    log.warning("write transaction %s: attempt %d failed (%s); running it again",
-                getattr(body, "__qualname__", body), state.attempt_number, getattr(e, "orig", e))
+    _log_failed(body, state.attempt_number + 1, e)  # the first attempt ran before tenacity's
 
 
 class Base(DeclarativeBase):
@@ -212,9 +220,10 @@ class Database:
             threading.RLock() if self.is_sqlite else nullcontext())
         self._writer = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
+        # the attempts after the first (see _run)
         self._retrying = Retrying(
-            retry=retry_if_exception(is_transient), stop=stop_after_attempt(WRITE_ATTEMPTS),
-            wait=wait_random_exponential(multiplier=0.02, max=1.0), before_sleep=_log_retry,
+            retry=retry_if_exception(is_transient), stop=stop_after_attempt(WRITE_ATTEMPTS - 1),
+            wait=wait_random_exponential(multiplier=0.04, max=1.0), before_sleep=_log_retry,
             reraise=True)
 
     @contextmanager
@@ -231,7 +240,20 @@ class Database:
         ``body`` may run more than once, so it must do nothing outside the session (no
         agent call, no state kept from a failed attempt); it returns what the caller keeps.
         """
-        return self._retrying(self._once, body)
+        return self._run(self._once, body)
+
+    def _run(self, once: Callable[[Callable[[Any], T]], T], body: Callable[[Any], T]) -> T:
+        """The first attempt straight, the others through tenacity: its machinery (state,
+        futures, stop and wait checks) costs more than a short transaction, which runs
+        several times per VM created, and is only needed once the database refused one."""
+        try:
+            return once(body)
+        except DBAPIError as e:
+            if not is_transient(e):
+                raise
+            _log_failed(body, 1, e)
+        time.sleep(random.uniform(0, FIRST_WAIT))  # noqa: S311 - jitter, not a secret
+        return self._retrying(once, body)
 
     def _once(self, body: Callable[[Session], T]) -> T:
         with self.write() as s:
@@ -240,7 +262,7 @@ class Database:
     def transaction_core(self, body: Callable[[Connection], T]) -> T:
         """:meth:`transaction` on a bare connection, for core statements only (no session's
         cost); run again the same way."""
-        return self._retrying(self._once_core, body)
+        return self._run(self._once_core, body)
 
     def _once_core(self, body: Callable[[Connection], T]) -> T:
         with self._write_mu, self.engine.begin() as conn:

@@ -98,15 +98,22 @@ def _create_rows(ctl: Controller, s: Connection, body: sc.VmCreate) -> tuple[
 IMAGES: Table = Image.__table__  # type: ignore[assignment]
 OFFERINGS: Table = InstanceOffering.__table__  # type: ignore[assignment]
 L3S: Table = L3Network.__table__  # type: ignore[assignment]
+
+
 # the image, the offering and each L3 network of a create in one statement (a row per
-# network), joined ON true: each side is one row by its key, so no product grows
-_REFERENCES = select(
-    IMAGES.c.uuid, IMAGES.c.media_type, IMAGES.c.status, IMAGES.c.platform, IMAGES.c.size,
-    OFFERINGS.c.uuid.label("offering_uuid"), OFFERINGS.c.cpu_num, OFFERINGS.c.memory_size,
-    L3S.c.uuid.label("l3_uuid"), L3S.c.zone_uuid,
-).select_from(IMAGES.join(OFFERINGS, true()).join(L3S, true())).where(
-    IMAGES.c.uuid == bindparam("image"), OFFERINGS.c.uuid == bindparam("offering"),
-    L3S.c.uuid.in_(bindparam("l3s", expanding=True)))
+# network), joined ON true: each side is one row by its key, so no product grows; the
+# usual create names one network, which needs no expanding IN rendered on each call
+def _references_stmt(l3_match: Any) -> Any:
+    return select(
+        IMAGES.c.uuid, IMAGES.c.media_type, IMAGES.c.status, IMAGES.c.platform, IMAGES.c.size,
+        OFFERINGS.c.uuid.label("offering_uuid"), OFFERINGS.c.cpu_num, OFFERINGS.c.memory_size,
+        L3S.c.uuid.label("l3_uuid"), L3S.c.zone_uuid,
+    ).select_from(IMAGES.join(OFFERINGS, true()).join(L3S, true())).where(
+        IMAGES.c.uuid == bindparam("image"), OFFERINGS.c.uuid == bindparam("offering"), l3_match)
+
+
+_REFERENCES = _references_stmt(L3S.c.uuid.in_(bindparam("l3s", expanding=True)))
+_REFERENCES_ONE = _references_stmt(L3S.c.uuid == bindparam("l3"))
 
 
 class _Offering(NamedTuple):
@@ -120,9 +127,12 @@ def _references(s: Connection, body: sc.VmCreate) -> tuple[Any, _Offering, set[s
 
     One statement when they all exist; when one does not, they are read again one by
     one, in the order the body names them, for the error that names the first missing."""
-    rows = s.execute(_REFERENCES, {"image": body.image_uuid,
-                                   "offering": body.instance_offering_uuid,
-                                   "l3s": list(body.l3_network_uuids)}).all()
+    l3s = list(body.l3_network_uuids)
+    params = {"image": body.image_uuid, "offering": body.instance_offering_uuid}
+    if len(l3s) == 1:
+        rows = s.execute(_REFERENCES_ONE, {**params, "l3": l3s[0]}).all()
+    else:
+        rows = s.execute(_REFERENCES, {**params, "l3s": l3s}).all()
     offering: _Offering | None = None
     if rows and {r.l3_uuid for r in rows} == set(body.l3_network_uuids):
         image = rows[0]
