@@ -244,8 +244,8 @@ class Database:
 
     def _run(self, once: Callable[[Callable[[Any], T]], T], body: Callable[[Any], T]) -> T:
         """The first attempt straight, the others through tenacity: its machinery (state,
-        futures, stop and wait checks) costs more than a short transaction, which runs
-        several times per VM created, and is only needed once the database refused one."""
+        futures, stop and wait checks) costs about a third of a short transaction, which
+        runs several times per VM created, and is only needed once the database refused one."""
         try:
             return once(body)
         except DBAPIError as e:
