@@ -34,6 +34,7 @@ from controller.db.models import (
     Tag,
     UsedIp,
     Vm,
+    VmBackupPolicyRef,
     VmNic,
     Volume,
     VolumeBackupStorageRef,
@@ -71,10 +72,11 @@ DEPENDANTS: dict[str, list[Dependant]] = {
     "instance-offerings": [Dependant("vms", "instance_offering_uuid", "detach")],
     "images": [Dependant("vms", "image_uuid", "detach")],
     "vm-backups": [Dependant("volume-backups", "vm_backup_uuid", "delete")],
+    "backup-storages": [Dependant("backup-policies", "backup_storage_uuid", "delete")],
 }
 
 #: children before parents (hosts late: networks and storage are cleaned up through them)
-RANK = ["volume-backups", "vm-backups", "snapshots", "vm-nics", "vms", "volumes", "ip-ranges",
+RANK = ["backup-policies", "volume-backups", "vm-backups", "snapshots", "vm-nics", "vms", "volumes", "ip-ranges",
         "l3-networks", "l2-networks",
         "primary-storages", "hosts", "clusters", "backup-storages", "images",
         "instance-offerings", "disk-offerings", "zones"]
@@ -151,6 +153,8 @@ def delete_rows(s: Session, coll: str, uuid: str) -> None:
             ImageBackupStorageRef.backup_storage_uuid == uuid))
         s.execute(delete(VolumeBackupStorageRef).where(
             VolumeBackupStorageRef.backup_storage_uuid == uuid))
+    elif coll == "backup-policies":  # its VMs are detached
+        s.execute(delete(VmBackupPolicyRef).where(VmBackupPolicyRef.backup_policy_uuid == uuid))
     elif coll == "volume-backups":
         s.execute(delete(VolumeBackupStorageRef).where(VolumeBackupStorageRef.volume_backup_uuid == uuid))
     elif coll == "images":

@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import update
 
 from controller.agent_tokens import AgentTokens
+from controller.backup_schedule import BackupJobs, BackupSchedule
 from controller.db.base import Database
 from controller.db.lookups import NetworkLookups
 from controller.db.models import Image, Vm, VmBackup, VolumeBackup
@@ -33,9 +34,10 @@ class Controller:
     """Everything behind the API of one controller process."""
 
     def __init__(self, settings: Settings, transport: Transport | None = None, *,
-                 connect_host: ConnectHost) -> None:
+                 connect_host: ConnectHost, backup_jobs: BackupJobs | None = None) -> None:
         """``connect_host(ctl, host_uuid)`` connects a host's agents again (the tracker's
-        reconnect): the services' ``hosts.connect``, handed in because they import this."""
+        reconnect): the services' ``hosts.connect``, handed in because they import this;
+        ``backup_jobs``: how the backup policies' scheduler submits (None: no scheduler)."""
         self.settings = settings
         self.db = Database(settings.db_url)
         self.db.create_all()
@@ -58,6 +60,9 @@ class Controller:
         self.db_backups = (DbBackupSchedule(settings.db_url, Path(settings.db_backup_dir),
                                             settings.db_backup_interval, settings.db_backup_keep)
                            if settings.db_backup_dir else None)
+        self.backup_schedule = (BackupSchedule(self, backup_jobs, settings.backup_schedule_max_jobs,
+                                               settings.backup_schedule_period)
+                                if backup_jobs is not None else None)
 
     def _recover_resources(self) -> None:
         """Resources a dead process left mid-operation: the tracker's next sync settles them."""
@@ -80,11 +85,15 @@ class Controller:
             self.tracker.start()
         if self.db_backups is not None:
             self.db_backups.start()
+        if self.backup_schedule is not None and self.settings.backup_schedule:
+            self.backup_schedule.start()
 
     def close(self) -> None:
         self.tracker.stop()
         if self.db_backups is not None:
             self.db_backups.stop()
+        if self.backup_schedule is not None:
+            self.backup_schedule.stop()
         self.dispatcher.close()
         self.queues.shutdown()
         self.transport.close()

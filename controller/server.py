@@ -16,26 +16,33 @@ from flask import Flask, Response
 from gunicorn.app.base import BaseApplication
 from werkzeug.exceptions import HTTPException
 
+from controller import cascade
 from controller.api import routes
 from controller.api.callbacks import CallbackRoute
 from controller.api.http import error_response, json_response
 from controller.api.openapi import build_openapi
+from controller.backup_schedule import BackupJobs
 from controller.core import Controller
 from controller.dispatch.transport import Transport
 from controller.errors import for_http_status
-from controller.services import hosts
+from controller.services import hosts, policies
 from controller.services.catalogue import CATALOGUE
 from controller.settings import Settings
 
 log = logging.getLogger(__name__)
 #: seconds a thread may hold the GIL while another waits for it (Python's default: 0.005)
 SWITCH_INTERVAL = 0.0005
+#: the backup policies' scheduler submits the VM backup action, and prunes by cascade delete
+BACKUP_JOBS = BackupJobs(
+    backup=policies.scheduled_backup,
+    delete=lambda ctl, uuid: cascade.submit_delete(ctl, "vm-backups", uuid, CATALOGUE.cascade))
 
 
 def create_app(settings: Settings, transport: Transport | None = None,
                controller: Controller | None = None) -> Flask:
     """The controller's Flask app; ``app.extensions["kvmcloud"]`` is the :class:`Controller`."""
-    ctl = controller or Controller(settings, transport, connect_host=hosts.connect)
+    ctl = controller or Controller(settings, transport, connect_host=hosts.connect,
+                                   backup_jobs=BACKUP_JOBS)
     app = Flask("kvmcloud")
     app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
     app.extensions["kvmcloud"] = ctl

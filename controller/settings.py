@@ -45,6 +45,11 @@ class Settings(BaseModel):
         default=None, description="directory of the scheduled database backups (unset: none are taken)")
     db_backup_interval: float = Field(default=3600.0, ge=60, description="seconds between database backups")
     db_backup_keep: int = Field(default=24, ge=1, le=10000, description="database backups kept (oldest go)")
+    backup_schedule: bool = Field(default=True, description="run the backup policies' scheduler")
+    backup_schedule_period: float = Field(
+        default=60.0, ge=1, description="seconds between the backup scheduler's ticks")
+    backup_schedule_max_jobs: int = Field(
+        default=4, ge=1, le=1024, description="scheduled backup jobs in flight at most")
     ceph_key_dir: str | None = Field(
         default=None, description="directory of bare cephx key files, named by a Ceph primary "
         "storage's keyRef (the controller sets them as libvirt secrets on the hosts)")

@@ -10,6 +10,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal, NamedTuple, Self
 
+from croniter import croniter
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from agentcore.digest import normalise as normalise_digest
@@ -477,6 +478,70 @@ class VmBackupAction(Body):
     backup_storage_uuid: Uuid
     name: Name | None = Field(default=None, description="default: the VM's name and the time")
     description: Description = None
+
+
+def _cron(v: str | None) -> str | None:
+    if v is not None and not croniter.is_valid(v):
+        raise ValueError("not a cron expression (minute hour day-of-month month day-of-week)")
+    return v
+
+
+CronExpression = Annotated[str | None, Field(default=None, max_length=255, description=(
+    "when to back up, as cron fields in UTC (e.g. '0 3 * * *')")), AfterValidator(_cron)]
+IntervalSeconds = Annotated[int | None, Field(default=None, ge=60, le=366 * 86400, description=(
+    "back up every this many seconds"))]
+RetentionCount = Annotated[int, Field(ge=1, le=10000, description="the policy's backups kept per VM")]
+
+
+class BackupPolicyCreate(Named):
+    """A backup schedule (an interval or a cron expression, not both) and a retention."""
+
+    cron_expression: CronExpression = None
+    interval_seconds: IntervalSeconds = Field(default=None, validate_default=True)
+    retention_count: RetentionCount
+    backup_storage_uuid: Uuid
+    state: Literal["Enabled", "Disabled"] = "Enabled"
+
+    @field_validator("interval_seconds")
+    @classmethod
+    def _one_schedule(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if "cron_expression" not in info.data:
+            return v  # the cron expression is refused already
+        if (v is None) == (info.data["cron_expression"] is None):
+            raise ValueError("give exactly one of intervalSeconds and cronExpression")
+        return v
+
+
+class BackupPolicyUpdate(UpdateBody):
+    """PATCH a backup policy: giving one of intervalSeconds and cronExpression clears the other."""
+
+    cron_expression: CronExpression = None
+    interval_seconds: IntervalSeconds = None
+    retention_count: RetentionCount | None = None
+    state: Literal["Enabled", "Disabled"] | None = None
+
+    @field_validator("cron_expression", "interval_seconds", "retention_count", "state")
+    @classmethod
+    def _not_null(cls, v: object, info: ValidationInfo) -> object:
+        if v is None:
+            raise ValueError("must not be null")
+        if info.field_name == "interval_seconds" and info.data.get("cron_expression") is not None:
+            raise ValueError("give exactly one of intervalSeconds and cronExpression")
+        return v
+
+    @model_validator(mode="after")
+    def _switch_schedule(self) -> Self:
+        if "cron_expression" in self.model_fields_set:
+            self.interval_seconds = None
+        elif "interval_seconds" in self.model_fields_set:
+            self.cron_expression = None
+        return self
+
+
+class BackupPolicyVms(Body):
+    """VMs to attach to or detach from a backup policy (a VM has at most one policy)."""
+
+    vm_uuids: list[Uuid] = Field(min_length=1, max_length=1000)
 
 
 class EmptyAction(Body):

@@ -6,16 +6,22 @@ with the digest, size and format the store measured. A :class:`VmBackup` is
 the consistent set of a VM's volumes taken together, with what the VM was
 (offering, NICs and L3 networks, tags, volumes) as JSON. Backups outlive the
 VM and the volumes they were taken of, so those are plain UUIDs, not keys.
+
+A :class:`BackupPolicy` backs up the VMs attached to it
+(:class:`VmBackupPolicyRef`, at most one policy per VM) every
+``interval_seconds`` or at the times of a cron expression, keeping the newest
+``retention_count`` of the backups it made (``VmBackup.backup_policy_uuid``).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from controller.db.base import Base, ResourceMixin
+from controller.db.base import Base, ResourceMixin, utcnow
 
 
 class VmBackup(ResourceMixin, Base):
@@ -29,6 +35,8 @@ class VmBackup(ResourceMixin, Base):
     #: the VM as it was: offering, cpu/memory, image, NICs (L3, MAC, IP), tags, volumes
     vm_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(32), default="Creating")
+    #: the policy whose schedule made it (its retention prunes only these); None: made by hand
+    backup_policy_uuid: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
 
 
 class VolumeBackup(ResourceMixin, Base):
@@ -61,3 +69,27 @@ class VolumeBackupStorageRef(Base):
     volume_backup_uuid: Mapped[str] = mapped_column(ForeignKey("volume_backups.uuid"), index=True)
     backup_storage_uuid: Mapped[str] = mapped_column(ForeignKey("backup_storages.uuid"), index=True)
     install_path: Mapped[str] = mapped_column(String(256))
+
+
+class BackupPolicy(ResourceMixin, Base):
+    """When to back up the VMs attached to it, where, and how many of its backups to keep.
+    Exactly one of ``interval_seconds`` and ``cron_expression`` is set; ``state``:
+    Enabled or Disabled (no scheduled run)."""
+
+    __tablename__ = "backup_policies"
+    interval_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
+    cron_expression: Mapped[str | None] = mapped_column(String(255), default=None)
+    retention_count: Mapped[int] = mapped_column(Integer, default=1)
+    backup_storage_uuid: Mapped[str] = mapped_column(ForeignKey("backup_storages.uuid"), index=True)
+
+
+class VmBackupPolicyRef(Base):
+    """A VM attached to a policy, and when its schedule last ran for it (claimed before
+    the backup job is submitted, so a slot runs once across controller restarts)."""
+
+    __tablename__ = "vm_backup_policy_refs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    backup_policy_uuid: Mapped[str] = mapped_column(ForeignKey("backup_policies.uuid"), index=True)
+    vm_uuid: Mapped[str] = mapped_column(ForeignKey("vms.uuid"), unique=True)
+    attach_date: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime, default=None)

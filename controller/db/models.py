@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from controller.db.accounts import Account, AccountToken, AuditEvent
-from controller.db.backups import VmBackup, VolumeBackup, VolumeBackupStorageRef
+from controller.db.backups import (
+    BackupPolicy,
+    VmBackup,
+    VmBackupPolicyRef,
+    VolumeBackup,
+    VolumeBackupStorageRef,
+)
 from controller.db.base import Base, ResourceMixin
 from controller.db.compute import (
     DiskOffering,
@@ -49,13 +55,16 @@ RESOURCES: dict[str, type[ResourceMixin]] = {
     "snapshots": Snapshot,
     "vm-backups": VmBackup,
     "volume-backups": VolumeBackup,
+    "backup-policies": BackupPolicy,
 }
 
 __all__ = [
-    "RESOURCES", "Account", "AccountToken", "AgentCredential", "AuditEvent", "BackupStorage",
+    "RESOURCES", "Account", "AccountToken", "AgentCredential", "AuditEvent", "BackupPolicy",
+    "BackupStorage",
     "BackupStorageZoneRef", "Base", "Cluster", "DiskOffering",
     "Host", "Image", "ImageBackupStorageRef", "ImageCache", "InstanceOffering", "IpRange",
     "Job", "L2Network", "L2NetworkClusterRef", "L3Network", "PrimaryStorage",
-    "PrimaryStorageClusterRef", "ResourceMixin", "Snapshot", "Tag", "UsedIp", "Vm", "VmBackup", "VmNic",
+    "PrimaryStorageClusterRef", "ResourceMixin", "Snapshot", "Tag", "UsedIp", "Vm", "VmBackup",
+    "VmBackupPolicyRef", "VmNic",
     "Volume", "VolumeBackup", "VolumeBackupStorageRef", "Zone",
 ]

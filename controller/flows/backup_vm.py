@@ -68,6 +68,8 @@ class BackupVm:
     metadata: dict[str, Any]
     volumes: list[VolumeWork] = field(default_factory=list)
     result: dict[str, Any] | None = None
+    #: the backup policy whose schedule asked for it (None: by hand)
+    policy_uuid: str | None = None
 
     @property
     def op(self) -> Op:
@@ -78,7 +80,7 @@ def add_rows(st: BackupVm) -> None:
     with st.ctl.db.write() as s:
         s.add(VmBackup(uuid=st.uuid, name=st.name, description=st.description, vm_uuid=st.vm_uuid,
                        vm_state="Running" if st.running else "Stopped", vm_metadata=st.metadata,
-                       status="Creating"))
+                       status="Creating", backup_policy_uuid=st.policy_uuid))
         s.flush()
         for w in st.volumes:
             s.add(VolumeBackup(uuid=w.backup_uuid, name=f"{st.name}-{w.vol.type.lower()}"

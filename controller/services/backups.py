@@ -90,8 +90,10 @@ def _latest(s: Session, volume_uuid: str) -> str | None:
         .order_by(VolumeBackup.create_date.desc()).limit(1))
 
 
-def backup_action(ctl: Controller, uuid: str, body: sc.VmBackupAction) -> Job:
-    """Back up every volume of the VM (running: crash-consistent, through live snapshots)."""
+def backup_action(ctl: Controller, uuid: str, body: sc.VmBackupAction,
+                  policy_uuid: str | None = None) -> Job:
+    """Back up every volume of the VM (running: crash-consistent, through live snapshots);
+    ``policy_uuid``: the backup policy whose schedule asks for it."""
     with ctl.db.read() as s:
         _store(s, body.backup_storage_uuid, "backupStorageUuid")
 
@@ -114,7 +116,8 @@ def backup_action(ctl: Controller, uuid: str, body: sc.VmBackupAction) -> Job:
             name = body.name or f"{vm.name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
             running = vm.state == "Running"
         return backup_vm.run(backup_vm.BackupVm(ctl, ctx, new_uuid(), uuid, running, host, bs, name,
-                                                body.description, meta, work))
+                                                body.description, meta, work,
+                                                policy_uuid=policy_uuid))
     return ctl.jobs.submit("backup-vm", "vms", uuid, [f"vms:{uuid}"], run)
 
 

@@ -8,6 +8,7 @@ from controller.services import (
     hosts,
     images,
     networks,
+    policies,
     primary_storages,
     resources,
     storages,
@@ -25,4 +26,5 @@ CATALOGUE = Catalogue.collect(
     vms.DECLARATIONS,
     volumes.DECLARATIONS,
     backups.DECLARATIONS,
+    policies.DECLARATIONS,
 )

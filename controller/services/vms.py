@@ -22,6 +22,7 @@ from controller.db.models import (
     Tag,
     UsedIp,
     Vm,
+    VmBackupPolicyRef,
     VmNic,
     Volume,
 )
@@ -292,6 +293,7 @@ def _delete_rows(s: Session, uuid: str) -> None:
     s.execute(delete(Volume).where(Volume.vm_uuid == uuid, Volume.type == "Root"))
     s.execute(update(Volume).where(Volume.vm_uuid == uuid).values(vm_uuid=None, device_id=None))
     s.execute(delete(Tag).where(Tag.resource_uuid == uuid))
+    s.execute(delete(VmBackupPolicyRef).where(VmBackupPolicyRef.vm_uuid == uuid))  # its policy's
     s.execute(delete(Vm).where(Vm.uuid == uuid))
 
 

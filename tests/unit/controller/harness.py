@@ -22,6 +22,7 @@ class Cloud:
 
     def __init__(self, db_url: str, **settings: Any) -> None:
         self.transport = InProcessTransport()
+        settings.setdefault("backup_schedule", False)  # tests tick it with their own clock
         self.settings = Settings(db_url=db_url, api_tokens=[API_TOKEN], agent_token=AGENT_TOKEN,
                                  tracker=False, public_url="http://controller.test",
                                  **settings)
