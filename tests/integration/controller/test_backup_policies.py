@@ -18,6 +18,7 @@ from controller.db.base import Database
 from controller.db.migrate import alembic_config, upgrade
 from controller.db.models import VmBackupPolicyRef
 from tests.integration.controller.test_backups import _setup
+from tests.support.agents import wait_until
 from tests.unit.controller.harness import Cloud
 
 HOUR = dt.timedelta(hours=1)
@@ -112,6 +113,8 @@ def test_a_slot_runs_once_across_a_controller_restart(make_cloud: Callable[..., 
     host.hang.add("/storage/volume/upload-template")
     slot = attached + HOUR
     job = _schedule(first).tick(slot).started[vm["uuid"]]
+    wait_until(lambda: any(p == "/storage/volume/upload-template" for p, _ in host.calls), 10,
+               what="upload sent")
     second = make_cloud()  # the first process died with the job running
     assert second.ok("GET", f"/v1/jobs/{job}")["job"]["error"]["code"] == "CONTROLLER_RESTARTED"
     assert [b["status"] for b in _vm_backups(second, vm["uuid"])] == ["Error"]
@@ -184,10 +187,10 @@ def test_scheduled_jobs_are_bounded_in_total_and_one_per_vm(make_cloud: Callable
     # the next slot of the busy VMs waits for their jobs; the third VM waits for room
     assert sched.tick(attached + 2 * HOUR).started == {}
     assert sched.in_flight() == first
-    host.hang.clear()
     for job in first.values():
         cloud.ok("POST", f"/v1/jobs/{job}/cancel")
     _finish(cloud, first, "cancelled")
+    host.hang.clear()
     second = sched.tick(attached + 2 * HOUR).started
     assert len(second) == 2 and set(first) | set(second) == {vm["uuid"], *others}
     _finish(cloud, second)
