@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 CONTRACT_COLLECTIONS = [
     "zones", "clusters", "hosts", "primary-storages", "backup-storages", "images",
     "l2-networks", "l3-networks", "ip-ranges", "instance-offerings", "disk-offerings",
-    "vms", "vm-nics", "volumes", "snapshots", "vm-backups", "volume-backups", "tags",
+    "vms", "vm-nics", "volumes", "snapshots", "vm-backups", "volume-backups",
+    "backup-policies", "tags",
 ]
 CONTRACT_ACTIONS = {
     "vms": ["start", "stop", "reboot", "pause", "resume", "migrate", "attach-volume",
@@ -32,6 +33,7 @@ CONTRACT_ACTIONS = {
     "snapshots": ["revert"],
     "vm-backups": ["restore"],
     "volume-backups": ["restore"],
+    "backup-policies": ["attach", "detach"],
 }
 
 #: the first field-name part of ``<x>_uuid(s)`` → the collection it names
@@ -43,6 +45,7 @@ FIELD_COLLECTION = {
     "disk_offering": "disk-offerings", "data_disk_offering": "disk-offerings",
     "vm": "vms", "nic": "vm-nics", "volume": "volumes", "snapshot": "snapshots",
     "vm_backup": "vm-backups", "volume_backup": "volume-backups",
+    "backup_policy": "backup-policies",
 }
 #: short option names beside the full ones (``--offering`` for ``instanceOfferingUuid``)
 FIELD_ALIASES = {
@@ -58,6 +61,7 @@ DEFAULT_COLUMNS = ["uuid", "name", "state"]
 EXTRA_COLUMNS = {
     "vms": ["hostUuid", "cpuNum", "memorySize"],
     "hosts": ["managementIp", "status", "vtepIp"],
+    "backup-policies": ["intervalSeconds", "cronExpression", "retentionCount"],
     "images": ["status", "format", "size"],
     "volumes": ["type", "size", "vmUuid"],
     "primary-storages": ["type", "url"],
@@ -84,7 +88,10 @@ class ResourceSpec:
 
     @property
     def command(self) -> str:
-        """``vms`` → ``vm``, ``primary-storages`` → ``primary-storage``."""
+        """``vms`` → ``vm``, ``primary-storages`` → ``primary-storage``, ``backup-policies`` →
+        ``backup-policy``."""
+        if self.collection.endswith("ies"):
+            return self.collection[:-3] + "y"
         return self.collection[:-1] if self.collection.endswith("s") else self.collection
 
     @property

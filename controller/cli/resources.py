@@ -129,14 +129,17 @@ def resource_group(spec: ResourceSpec) -> click.Group:
     @click.option("--name")
     @click.option("--description")
     @click.option("--vtep-ip", help="hosts: the VXLAN tunnel endpoint (applied by a sync-vxlan job)")
+    @SET
     @JSON
     @click.pass_context
     def update(ctx: click.Context, ref: str, name: str | None, description: str | None,
-               vtep_ip: str | None, as_json: bool) -> None:
-        """Rename or re-describe a resource (or set a host's VTEP address)."""
+               vtep_ip: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+        """Rename or re-describe a resource (or set a host's VTEP address, or any field
+        the resource's PATCH takes with --set, e.g. a backup policy's retentionCount)."""
         client = client_of(ctx)
         body = {k: v for k, v in {"name": name, "description": description,
                                   "vtepIp": vtep_ip}.items() if v is not None}
+        body.update(parse_sets(sets))
         item = client.request("PATCH", f"/{coll}/{client.resolve(coll, ref)}", json=body)
         show_json(item) if as_json else show_item(item)
 

@@ -161,3 +161,22 @@ def test_host_update_sets_the_vtep_address() -> None:
     assert res.exit_code == 0, res.output
     [patch] = api.sent("PATCH", f"/hosts/{host}")
     assert json.loads(patch.content) == {"vtepIp": "192.0.2.7"}
+
+
+def test_backup_policy_commands_attach_vms_and_update_with_set() -> None:
+    policy = "0" * 32
+    api = FakeApi({
+        ("POST", f"/backup-policies/{policy}/actions/attach"): (
+            202, {"job": job("queued", kind="attach-backup-policy")}),
+        ("PATCH", f"/backup-policies/{policy}"): (200, {"uuid": policy, "retentionCount": 7}),
+    })
+    res = run(api, "backup-policy", "attach", policy, "--vm", "web1", "--no-wait", "--json")
+    assert res.exit_code == 0, res.output
+    [attach] = api.sent("POST", f"/backup-policies/{policy}/actions/attach")
+    assert json.loads(attach.content) == {"vmUuids": [UUIDS["vms"]]}
+    res = run(api, "backup-policy", "update", policy, "--set", "retentionCount=7",
+              "--set", "cronExpression=0 3 * * *", "--json")
+    assert res.exit_code == 0, res.output
+    [patch] = api.sent("PATCH", f"/backup-policies/{policy}")
+    assert json.loads(patch.content) == {"retentionCount": 7, "cronExpression": "0 3 * * *"}
+    assert contract_catalog()["backup-policies"].command == "backup-policy"
