@@ -98,8 +98,10 @@ class BackupSchedule:
         while not self._stop.is_set():
             try:
                 self.tick()
-            except (SQLAlchemyError, ApiError) as e:  # the database away: the next tick retries
+            except SQLAlchemyError as e:  # the database away: the next tick retries
                 log.error("backup schedule tick failed: %s", e)
+            except Exception:  # a bug must not end the schedule for good
+                log.exception("backup schedule tick failed")
             self._stop.wait(self.period)
 
     def in_flight(self) -> dict[str, str]:

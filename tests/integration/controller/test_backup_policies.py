@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, select, text, update
 
 from controller.backup_schedule import BackupSchedule, next_run
-from controller.db.base import Database
+from controller.db.base import Database, utcnow
 from controller.db.migrate import alembic_config, upgrade
 from controller.db.models import VmBackupPolicyRef
 from tests.integration.controller.test_backups import _setup
@@ -145,6 +145,26 @@ def test_a_slot_runs_once_across_a_controller_restart(make_cloud: Callable[..., 
     assert _schedule(third).tick(late + dt.timedelta(minutes=1)).started == {}
     assert _schedule(second).tick(late + dt.timedelta(minutes=2)).started == {}  # another process
     assert len(_vm_backups(third, vm["uuid"])) == 2
+
+
+def test_the_controller_runs_the_schedule_at_start_and_stops_it(
+        make_cloud: Callable[..., Cloud]) -> None:
+    first = make_cloud()
+    vm, host, agent, bs = _setup(first, running=False)
+    policy = _policy(first, bs)
+    _attach(first, policy["uuid"], vm["uuid"])
+    with first.ctl.db.write() as s:  # the last run two hours ago: due while "down"
+        s.execute(update(VmBackupPolicyRef).values(last_run_at=utcnow() - 2 * HOUR))
+    second = make_cloud(backup_schedule=True, backup_schedule_period=3600)
+    second.transport = first.transport
+    second.ctl.dispatcher.transport = first.transport
+    agent.deliver = host.deliver = second.deliver
+    sched = _schedule(second)
+    wait_until(lambda: [b["status"] for b in _vm_backups(second, vm["uuid"])] == ["Ready"], 10,
+               what="the backup at start")
+    assert [b["backupPolicyUuid"] for b in _vm_backups(second, vm["uuid"])] == [policy["uuid"]]
+    second.close()
+    assert sched._thread is not None and not sched._thread.is_alive()
 
 
 def test_retention_prunes_the_oldest_policy_backups_from_the_store(cloud: Cloud) -> None:
