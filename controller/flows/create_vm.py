@@ -34,6 +34,7 @@ from controller.db.models import (
     Tag,
     UsedIp,
     Vm,
+    VmBackupPolicyRef,
     VmNic,
     Volume,
 )
@@ -357,6 +358,8 @@ def run(ctl: Controller, ctx: JobContext, st: CreateVm) -> None:
 
 def _drop_vm_row(s: Session, vm_uuid: str) -> None:
     s.execute(delete(Tag).where(Tag.resource_uuid == vm_uuid))
+    # a backup policy may have been attached while it was Creating
+    s.execute(delete(VmBackupPolicyRef).where(VmBackupPolicyRef.vm_uuid == vm_uuid))
     s.execute(delete(Vm).where(Vm.uuid == vm_uuid))
 
 

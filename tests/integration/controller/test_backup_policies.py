@@ -314,3 +314,19 @@ def test_migration_0010_makes_the_policy_tables_and_takes_them_back(db_url: str)
         assert TABLES <= set(inspect(db.engine).get_table_names())
     finally:
         db.dispose()
+
+
+def test_a_vm_whose_create_fails_goes_with_its_attachment(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    host = next(iter(cloud.hosts.values()))
+    agent, bs = cloud.backup_agent("bsa")
+    policy = _policy(cloud, bs)["uuid"]
+    host.hang.add("/vm/start")
+    vm = cloud.ok("POST", "/v1/vms", cloud.vm_body())["resource"]["uuid"]
+    wait_until(lambda: any(p == "/vm/start" for p, _ in host.calls), 10, what="start sent")
+    _attach(cloud, policy, vm)  # while it is Creating
+    [job] = cloud.ok("GET", "/v1/jobs", q="kind=create-vm")["items"]
+    cloud.ok("POST", f"/v1/jobs/{job['uuid']}/cancel")
+    assert cloud.ok("GET", f"/v1/jobs/{job['uuid']}", wait="1")["job"]["state"] == "cancelled"
+    assert _refs(cloud) == []
+    assert cloud.call("GET", f"/v1/vms/{vm}")[0] == 404
