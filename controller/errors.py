@@ -97,3 +97,9 @@ HTTP_ERRORS: Mapping[str, type[ApiError]] = {cls.code: cls for cls in (
 def for_http_status(status: int, message: str) -> ApiError:
     """The error that answers an HTTP error Flask raised with ``status``."""
     return HTTP_ERRORS[code_for_http_error(status)](message)
+
+
+class DigestMismatch(ApiError):
+    """What a store holds does not hash to what the controller recorded."""
+
+    code = "DIGEST_MISMATCH"

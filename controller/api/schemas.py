@@ -544,6 +544,29 @@ class BackupPolicyVms(Body):
     vm_uuids: list[Uuid] = Field(min_length=1, max_length=1000)
 
 
+class ReplicateAction(Body):
+    """Copy a backup into another SFTP backup storage (only the chunks it lacks travel)."""
+
+    backup_storage_uuid: Uuid
+
+
+class VmFromBackup(Named):
+    """Create and start a new VM from a VM backup (new UUIDs, MACs and IPs)."""
+
+    zone_uuid: Uuid | None = Field(default=None, description="default: the zone of the L3 networks, "
+                                   "the cluster or the host given, else the backed-up VM's")
+    cluster_uuid: Uuid | None = None
+    host_uuid: Uuid | None = None
+    l3_network_uuids: list[Uuid] | None = Field(
+        default=None, min_length=1, max_length=8,
+        description="default: the backed-up VM's networks, when they are in the target zone")
+    backup_storage_uuid: Uuid | None = Field(
+        default=None, description="where to read the backup; default: one in the target zone "
+        "that holds every volume backup")
+    instance_offering_uuid: Uuid | None = Field(
+        default=None, description="default: the backed-up VM's CPUs and memory")
+
+
 class EmptyAction(Body):
     """An action without parameters."""
 

@@ -126,9 +126,10 @@ def reserve(st: CreateVm) -> None:
     image; the state is filled only after the commit, so a failure leaves nothing to undo.
     """
     host, ps, vols, nics, l2s, ref = _reserve_once(st)
-    st.image_id, st.image_bs = ref.install_path, ref.backup_storage_uuid
-    if ref.cached is not None:
-        st.cached = CachedImage(ref.install_path, ref.cached)
+    if ref is not None:  # None: no image (the volumes come from elsewhere: a backup)
+        st.image_id, st.image_bs = ref.install_path, ref.backup_storage_uuid
+        if ref.cached is not None:
+            st.cached = CachedImage(ref.install_path, ref.cached)
     st.host, st.ps = host, ps
     st.ps_uuid, st.ps_reserved = ps.uuid, st.image_size + sum(st.data_sizes) if ps.total_capacity else 0
     st.root_uuid = vols[0].uuid
@@ -177,6 +178,8 @@ def _reserve_rows(st: CreateVm, s: Session) -> tuple[
         insert_row(s, nic)
         nics.append(nic)
     l2s = st.ctl.networks.l2s(s, st.l3_uuids)
+    if not st.image_uuid:
+        return host, ps, vols, nics, l2s, None
     ref = s.connection().execute(_IMAGE_REF, {"ps": ps.uuid, "image": st.image_uuid}).first()
     if ref is None:
         raise Conflict(f"image {st.image_uuid} is on no backup storage")
@@ -189,7 +192,7 @@ def _volume(st: CreateVm, ps: PrimaryStorage, kind: str, size: int, name: str,
     return Volume(uuid=uuid, name=name, vm_uuid=st.vm_uuid, primary_storage_uuid=ps.uuid,
                   type=kind, size=size, status="Creating", device_id=device_id,
                   install_path=backend.install_path(ps, uuid), format=backend.volume_format,
-                  root_image_uuid=st.image_uuid if kind == "Root" else None)
+                  root_image_uuid=(st.image_uuid or None) if kind == "Root" else None)
 
 
 def release(st: CreateVm) -> None:
@@ -243,7 +246,7 @@ def _record_cache(s: Session, ps: PrimaryStorage | None, image_uuid: str,
             pass
 
 
-def _volume_ready(st: CreateVm, uuid: str, actual: int) -> None:
+def volume_ready(st: CreateVm, uuid: str, actual: int) -> None:
     """Ready at once: a volume is only ever deleted for a Ready row (even after a crash)."""
     st.ctl.db.transaction_core(lambda conn: conn.execute(_VOLUME_READY,
                                                          {"vol": uuid, "actual": actual}))
@@ -253,10 +256,10 @@ def create_root(st: CreateVm) -> None:
     assert st.ps is not None and st.host is not None and st.cached is not None
     assert st.root_uuid is not None
     vol = st.volumes[st.root_uuid]
-    _volume_ready(st, vol.uuid, st.backend.create_root(st.op, st.ps, st.host, st.cached, vol))
+    volume_ready(st, vol.uuid, st.backend.create_root(st.op, st.ps, st.host, st.cached, vol))
 
 
-def _delete_volumes(st: CreateVm, uuids: list[str]) -> None:
+def delete_volumes(st: CreateVm, uuids: list[str]) -> None:
     """Delete the volumes (one never made is no error) and their rows."""
     assert st.ps is not None
     for uuid in reversed(uuids):
@@ -267,17 +270,17 @@ def _delete_volumes(st: CreateVm, uuids: list[str]) -> None:
 
 def delete_root(st: CreateVm) -> None:
     if st.root_uuid:
-        _delete_volumes(st, [st.root_uuid])
+        delete_volumes(st, [st.root_uuid])
 
 
 def create_data(st: CreateVm) -> None:
     assert st.ps is not None and st.host is not None
     for uuid in st.data_uuids:
-        _volume_ready(st, uuid, st.backend.create_empty(st.op, st.ps, st.host, st.volumes[uuid]))
+        volume_ready(st, uuid, st.backend.create_empty(st.op, st.ps, st.host, st.volumes[uuid]))
 
 
 def delete_data(st: CreateVm) -> None:
-    _delete_volumes(st, st.data_uuids)
+    delete_volumes(st, st.data_uuids)
 
 
 def realise_network(st: CreateVm) -> None:

@@ -23,7 +23,12 @@ from controller.db.base import new_uuid
 from controller.db.jobs import Job
 from controller.db.models import (
     BackupStorage,
+    BackupStorageZoneRef,
+    Cluster,
     Host,
+    Image,
+    InstanceOffering,
+    L3Network,
     PrimaryStorage,
     Tag,
     Vm,
@@ -32,13 +37,15 @@ from controller.db.models import (
     Volume,
     VolumeBackup,
     VolumeBackupStorageRef,
+    Zone,
 )
 from controller.declarations import Action, CascadeStep
 from controller.errors import BadRequest, Conflict
-from controller.flows import backup_vm, restore_volumes
+from controller.flows import backup_vm, create_vm_from_backup, replicate_backup, restore_volumes
 from controller.flows.add_image import remove_from_stores
+from controller.flows.create_vm_from_backup import CreateVmFromBackup
 from controller.jobs import JobContext
-from controller.primary.base import any_storage_host
+from controller.primary.base import StoredVolume, any_storage_host
 from controller.services.common import require, to_dict
 
 log = logging.getLogger(__name__)
@@ -190,6 +197,181 @@ def restore_volume_backup_action(ctl: Controller, uuid: str, body: sc.EmptyActio
     return ctl.jobs.submit("restore-volume-backup", "volumes", b.volume_uuid, keys, run)
 
 
+def _replicate(ctl: Controller, ctx: JobContext, backup_uuids: list[str],
+               target_uuid: str) -> dict[str, Any]:
+    """Copy each backup the target lacks into it, from a store that holds it."""
+    with ctl.db.read() as s:
+        target = _store(s, target_uuid, "backupStorageUuid")
+        items, present = [], []
+        for u in backup_uuids:
+            b = require(s, VolumeBackup, u, "volumeBackupUuid")
+            if b.status != "Ready":
+                raise Conflict(f"volume backup {u} is {b.status}", status=b.status)
+            refs = list(s.execute(select(VolumeBackupStorageRef.install_path, BackupStorage).join(
+                BackupStorage, BackupStorage.uuid == VolumeBackupStorageRef.backup_storage_uuid)
+                .where(VolumeBackupStorageRef.volume_backup_uuid == u)
+                .order_by(VolumeBackupStorageRef.id)))
+            if any(bs.uuid == target_uuid for _, bs in refs):
+                present.append(u)
+                continue
+            sources = [(path, bs) for path, bs in refs if bs.type == "sftp" and bs.agent_url]
+            if not sources or not b.digest:
+                raise Conflict(f"volume backup {u} is in no SFTP backup storage to copy it from")
+            items.append(replicate_backup.Item(u, sources[0][0], b.digest, sources[0][1]))
+    st = replicate_backup.Replicate(ctx, target, items)
+    if items:
+        replicate_backup.run(st)
+    return {"backupStorageUuid": target_uuid, "replicated": [i.backup_uuid for i in items],
+            "alreadyPresent": present, "chunksSent": st.chunks_sent, "bytesSent": st.bytes_sent}
+
+
+def _check_target(s: Session, target_uuid: str, backup_uuids: list[str]) -> None:
+    """400 naming backupStorageUuid: unknown, not SFTP, or the only store the backups are in."""
+    _store(s, target_uuid, "backupStorageUuid")
+    stores = set(s.scalars(select(VolumeBackupStorageRef.backup_storage_uuid).where(
+        VolumeBackupStorageRef.volume_backup_uuid.in_(backup_uuids))))
+    if stores == {target_uuid}:
+        raise BadRequest("backupStorageUuid: the backup is already in that backup storage only; "
+                         "name another one", field="backupStorageUuid")
+
+
+def replicate_vm_backup_action(ctl: Controller, uuid: str, body: sc.ReplicateAction) -> Job:
+    """Copy every volume backup of the VM backup into another SFTP backup storage."""
+    with ctl.db.read() as s:
+        vb = require(s, VmBackup, uuid, "vmBackupUuid")
+        if vb.status != "Ready":
+            raise Conflict(f"vm backup {uuid} is {vb.status}", status=vb.status)
+        backups = list(s.scalars(select(VolumeBackup.uuid).where(VolumeBackup.vm_backup_uuid == uuid)
+                                 .order_by(VolumeBackup.device_id)))
+        _check_target(s, body.backup_storage_uuid, backups)
+    keys = [f"vm-backups:{uuid}", *(f"volume-backups:{u}" for u in backups)]
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        return _replicate(ctl, ctx, backups, body.backup_storage_uuid)
+    return ctl.jobs.submit("replicate-vm-backup", "vm-backups", uuid, keys, run)
+
+
+def replicate_volume_backup_action(ctl: Controller, uuid: str, body: sc.ReplicateAction) -> Job:
+    """Copy one volume backup into another SFTP backup storage."""
+    with ctl.db.read() as s:
+        b = require(s, VolumeBackup, uuid, "volumeBackupUuid")
+        _check_target(s, body.backup_storage_uuid, [uuid])
+        keys = [f"volume-backups:{uuid}", *([f"vm-backups:{b.vm_backup_uuid}"] if b.vm_backup_uuid else [])]
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        return _replicate(ctl, ctx, [uuid], body.backup_storage_uuid)
+    return ctl.jobs.submit("replicate-volume-backup", "volume-backups", uuid, keys, run)
+
+
+def _target_zone(s: Session, body: sc.VmFromBackup, meta: dict[str, Any]) -> tuple[str, list[str]]:
+    """The zone the new VM goes to and its L3 networks, checked against each other."""
+    cluster = require(s, Cluster, body.cluster_uuid, "clusterUuid") if body.cluster_uuid else None
+    host = require(s, Host, body.host_uuid, "hostUuid") if body.host_uuid else None
+    host_zone = require(s, Cluster, host.cluster_uuid, "hostUuid").zone_uuid if host else None
+    l3s = [require(s, L3Network, u, f"l3NetworkUuids.{i}")
+           for i, u in enumerate(body.l3_network_uuids or [])]
+    zone = (body.zone_uuid or (cluster.zone_uuid if cluster else None) or host_zone
+            or (l3s[0].zone_uuid if l3s else None) or meta.get("zoneUuid"))
+    require(s, Zone, zone, "zoneUuid")
+    for what, z in (("clusterUuid", cluster.zone_uuid if cluster else zone), ("hostUuid", host_zone or zone)):
+        if z != zone:
+            raise BadRequest(f"{what}: not in zone {zone}", field=what)
+    if l3s:
+        if any(l3.zone_uuid != zone for l3 in l3s):
+            raise BadRequest(f"l3NetworkUuids: networks must be in zone {zone} (the VM's)",
+                             field="l3NetworkUuids")
+        return str(zone), [l3.uuid for l3 in l3s]
+    wanted = [n["l3NetworkUuid"] for n in meta.get("nics", [])]
+    found = {l3.uuid: l3 for l3 in s.scalars(select(L3Network).where(L3Network.uuid.in_(wanted)))}
+    if not wanted or any(u not in found or found[u].zone_uuid != zone for u in wanted):
+        raise BadRequest(f"l3NetworkUuids: the backed-up VM's networks are not all in zone {zone}; "
+                         "name the new VM's networks", field="l3NetworkUuids")
+    return str(zone), wanted
+
+
+def _source_store(s: Session, body: sc.VmFromBackup, zone: str,
+                  backups: list[VolumeBackup]) -> tuple[BackupStorage, dict[str, str]]:
+    """A backup storage of the zone that holds every volume backup, and their ids there."""
+    refs: dict[str, dict[str, str]] = {}
+    for r in s.scalars(select(VolumeBackupStorageRef).where(
+            VolumeBackupStorageRef.volume_backup_uuid.in_([b.uuid for b in backups]))
+            .order_by(VolumeBackupStorageRef.id)):
+        refs.setdefault(r.backup_storage_uuid, {})[r.volume_backup_uuid] = r.install_path
+    in_zone = set(s.scalars(select(BackupStorageZoneRef.backup_storage_uuid).where(
+        BackupStorageZoneRef.zone_uuid == zone)))
+    if body.backup_storage_uuid:
+        bs = _store(s, body.backup_storage_uuid, "backupStorageUuid")
+        if bs.uuid not in in_zone:
+            raise BadRequest(f"backupStorageUuid: not attached to zone {zone}", field="backupStorageUuid")
+        if len(refs.get(bs.uuid, {})) != len(backups):
+            raise BadRequest("backupStorageUuid: does not hold every volume backup of the backup; "
+                             "replicate it there first", field="backupStorageUuid")
+        return bs, refs[bs.uuid]
+    for uuid, held in refs.items():
+        found = s.get(BackupStorage, uuid)
+        if (uuid in in_zone and len(held) == len(backups) and found is not None
+                and found.type == "sftp" and found.agent_url):
+            return found, held
+    raise BadRequest(f"backupStorageUuid: no SFTP backup storage of zone {zone} holds every "
+                     "volume backup of the backup; replicate it to one first", field="backupStorageUuid")
+
+
+def create_vm_from_backup_action(ctl: Controller, uuid: str, body: sc.VmFromBackup) -> Job:
+    """A new VM (new UUIDs, MACs and IPs) whose volumes are made from the backup's, started."""
+    def write(s: Session) -> tuple[Job, CreateVmFromBackup, list[str]]:
+        vb = require(s, VmBackup, uuid, "vmBackupUuid")
+        if vb.status != "Ready":
+            raise Conflict(f"vm backup {uuid} is {vb.status}", status=vb.status)
+        meta = dict(vb.vm_metadata or {})
+        backups = sorted(s.scalars(select(VolumeBackup).where(VolumeBackup.vm_backup_uuid == uuid)),
+                         key=lambda b: (b.volume_type != "Root", b.device_id or 0))
+        if not backups or backups[0].volume_type != "Root" or any(b.status != "Ready" for b in backups):
+            raise Conflict(f"vm backup {uuid} has no Ready root volume backup, or volume backups "
+                           "that are not Ready")
+        zone, l3s = _target_zone(s, body, meta)
+        bs, ids = _source_store(s, body, zone, backups)
+        if body.instance_offering_uuid:
+            offering = require(s, InstanceOffering, body.instance_offering_uuid, "instanceOfferingUuid")
+            offering_uuid: str | None = offering.uuid
+            cpu, memory = offering.cpu_num, offering.memory_size
+        else:
+            offering_uuid = meta.get("instanceOfferingUuid")
+            if not offering_uuid or s.get(InstanceOffering, offering_uuid) is None:
+                offering_uuid = None
+            cpu, memory = int(meta.get("cpuNum") or 1), int(meta.get("memorySize") or 0)
+            if memory <= 0:
+                raise BadRequest("instanceOfferingUuid: the backup names no memory size; give one",
+                                 field="instanceOfferingUuid")
+        image = meta.get("imageUuid")
+        vm = Vm(uuid=new_uuid(), name=body.name, description=body.description, zone_uuid=zone,
+                image_uuid=image if image and s.get(Image, image) else None,
+                instance_offering_uuid=offering_uuid, cpu_num=cpu, memory_size=memory,
+                platform=meta.get("platform") or "Linux", state="Creating")
+        s.add(vm)
+        s.flush()
+        stored = [StoredVolume(ids[b.uuid], b.digest or "", b.actual_size, b.size, b.format)
+                  for b in backups]
+        st = CreateVmFromBackup(
+            ctl=ctl, ctx=None,  # type: ignore[arg-type]
+            vm_uuid=vm.uuid, cpu=cpu, memory=memory, image_uuid="", l3_uuids=l3s,
+            data_sizes=[b.size for b in backups[1:]], zone_uuid=zone,
+            cluster_uuid=body.cluster_uuid, want_host=body.host_uuid, image_size=backups[0].size,
+            vm_name=body.name, bs=bs, stored=stored)
+        keys = [f"vms:{vm.uuid}", f"vm-backups:{uuid}", *(f"volume-backups:{b.uuid}" for b in backups)]
+        return ctl.jobs.prepare(s, "create-vm-from-backup", "vms", vm.uuid), st, keys
+
+    job, st, keys = ctl.db.transaction(write)
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        st.ctx = ctx
+        create_vm_from_backup.run(st)
+        if st.result is not None:
+            return st.result
+        with ctl.db.read() as s:
+            return to_dict(require(s, Vm, st.vm_uuid, "vmUuid"))
+    return ctl.jobs.start(job, keys, run)
+
+
 def delete_volume_backup(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     """Remove the backup from every store that holds it, then its rows."""
     with ctl.db.read() as s:
@@ -205,5 +387,8 @@ DECLARATIONS = (
     Action("vms", "backup", sc.VmBackupAction, backup_action),
     Action("vm-backups", "restore", sc.EmptyAction, restore_vm_backup_action),
     Action("volume-backups", "restore", sc.EmptyAction, restore_volume_backup_action),
+    Action("vm-backups", "replicate", sc.ReplicateAction, replicate_vm_backup_action),
+    Action("volume-backups", "replicate", sc.ReplicateAction, replicate_volume_backup_action),
+    Action("vm-backups", "create-vm", sc.VmFromBackup, create_vm_from_backup_action),
     CascadeStep("volume-backups", "delete", delete_volume_backup),
 )

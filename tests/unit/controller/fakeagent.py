@@ -246,6 +246,13 @@ class FakeHost:
         return ok(mountPath=c.mount_path)
 
     def do_storage_cache_image(self, c: sm.CacheImageCmd) -> dict[str, Any]:
+        src = c.source
+        # a fake sftpbackup agent there: it must hold the image
+        image_at = getattr(FakeHost.registry.get(src.host), "image_at", None) \
+            if isinstance(src, sm.SftpSource) else None
+        if isinstance(src, sm.SftpSource) and image_at is not None and \
+                image_at(src.store_root, src.image_id) is None:
+            return fail("NOT_FOUND", f"no image {src.image_id} in the store")
         path = f"cache/{c.image_id}.qcow2"
         self.storage.cache[(c.storage_uuid, c.image_id)] = path
         return ok(image=_cached(c.image_id, path, c.digest), downloaded=True)

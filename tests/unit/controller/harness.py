@@ -114,13 +114,15 @@ class Cloud:
             self.add_host(f"h{i + 1}")
         return self
 
-    def backup_agent(self, name: str) -> tuple[FakeBackupAgent, str]:
-        """A fake sftpbackup agent and an SFTP backup storage served by it (its uuid in ids[name])."""
+    def backup_agent(self, name: str, zones: list[str] | None = None) -> tuple[FakeBackupAgent, str]:
+        """A fake sftpbackup agent and an SFTP backup storage served by it (its uuid in ids[name]),
+        attached to ``zones``."""
         agent = FakeBackupAgent(f"10.9.0.{10 + len(self.ids)}", self.deliver, AGENT_TOKEN)
         self.transport.register(agent.url, agent.handle)
         self.ids[name] = self.backup_storage({
             "name": name, "type": "sftp", "hostname": agent.ip, "username": "kvmcloud",
-            "url": f"/{name}", "agentRoot": f"/srv/chroot/{name}", "agentUrl": agent.url})
+            "url": f"/{name}", "agentRoot": f"/srv/chroot/{name}", "agentUrl": agent.url,
+            "zoneUuids": zones or []})
         return agent, self.ids[name]
 
     def backup_storage(self, body: dict[str, Any]) -> str:
