@@ -31,8 +31,8 @@ CONTRACT_ACTIONS = {
     "backup-storages": ["reconnect", "redeploy"],
     "volumes": ["create-snapshot"],
     "snapshots": ["revert"],
-    "vm-backups": ["restore"],
-    "volume-backups": ["restore"],
+    "vm-backups": ["restore", "replicate", "create-vm"],
+    "volume-backups": ["restore", "replicate"],
     "backup-policies": ["attach", "detach"],
 }
 

@@ -38,6 +38,21 @@ def test_vm_backup_and_volume_backup_commands_list_and_restore() -> None:
     assert api.sent("POST", f"/volume-backups/{backup}/actions/restore")
 
 
+def test_vm_backup_replicate_and_create_vm_send_their_bodies() -> None:
+    backup, zone = "1" * 32, "2" * 32
+    api = FakeApi({("POST", f"/vm-backups/{backup}/actions/replicate"): (202, {"job": job("queued")}),
+                   ("POST", f"/vm-backups/{backup}/actions/create-vm"): (202, {"job": job("queued")})})
+    res = run(api, "vm-backup", "replicate", backup, "--bs", BS, "--no-wait", "--json")
+    assert res.exit_code == 0, res.output
+    [sent] = api.sent("POST", f"/vm-backups/{backup}/actions/replicate")
+    assert json.loads(sent.content) == {"backupStorageUuid": BS}
+    res = run(api, "vm-backup", "create-vm", backup, "--name", "dr", "--zone", zone,
+              "--no-wait", "--json")
+    assert res.exit_code == 0, res.output
+    [sent] = api.sent("POST", f"/vm-backups/{backup}/actions/create-vm")
+    assert json.loads(sent.content) == {"name": "dr", "zoneUuid": zone}
+
+
 def _state(running: bool, volumes: int) -> backup_vm.BackupVm:
     work = [backup_vm.VolumeWork(cast(Volume, None), cast(PrimaryStorage, None), str(i), None)
             for i in range(volumes)]
