@@ -8,8 +8,11 @@ only reads the old file, as its overlay's backing file, so the storageagent
 copies it) and merged back: it keeps running on its own disk, and no overlay
 or copy is left. The stopped VM is backed up with a known pattern on its disk, its root volume
 wiped, restored from the store, and it boots again with the pattern there
-(a second backup of the same content sends no chunk); deleting the backups
-empties the store of them.
+(a second backup of the same content sends no chunk). That backup is
+replicated to a second real store (its agent pulls it from the first over
+SFTP, the manifest's digest the recorded one; again: nothing travels) and a
+new VM made from the second store boots, with the pattern on its disk.
+Deleting the backups empties both stores of them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pytest
 from tests.integration.controller.realworld import (
     SftpStore,
     World,
+    add_backup_storage,
     build_cloud,
     create_vm,
     open_world,
@@ -39,6 +43,7 @@ PATTERN = 0x6b
 class Rig:
     w: World
     store: SftpStore
+    store2: SftpStore
 
     def files(self) -> list[str]:
         """Files of the primary storage but the image cache."""
@@ -51,10 +56,13 @@ class Rig:
 def rig(component_env: Callable[[str], dict[str, str]]) -> Iterator[Rig]:
     sshd = component_env("sshd")
     sto = {"sftp_key_file": sshd["SSHD_KEY"], "sftp_known_hosts": sshd["SSHD_KNOWN_HOSTS"]}
-    with open_world(component_env, sto) as w, sftp_store(sshd, w.url, w.base / "sftp") as store:
+    with open_world(component_env, sto) as w, sftp_store(sshd, w.url, w.base / "sftp") as store, \
+            sftp_store(sshd, w.url, w.base / "sftp2") as store2:
         build_cloud(w, "10.253.12", store=store)
+        w.ids["bs2"] = add_backup_storage(w.api, {**store2.body, "name": "second",
+                                                   "zoneUuids": [w.ids["zone"]]})
         w.ids["vm"] = create_vm(w, "bk1")
-        yield Rig(w, store)
+        yield Rig(w, store, store2)
 
 
 def _root(w: World) -> dict[str, str]:
@@ -121,9 +129,36 @@ def test_a_stopped_vm_backed_up_wiped_and_restored_boots_with_its_data(rig: Rig)
     booted = w.console(vm).read_text(errors="replace").count(marker)
     w.job("POST", f"/v1/vms/{vm}/actions/start", {})
     w.wait_console(vm, marker, count=booted + 1, timeout=180)
+    w.ids["wiped_vb"] = vb["uuid"]
     live_vb, live_id = w.ids["live_backup"]
     w.ids["vm_backups"] = f"{live_vb},{vb['uuid']},{again['uuid']}"
     w.ids["volume_backups"] = f"{live_id},{backup['installPath']},{second['installPath']}"
+
+
+def test_a_backup_replicated_to_a_second_store_rebuilds_the_vm_with_its_data(rig: Rig) -> None:
+    w, vb = rig.w, rig.w.ids["wiped_vb"]
+    [backup] = w.ok("GET", "/v1/volume-backups", q=f"vmBackupUuid={vb}")["items"]
+    assert not rig.store2.manifest(backup["installPath"]).exists()
+    done = w.job("POST", f"/v1/vm-backups/{vb}/actions/replicate", {"backupStorageUuid": w.ids["bs2"]})
+    assert done["result"]["replicated"] == [backup["uuid"]] and done["result"]["chunksSent"] > 0, done
+    manifest = json.loads(rig.store2.manifest(backup["installPath"]).read_text())
+    assert "sha256:" + manifest["digest"] == backup["digest"]
+    again = w.job("POST", f"/v1/vm-backups/{vb}/actions/replicate", {"backupStorageUuid": w.ids["bs2"]})
+    assert again["result"]["alreadyPresent"] == [backup["uuid"]] and again["result"]["chunksSent"] == 0
+    w.job("POST", f"/v1/vms/{w.ids['vm']}/actions/stop", {"force": True})  # one guest at a time
+    made = w.job("POST", f"/v1/vm-backups/{vb}/actions/create-vm",
+                 {"name": "bk1-dr", "backupStorageUuid": w.ids["bs2"]})
+    vm = made["resourceUuid"]
+    w.ids["vms"] = ",".join(v for v in (w.ids.get("vms", ""), vm) if v)
+    assert made["result"]["state"] == "Running", made
+    root = w.ok("GET", "/v1/volumes", q=[f"vmUuid={vm}", "type=Root"])["items"][0]
+    size = int(root["size"])
+    ip = w.ok("GET", "/v1/vm-nics", q=f"vmUuid={vm}")["items"][0]["ip"]
+    w.wait_console(vm, f"{w.guest['GUEST_IP_MARKER']} eth0 {ip}\n")
+    w.job("POST", f"/v1/vms/{vm}/actions/stop", {"force": True})
+    disk = w.ps_root / root["installPath"]
+    assert "verification failed" not in qemu_io(disk, f"read -P {PATTERN} {size - 65536} 64k")
+    w.job("DELETE", f"/v1/vms/{vm}", confirm="1")
 
 
 def test_deleting_the_backups_removes_them_from_the_store(rig: Rig) -> None:
@@ -132,4 +167,5 @@ def test_deleting_the_backups_removes_them_from_the_store(rig: Rig) -> None:
         w.job("DELETE", f"/v1/vm-backups/{vb}", confirm="1")
     for image_id in w.ids["volume_backups"].split(","):
         assert not rig.store.manifest(image_id).exists()
+        assert not rig.store2.manifest(image_id).exists()
     assert w.ok("GET", "/v1/volume-backups")["items"] == []
