@@ -92,17 +92,18 @@ class PostConnection:
             raise ConnectionResetError("connection closed by the server")
         return data
 
-    def _read_head(self) -> bytes:
-        while (end := self._buf.find(b"\r\n\r\n")) < 0:
+    def _read_until(self, end_mark: bytes, what: str) -> bytes:
+        """The bytes before ``end_mark`` (consumed with it); at most MAX_HEAD of them."""
+        while (end := self._buf.find(end_mark)) < 0:
             if len(self._buf) > MAX_HEAD:
-                raise ProtocolError("answer head too long")
+                raise ProtocolError(f"{what} too long")
             self._buf += self._recv()
-        head, self._buf = self._buf[:end], self._buf[end + 4:]
-        return head
+        found, self._buf = self._buf[:end], self._buf[end + len(end_mark):]
+        return found
 
     def _read_answer(self) -> tuple[int, bool]:
         while True:
-            head = self._read_head()
+            head = self._read_until(b"\r\n\r\n", "answer head")
             status_line, _, rest = head.partition(b"\r\n")
             parts = status_line.split(None, 2)
             if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
@@ -132,23 +133,15 @@ class PostConnection:
             self._buf = self._recv()
         self._buf = self._buf[n:]
 
-    def _read_line(self) -> bytes:
-        while (end := self._buf.find(b"\r\n")) < 0:
-            if len(self._buf) > MAX_HEAD:
-                raise ProtocolError("chunk line too long")
-            self._buf += self._recv()
-        line, self._buf = self._buf[:end], self._buf[end + 2:]
-        return line
-
     def _drain_chunked(self) -> None:
         while True:
-            size_text = self._read_line().split(b";", 1)[0].strip()
+            size_text = self._read_until(b"\r\n", "chunk line").split(b";", 1)[0].strip()
             try:
                 size = int(size_text, 16)
             except ValueError:
                 raise ProtocolError(f"bad chunk size: {size_text[:40]!r}") from None
             if size == 0:
-                while self._read_line():  # trailers, up to the blank line
+                while self._read_until(b"\r\n", "chunk line"):  # trailers, up to the blank line
                     pass
                 return
             self._drain(size + 2)

@@ -33,6 +33,7 @@ from croniter import croniter
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from controller.background import Background
 from controller.db.base import utcnow
 from controller.db.jobs import FINAL_STATES, Job
 from controller.db.models import BackupPolicy, Vm, VmBackup, VmBackupPolicyRef
@@ -71,10 +72,13 @@ def next_run(base: datetime, interval_seconds: int | None, cron_expression: str 
     return nxt
 
 
-class BackupSchedule:
+class BackupSchedule(Background):
     """Runs the backup policies of one controller: ``tick`` (a thread calls it every period)."""
 
+    thread_name = "backup-schedule"
+
     def __init__(self, ctl: Controller, jobs: BackupJobs, max_jobs: int, period: float) -> None:
+        super().__init__()
         self.ctl = ctl
         self.jobs = jobs
         self.max_jobs = max_jobs
@@ -82,17 +86,6 @@ class BackupSchedule:
         self._inflight: dict[str, str] = {}  # vm uuid → its scheduled backup job
         self._deleting: dict[str, str] = {}  # vm backup uuid → its delete job
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="backup-schedule", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from controller.background import Background
 from controller.db.backup import SUFFIX, DbBackupError, Manifest, backup, kind_of, manifest_path, read_manifest
 
 log = logging.getLogger(__name__)
@@ -23,17 +23,18 @@ PREFIX = "kvmcloud-db-"
 RETRY_AFTER = 300.0
 
 
-class DbBackupSchedule:
+class DbBackupSchedule(Background):
     """Takes the database's backups into ``directory`` on time, keeping the newest ``keep``."""
 
+    thread_name = "db-backup"
+
     def __init__(self, db_url: str, directory: Path, interval: float, keep: int) -> None:
+        super().__init__()
         self.db_url = db_url
         self.directory = directory
         self.interval = interval
         self.keep = keep
         self.suffix = SUFFIX[kind_of(make_url(db_url))]
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def backups(self) -> list[tuple[Manifest, Path]]:
         """This schedule's backups with a readable manifest, oldest first."""
@@ -70,15 +71,6 @@ class DbBackupSchedule:
             path.unlink(missing_ok=True)
             manifest_path(path).unlink(missing_ok=True)
         return gone
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="db-backup", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
 
     def _loop(self) -> None:
         wait = self.due_in()

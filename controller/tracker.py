@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from controller.background import Background
 from controller.db.models import Host, Vm
 from controller.dispatch.dispatcher import AgentCallError
 from controller.services.allocate import mark_stopped
@@ -43,10 +44,14 @@ AGENT_STATES = {"Running": "Running", "Paused": "Paused", "Stopped": "Stopped",
                 "Crashed": "Crashed", "Unknown": "Unknown"}
 
 
-class HostTracker:
+class HostTracker(Background):
     """Keeps hosts' status and their VMs' states true to what agents say."""
 
+    thread_name = "host-tracker"
+    join_timeout = 5.0
+
     def __init__(self, ctl: Controller, connect: ConnectHost) -> None:
+        super().__init__()
         self.ctl = ctl
         self._connect = connect
         self._next_ping: dict[str, float] = {}
@@ -54,18 +59,10 @@ class HostTracker:
         self._misses: dict[str, int] = {}
         self._inflight: set[str] = set()
         self._mu = threading.Lock()
-        self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(8, thread_name_prefix="tracker")
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="host-tracker", daemon=True)
-        self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        super().stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _jittered(self, period: float) -> float:
