@@ -3,6 +3,9 @@ disk (the VM writes to overlays from then on, so the files below stop changing
 together) → a flattened copy of each volume beside it → the overlays merged
 back → each copy uploaded into the store (only the chunks it lacks travel) →
 the copies dropped → the rows Ready, with the digest and sizes the store measured.
+On Ceph the copy is an RBD snapshot, taken while the VM runs (librbd asks the
+QEMU holding the image's lock to take it: crash-consistent), so there is no
+overlay to snapshot into or merge back.
 
 A failure at any step undoes what was done: the VM is merged back onto its
 own files, the copies and overlays are removed, what reached the store is
@@ -106,7 +109,9 @@ def drop_rows(st: BackupVm) -> None:
 def _snapshot(i: int) -> Step[BackupVm]:
     def run(st: BackupVm) -> None:
         w = st.volumes[i]
-        w.overlay = f"volumes/{w.vol.uuid}-backup-{w.backup_uuid[:8]}.qcow2"
+        w.overlay = backend_for(w.ps).overlay_path(w.ps, w.vol, w.backup_uuid)
+        if not w.overlay:  # the storage's own snapshot (the export) is taken while the VM runs
+            return
         backend_for(w.ps).live_snapshot(st.op, w.ps, st.host, st.vm_uuid, w.vol, w.overlay)
         w.live = True
 
@@ -115,7 +120,7 @@ def _snapshot(i: int) -> Step[BackupVm]:
         if w.live:
             backend_for(w.ps).live_merge(st.op, w.ps, st.host, st.vm_uuid, w.vol, w.overlay)
             w.live = False
-        else:  # the snapshot failed: an overlay it left (that QEMU does not hold) goes
+        elif w.overlay:  # the snapshot failed: an overlay it left (that QEMU does not hold) goes
             backend_for(w.ps).drop_file(st.op, w.ps, st.host, w.overlay)
 
     return Step(f"snapshot-{i}", run, undo)
@@ -124,7 +129,7 @@ def _snapshot(i: int) -> Step[BackupVm]:
 def _export(i: int) -> Step[BackupVm]:
     def run(st: BackupVm) -> None:
         w = st.volumes[i]
-        w.export = f"templates/backup-{w.backup_uuid}.qcow2"
+        w.export = backend_for(w.ps).export_path(w.ps, w.vol, w.backup_uuid)
         backend_for(w.ps).export(st.op, w.ps, st.host, w.vol, w.export)
 
     def undo(st: BackupVm) -> None:
@@ -138,8 +143,9 @@ def _export(i: int) -> Step[BackupVm]:
 def _merge(i: int) -> Step[BackupVm]:
     def run(st: BackupVm) -> None:
         w = st.volumes[i]
-        backend_for(w.ps).live_merge(st.op, w.ps, st.host, st.vm_uuid, w.vol, w.overlay)
-        w.live = False
+        if w.live:
+            backend_for(w.ps).live_merge(st.op, w.ps, st.host, st.vm_uuid, w.vol, w.overlay)
+            w.live = False
 
     return Step(f"merge-{i}", run)
 

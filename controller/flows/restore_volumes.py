@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import update
 
 from controller.core import Controller
-from controller.db.base import new_uuid
 from controller.db.models import BackupStorage, Host, PrimaryStorage, Volume, VolumeBackup
 from controller.dispatch.dispatcher import AgentCallError
 from controller.flows.base import Flow, Step
@@ -62,7 +61,7 @@ def stored(b: VolumeBackup) -> StoredVolume:
 def _create(i: int) -> Step[RestoreVolumes]:
     def run(st: RestoreVolumes) -> None:
         t = st.targets[i]
-        t.new_path = f"volumes/{t.vol.uuid}-{new_uuid()[:8]}.qcow2"
+        t.new_path = backend_for(t.ps).restore_path(t.ps, t.vol)
         t.actual_size = backend_for(t.ps).create_from_store(st.op, t.ps, st.host, st.bs,
                                                              stored(t.backup), t.new_path)
 
@@ -79,7 +78,7 @@ def switch(st: RestoreVolumes) -> None:
     with st.ctl.db.write() as s:
         for t in st.targets:
             s.execute(update(Volume).where(Volume.uuid == t.vol.uuid).values(
-                install_path=t.new_path, format="qcow2", size=t.backup.size or t.vol.size,
+                install_path=t.new_path, format=backend_for(t.ps).volume_format, size=t.backup.size or t.vol.size,
                 actual_size=t.actual_size))
 
 

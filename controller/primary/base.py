@@ -44,12 +44,15 @@ def storage_agent(host: HostLike) -> str:
     return str(host.storage_agent_url)
 
 
-def any_storage_host(s: Session, ps_uuid: str) -> Host | None:
-    """A connected host with a storage agent in one of the storage's clusters."""
+def any_storage_host(s: Session, ps_uuid: str, storage_agent: bool = True) -> Host | None:
+    """A connected host in one of the storage's clusters (with a storage agent, unless
+    ``storage_agent`` is False: the storage has an agent of its own)."""
     clusters = select(PrimaryStorageClusterRef.cluster_uuid).where(
         PrimaryStorageClusterRef.primary_storage_uuid == ps_uuid)
-    return s.scalar(select(Host).where(Host.cluster_uuid.in_(clusters), Host.status == "Connected",
-                                       Host.storage_agent_url.is_not(None)).limit(1))
+    q = select(Host).where(Host.cluster_uuid.in_(clusters), Host.status == "Connected")
+    if storage_agent:
+        q = q.where(Host.storage_agent_url.is_not(None))
+    return s.scalar(q.limit(1))
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class PrimaryBackend(ABC):
 
     #: the format of the volumes it makes (the ``format`` of their rows)
     volume_format: ClassVar[str] = "qcow2"
+    #: whether a host reaches the storage through its storageagent (else: the storage's own agent)
+    through_storage_agent: ClassVar[bool] = True
 
     @abstractmethod
     def install_path(self, ps: PrimaryStorage, volume_uuid: str) -> str:
@@ -144,6 +149,19 @@ class PrimaryBackend(ABC):
     def _no_backups(self, ps: PrimaryStorage) -> Conflict:
         return Conflict(f"backups of {ps.type} primary storage are not supported yet", type=ps.type)
 
+    def overlay_path(self, ps: PrimaryStorage, vol: Volume, backup_uuid: str) -> str:
+        """Where :meth:`live_snapshot` puts the running VM's writes during a backup
+        (empty: the storage takes a point-in-time copy without moving the writes)."""
+        raise self._no_backups(ps)
+
+    def export_path(self, ps: PrimaryStorage, vol: Volume, backup_uuid: str) -> str:
+        """Where :meth:`export` puts the point-in-time copy that a backup uploads."""
+        raise self._no_backups(ps)
+
+    def restore_path(self, ps: PrimaryStorage, vol: Volume) -> str:
+        """A new place beside ``vol`` for its content restored from a backup."""
+        raise self._no_backups(ps)
+
     def live_snapshot(self, op: Op, ps: PrimaryStorage, host: HostLike, vm_uuid: str, vol: Volume,
                       overlay: str) -> None:
         """Move the running VM's writes to a new ``overlay``: ``vol``'s file stops changing."""
@@ -155,7 +173,8 @@ class PrimaryBackend(ABC):
         raise self._no_backups(ps)
 
     def export(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume, path: str) -> None:
-        """A standalone (flattened) copy of the volume at ``path`` beside it, for an upload."""
+        """A point-in-time copy of the volume at ``path`` (from :meth:`export_path`), for an
+        upload: a flattened file beside it, or a storage snapshot of it."""
         raise self._no_backups(ps)
 
     def upload(self, op: Op, ps: PrimaryStorage, host: HostLike, path: str, bs: BackupStorage,

@@ -22,6 +22,7 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 from agentcore import digest
 from agentcore.models import Returns
 from cephagent import models as cm
+from controller.db.base import new_uuid
 from controller.db.models import BackupStorage, Image, ImageCache, PrimaryStorage, Volume
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
@@ -44,6 +45,7 @@ class CephBackend(PrimaryBackend):
     """RBD images in the storage's pools, made by its cephagent."""
 
     volume_format = "raw"
+    through_storage_agent = False
 
     def install_path(self, ps: PrimaryStorage, volume_uuid: str) -> str:
         return f"{ps.ceph_pool}/volume-{volume_uuid}"
@@ -100,6 +102,60 @@ class CephBackend(PrimaryBackend):
             user=bs.username, store_root=bs.url, store_name=name))
         return StoredVolume(reply.image_id or name, reply.digest, reply.size, vol.size or reply.size, "raw")
 
+    # -- backup and restore: an RBD snapshot is the point-in-time copy ------------------
+
+    def overlay_path(self, ps: PrimaryStorage, vol: Volume, backup_uuid: str) -> str:
+        return ""  # no overlay: the snapshot is taken while QEMU writes (crash-consistent)
+
+    def export_path(self, ps: PrimaryStorage, vol: Volume, backup_uuid: str) -> str:
+        return f"{vol.install_path}@backup-{backup_uuid}"
+
+    def restore_path(self, ps: PrimaryStorage, vol: Volume) -> str:
+        return f"{ps.ceph_pool}/volume-{vol.uuid}-{new_uuid()[:8]}"
+
+    def export(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume, path: str) -> None:
+        pool, name, snap = _split_snapshot(path)
+        op.call(_agent(ps), cm.CreateSnapshotCmd(cluster=cluster_ref(ps), pool=pool, name=name,
+                                                 snapshot=snap, skip_if_existing=True))
+
+    def upload(self, op: Op, ps: PrimaryStorage, host: HostLike, path: str, bs: BackupStorage,
+               image_id: str) -> StoredVolume:
+        """The snapshot read by the cephagent into the store (only missing chunks travel)."""
+        pool, name, snap = _split_snapshot(path)
+        reply = op.call(_agent(ps), cm.ExportToSftpCmd(
+            cluster=cluster_ref(ps), pool=pool, name=name, snapshot=snap or None, host=bs.hostname,
+            port=bs.port, user=bs.username, store_root=bs.url, store_name=image_id))
+        return StoredVolume(reply.image_id or image_id, digest.normalise(reply.digest), reply.size,
+                            reply.size, "raw")
+
+    def drop_file(self, op: Op, ps: PrimaryStorage, host: HostLike | None, path: str) -> None:
+        """A backup's snapshot (``pool/name@snap``) or a restore's image (gone: fine)."""
+        pool, name, snap = _split_snapshot(path)
+        if snap:
+            try:
+                op.call(_agent(ps), cm.DeleteSnapshotCmd(cluster=cluster_ref(ps), pool=pool,
+                                                         name=name, snapshot=snap))
+            except AgentCallError as e:
+                if e.code not in ("IMAGE_NOT_FOUND", "POOL_NOT_FOUND"):  # went with its image
+                    raise
+        elif path:
+            self.delete_volume(op, ps, host, Volume(uuid=name, install_path=path))
+
+    def create_from_store(self, op: Op, ps: PrimaryStorage, host: HostLike, bs: BackupStorage,
+                          stored: StoredVolume, path: str) -> int:
+        """The cephagent fetches the backup (hash-checked before anything reaches RBD) and
+        writes it as a standalone image at ``path`` (qcow2 backups converted to raw)."""
+        self._init_pools(op, ps)
+        if not stored.digest:
+            raise Conflict(f"backup {stored.image_id} has no recorded digest to check the store's "
+                           "copy by", imageId=stored.image_id)
+        pool, name, _ = _split_snapshot(path)
+        reply = op.call(_agent(ps), cm.ImportFromSftpCmd(
+            cluster=cluster_ref(ps), pool=pool, name=name, host=bs.hostname, port=bs.port,
+            user=bs.username, store_root=bs.url, image_id=stored.image_id,
+            sha256=digest.bare(stored.digest)))
+        return reply.size
+
     def revert_snapshot(self, op: Op, ps: PrimaryStorage, host: HostLike, vol: Volume,
                         snapshot_path: str) -> None:
         raise Conflict(f"volume {vol.uuid} is on Ceph primary storage {ps.uuid}: the controller "
@@ -154,6 +210,13 @@ def _agent(ps: PrimaryStorage) -> str:
     if not ps.agent_url:
         raise Conflict(f"ceph primary storage {ps.uuid} has no agent URL")
     return ps.agent_url
+
+
+def _split_snapshot(path: str) -> tuple[str, str, str]:
+    """``pool/name[@snapshot]`` → (pool, name, snapshot or "")."""
+    image, _, snap = path.partition("@")
+    pool, _, name = image.partition("/")
+    return pool, name, snap
 
 
 def _split(vol: Volume) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from agentcore import digest
 from controller import commands
+from controller.db.base import new_uuid
 from controller.db.models import (
     BackupStorage,
     Image,
@@ -120,6 +121,15 @@ class FileBackend(PrimaryBackend):
 
 
     # -- backup and restore --------------------------------------------------------
+
+    def overlay_path(self, ps: PrimaryStorage, vol: Volume, backup_uuid: str) -> str:
+        return f"volumes/{vol.uuid}-backup-{backup_uuid[:8]}.qcow2"
+
+    def export_path(self, ps: PrimaryStorage, vol: Volume, backup_uuid: str) -> str:
+        return f"templates/backup-{backup_uuid}.qcow2"
+
+    def restore_path(self, ps: PrimaryStorage, vol: Volume) -> str:
+        return f"volumes/{vol.uuid}-{new_uuid()[:8]}.qcow2"
 
     def live_snapshot(self, op: Op, ps: PrimaryStorage, host: HostLike, vm_uuid: str, vol: Volume,
                       overlay: str) -> None:

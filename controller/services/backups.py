@@ -45,6 +45,7 @@ from controller.flows import backup_vm, create_vm_from_backup, replicate_backup,
 from controller.flows.add_image import remove_from_stores
 from controller.flows.create_vm_from_backup import CreateVmFromBackup
 from controller.jobs import JobContext
+from controller.primary import backend_for
 from controller.primary.base import StoredVolume, any_storage_host
 from controller.services.common import require, to_dict
 
@@ -61,14 +62,15 @@ def _store(s: Session, uuid: str, field: str) -> BackupStorage:
     return bs
 
 
-def _host(s: Session, vm: Vm, ps_uuid: str | None) -> Host:
+def _host(s: Session, vm: Vm, ps: PrimaryStorage) -> Host:
     """The VM's host when it runs; else its last host if connected, else any host of its storage."""
     if vm.state == "Running":
         host = s.get(Host, vm.host_uuid) if vm.host_uuid else None
     else:
+        need_agent = backend_for(ps).through_storage_agent
         host = s.get(Host, vm.host_uuid or vm.last_host_uuid or "")
-        if host is None or host.status != "Connected" or not host.storage_agent_url:
-            host = any_storage_host(s, ps_uuid) if ps_uuid else None
+        if host is None or host.status != "Connected" or (need_agent and not host.storage_agent_url):
+            host = any_storage_host(s, ps.uuid, need_agent)
     if host is None:
         raise Conflict(f"no connected host reaches the volumes of vm {vm.uuid}")
     return host
@@ -115,10 +117,10 @@ def backup_action(ctl: Controller, uuid: str, body: sc.VmBackupAction,
                 Volume.type.desc(), Volume.device_id)))  # Root first
             if not vols or any(v.status != "Ready" or v.primary_storage_uuid is None for v in vols):
                 raise Conflict(f"vm {uuid} has volumes that are not Ready")
-            host = _host(s, vm, vols[0].primary_storage_uuid)
             work = [backup_vm.VolumeWork(v, require(s, PrimaryStorage, v.primary_storage_uuid,
                                                     "primaryStorageUuid"),
                                          new_uuid(), _latest(s, v.uuid)) for v in vols]
+            host = _host(s, vm, work[0].ps)
             meta = metadata(s, vm, vols)
             name = body.name or f"{vm.name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
             running = vm.state == "Running"
@@ -152,7 +154,7 @@ def _restore(ctl: Controller, ctx: JobContext, vm_uuid: str,
         if missing or len(set(stores.values())) != 1:
             raise Conflict(f"the backups are not all in one backup storage (missing: {missing})")
         bs = _store(s, stores[backups[0].uuid], "backupStorageUuid")
-        host = _host(s, vm, targets[0].ps.uuid)
+        host = _host(s, vm, targets[0].ps)
     return restore_volumes.run(restore_volumes.RestoreVolumes(ctl, ctx, host, bs, targets))
 
 

@@ -375,6 +375,18 @@ def ceph_snapshot_delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str,
     return {"install_path": snap, "existed": store.snapshots.pop(snap, None) is not None}
 
 
+@behaves("/ceph/image/export-to-sftp")
+def ceph_export(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    """The image (or its snapshot) as the store measured it (raw: RBD has no backing file)."""
+    store, path = _rbd(body, fleet)
+    vol = _volume(store, path)
+    snap = body.get("snapshot")
+    if snap and f"{path}@{snap}" not in store.snapshots:
+        raise NotFound(f"no snapshot {snap} of {path}", snapshot=snap)
+    name = str(body.need("storeName"))
+    return {"image_id": name, "digest": _digest(name), "size": vol.size}
+
+
 # -- SFTP backup storage (sftpbackup) -----------------------------------------------
 
 

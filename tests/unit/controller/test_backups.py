@@ -1,5 +1,5 @@
 """Backups without a database: the CLI's commands for them, the order of the backup
-flow's steps, and primary storage that cannot take backups yet."""
+flow's steps, and the paths each kind of primary storage backs up through."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from controller.db.models import PrimaryStorage, Volume
 from controller.errors import Conflict
 from controller.flows import backup_vm
 from controller.primary import BACKENDS, Op
+from controller.primary.base import PrimaryBackend
+from controller.primary.file import FileBackend
 from tests.unit.controller.test_cli import FakeApi, job, run
 
 VM = "d" * 32
@@ -69,7 +71,21 @@ def test_a_running_vm_is_snapshotted_whole_before_any_copy_and_merged_before_any
     assert stopped == ["add-backup-rows", "export-0", "upload-0", "drop-copy-0", "record"]
 
 
-def test_ceph_primary_storage_refuses_backups_for_now() -> None:
-    ps = PrimaryStorage(uuid="p" * 32, type="ceph")
-    with pytest.raises(Conflict, match="ceph primary storage are not supported"):
-        BACKENDS["ceph"].export(cast(Op, None), ps, cast(Any, None), Volume(), "templates/x.qcow2")
+def test_a_storage_kind_without_backups_refuses_them_by_name() -> None:
+    """A backend that does not implement the backup methods says so (a 409, not a crash)."""
+    class NoBackups(FileBackend):
+        pass
+
+    ps = PrimaryStorage(uuid="p" * 32, type="future")
+    with pytest.raises(Conflict, match="backups of future primary storage are not supported"):
+        PrimaryBackend.export(NoBackups(), cast(Op, None), ps, cast(Any, None), Volume(), "x")
+
+
+def test_ceph_backups_copy_through_a_snapshot_of_the_volume_and_restore_beside_it() -> None:
+    ceph = BACKENDS["ceph"]
+    ps = PrimaryStorage(uuid="p" * 32, type="ceph", ceph_pool="vms")
+    vol = Volume(uuid="v" * 32, install_path=f"vms/volume-{'v' * 32}")
+    assert ceph.overlay_path(ps, vol, "b" * 32) == ""  # nothing moves the VM's writes
+    assert ceph.export_path(ps, vol, "b" * 32) == f"vms/volume-{'v' * 32}@backup-{'b' * 32}"
+    new = ceph.restore_path(ps, vol)
+    assert new.startswith(f"vms/volume-{'v' * 32}-") and new != ceph.restore_path(ps, vol)
