@@ -9,6 +9,11 @@ starts the VM, whose guest boots from RBD through librbd (its marker shows on
 the serial console). A create that fails after the clone (its network's
 uplink does not exist) leaves only the cached image in the pool. Deleting the VM removes its RBD clone (after QEMU's
 watch is gone); deleting the zone removes the cached image too.
+
+Backups: a running VM with a known pattern on its RBD root is backed up
+through an RBD snapshot (taken while QEMU holds the image) that the cephagent
+exports into a real sftpbackup store; the image is wiped, the VM restored
+from the store into a new RBD image, and it boots with the pattern there.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import httpx
@@ -32,7 +38,15 @@ from controller.server import create_app
 from controller.settings import Settings
 from tests.conftest import ENV_DIR
 from tests.integration.cephagent.conftest import Ceph
-from tests.integration.controller.realworld import API, World, agent_home, kvmagent
+from tests.integration.controller.realworld import (
+    API,
+    SftpStore,
+    World,
+    add_backup_storage,
+    agent_home,
+    kvmagent,
+    sftp_store,
+)
 from tests.integration.storageagent.conftest import sha256_of
 from tests.support.agents import TOKEN, AgentProcess, free_port, python_agent
 from tests.support.httpserver import FileServer
@@ -48,12 +62,14 @@ class CephWorld:
     world: World
     ceph: Ceph
     pool: str
+    store: SftpStore  # a real sftpbackup store the cephagent reaches over SFTP
     secrets: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
 def ceph_world(component_env: Callable[[str], dict[str, str]]) -> Iterator[CephWorld]:
     libvirt_env, guest, env = component_env("libvirt"), component_env("guest"), component_env("ceph")
+    sshd = component_env("sshd")
     base = ENV_DIR / "kvmagent-tests" / f"ceph-{uuid.uuid4().hex[:10]}"
     for d in (base, base / "console", base / "images"):
         d.mkdir(parents=True, exist_ok=True)
@@ -81,14 +97,17 @@ def ceph_world(component_env: Callable[[str], dict[str, str]]) -> Iterator[CephW
     cephagent = AgentProcess(python_agent("cephagent.app"), agent_home(base, "ceph"), controller_urls=[url],
                              extra={"keyring_dirs": [env["CEPH_DIR"]], "secrets_dir": keys,
                                     "op_timeout": 30, "connect_timeout": 5,
-                                    "download_allow_local": True}).start()
+                                    "download_allow_local": True, "sftp_key_file": sshd["SSHD_KEY"],
+                                    "sftp_known_hosts": sshd["SSHD_KNOWN_HOSTS"]}).start()
+    stores = ExitStack()
+    store = stores.enter_context(sftp_store(sshd, url, base / "sftp"))
     image = base / "images" / "guest.qcow2"
     size = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)], check=True,
                                      capture_output=True, timeout=30).stdout)["virtual-size"]
     w = World(httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API}"}, timeout=120),
               app, kvm, cephagent, base, base, uplink, url, guest,
               {"image_url": files.url("guest.qcow2"), "digest": sha256_of(image), "size": str(size)})
-    cw = CephWorld(w, Ceph(env, admin), f"ctl-{uuid.uuid4().hex[:6]}")
+    cw = CephWorld(w, Ceph(env, admin), f"ctl-{uuid.uuid4().hex[:6]}", store)
     try:
         yield cw
     finally:
@@ -97,6 +116,7 @@ def ceph_world(component_env: Callable[[str], dict[str, str]]) -> Iterator[CephW
                             str(uuid.UUID(secret))], capture_output=True, timeout=30)
         kvm.stop()
         cephagent.stop()
+        stores.close()
         server.shutdown()
         app.extensions["kvmcloud"].close()
         files.stop()
@@ -175,3 +195,48 @@ def test_vm_on_ceph_boots_from_an_rbd_clone_and_its_delete_removes_the_image(
     assert w.kvm.call("/vm/sync")["states"].get(vm) in (None, "Stopped")
     w.job("DELETE", f"/v1/zones/{ids['zone']}", confirm="1")
     assert cw.ceph.images(cw.pool) == []
+
+
+PATTERN = b"\x6b" * 65536
+
+
+def test_a_running_vm_on_ceph_is_backed_up_wiped_restored_and_boots_with_its_data(
+        ceph_world: CephWorld) -> None:
+    cw, w = ceph_world, ceph_world.world
+    ids = _cloud(cw)
+    bs = add_backup_storage(w.api, {**cw.store.body, "name": "store", "zoneUuids": [ids["zone"]]})
+    vm = w.job("POST", "/v1/vms", {"name": "rbd-bk", "imageUuid": ids["image"],
+                                   "instanceOfferingUuid": ids["offering"],
+                                   "l3NetworkUuids": [ids["l3"]]})["resourceUuid"]
+    root = w.ok("GET", "/v1/volumes", q=f"vmUuid={vm}")["items"][0]
+    pool, name = root["installPath"].split("/")
+    end = int(root["size"]) - len(PATTERN)  # past the guest's file system
+    w.job("POST", f"/v1/vms/{vm}/actions/stop", {"force": True})
+    cw.ceph.write(pool, name, end, PATTERN)
+    w.job("POST", f"/v1/vms/{vm}/actions/start", {})
+    # backed up while QEMU runs on the image: an RBD snapshot, exported, then removed
+    vb = w.job("POST", f"/v1/vms/{vm}/actions/backup", {"backupStorageUuid": bs})["result"]
+    assert vb["status"] == "Ready" and vb["vmState"] == "Running", vb
+    assert w.ok("GET", f"/v1/vms/{vm}")["state"] == "Running"
+    with cw.ceph.admin.open_ioctx(pool) as io, rbd.Image(io, name, read_only=True) as img:
+        assert [snap["name"] for snap in img.list_snaps()] == []
+    [backup] = w.ok("GET", "/v1/volume-backups", q=f"vmBackupUuid={vb['uuid']}")["items"]
+    manifest = json.loads(cw.store.manifest(backup["installPath"]).read_text())
+    assert "sha256:" + manifest["digest"] == backup["digest"] and backup["format"] == "raw"
+    assert manifest["virtual_size"] == int(root["size"])
+    # the disk wiped where the pattern was, then the VM restored from the store
+    w.job("POST", f"/v1/vms/{vm}/actions/stop", {"force": True})
+    cw.ceph.write(pool, name, end, bytes(len(PATTERN)))
+    assert cw.ceph.read(pool, name, end, len(PATTERN)) != PATTERN
+    w.job("POST", f"/v1/vm-backups/{vb['uuid']}/actions/restore", {})
+    restored = w.ok("GET", "/v1/volumes", q=f"vmUuid={vm}")["items"][0]
+    new_pool, new_name = restored["installPath"].split("/")
+    assert new_pool == pool and new_name.startswith(f"volume-{root['uuid']}-")
+    assert name not in cw.ceph.images(pool)
+    assert cw.ceph.read(pool, new_name, end, len(PATTERN)) == PATTERN
+    console = w.console(vm).read_text(errors="replace").count(w.guest["GUEST_MARKER"])
+    w.job("POST", f"/v1/vms/{vm}/actions/start", {})
+    w.wait_console(vm, w.guest["GUEST_MARKER"], count=console + 1, timeout=180)
+    w.job("DELETE", f"/v1/vms/{vm}", confirm="1")
+    w.job("DELETE", f"/v1/vm-backups/{vb['uuid']}", confirm="1")
+    assert not cw.store.manifest(backup["installPath"]).exists()
