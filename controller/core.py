@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from controller.agent_tokens import AgentTokens
 from controller.backup_schedule import BackupJobs, BackupSchedule
@@ -16,6 +16,7 @@ from controller.db_schedule import DbBackupSchedule
 from controller.dispatch.client import AgentClient
 from controller.dispatch.dispatcher import Dispatcher
 from controller.dispatch.transport import HttpTransport, Transport
+from controller.errors import ApiError
 from controller.jobs import JobManager
 from controller.netstate import HostNetworkState
 from controller.queues import ResourceQueues
@@ -54,6 +55,8 @@ class Controller:
         self.agents = AgentClient(self.dispatcher)
         self.queues = ResourceQueues(settings.job_workers)
         self.jobs = JobManager(self.db, self.agents, self.queues, settings.command_timeout)
+        #: VM backups a previous process left Creating: deleted (cleaned up) at start
+        self.cut_short_backups: list[str] = []
         if self.jobs.recover():
             self._recover_resources()
         self.tracker = HostTracker(self, connect_host)
@@ -71,7 +74,8 @@ class Controller:
             s.execute(update(Vm).where(Vm.state.in_(TRANSITIONAL)).values(state="Unknown"))
             # an add cut short: which stores got it is unknown; delete the image to clean up
             s.execute(update(Image).where(Image.status == "Downloading").values(status="Error"))
-            # a backup cut short: delete it to remove what reached the store
+            # a backup cut short: deleted at start (its copy, overlay and stored chunks go)
+            self.cut_short_backups = list(s.scalars(select(VmBackup.uuid).where(VmBackup.status == "Creating")))
             s.execute(update(VolumeBackup).where(VolumeBackup.status == "Creating").values(status="Error"))
             s.execute(update(VmBackup).where(VmBackup.status == "Creating").values(status="Error"))
 
@@ -87,6 +91,13 @@ class Controller:
             self.db_backups.start()
         if self.backup_schedule is not None and self.settings.backup_schedule:
             self.backup_schedule.start()
+        if self.backup_schedule is not None:
+            for uuid in self.cut_short_backups:
+                try:
+                    self.backup_schedule.jobs.delete(self, uuid)
+                except ApiError as e:
+                    log.warning("backup %s cut short by the restart stays: %s", uuid, e)
+            self.cut_short_backups = []
 
     def close(self) -> None:
         self.tracker.stop()

@@ -26,6 +26,7 @@ from controller.db.models import (
     Host,
     PrimaryStorage,
     Tag,
+    Vm,
     VmBackup,
     Volume,
     VolumeBackup,
@@ -35,7 +36,7 @@ from controller.flows.add_image import remove_from_stores
 from controller.flows.base import Flow, Step
 from controller.jobs import JobContext
 from controller.primary import Op, backend_for
-from controller.primary.base import StoredVolume
+from controller.primary.base import StoredVolume, any_storage_host
 from controller.services.common import require, to_dict
 
 log = logging.getLogger(__name__)
@@ -205,3 +206,35 @@ def run(st: BackupVm) -> dict[str, Any]:
     assert st.result is not None
     return st.result
 
+
+
+def settle_cut_short(ctl: Controller, ctx: JobContext, volume_backup_uuid: str) -> None:
+    """Undo on primary storage what a backup cut short by a controller restart left there
+    (its flow never ran its rollback): a running VM put back onto its own file (the live
+    snapshot merged back: a no-op when it was never taken or already merged), the copy
+    dropped. Called before such a backup is deleted; what reached the store goes with
+    the delete. A VM that stopped while it wrote to the overlay keeps the overlay file
+    (its writes since the snapshot are there): logged for the operator, never deleted."""
+    with ctl.db.read() as s:
+        b = s.get(VolumeBackup, volume_backup_uuid)
+        if b is None or b.status != "Error":
+            return
+        vb = s.get(VmBackup, b.vm_backup_uuid) if b.vm_backup_uuid else None
+        vol = s.get(Volume, b.volume_uuid) if b.volume_uuid else None
+        ps = s.get(PrimaryStorage, vol.primary_storage_uuid) if vol and vol.primary_storage_uuid else None
+        if vol is None or ps is None:
+            return  # the volume is gone, and its files with it
+        vm = s.get(Vm, vol.vm_uuid) if vol.vm_uuid else None
+        running = vm is not None and vm.state == "Running" and vm.host_uuid is not None
+        backend = backend_for(ps)
+        host = (s.get(Host, vm.host_uuid) if running and vm is not None and vm.host_uuid
+                else any_storage_host(s, ps.uuid, backend.through_storage_agent))
+    op = Op(ctl, ctx)
+    overlay = backend.overlay_path(ps, vol, b.uuid)
+    if overlay and vb is not None and vb.vm_state == "Running":
+        if running and vm is not None and host is not None:
+            backend.live_merge(op, ps, host, vm.uuid, vol, overlay)
+        else:
+            log.warning("backup %s was cut short while vm %s ran on overlay %s; the VM is not running "
+                        "now, so the overlay stays for the operator to commit", b.uuid, vol.vm_uuid, overlay)
+    backend.drop_file(op, ps, host, backend.export_path(ps, vol, b.uuid))

@@ -375,7 +375,9 @@ def create_vm_from_backup_action(ctl: Controller, uuid: str, body: sc.VmFromBack
 
 
 def delete_volume_backup(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
-    """Remove the backup from every store that holds it, then its rows."""
+    """Remove the backup from every store that holds it, then its rows (one a restart cut
+    short: first what its flow left on primary storage)."""
+    backup_vm.settle_cut_short(ctl, ctx, uuid)
     with ctl.db.read() as s:
         refs = list(s.execute(select(VolumeBackupStorageRef.install_path, BackupStorage).join(
             BackupStorage, BackupStorage.uuid == VolumeBackupStorageRef.backup_storage_uuid)

@@ -6,6 +6,7 @@ jobs in flight, bad bodies, cascades, and the migration that makes the tables.""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -105,33 +106,67 @@ def test_a_cron_policy_runs_at_the_expression_times(cloud: Cloud) -> None:
     assert changed["intervalSeconds"] == 7200 and changed["cronExpression"] is None
 
 
+class Relay:
+    """Fake agents' callbacks to the controller process that runs now (held while none does)."""
+
+    def __init__(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+        self.ready = threading.Event()
+        self.ready.set()
+
+    def hold(self) -> None:
+        self.ready.clear()
+
+    def switch(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+        self.ready.set()
+
+    def __call__(self, task_uuid: str, kind: str, body: dict[str, Any]) -> None:
+        self.ready.wait(30)
+        self.cloud.deliver(task_uuid, kind, body)
+
+
+def _copies(cloud: Cloud) -> list[str]:
+    return sorted(path for _, path in cloud.storage.files if path.startswith("templates/backup-"))
+
+
 def test_a_slot_runs_once_across_a_controller_restart(make_cloud: Callable[..., Cloud]) -> None:
     first = make_cloud()
     vm, host, agent, bs = _setup(first, running=False)
     policy = _policy(first, bs)
     attached = _attach(first, policy["uuid"], vm["uuid"])
     host.hang.add("/storage/volume/upload-template")
+    relay = Relay(first)
+    agent.deliver = host.deliver = relay
     slot = attached + HOUR
     job = _schedule(first).tick(slot).started[vm["uuid"]]
     wait_until(lambda: any(p == "/storage/volume/upload-template" for p, _ in host.calls), 10,
                what="upload sent")
-    second = make_cloud()  # the first process died with the job running
+    [cut] = _vm_backups(first, vm["uuid"])
+    copies = _copies(first)
+    assert len(copies) == 2  # the flow's flattened copies wait on primary storage for the upload
+    relay.hold()
+    second = make_cloud(transport=first.transport)  # the first process died with the job running
+    relay.switch(second)
     assert second.ok("GET", f"/v1/jobs/{job}")["job"]["error"]["code"] == "CONTROLLER_RESTARTED"
-    assert [b["status"] for b in _vm_backups(second, vm["uuid"])] == ["Error"]
+    # the backup it cut short is deleted at start: its copies and what reached the store go
+    wait_until(lambda: _vm_backups(second, vm["uuid"]) == [], 10, what="cut-short backup deleted")
+    assert _copies(first) == []
+    stored = {b["imageUuid"] for p, b in agent.calls if p == "/backup/image/delete"}
+    assert {c.rsplit("backup-", 1)[1].removesuffix(".qcow2") for c in copies} <= stored
+    def jobs() -> list[tuple[str, str]]:
+        items = second.ok("GET", "/v1/jobs", q=f"resourceUuid={cut['uuid']}")["items"]
+        return [(j["kind"], j["state"]) for j in items]
+    wait_until(lambda: jobs() == [("delete-vm-backups", "succeeded")], 10, what=f"the delete job: {jobs()}")
     host.hang.clear()
-    second.transport = first.transport
-    second.ctl.dispatcher.transport = first.transport
-    agent.deliver = host.deliver = second.deliver
     sched = _schedule(second)
     # the claimed slot is not run again, however often the new process ticks
     assert sched.tick(slot).started == {}
     assert sched.tick(slot + dt.timedelta(minutes=30)).started == {}
-    # the next slot runs normally; the Error backup the restart left goes (retention)
+    # the next slot runs normally
     tick = sched.tick(slot + HOUR)
     assert list(tick.started) == [vm["uuid"]]
     _finish(second, tick.started)
-    pruned = sched.tick(slot + HOUR).pruned
-    _finish(second, pruned)
     assert [b["status"] for b in _vm_backups(second, vm["uuid"])] == ["Ready"]
     # down through three slots: one run at start, not three
     third = make_cloud()
@@ -145,6 +180,32 @@ def test_a_slot_runs_once_across_a_controller_restart(make_cloud: Callable[..., 
     assert _schedule(third).tick(late + dt.timedelta(minutes=1)).started == {}
     assert _schedule(second).tick(late + dt.timedelta(minutes=2)).started == {}  # another process
     assert len(_vm_backups(third, vm["uuid"])) == 2
+
+
+def test_a_running_vm_left_on_its_overlays_by_a_restart_is_merged_back(
+        make_cloud: Callable[..., Cloud]) -> None:
+    first = make_cloud()
+    vm, host, agent, bs = _setup(first, running=True)
+    host.hang.add("/storage/volume/create-template")  # after the live snapshots, before the merge
+    relay = Relay(first)
+    agent.deliver = host.deliver = relay
+    status, _ = first.call("POST", f"/v1/vms/{vm['uuid']}/actions/backup", {"backupStorageUuid": bs})
+    assert status == 202
+    wait_until(lambda: any(p == "/storage/volume/create-template" for p, _ in host.calls), 10,
+               what="copy asked for")
+    vols = {v["uuid"]: v["installPath"]
+            for v in first.ok("GET", "/v1/volumes", q=f"vmUuid={vm['uuid']}")["items"]}
+    on_overlays = {k[1]: p for k, p in host.active.items()}
+    assert set(on_overlays) == set(vols) and all("-backup-" in p for p in on_overlays.values())
+    relay.hold()
+    second = make_cloud(transport=first.transport)  # the first process died mid-backup
+    relay.switch(second)
+    wait_until(lambda: _vm_backups(second, vm["uuid"]) == [], 10, what="cut-short backup deleted")
+    # the VM writes to its own files again, and neither an overlay nor a copy is left
+    assert all(host.active[(vm["uuid"], v)].endswith("/" + p) for v, p in vols.items()), host.active
+    assert _copies(first) == []
+    assert not [p for _, p in first.storage.files if "-backup-" in p]
+    host.hang.clear()
 
 
 def test_the_controller_runs_the_schedule_at_start_and_stops_it(

@@ -207,6 +207,8 @@ class FakeHost:
 
     def do_vm_volume_merge(self, c: km.MergeSnapshotCmd) -> dict[str, Any]:
         key = (c.vm_uuid, c.volume.volume_uuid)
+        if c.mode == "commit" and self.active.get(key) == c.base_install_path:
+            return ok(installPath=c.base_install_path)  # already pivoted (as the real agent)
         if self.active.get(key, c.volume.install_path) != c.volume.install_path:
             return fail("INVALID_REQUEST", f"{c.volume.install_path} is not the active layer")
         self.active[key] = c.base_install_path or c.volume.install_path

@@ -20,8 +20,8 @@ GiB = 1 << 30
 class Cloud:
     """The controller app, its API client and the fake hosts it manages."""
 
-    def __init__(self, db_url: str, **settings: Any) -> None:
-        self.transport = InProcessTransport()
+    def __init__(self, db_url: str, transport: InProcessTransport | None = None, **settings: Any) -> None:
+        self.transport = transport or InProcessTransport()  # another Cloud's: the same fake agents
         settings.setdefault("backup_schedule", False)  # tests tick it with their own clock
         self.settings = Settings(db_url=db_url, api_tokens=[API_TOKEN], agent_token=AGENT_TOKEN,
                                  tracker=False, public_url="http://controller.test",
