@@ -18,9 +18,9 @@ returning that reply model.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 
@@ -145,6 +145,21 @@ class TaskStatus(WireModel):
     created: float
     updated: float
     reply: dict[str, Any] | None = None
+
+
+class CancelJobsRequest(WireModel):
+    """``POST /tasks/cancel-jobs``: cancel every unfinished task of these controller jobs (a
+    task belongs to job J when its ``taskuuid`` starts with ``J.``)."""
+
+    job_uuids: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
+        min_length=1, max_length=1000)
+
+
+class CancelJobsReply(WireModel):
+    """The tasks of those jobs that had not finished, as they are after the cancel was asked
+    (still ``running`` until their work stops: ask again until the list is empty)."""
+
+    tasks: list[TaskStatus]
 
 
 class EchoReply(Reply):

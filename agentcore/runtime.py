@@ -225,6 +225,22 @@ class AgentRuntime:
             self._mark_stopping(live)
         return self.status(task_uuid) or self._status_of(live)
 
+    def cancel_jobs(self, job_uuids: list[str]) -> list[TaskStatus]:
+        """Cancel every unfinished task of these controller jobs (``taskuuid`` = ``<job>.<n>``);
+        the ones not finished yet after the ask, as they are now."""
+        prefixes = tuple(f"{j}." for j in job_uuids)
+        with self._mu:
+            lives = [t for u, t in self._live.items() if u.startswith(prefixes) and not t.finished]
+        out = []
+        for live in lives:
+            try:
+                status = self.cancel(live.uuid)
+            except NotFound:  # finished and forgotten meanwhile
+                continue
+            if status.state in ("queued", "running"):
+                out.append(status)
+        return out
+
     def status(self, task_uuid: str) -> TaskStatus | None:
         with self._mu:
             live = self._live.get(task_uuid)

@@ -28,6 +28,7 @@ from agentcore.errors import (
     for_http_status,
 )
 from agentcore.journal import TaskRecord
+from agentcore.models import CancelJobsReply, CancelJobsRequest
 from agentcore.openapi import TASK_UUID_PATTERN, build_openapi
 from agentcore.plugin import CommandSpec
 from agentcore.runtime import AgentRuntime, error_reply
@@ -104,6 +105,15 @@ def create_app(runtime: AgentRuntime) -> Flask:
             return _json(runtime.cancel(task_uuid).wire())
         except AgentError as e:
             return _error(e)
+
+    @app.post("/tasks/cancel-jobs")
+    def tasks_cancel_jobs() -> Response:
+        """A restarted controller stops what its dead process left running here."""
+        try:
+            body = CancelJobsRequest.model_validate_json(request.get_data() or b"{}")
+        except ValidationError as e:
+            return _error(validation_error(e))
+        return _json(CancelJobsReply(tasks=runtime.cancel_jobs(body.job_uuids)).wire())
 
     for path, spec in runtime.commands.items():
         app.add_url_rule(

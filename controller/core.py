@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -11,15 +12,24 @@ from controller.agent_tokens import AgentTokens
 from controller.backup_schedule import BackupJobs, BackupSchedule
 from controller.db.base import Database
 from controller.db.lookups import NetworkLookups
-from controller.db.models import Image, Vm, VmBackup, VolumeBackup
+from controller.db.models import (
+    BackupStorage,
+    Host,
+    Image,
+    PrimaryStorage,
+    Vm,
+    VmBackup,
+    VolumeBackup,
+)
 from controller.db_schedule import DbBackupSchedule
 from controller.dispatch.client import AgentClient
 from controller.dispatch.dispatcher import Dispatcher
 from controller.dispatch.transport import HttpTransport, Transport
 from controller.errors import ApiError
-from controller.jobs import JobManager
+from controller.jobs import JobContext, JobManager
 from controller.netstate import HostNetworkState
 from controller.queues import ResourceQueues
+from controller.recovery import settle_agent_tasks
 from controller.settings import Settings
 from controller.tracker import ConnectHost, HostTracker
 
@@ -57,7 +67,9 @@ class Controller:
         self.jobs = JobManager(self.db, self.agents, self.queues, settings.command_timeout)
         #: VM backups a previous process left Creating: deleted (cleaned up) at start
         self.cut_short_backups: list[str] = []
-        if self.jobs.recover():
+        #: jobs a previous process left unfinished (failed now): their agent tasks are stopped at start
+        self.dead_jobs = self.jobs.recover()
+        if self.dead_jobs:
             self._recover_resources()
         self.tracker = HostTracker(self, connect_host)
         self.db_backups = (DbBackupSchedule(settings.db_url, Path(settings.db_backup_dir),
@@ -91,13 +103,31 @@ class Controller:
             self.db_backups.start()
         if self.backup_schedule is not None and self.settings.backup_schedule:
             self.backup_schedule.start()
+        if self.dead_jobs:
+            self.jobs.submit("recover-agent-tasks", "controller", None, ["controller:recovery"],
+                             self._settle_dead_jobs)
+
+    def _settle_dead_jobs(self, ctx: JobContext) -> dict[str, Any]:
+        """The previous process's unfinished jobs: their tasks on every agent cancelled and
+        waited for (an agent still copying into a store would otherwise undo the cleanup),
+        then the backups they cut short deleted."""
+        dead, self.dead_jobs = self.dead_jobs, []
+        with self.db.read() as s:
+            urls = {u for q in (select(Host.agent_url), select(Host.storage_agent_url),
+                                select(PrimaryStorage.agent_url), select(BackupStorage.agent_url))
+                    for u in s.scalars(q) if u}
+        left = settle_agent_tasks(self.dispatcher, sorted(urls), dead, self.settings.recovery_wait,
+                                  ctx.progress)
+        deleted = []
         if self.backup_schedule is not None:
             for uuid in self.cut_short_backups:
                 try:
-                    self.backup_schedule.jobs.delete(self, uuid)
+                    deleted.append(self.backup_schedule.jobs.delete(self, uuid).uuid)
                 except ApiError as e:
                     log.warning("backup %s cut short by the restart stays: %s", uuid, e)
-            self.cut_short_backups = []
+        self.cut_short_backups = []
+        return {"deadJobs": len(dead), "agents": len(urls), "tasksLeftRunning": left,
+                "backupDeleteJobs": deleted}
 
     def close(self) -> None:
         self.tracker.stop()

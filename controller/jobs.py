@@ -124,7 +124,7 @@ class JobContext:
                           if isinstance(pct, int | float) else None)
 
         pending = self.manager.agents.call(agent_url, cmd, timeout or self.manager.command_timeout,
-                                           on_progress=progress)
+                                           on_progress=progress, job_uuid=self.uuid)
         return self.wait_call(pending)
 
     def wait_call(self, pending: PendingReply[R]) -> R:
@@ -165,20 +165,23 @@ class JobManager:
         self._done: OrderedDict[str, Job] = OrderedDict()  # recently finished here, as written
         self._mu = threading.Lock()
 
-    def recover(self) -> int:
-        """Fail jobs left unfinished by a previous process; returns how many."""
-        def fail_unfinished(s: Session) -> int:
-            res = s.execute(
+    def recover(self) -> list[str]:
+        """Fail jobs left unfinished by a previous process; returns their uuids."""
+        def fail_unfinished(s: Session) -> list[str]:
+            left = list(s.scalars(select(Job.uuid).where(Job.state.in_(("queued", "running")))))
+            if not left:
+                return left
+            s.execute(
                 update(Job).where(Job.state.in_(("queued", "running"))).values(
                     state="failed", last_op_date=utcnow(),
                     error={"code": "CONTROLLER_RESTARTED",
                            "message": "the controller restarted while the job ran",
                            "details": {}}))
-            return int(res.rowcount or 0)  # type: ignore[attr-defined]
-        count = self.db.transaction(fail_unfinished)
-        if count:
-            log.warning("marked %d unfinished job(s) failed after a restart", count)
-        return count
+            return left
+        left = self.db.transaction(fail_unfinished)
+        if left:
+            log.warning("marked %d unfinished job(s) failed after a restart", len(left))
+        return left
 
     def submit(self, kind: str, resource_type: str, resource_uuid: str | None,
                keys: list[str], fn: JobFn) -> Job:

@@ -35,6 +35,8 @@ class Settings(BaseModel):
     agent_token: str = Field(default="", description="bearer token of the agents (both directions)")
     job_workers: int = Field(default=64, ge=1, le=1024, description="threads running jobs")
     command_timeout: float = Field(default=600.0, gt=0, description="default agent command deadline")
+    recovery_wait: float = Field(default=120.0, ge=0, le=3600, description=(
+        "after a restart, seconds to wait for the agents to stop the dead jobs' tasks before cleaning up"))
     poll_after: float = Field(default=30.0, gt=0, description="poll GET /tasks after this long")
     ping_interval: float = Field(default=30.0, gt=0, description="seconds between host pings")
     ping_jitter: float = Field(default=0.2, ge=0, le=1, description="fraction of random jitter")

@@ -344,6 +344,15 @@ class Simulator:
             raise NotFound(f"no task {task_uuid}", taskUuid=task_uuid)
         return task.status()
 
+    def cancel_jobs(self, agent: SimAgent, job_uuids: list[str]) -> dict[str, Any]:
+        """Serve ``POST /tasks/cancel-jobs``: the tasks ``<job>.<n>`` of these jobs cancelled
+        (at once here: none is left unfinished)."""
+        prefixes = tuple(f"{j}." for j in job_uuids)
+        for agent_id, task_uuid in list(self._live):
+            if agent_id == agent.id and task_uuid.startswith(prefixes):
+                self.cancel(agent, task_uuid)
+        return {"tasks": []}
+
     def status(self, agent: SimAgent, task_uuid: str) -> dict[str, Any]:
         """Serve ``GET /tasks/<id>``."""
         task = agent.tasks.get(task_uuid)

@@ -21,6 +21,7 @@ from aiohttp import web
 from agentcore import __version__
 from agentcore.errors import AgentError, NotFound, Unauthorized
 from agentcore.openapi import build_openapi
+from simulator.behaviours import Body
 from simulator.catalog import AGENT_PACKAGES
 from simulator.control import add_control_routes, control_auth, health
 from simulator.engine import Simulator, SimulatorConfig
@@ -107,6 +108,14 @@ async def agent_cancel(request: web.Request) -> web.StreamResponse:
     return json_answer(sim_of(request).cancel(agent, request.match_info["task"]))
 
 
+async def agent_cancel_jobs(request: web.Request) -> web.StreamResponse:
+    agent = _agent(request)
+    if agent.down:
+        return drop(request)
+    body = Body(await request.json())
+    return json_answer(sim_of(request).cancel_jobs(agent, [str(j) for j in body.list("jobUuids")]))
+
+
 def make_app(sim: Simulator) -> web.Application:
     """The aiohttp application serving ``sim``."""
     app = web.Application(middlewares=[_errors, control_auth], client_max_size=16 * 1024 * 1024)
@@ -123,6 +132,7 @@ def make_app(sim: Simulator) -> web.Application:
     r.add_get("/agents/{agent}/openapi.json", agent_openapi)
     r.add_get("/agents/{agent}/tasks/{task}", agent_task)
     r.add_post("/agents/{agent}/tasks/{task}/cancel", agent_cancel)
+    r.add_post("/agents/{agent}/tasks/cancel-jobs", agent_cancel_jobs)
     r.add_post("/agents/{agent}/{path:.+}", agent_command)
     add_control_routes(r)
     # by address (agent_ports): the same agent API at the root of the agent's IP
@@ -130,6 +140,7 @@ def make_app(sim: Simulator) -> web.Application:
     r.add_get("/openapi.json", agent_openapi)
     r.add_get("/tasks/{task}", agent_task)
     r.add_post("/tasks/{task}/cancel", agent_cancel)
+    r.add_post("/tasks/cancel-jobs", agent_cancel_jobs)
     r.add_post("/{path:(?!_sim/|agents/).+}", agent_command)
     return app
 

@@ -67,10 +67,11 @@ class AgentClient:
         self.dispatcher = dispatcher
 
     def call(self, agent_url: str, cmd: Returns[R], timeout: float = 300.0,
-             on_progress: ProgressSink | None = None) -> PendingReply[R]:
+             on_progress: ProgressSink | None = None, job_uuid: str | None = None) -> PendingReply[R]:
         """Send an asynchronous command; the reply comes by callback (or polling)."""
         body, path, model = route(cmd)
-        return PendingReply(self.dispatcher.call(agent_url, path, body, timeout, on_progress), model)
+        return PendingReply(self.dispatcher.call(agent_url, path, body, timeout, on_progress, job_uuid),
+                            model)
 
     def call_sync(self, agent_url: str, cmd: Returns[R], timeout: float = 30.0) -> R:
         """Run a short command synchronously (no callback) and return its reply model."""

@@ -117,11 +117,14 @@ class Dispatcher:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def call(self, agent_url: str, path: str, body: BaseModel | Mapping[str, Any] | None = None,
-             timeout: float = 300.0, on_progress: ProgressSink | None = None) -> PendingCall:
-        """Send an asynchronous command; the returned call resolves on its callback."""
+             timeout: float = 300.0, on_progress: ProgressSink | None = None,
+             job_uuid: str | None = None) -> PendingCall:
+        """Send an asynchronous command; the returned call resolves on its callback.
+        A job's call gets the ``taskuuid`` ``<job>.<n>``: a later process can stop the
+        job's tasks on the agent by the job alone (:meth:`cancel_jobs`)."""
         data = _body(body)
         data.setdefault("timeout", timeout)
-        task_uuid = uuid.uuid4().hex
+        task_uuid = f"{job_uuid}.{uuid.uuid4().hex}" if job_uuid else uuid.uuid4().hex
         pc = PendingCall(task_uuid, agent_url, path, time.monotonic() + timeout, on_progress)
         if self._closed:
             pc.future.set_exception(AgentCallError("SHUTDOWN", "the controller is stopping",
@@ -165,6 +168,25 @@ class Dispatcher:
                                  str(err.get("message", "agent refused the command")),
                                  err.get("details") or {}, path, agent_url)
         return _reply_or_raise(resp.body, path, agent_url)
+
+    def cancel_jobs(self, agent_url: str, job_uuids: list[str], timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Ask an agent to cancel every task of these jobs (``POST /tasks/cancel-jobs``);
+        the tasks not finished yet (an agent that predates the endpoint: none)."""
+        try:
+            resp = self.transport.handle(AgentRequest("POST", agent_url, "/tasks/cancel-jobs",
+                                                      {"jobUuids": job_uuids}, self._headers(agent_url),
+                                                      timeout))
+        except TransportError as e:
+            raise AgentCallError("AGENT_UNREACHABLE", str(e), path="/tasks/cancel-jobs",
+                                 agent_url=agent_url) from e
+        if resp.status == 404:
+            return []
+        if resp.status != 200:
+            err = resp.body.get("error") or {}
+            raise AgentCallError(str(err.get("code", f"HTTP_{resp.status}")),
+                                 str(err.get("message", "agent refused the cancel")),
+                                 err.get("details") or {}, "/tasks/cancel-jobs", agent_url)
+        return list(resp.body.get("tasks") or [])
 
     def cancel(self, pc: PendingCall) -> None:
         """Ask the agent to stop the task and fail the call as cancelled."""

@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -131,6 +132,33 @@ def test_cancel_of_a_task_that_ignores_it_answers_after_the_grace(
     reply = receiver.wait_reply(tid, timeout=10)
     assert reply["error"]["code"] == "CANCELLED"
     assert time.monotonic() - t0 < 5.5  # answered before the command would have ended by itself
+
+
+def test_a_restarted_controller_cancels_a_dead_jobs_tasks_by_the_job_alone(
+    agent: AgentProcess, receiver: CallbackReceiver
+) -> None:
+    dead, other = new_id(), new_id()
+    tids = [f"{dead}.{new_id()}" for _ in range(2)]
+    kept = f"{other}.{new_id()}"
+    for tid in [*tids, kept]:
+        agent.post("/test/sleep", {"seconds": 30}, taskuuid=tid, callbackurl=receiver.url)
+    wait_until(lambda: all(agent.client.get(f"/tasks/{t}").json()["state"] == "running"
+                           for t in [*tids, kept]), what="running")
+    first = agent.client.post("/tasks/cancel-jobs", json={"jobUuids": [dead]})
+    assert first.status_code == 200
+    assert {t["taskUuid"] for t in first.json()["tasks"]} <= set(tids)
+
+    def left() -> list[dict[str, Any]]:
+        tasks: list[dict[str, Any]] = agent.client.post("/tasks/cancel-jobs", json={"jobUuids": [dead]}).json()["tasks"]
+        return tasks
+    wait_until(lambda: left() == [], timeout=10, what="the dead job's tasks to end")
+    for tid in tids:
+        assert receiver.wait_reply(tid)["error"]["code"] == "CANCELLED"
+    assert agent.client.get(f"/tasks/{kept}").json()["state"] == "running"  # another job's
+    agent.client.post(f"/tasks/{kept}/cancel")
+    bad = agent.client.post("/tasks/cancel-jobs", json={"jobUuids": ["a b"]})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["details"]["fields"][0]["field"].startswith("jobUuids")
 
 
 def test_cancel_unknown_task_is_404(agent: AgentProcess) -> None:

@@ -149,6 +149,10 @@ def test_a_slot_runs_once_across_a_controller_restart(make_cloud: Callable[..., 
     second = make_cloud(transport=first.transport)  # the first process died with the job running
     relay.switch(second)
     assert second.ok("GET", f"/v1/jobs/{job}")["job"]["error"]["code"] == "CONTROLLER_RESTARTED"
+    # the dead job's upload, still running on the agent, is cancelled before the cleanup
+    uploads = [t for t in host.tasks.values() if t["path"] == "/storage/volume/upload-template"]
+    wait_until(lambda: all(t["state"] == "cancelled" for t in uploads), 10, what="upload cancelled")
+    assert uploads and all(t["taskUuid"].startswith(f"{job}.") for t in uploads)
     # the backup it cut short is deleted at start: its copies and what reached the store go
     wait_until(lambda: _vm_backups(second, vm["uuid"]) == [], 10, what="cut-short backup deleted")
     assert _copies(first) == []

@@ -98,6 +98,12 @@ class FakeHost:
         if req.method == "GET" and req.path.startswith("/tasks/"):
             task = self.tasks.get(req.path.split("/")[2])
             return AgentResponse(200, task) if task else AgentResponse(404, fail("NOT_FOUND"))
+        if req.path == "/tasks/cancel-jobs":  # a restarted controller stops a dead job's tasks
+            prefixes = tuple(f"{j}." for j in (req.body or {}).get("jobUuids", []))
+            for uuid, task in self.tasks.items():
+                if uuid.startswith(prefixes) and task["state"] == "running":
+                    task.update(state="cancelled", reply=fail("CANCELLED"))
+            return AgentResponse(200, {"tasks": []})
         if req.path.startswith("/tasks/") and req.path.endswith("/cancel"):
             task = self.tasks.get(req.path.split("/")[2])
             if task and task["state"] == "running":
