@@ -55,13 +55,13 @@ def cli(ctx: click.Context, url: str | None, token: str | None, config_file: str
               help="any other controller setting, e.g. ping_interval=10")
 def serve(listen: str, db_url: str, api_tokens: tuple[str, ...], insecure_no_auth: bool,
           agent_token: str | None, public_url: str | None, settings: tuple[str, ...]) -> None:
-    """Run the controller (gunicorn) until stopped.
+    """Run the controller (granian) until stopped.
 
     It refuses to start without API credentials (a bootstrap token or an
     account in the database) unless --insecure-no-auth is given on a loopback
     address.
     """
-    from controller.server import serve as run  # noqa: PLC0415 - only `serve` needs gunicorn
+    from controller.server import serve as run  # noqa: PLC0415 - only `serve` needs the server
 
     extra: dict[str, Any] = parse_sets(settings)
     if api_tokens:

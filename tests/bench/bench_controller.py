@@ -3,7 +3,7 @@
 ZStack's home page measures its management node against its in-process
 simulator: creating 1, 10, 100, 1,000 and 10,000 VMs took 0.51 s, 1.55 s,
 11.33 s, 103 s and 23 min. Here the real controller (``kvmcloud serve``,
-gunicorn, SQLite) drives simulated hosts (``kvmcloud simulator serve``, a
+granian, SQLite) drives simulated hosts (``kvmcloud simulator serve``, a
 separate process) over real HTTP with the agent protocol (202 + callbacks),
 and each batch is timed from its first ``POST /v1/vms`` until every VM's job
 has ended; every VM must reach Running. Also: the p50/p99 latency of the
@@ -87,7 +87,7 @@ class Proc:
                 continue
 
     def rss_bytes(self) -> int:
-        """RSS of every process of the session (gunicorn master and worker)."""
+        """RSS of every process of the session (the server's main process and its worker)."""
         total = 0
         for proc, _ in self._session():
             try:

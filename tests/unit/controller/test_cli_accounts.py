@@ -16,7 +16,7 @@ from tests.unit.controller.test_cli import FakeApi, run
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """What ``serve`` would have run gunicorn with (it is not run)."""
+    """What ``serve`` would have run the server with (it is not run)."""
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(controller.server, "serve",
                         lambda listen, db_url, **kw: calls.append({"listen": listen, **kw}))

@@ -57,7 +57,7 @@ class Controller:
         return dict(answer)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
+        self.proc.send_signal(signal.SIGINT)  # the server's graceful shutdown
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
