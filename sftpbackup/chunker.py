@@ -127,11 +127,15 @@ def hash_file(
     hasher = ChunkHasher(chunk_size, on_chunk, SINK_WORKERS if on_chunk is not None else 2)
     buf = bytearray(READ_SIZE)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            hasher.update(view[:n])
-            if on_bytes is not None:
-                on_bytes(hasher.size)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                hasher.update(view[:n])
+                if on_bytes is not None:
+                    on_bytes(hasher.size)
+    except BaseException:
+        hasher.close()
+        raise
     return hasher.finish()
 
 

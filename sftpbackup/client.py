@@ -34,12 +34,12 @@ import paramiko
 
 from agentcore.task import TaskContext
 from sftpbackup import manifest as layout
-from sftpbackup.chunker import OrderedDigest, copy_range, hash_file
+from sftpbackup.chunker import OrderedDigest, hash_file
 from sftpbackup.errors import ChunkCorrupt, DigestMismatch, ImageExists, ImageNotFound, TransferFailed
 from sftpbackup.imageinfo import detect
 from sftpbackup.manifest import CHUNK_SIZE, Manifest, chunk_relpath, manifest_relpath, zero_digest
 from sftpbackup.models import check_image_id
-from sftpbackup.sftpcli import BatchJob, SftpCli, SftpTarget, quote
+from sftpbackup.sftpcli import BatchJob, BatchStream, SftpCli, SftpTarget, quote
 from sftpbackup.store import fsync_dir
 
 __all__ = ["FetchResult", "ImageRef", "SftpTarget", "StoreClient"]
@@ -341,35 +341,50 @@ class StoreClient:
     def upload(self, src: Path, name: str, ctx: TaskContext | None = None) -> ImageRef:
         """Upload a local image file as image ``name`` (its format is detected).
 
-        Only chunks the store lacks are sent. Re-uploading the same bytes
-        under the same name is a no-op; other bytes under an existing name
-        fail with :class:`ImageExists`.
+        One pass over the file: each chunk is hashed and, if the store lacks
+        it, staged and handed at once to the ``streams`` OpenSSH connections,
+        which send it while later chunks are read and hashed; the manifest
+        goes last, once every chunk is in place. Only chunks the store lacks
+        are sent. Re-uploading the same bytes under the same name is a no-op;
+        other bytes under an existing name fail with :class:`ImageExists`.
         """
         check_image_id(name)
         src = Path(src)
         detected = detect(src, ctx)
-        chunks, digest = hash_file(src)
-        m = Manifest(
-            image_id=name, format=detected.format,  # type: ignore[arg-type]
-            virtual_size=detected.virtual_size, size=sum(c.size for c in chunks),
-            digest=digest, chunk_size=CHUNK_SIZE, chunks=chunks, created=_now(),
-        )
+        existing = self.find_manifest(name)
+        if existing is not None:
+            chunks, digest = hash_file(src)
+            if existing.digest != digest:
+                raise ImageExists(image_id=name, digest=existing.digest)
+            return ImageRef(name, digest, existing.size, existing.virtual_size, existing.format)
+        self.ensure_layout()
+        total = os.stat(src).st_size
         staging = src.parent / f".upload-{uuid.uuid4().hex[:12]}"
         staging.mkdir()
         try:
-            def stage(lacking: set[str]) -> dict[str, Path]:
-                files: dict[str, Path] = {}
-                with open(src, "rb") as f:
-                    for off, c in m.offsets():
-                        if c.digest in lacking and c.digest not in files:
-                            files[c.digest] = staging / c.digest
-                            copy_range(f.fileno(), files[c.digest], off, c.size)
-                return files
+            sender = _StreamingUpload(self, staging, ctx, transfer_timeout(total))
+            try:
+                def on_bytes(done: int) -> None:
+                    if ctx is not None:
+                        ctx.progress(stage="upload", done=done, total=total, unit="bytes")
+                        ctx.check()
 
-            sent, nbytes = self.publish(m, stage, staging, ctx)
+                chunks, digest = hash_file(src, on_bytes=on_bytes, on_chunk=sender.chunk)
+                m = Manifest(
+                    image_id=name, format=detected.format,  # type: ignore[arg-type]
+                    virtual_size=detected.virtual_size, size=sum(c.size for c in chunks),
+                    digest=digest, chunk_size=CHUNK_SIZE, chunks=chunks, created=_now(),
+                )
+                sender.finish()
+                self._put_manifest(m, sender.token, staging, ctx)
+            except BaseException:
+                sender.abort()
+                raise
+            finally:
+                sender.drop_pending()
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return ImageRef(name, m.digest, m.size, m.virtual_size, m.format, sent, nbytes)
+        return ImageRef(name, m.digest, m.size, m.virtual_size, m.format, sender.sent, sender.nbytes)
 
     def publish(self, m: Manifest, stage: Callable[[set[str]], dict[str, Path]],
                 workdir: Path, ctx: TaskContext | None = None) -> tuple[int, int]:
@@ -414,21 +429,91 @@ class StoreClient:
                 for job in jobs:
                     job.stop()
                 raise
-            # the manifest last, once every chunk it names is in place
-            local_manifest = workdir / f".manifest-{token}.json"
-            local_manifest.write_bytes(m.dumps())
-            tmp_manifest = self.path(f"{layout.TMP}/{m.image_id}.json.{token}")
-            self.cli.run([
-                f"put -f {quote(local_manifest)} {quote(tmp_manifest)}",
-                f"rename {quote(tmp_manifest)} {quote(self.path(manifest_relpath(m.image_id)))}",
-            ], ctx, transfer_timeout(0), workdir)
-            local_manifest.unlink(missing_ok=True)
+            self._put_manifest(m, token, workdir, ctx)
         finally:
             try:
                 self.sftp.remove(pending)
             except OSError:
                 log.warning("could not remove pending file %s", pending)
         return len(lacking), nbytes
+
+
+    def _put_manifest(self, m: Manifest, token: str, workdir: Path, ctx: TaskContext | None) -> None:
+        """The manifest last, once every chunk it names is in place (tmp, fsync, rename)."""
+        local_manifest = workdir / f".manifest-{token}.json"
+        local_manifest.write_bytes(m.dumps())
+        tmp_manifest = self.path(f"{layout.TMP}/{m.image_id}.json.{token}")
+        self.cli.run([
+            f"put -f {quote(local_manifest)} {quote(tmp_manifest)}",
+            f"rename {quote(tmp_manifest)} {quote(self.path(manifest_relpath(m.image_id)))}",
+        ], ctx, transfer_timeout(0), workdir)
+        local_manifest.unlink(missing_ok=True)
+
+
+class _StreamingUpload:
+    """The chunks of an upload sent while the file is still being hashed.
+
+    :meth:`chunk` runs on the hasher's threads with each chunk: a chunk the
+    store already holds is touched (GC grace) and skipped; a lacking one is
+    named in the upload's pending file (so a GC on the store keeps it), written
+    to the staging directory and queued on one of the OpenSSH streams (put
+    with fsync to a temporary name, rename into place). Metadata calls share
+    the client's one paramiko session under a lock.
+    """
+
+    def __init__(self, client: StoreClient, staging: Path, ctx: TaskContext | None, timeout: float) -> None:
+        self.client = client
+        self.staging = staging
+        self.token = uuid.uuid4().hex
+        self.sent = 0
+        self.nbytes = 0
+        self._mu = threading.Lock()
+        self._seen: set[str] = set()
+        self._pending_path = client.path(f"{layout.PENDING}/{self.token}")
+        self._pending = client.sftp.open(self._pending_path, "w")
+        self._streams: list[BatchStream] = []
+        try:
+            for _ in range(client.streams):
+                self._streams.append(client.cli.stream(ctx, timeout, staging))
+        except BaseException:
+            self.abort()
+            self.drop_pending()
+            raise
+
+    def chunk(self, index: int, offset: int, digest: str, data: bytes) -> None:
+        with self._mu:
+            if digest in self._seen:
+                return
+            self._seen.add(digest)
+            if not self.client.missing([digest]):
+                return
+            self._pending.write(digest + "\n")
+            self._pending.flush()
+        local = self.staging / digest
+        local.write_bytes(data)
+        tmp = self.client.path(f"{layout.TMP}/{digest}.{self.token}")
+        lines = [f"put -f {quote(local)} {quote(tmp)}",
+                 f"rename {quote(tmp)} {quote(self.client.path(chunk_relpath(digest)))}"]
+        with self._mu:  # one chunk's lines stay together on its stream
+            self._streams[self.sent % len(self._streams)].send(lines)
+            self.sent += 1
+            self.nbytes += len(data)
+
+    def finish(self) -> None:
+        """Wait until every queued chunk is in place."""
+        for stream in self._streams:
+            stream.close()
+
+    def abort(self) -> None:
+        for stream in self._streams:
+            stream.stop()
+
+    def drop_pending(self) -> None:
+        try:
+            self._pending.close()
+            self.client.sftp.remove(self._pending_path)
+        except OSError:
+            log.warning("could not remove pending file %s", self._pending_path)
 
 
 def _matching_chunks(fd: int, m: Manifest, whole: OrderedDigest) -> set[int]:

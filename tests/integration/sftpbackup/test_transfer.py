@@ -167,6 +167,41 @@ def test_client_upload_is_an_image_the_agent_serves(
     assert list((store_a.path / "pending").iterdir()) == []
 
 
+def test_client_upload_sends_only_the_chunks_the_store_lacks(
+    agent: AgentProcess, store_a: StoreDir, sshd: Sshd, srcdir: Path,
+) -> None:
+    v1 = make_raw(srcdir / "v1.raw", 32 * MiB, seed=43, fill=1.0)
+    v2 = srcdir / "v2.raw"
+    touched = changed_chunks(v1, v2, 0.1, seed=44)
+    with sshd.client(store_a.rel) as c:
+        first = c.upload(v1, "v1")
+        second = c.upload(v2, "v2")
+    assert first.chunks_sent == 32 and first.bytes_sent == 32 * MiB
+    assert second.chunks_sent == touched and second.bytes_sent == touched * MiB
+    assert second.digest == sha256_of(v2)
+    assert agent.call("/backup/verify", store_a.body())["ok"] is True
+
+
+def test_client_upload_that_cannot_put_its_chunks_leaves_no_image(
+    agent: AgentProcess, store_a: StoreDir, sshd: Sshd, srcdir: Path,
+) -> None:
+    img = make_raw(srcdir / "f.raw", 16 * MiB, seed=45, fill=1.0)
+    with sshd.client(store_a.rel) as c:
+        c.ensure_layout()
+        tmp = store_a.path / "tmp"
+        tmp.rmdir()
+        tmp.write_bytes(b"")  # every chunk's put fails (the server runs as root): streams end early
+        try:
+            with pytest.raises(TransferFailed):
+                c.upload(img, "broken")
+        finally:
+            tmp.unlink()
+            tmp.mkdir()
+        assert c.find_manifest("broken") is None
+    assert list((store_a.path / "pending").iterdir()) == []
+    assert not list(srcdir.glob(".upload-*")) and not list(srcdir.glob(".sftp-*"))
+
+
 def test_unknown_host_key_is_refused(sshd: Sshd, store_a: StoreDir, tmp_path: Path) -> None:
     other = tmp_path / "known_hosts"
     other.write_text("")

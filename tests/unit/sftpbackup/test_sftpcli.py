@@ -32,3 +32,10 @@ def test_quote() -> None:
     for bad in ('/a"b', "/a\\b", "/a\nb", ""):
         with pytest.raises(ValueError):
             quote(bad)
+
+
+def test_argv_offers_aes_gcm_first_with_fallbacks() -> None:
+    argv = sftp_argv(SftpTarget("h", 22, "u", "/"), Path("/k/id"), Path("/k/known"), Path("/b"))
+    ciphers = next(a for a in argv if a.startswith("Ciphers=")).removeprefix("Ciphers=").split(",")
+    assert ciphers[0] == "aes128-gcm@openssh.com"
+    assert "chacha20-poly1305@openssh.com" in ciphers
