@@ -375,8 +375,7 @@ class StoreClient:
                     virtual_size=detected.virtual_size, size=sum(c.size for c in chunks),
                     digest=digest, chunk_size=CHUNK_SIZE, chunks=chunks, created=_now(),
                 )
-                sender.finish()
-                self._put_manifest(m, sender.token, staging, ctx)
+                sender.finish(self._manifest_lines(m, sender.token, staging))
             except BaseException:
                 sender.abort()
                 raise
@@ -440,14 +439,16 @@ class StoreClient:
 
     def _put_manifest(self, m: Manifest, token: str, workdir: Path, ctx: TaskContext | None) -> None:
         """The manifest last, once every chunk it names is in place (tmp, fsync, rename)."""
+        self.cli.run(self._manifest_lines(m, token, workdir), ctx, transfer_timeout(0), workdir)
+        (workdir / f".manifest-{token}.json").unlink(missing_ok=True)
+
+    def _manifest_lines(self, m: Manifest, token: str, workdir: Path) -> list[str]:
+        """The batch lines that put ``m`` (written to a local file in ``workdir``) in place."""
         local_manifest = workdir / f".manifest-{token}.json"
         local_manifest.write_bytes(m.dumps())
         tmp_manifest = self.path(f"{layout.TMP}/{m.image_id}.json.{token}")
-        self.cli.run([
-            f"put -f {quote(local_manifest)} {quote(tmp_manifest)}",
-            f"rename {quote(tmp_manifest)} {quote(self.path(manifest_relpath(m.image_id)))}",
-        ], ctx, transfer_timeout(0), workdir)
-        local_manifest.unlink(missing_ok=True)
+        return [f"put -f {quote(local_manifest)} {quote(tmp_manifest)}",
+                f"rename {quote(tmp_manifest)} {quote(self.path(manifest_relpath(m.image_id)))}"]
 
 
 class _StreamingUpload:
@@ -499,10 +500,16 @@ class _StreamingUpload:
             self.sent += 1
             self.nbytes += len(data)
 
-    def finish(self) -> None:
-        """Wait until every queued chunk is in place."""
-        for stream in self._streams:
+    def finish(self, manifest_lines: list[str]) -> None:
+        """Wait until every queued chunk is in place, then put the manifest.
+
+        The manifest goes last on the first stream, once the other streams
+        have finished (a batch runs its lines in order): no extra connection.
+        """
+        for stream in self._streams[1:]:
             stream.close()
+        self._streams[0].send(manifest_lines)
+        self._streams[0].close()
 
     def abort(self) -> None:
         for stream in self._streams:
