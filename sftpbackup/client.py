@@ -15,11 +15,14 @@ keys are checked against ``known_hosts`` (paramiko ``RejectPolicy`` and
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import errno
+import functools
 import hashlib
 import logging
 import os
+import queue
 import shutil
 import threading
 import time
@@ -147,6 +150,12 @@ class StoreClient:
         if self._ssh is not None:
             self._ssh.close()
         self._sftp = self._ssh = None
+
+    def open_channel(self) -> paramiko.SFTPClient:
+        """Another SFTP session over the same SSH connection (for another thread)."""
+        if self._ssh is None:
+            raise RuntimeError("StoreClient is not connected")
+        return self._ssh.open_sftp()
 
     @property
     def sftp(self) -> paramiko.SFTPClient:
@@ -458,9 +467,18 @@ class _StreamingUpload:
     store already holds is touched (GC grace) and skipped; a lacking one is
     named in the upload's pending file (so a GC on the store keeps it), written
     to the staging directory and queued on one of the OpenSSH streams (put
-    with fsync to a temporary name, rename into place). Metadata calls share
-    the client's one paramiko session under a lock.
+    with fsync to a temporary name, rename into place).
+
+    The presence checks are one round trip each: they run on ``CHECKERS``
+    SFTP channels of the client's one SSH connection, so the hasher's threads
+    wait on them side by side. The pending file is written pipelined (no wait
+    for each line's acknowledgement): a chunk put before its line lands is
+    covered by GC's grace anyway, its mtime being the upload's.
     """
+
+    CHECKERS = 4
+    #: chunks staged and not yet sent: a slow transfer slows the hashing instead
+    STAGED = 32
 
     def __init__(self, client: StoreClient, staging: Path, ctx: TaskContext | None, timeout: float) -> None:
         self.client = client
@@ -472,10 +490,19 @@ class _StreamingUpload:
         self._seen: set[str] = set()
         self._pending_path = client.path(f"{layout.PENDING}/{self.token}")
         self._pending = client.sftp.open(self._pending_path, "w")
+        self._pending.set_pipelined(True)
+        self._channels: queue.SimpleQueue[paramiko.SFTPClient] = queue.SimpleQueue()
+        self._open: list[paramiko.SFTPClient] = []
         self._streams: list[BatchStream] = []
+        self._slots = threading.Semaphore(self.STAGED)
+        self._queued: list[collections.deque[str]] = []
         try:
-            for _ in range(client.streams):
-                self._streams.append(client.cli.stream(ctx, timeout, staging))
+            for _ in range(self.CHECKERS):
+                self._open.append(client.open_channel())
+                self._channels.put(self._open[-1])
+            for i in range(client.streams):
+                self._queued.append(collections.deque())
+                self._streams.append(client.cli.stream(ctx, timeout, staging, functools.partial(self._echo, i)))
         except BaseException:
             self.abort()
             self.drop_pending()
@@ -486,19 +513,47 @@ class _StreamingUpload:
             if digest in self._seen:
                 return
             self._seen.add(digest)
-            if not self.client.missing([digest]):
-                return
+        if not self._lacks(digest):
+            return
+        with self._mu:
             self._pending.write(digest + "\n")
             self._pending.flush()
+        while not self._slots.acquire(timeout=0.2):
+            for stream in self._streams:
+                stream.check()
         local = self.staging / digest
         local.write_bytes(data)
         tmp = self.client.path(f"{layout.TMP}/{digest}.{self.token}")
         lines = [f"put -f {quote(local)} {quote(tmp)}",
                  f"rename {quote(tmp)} {quote(self.client.path(chunk_relpath(digest)))}"]
         with self._mu:  # one chunk's lines stay together on its stream
-            self._streams[self.sent % len(self._streams)].send(lines)
+            i = self.sent % len(self._streams)
+            self._queued[i].append(digest)
+            self._streams[i].send(lines)
             self.sent += 1
             self.nbytes += len(data)
+
+    def _echo(self, i: int, line: str) -> None:
+        """sftp of stream ``i`` starts a command: at a rename, its chunk's put is done."""
+        if not line.startswith("sftp> rename "):
+            return
+        with self._mu:
+            digest = self._queued[i].popleft() if self._queued[i] else None
+        if digest is not None:
+            (self.staging / digest).unlink(missing_ok=True)
+            self._slots.release()
+
+    def _lacks(self, digest: str) -> bool:
+        """True if the store lacks the chunk; a present one is touched (GC grace)."""
+        sftp = self._channels.get()
+        try:
+            now = time.time()
+            sftp.utime(self.client.path(chunk_relpath(digest)), (now, now))
+            return False
+        except FileNotFoundError:
+            return True
+        finally:
+            self._channels.put(sftp)
 
     def finish(self, manifest_lines: list[str]) -> None:
         """Wait until every queued chunk is in place, then put the manifest.
@@ -516,6 +571,8 @@ class _StreamingUpload:
             stream.stop()
 
     def drop_pending(self) -> None:
+        for sftp in self._open:
+            sftp.close()
         try:
             self._pending.close()
             self.client.sftp.remove(self._pending_path)

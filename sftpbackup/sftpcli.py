@@ -91,7 +91,9 @@ def child_context(parent: TaskContext | None, name: str) -> TaskContext:
 class BatchJob:
     """An ``sftp -b`` run on a helper thread; :meth:`join` re-raises its failure."""
 
-    def __init__(self, argv: list[str], batch: Path, ctx: TaskContext, timeout: float) -> None:
+    def __init__(self, argv: list[str], batch: Path, ctx: TaskContext, timeout: float,
+                 on_line: Callable[[str], None] | None = None) -> None:
+        self._on_line = on_line
         self._argv = argv
         self._batch = batch
         self.ctx = ctx
@@ -106,7 +108,7 @@ class BatchJob:
 
     def _run(self) -> None:
         try:
-            self.ctx.run(self._argv, timeout=self._timeout)
+            self.ctx.run(self._argv, timeout=self._timeout, on_line=self._on_line)
         except AgentError as e:
             self.error = e
         except Exception as e:  # surfaced through join()
@@ -137,19 +139,23 @@ class BatchStream:
     """
 
     def __init__(self, argv_for: Callable[[Path], list[str]], ctx: TaskContext | None,
-                 timeout: float, workdir: Path) -> None:
+                 timeout: float, workdir: Path, on_line: Callable[[str], None] | None = None) -> None:
         path = workdir / f".sftp-stream-{uuid.uuid4().hex}"
         os.mkfifo(path, 0o600)
         # read-write: never blocks on open, and sftp sees EOF once we close it
         self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
-        self.job = BatchJob(argv_for(path), path, child_context(ctx, "sftp"), timeout).start()
+        self.job = BatchJob(argv_for(path), path, child_context(ctx, "sftp"), timeout, on_line).start()
+
+    def check(self) -> None:
+        """Raise the run's failure if it has ended before its batch did."""
+        if self.job.done.is_set():
+            self.job.join()
+            raise TransferFailed("sftp ended before its batch")
 
     def send(self, lines: list[str]) -> None:
         data = memoryview(("\n".join(lines) + "\n").encode())
         while data:
-            if self.job.done.is_set():
-                self.job.join()
-                raise TransferFailed("sftp ended before its batch")
+            self.check()
             try:
                 data = data[os.write(self._fd, data):]
             except BlockingIOError:
@@ -186,10 +192,16 @@ class SftpCli:
         argv = sftp_argv(self.target, self.key_file, self.known_hosts, batch)
         return BatchJob(argv, batch, child_context(ctx, "sftp"), timeout).start()
 
-    def stream(self, ctx: TaskContext | None, timeout: float, workdir: Path) -> BatchStream:
-        """Start a batch whose lines are sent while it runs (see :class:`BatchStream`)."""
+    def stream(self, ctx: TaskContext | None, timeout: float, workdir: Path,
+               on_line: Callable[[str], None] | None = None) -> BatchStream:
+        """Start a batch whose lines are sent while it runs (see :class:`BatchStream`).
+
+        ``on_line`` gets each line sftp prints: it echoes each batch command
+        (``sftp> ...``, line-buffered) as it starts it, so a command's echo
+        says the one before it has finished.
+        """
         return BatchStream(lambda batch: sftp_argv(self.target, self.key_file, self.known_hosts, batch),
-                           ctx, timeout, workdir)
+                           ctx, timeout, workdir, on_line)
 
     def run(self, lines: list[str], ctx: TaskContext | None, timeout: float, workdir: Path) -> None:
         """Run a batch to its end."""
