@@ -182,6 +182,18 @@ def test_client_upload_sends_only_the_chunks_the_store_lacks(
     assert agent.call("/backup/verify", store_a.body())["ok"] is True
 
 
+def test_client_upload_with_few_staging_slots_frees_each_as_its_chunk_lands(
+    agent: AgentProcess, store_a: StoreDir, sshd: Sshd, srcdir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sftpbackup.client._StreamingUpload.STAGED", 2)  # fewer than the chunks in flight
+    img = make_raw(srcdir / "s.raw", 24 * MiB, seed=46, fill=1.0)
+    with sshd.client(store_a.rel) as c:
+        ref = c.upload(img, "slots")
+    assert ref.chunks_sent == 24 and ref.digest == sha256_of(img)
+    assert agent.call("/backup/verify", store_a.body())["ok"] is True
+    assert not list(srcdir.glob(".upload-*"))
+
+
 def test_client_upload_that_cannot_put_its_chunks_leaves_no_image(
     agent: AgentProcess, store_a: StoreDir, sshd: Sshd, srcdir: Path,
 ) -> None:
