@@ -12,10 +12,13 @@ network, offering and the host through the API. A test module uses them with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -114,11 +117,83 @@ def serve_controller(db_url: str, api_token: str) -> tuple[Any, str, BaseWSGISer
     return app, url, server
 
 
+class ControllerProcess:
+    """``kvmcloud serve`` as a process of its own on a fixed port and database, so a test
+    can kill it (``kill -9``) and start it again where it was."""
+
+    def __init__(self, *settings: str) -> None:
+        """``settings``: ``KEY=VALUE`` of the controller's settings (``open_world`` gives it
+        its database and log under the world's directory)."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = Path("controller.db")
+        self.log = Path("controller.log")
+        self.settings = ["--setting", "tracker=false", "--setting", "poll_after=10",
+                         *(a for kv in settings for a in ("--setting", kv))]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ControllerProcess:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(  # a session of its own: gunicorn's worker dies with it
+                [sys.executable, "-m", "controller.cli", "serve", "--listen", f"127.0.0.1:{self.port}",
+                 "--db", f"sqlite:///{self.db}", "--api-token", API, "--agent-token", TOKEN,
+                 *self.settings], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def up() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(up, 60, what="controller /healthz")
+        return self
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL to the server and its worker: nothing of their own cleanup runs."""
+        if self.proc is not None:
+            self._signal(signal.SIGKILL)
+            self.proc.wait(30)
+            self.proc = None
+
+            def closed() -> bool:
+                try:
+                    httpx.get(f"{self.url}/healthz", timeout=1)
+                except httpx.HTTPError:
+                    return True
+                return False
+            wait_until(closed, 15, what=f"nothing answering on {self.url} any more")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self._signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+            self.kill()
+
+
+def _in_process(base: Path) -> tuple[Any, str, Callable[[], None]]:
+    app, url, server = serve_controller(f"sqlite:///{base}/controller.db", API)
+
+    def stop() -> None:
+        server.shutdown()
+        app.extensions["kvmcloud"].close()
+    return app, url, stop
+
+
 @contextmanager
 def open_world(component_env: Callable[[str], dict[str, str]],
-               sto_extra: dict[str, Any] | None = None, roots: Sequence[Path] = ()) -> Iterator[World]:
+               sto_extra: dict[str, Any] | None = None, roots: Sequence[Path] = (),
+               process: ControllerProcess | None = None) -> Iterator[World]:
     """The world of a test module; ``sto_extra``: more of the storageagent's config,
-    ``roots``: more directories the kvmagent opens disks under."""
+    ``roots``: more directories the kvmagent opens disks under; ``process``: the controller
+    runs as that process (started here, ``w.app`` None) instead of in-process."""
     libvirt_env, guest = component_env("libvirt"), component_env("guest")
     base = ENV_DIR / "kvmagent-tests" / f"ctl-{uuid.uuid4().hex[:10]}"
     ps_root = base / "ps"
@@ -133,7 +208,11 @@ def open_world(component_env: Callable[[str], dict[str, str]],
     subprocess.run(["ip", "link", "add", dummy, "type", "veth", "peer", "name", "kcp" + dummy[3:]],
                    check=True, timeout=10)
     subprocess.run(["ip", "link", "set", dummy, "up"], check=True, timeout=10)
-    app, url, server = serve_controller(f"sqlite:///{base}/controller.db", API)
+    if process is None:
+        app, url, stop_controller = _in_process(base)
+    else:
+        process.db, process.log = base / "controller.db", base / "controller.log"
+        app, url, stop_controller = None, process.start().url, process.stop
     # live migration over SSH as deployed: the key and known_hosts of the "migration" dir come
     # from the second host's sshd, when a test module starts one (SecondLibvirtd.start_sshd)
     migration_port = free_port()
@@ -161,8 +240,7 @@ def open_world(component_env: Callable[[str], dict[str, str]],
                                timeout=30)
         kvm.stop()
         sto.stop()
-        server.shutdown()
-        app.extensions["kvmcloud"].close()
+        stop_controller()
         files.stop()
         subprocess.run(["ip", "link", "del", dummy], capture_output=True, timeout=10)
         if not os.environ.get("KVMCLOUD_KEEP_TEST_DIRS"):  # keep logs and consoles for debugging
