@@ -5,8 +5,14 @@ Each tick, every Enabled policy's attached VMs whose next run time has come
 it; the attach time when it never ran) are backed up through the same code
 path as ``POST /v1/vms/<uuid>/actions/backup``. The run is claimed first in
 the database: ``last_run_at`` of the (policy, VM) row is set to the tick's time
-by an UPDATE conditional on the value read, and the job is submitted only
-when that UPDATE changed the row. So a restarted controller neither doubles a
+by an UPDATE conditional on the slot being still unclaimed (``last_run_at`` NULL
+when it was read NULL, else still before the slot's due time, which any claim
+moves it past), and the job is submitted only when that UPDATE changed the row.
+The condition is an order, not an equality with the value read: SQLite keeps
+datetimes as text, and a value written by SQL (``datetime()``, an operator's
+fix, a restored dump) need not have the fraction the controller writes, so
+an equality would never match again and the pair would never run. So a
+restarted controller neither doubles a
 run (the slot is claimed already) nor misses one (a run due while it was down
 is due at its first tick, once, however many slots passed). A job cut short
 by the restart ends through the jobs' own recovery, and the next slot runs.
@@ -136,12 +142,12 @@ class BackupSchedule(Background):
             when = next_run(r.last_run_at or r.attach_date, r.interval_seconds, r.cron_expression)
             if when <= now and r.state in BACKUP_STATES and r.vm_uuid not in self._inflight:
                 due.append((when, r))
-        for _, r in sorted(due, key=lambda d: (d[0], d[1].id)):
+        for when, r in sorted(due, key=lambda d: (d[0], d[1].id)):
             if len(self._inflight) >= self.max_jobs:
                 log.info("backup schedule: %d jobs in flight; %d due runs wait", len(self._inflight),
                          len(due) - len(out.started))
                 return
-            if not self._claim(r.id, r.last_run_at, now):
+            if not self._claim(r.id, r.last_run_at, when, now):
                 continue  # another tick (or controller) has it
             try:
                 job = self.jobs.backup(self.ctl, r.vm_uuid, r.backup_storage_uuid, r.uuid)
@@ -151,10 +157,11 @@ class BackupSchedule(Background):
             self._inflight[r.vm_uuid] = job.uuid
             out.started[r.vm_uuid] = job.uuid
 
-    def _claim(self, ref_id: int, old: datetime | None, now: datetime) -> bool:
-        """Set the pair's ``last_run_at`` to ``now`` if it is still ``old``: whether it was."""
+    def _claim(self, ref_id: int, old: datetime | None, due: datetime, now: datetime) -> bool:
+        """Set the pair's ``last_run_at`` to ``now`` (at or after ``due``) if the slot due at
+        ``due`` is still unclaimed: whether it was. ``old`` is the value read."""
         row = VmBackupPolicyRef
-        same = row.last_run_at.is_(None) if old is None else row.last_run_at == old
+        same = row.last_run_at.is_(None) if old is None else row.last_run_at < due
         with self.ctl.db.write() as s:
             res: Any = s.execute(update(row).where(row.id == ref_id, same).values(last_run_at=now))
             return int(res.rowcount or 0) == 1

@@ -186,6 +186,32 @@ def test_a_slot_runs_once_across_a_controller_restart(make_cloud: Callable[..., 
     assert len(_vm_backups(third, vm["uuid"])) == 2
 
 
+# an hour back, in the database's own arithmetic (SQLite's datetime() keeps whole seconds
+# and writes them without a fraction, unlike the rows the controller writes)
+_HOUR_BACK = {"sqlite": "datetime(last_run_at, '-3600 seconds')",
+              "postgresql": "last_run_at - interval '1 hour'",
+              "mysql": "last_run_at - INTERVAL 1 HOUR"}
+
+
+def test_a_last_run_moved_back_by_hand_makes_the_next_slot_due_once(cloud: Cloud) -> None:
+    vm, host, agent, bs = _setup(cloud, running=False)
+    policy = _policy(cloud, bs)
+    attached = _attach(cloud, policy["uuid"], vm["uuid"])
+    sched = _schedule(cloud)
+    slot = attached + HOUR + dt.timedelta(microseconds=250)  # a run time with a fraction
+    tick = sched.tick(slot)
+    _finish(cloud, tick.started)
+    with cloud.ctl.db.write() as s:  # what an operator (or a test standing in for the wait) does
+        back = _HOUR_BACK[s.get_bind().dialect.name]
+        s.execute(text(f"UPDATE vm_backup_policy_refs SET last_run_at = {back}"))
+    tick = sched.tick(slot)
+    assert list(tick.started) == [vm["uuid"]]
+    _finish(cloud, tick.started)
+    assert sched.tick(slot).started == {}
+    assert sched.tick(slot + dt.timedelta(minutes=59)).started == {}
+    assert [b["status"] for b in _vm_backups(cloud, vm["uuid"])] == ["Ready", "Ready"]
+
+
 def test_a_running_vm_left_on_its_overlays_by_a_restart_is_merged_back(
         make_cloud: Callable[..., Cloud]) -> None:
     first = make_cloud()

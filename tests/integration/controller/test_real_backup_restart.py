@@ -7,8 +7,9 @@ few seconds; the controller is killed while the storageagent uploads and started
 on the same database and port. The dead job ends ``CONTROLLER_RESTARTED``; the new
 process cancels its upload on the storageagent (the task id names the job), then
 deletes the backup it cut short: no copy is left on primary storage and no manifest of
-it in the store, not even after the agent's task has ended. (That the policy's next
-slot then runs is covered in-process, test_backup_policies.py, on three databases.)
+it in the store, not even after the agent's task has ended. Then the policy's next slot
+(its last run put an hour back by SQL, as SQLite's ``datetime()`` writes it) runs once
+and makes one Ready backup, not two.
 """
 
 from __future__ import annotations
@@ -132,3 +133,14 @@ def test_a_controller_killed_mid_backup_cleans_up_and_runs_the_next_slot(rig: Ri
     assert copies == []
     time.sleep(3)  # an upload the cancel missed would write its manifest now
     assert _manifests(store) == before
+
+    _an_hour_later(ctl.db, vm)  # the next slot
+    wait_until(lambda: [j["state"] for j in _jobs(w, "backup-vm")] == ["failed", "succeeded"], 300,
+               what="the next slot's backup")
+    [made] = w.ok("GET", "/v1/vm-backups", q=f"vmUuid={vm}")["items"]
+    assert made["status"] == "Ready" and made["backupPolicyUuid"] == policy["uuid"], made
+    time.sleep(3)  # three more ticks of the schedule: the slot is claimed, it does not run again
+    assert [j["state"] for j in _jobs(w, "backup-vm")] == ["failed", "succeeded"]
+    assert len(w.ok("GET", "/v1/vm-backups", q=f"vmUuid={vm}")["items"]) == 1
+    held = {b["installPath"] for b in w.ok("GET", "/v1/volume-backups", q=f"vmBackupUuid={made['uuid']}")["items"]}
+    assert len(held) == 2 and _manifests(store) == before | held  # root and data, nothing else
