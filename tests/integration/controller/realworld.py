@@ -187,6 +187,19 @@ def _in_process(base: Path) -> tuple[Any, str, Callable[[], None]]:
     return app, url, stop
 
 
+def add_uplink() -> str:
+    """An uplink of our own for a bridge (no dummy driver here): one end of a veth pair, up."""
+    name = "kcd" + uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", "kcp" + name[3:]],
+                   check=True, timeout=10)
+    subprocess.run(["ip", "link", "set", name, "up"], check=True, timeout=10)
+    return name
+
+
+def drop_uplink(name: str) -> None:
+    subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+
+
 @contextmanager
 def open_world(component_env: Callable[[str], dict[str, str]],
                sto_extra: dict[str, Any] | None = None, roots: Sequence[Path] = (),
@@ -203,11 +216,7 @@ def open_world(component_env: Callable[[str], dict[str, str]],
     image = base / "images" / "guest.qcow2"
     shutil.copyfile(guest["GUEST_IMAGE"], image)
     files = FileServer(base / "images").start()
-    dummy = "kcd" + uuid.uuid4().hex[:8]
-    # an uplink of our own for the bridge (no dummy driver here): one end of a veth pair
-    subprocess.run(["ip", "link", "add", dummy, "type", "veth", "peer", "name", "kcp" + dummy[3:]],
-                   check=True, timeout=10)
-    subprocess.run(["ip", "link", "set", dummy, "up"], check=True, timeout=10)
+    dummy = add_uplink()
     if process is None:
         app, url, stop_controller = _in_process(base)
     else:
@@ -242,7 +251,7 @@ def open_world(component_env: Callable[[str], dict[str, str]],
         sto.stop()
         stop_controller()
         files.stop()
-        subprocess.run(["ip", "link", "del", dummy], capture_output=True, timeout=10)
+        drop_uplink(dummy)
         if not os.environ.get("KVMCLOUD_KEEP_TEST_DIRS"):  # keep logs and consoles for debugging
             shutil.rmtree(base, ignore_errors=True)
 
@@ -274,25 +283,50 @@ class SftpStore:
 
 
 @contextmanager
-def sftp_store(sshd: dict[str, str], controller_url: str, home: Path) -> Iterator[SftpStore]:
-    """A store of its own under the sshd component's store dir, its agent in ``home``."""
-    rel = f"t-ctl-{uuid.uuid4().hex[:10]}"
-    store_dir = Path(sshd["SSHD_STORE_DIR"]) / rel
+def _store(target: SftpTarget, store_dir: Path, key: Path, known_hosts: Path, controller_url: str,
+           home: Path) -> Iterator[SftpStore]:
+    """An sftpbackup agent in ``home`` for the store ``target`` (``store_dir`` where the agent
+    reads it); the store is removed at the end."""
     home.mkdir(exist_ok=True)
     agent = AgentProcess(python_agent("sftpbackup.app"), home, controller_urls=[controller_url],
-                         extra={"sftp_key_file": sshd["SSHD_KEY"],
-                                "sftp_known_hosts": sshd["SSHD_KNOWN_HOSTS"],
+                         extra={"sftp_key_file": key, "sftp_known_hosts": known_hosts,
                                 "download_allow_local": True}).start()
     try:
-        yield SftpStore(agent, store_dir,
-                        SftpTarget(sshd["SSHD_HOST"], int(sshd["SSHD_PORT"]), sshd["SSHD_USER"], f"/{rel}"),
-                        Path(sshd["SSHD_KEY"]), Path(sshd["SSHD_KNOWN_HOSTS"]), {
-                            "type": "sftp", "hostname": sshd["SSHD_HOST"], "port": int(sshd["SSHD_PORT"]),
-                            "username": sshd["SSHD_USER"], "url": f"/{rel}",
-                            "agentRoot": str(store_dir), "agentUrl": agent.url})
+        yield SftpStore(agent, store_dir, target, key, known_hosts, {
+            "type": "sftp", "hostname": target.host, "port": target.port, "username": target.user,
+            "url": target.store_root, "agentRoot": str(store_dir), "agentUrl": agent.url})
     finally:
         agent.stop()
         shutil.rmtree(store_dir, ignore_errors=True)
+
+
+@contextmanager
+def sftp_store(sshd: dict[str, str], controller_url: str, home: Path) -> Iterator[SftpStore]:
+    """A store of its own under the sshd component's store dir, its agent in ``home``."""
+    rel = f"t-ctl-{uuid.uuid4().hex[:10]}"
+    target = SftpTarget(sshd["SSHD_HOST"], int(sshd["SSHD_PORT"]), sshd["SSHD_USER"], f"/{rel}")
+    with _store(target, Path(sshd["SSHD_STORE_DIR"]) / rel, Path(sshd["SSHD_KEY"]),
+                Path(sshd["SSHD_KNOWN_HOSTS"]), controller_url, home) as store:
+        yield store
+
+
+def nshost_known_hosts(nshost: dict[str, str], path: Path) -> Path:
+    """A known_hosts file with the host key of every nshost host (``path``)."""
+    path.write_text("".join(f"{nshost[f'NSHOST_{i}_ADDR']} {nshost[f'NSHOST_{i}_HOST_KEY']}\n"
+                            for i in range(1, int(nshost["NSHOST_COUNT"]) + 1)))
+    return path
+
+
+@contextmanager
+def nshost_store(nshost: dict[str, str], i: int, known_hosts: Path, controller_url: str,
+                 home: Path) -> Iterator[SftpStore]:
+    """A store on nshost host ``i``: SFTP clients reach it through that host's sshd (root, in its
+    own network namespace, over the nshost bridge); its agent in ``home`` reads it where the host
+    keeps it (the hosts share this machine's filesystem)."""
+    store_dir = Path(nshost[f"NSHOST_{i}_ROOT"]) / f"bs-{uuid.uuid4().hex[:10]}"
+    target = SftpTarget(nshost[f"NSHOST_{i}_ADDR"], int(nshost["NSHOST_SSH_PORT"]), "root", str(store_dir))
+    with _store(target, store_dir, Path(nshost["NSHOST_KEY"]), known_hosts, controller_url, home) as store:
+        yield store
 
 
 def add_backup_storage(api: httpx.Client, body: dict[str, Any]) -> str:
@@ -306,6 +340,28 @@ def add_backup_storage(api: httpx.Client, body: dict[str, Any]) -> str:
     return str(data["uuid"])
 
 
+def _zone(w: World, ids: dict[str, str], name: str, ps: dict[str, Any]) -> None:
+    ids["zone"] = w.ok("POST", "/v1/zones", {"name": name})["uuid"]
+    ids["cluster"] = w.ok("POST", "/v1/clusters", {"name": "c", "zoneUuid": ids["zone"]})["uuid"]
+    ids["ps"] = w.ok("POST", "/v1/primary-storages", {
+        "name": "ps", "zoneUuid": ids["zone"], "clusterUuids": [ids["cluster"]], **ps})["uuid"]
+
+
+def _network_and_host(w: World, ids: dict[str, str], subnet: str, uplink: str, host: dict[str, str]) -> None:
+    ids["l2"] = w.ok("POST", "/v1/l2-networks", {"name": "flat", "zoneUuid": ids["zone"],
+                                                 "type": "novlan", "physicalInterface": uplink,
+                                                 "clusterUuids": [ids["cluster"]]})["uuid"]
+    ids["l3"] = w.ok("POST", "/v1/l3-networks", {"name": "pub", "l2NetworkUuid": ids["l2"], "ipRanges": [{
+        "startIp": f"{subnet}.10", "endIp": f"{subnet}.60", "netmask": "255.255.255.0",
+        "gateway": f"{subnet}.1"}]})["uuid"]
+    ids["host"] = w.job("POST", "/v1/hosts", {"clusterUuid": ids["cluster"], "storageAgentUrl": w.sto.url,
+                                              **host})["resourceUuid"]
+
+
+def _local(root: Path) -> dict[str, Any]:
+    return {"type": "local", "url": "local", "mountPath": str(root)}
+
+
 def build_cloud(w: World, subnet: str, ps: dict[str, Any] | None = None,
                 store: SftpStore | None = None) -> dict[str, str]:
     """Zone, cluster, primary storage (local under ``w.ps_root`` unless ``ps``), image,
@@ -313,11 +369,7 @@ def build_cloud(w: World, subnet: str, ps: dict[str, Any] | None = None,
     The image is registered in a backup storage no agent serves (hosts fetch it over HTTP),
     or, with ``store``, added from its HTTP URL into that real SFTP store (hosts fetch it there)."""
     ids = w.ids
-    ids["zone"] = w.ok("POST", "/v1/zones", {"name": "e2e"})["uuid"]
-    ids["cluster"] = w.ok("POST", "/v1/clusters", {"name": "c", "zoneUuid": ids["zone"]})["uuid"]
-    ids["ps"] = w.ok("POST", "/v1/primary-storages", {
-        "name": "ps", "zoneUuid": ids["zone"], "clusterUuids": [ids["cluster"]],
-        **(ps or {"type": "local", "url": "local", "mountPath": str(w.ps_root)})})["uuid"]
+    _zone(w, ids, "e2e", ps or _local(w.ps_root))
     if store is None:
         bs = w.ok("POST", "/v1/backup-storages", {"name": "b", "type": "sftp", "hostname": "127.0.0.1",
                                                    "url": "/srv/store", "zoneUuids": [ids["zone"]]})["uuid"]
@@ -329,18 +381,21 @@ def build_cloud(w: World, subnet: str, ps: dict[str, Any] | None = None,
         ids["image"] = w.job("POST", "/v1/images", {
             "name": "guest", "backupStorageUuids": [ids["bs"]], "url": ids["image_url"],
             "digest": ids["digest"], "platform": "Linux"})["resourceUuid"]
-    ids["l2"] = w.ok("POST", "/v1/l2-networks", {"name": "flat", "zoneUuid": ids["zone"],
-                                                 "type": "novlan", "physicalInterface": w.dummy,
-                                                 "clusterUuids": [ids["cluster"]]})["uuid"]
-    ids["l3"] = w.ok("POST", "/v1/l3-networks", {"name": "pub", "l2NetworkUuid": ids["l2"], "ipRanges": [{
-        "startIp": f"{subnet}.10", "endIp": f"{subnet}.60", "netmask": "255.255.255.0",
-        "gateway": f"{subnet}.1"}]})["uuid"]
     ids["offering"] = w.ok("POST", "/v1/instance-offerings", {"name": "tiny", "cpuNum": 1,
                                                               "memorySize": 128 << 20})["uuid"]
-    host = w.job("POST", "/v1/hosts", {"name": "h1", "clusterUuid": ids["cluster"],
-                                       "managementIp": "127.0.0.1", "agentUrl": w.kvm.url,
-                                       "storageAgentUrl": w.sto.url})
-    ids["host"] = host["resourceUuid"]
+    _network_and_host(w, ids, subnet, w.dummy, {"name": "h1", "managementIp": "127.0.0.1",
+                                                "agentUrl": w.kvm.url})
+    return ids
+
+
+def add_zone(w: World, name: str, subnet: str, ps_root: Path, uplink: str, host: dict[str, str]) -> dict[str, str]:
+    """Another zone with a cluster, a local primary storage under ``ps_root``, a flat network
+    on ``subnet`` over ``uplink`` and a host (``host``: its name, managementIp and agentUrl; the
+    world's storage agent serves it): their ids."""
+    ids: dict[str, str] = {}
+    ps_root.mkdir(mode=0o755, exist_ok=True)
+    _zone(w, ids, name, _local(ps_root))
+    _network_and_host(w, ids, subnet, uplink, host)
     return ids
 
 
