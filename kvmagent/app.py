@@ -12,6 +12,7 @@ from kvmagent.plugins.devices import DevicePlugin
 from kvmagent.plugins.host import HostPlugin
 from kvmagent.plugins.migrate import MigratePlugin
 from kvmagent.plugins.network import NetworkPlugin
+from kvmagent.plugins.secgroups import SecurityGroupPlugin
 from kvmagent.plugins.vm import VmPlugin
 from kvmagent.services import KvmHost
 
@@ -23,7 +24,8 @@ Config = KvmAgentConfig
 def make_plugins(config: KvmAgentConfig, *, events: bool = True) -> list[Plugin]:
     """Every plugin of the kvmagent, sharing one libvirt connection."""
     host = KvmHost(config, events=events)
-    return [HostPlugin(host), VmPlugin(host), DevicePlugin(host), NetworkPlugin(host), MigratePlugin(host)]
+    return [HostPlugin(host), VmPlugin(host), DevicePlugin(host), NetworkPlugin(host), MigratePlugin(host),
+            SecurityGroupPlugin(host)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from kvmagent.domain_xml import (
 )
 from kvmagent.models import FileVolume, IsoSpec, NicSpec, RbdVolume, StartVmCmd
 from kvmagent.nwfilter import NIC_FILTER
+from kvmagent.secgroups import nic_filter_name
 
 _BUS_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
 
@@ -81,9 +82,12 @@ def interface_for(nic: NicSpec, *, anti_spoofing: bool = True) -> Interface:
     The filter pins the guest to the NIC's MAC and, when the command carries
     it, to the allocated IP; without one libvirt learns the guest's address.
     """
+    params = [("IP", nic.ip)] if nic.ip is not None else []
     ref = None
-    if anti_spoofing:
-        ref = FilterRef(NIC_FILTER, [("IP", nic.ip)] if nic.ip is not None else [])
+    if nic.security_groups is not None:
+        ref = FilterRef(nic_filter_name(nic.mac), params)  # see kvmagent.secgroups
+    elif anti_spoofing:
+        ref = FilterRef(NIC_FILTER, params)
     return Interface(mac=nic.mac, bridge=nic.bridge_name, model=nic.model,
                      target_dev=nic.device_name, mtu=nic.mtu, filterref=ref)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -113,6 +114,44 @@ class IsoSpec(WireModel):
     device_id: int = Field(default=0, ge=0, le=3)
 
 
+def _cidr(v: str) -> str:
+    try:
+        return str(ipaddress.IPv4Network(v, strict=True))
+    except ValueError as e:
+        raise ValueError(f"not an IPv4 network in CIDR form with no host bits set: {e}") from None
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
+class SecurityGroupRuleSpec(WireModel):
+    """One allow rule of a security group; the controller expands a rule naming
+    another group into one rule per member address (``/32``)."""
+
+    direction: Literal["ingress", "egress"]
+    protocol: Literal["tcp", "udp", "icmp", "all"]
+    port_start: int | None = Field(default=None, ge=1, le=65535, description="tcp/udp only")
+    port_end: int | None = Field(default=None, ge=1, le=65535, description="defaults to portStart")
+    cidr: Cidr = Field(default="0.0.0.0/0", description="the peer: source (ingress) or destination (egress)")
+
+    @model_validator(mode="after")
+    def _ports(self) -> SecurityGroupRuleSpec:
+        if self.protocol not in ("tcp", "udp") and (self.port_start is not None or self.port_end is not None):
+            raise ValueError("portStart and portEnd are only for tcp and udp")
+        if self.port_end is not None and self.port_start is None:
+            raise ValueError("portEnd needs portStart")
+        if self.port_start is not None and self.port_end is not None and self.port_end < self.port_start:
+            raise ValueError("portEnd must not be below portStart")
+        return self
+
+
+class SecurityGroupSpec(WireModel):
+    """A security group as the host enforces it: its allow rules (all of them)."""
+
+    uuid: Uuid
+    rules: list[SecurityGroupRuleSpec] = Field(default_factory=list, max_length=1000)
+
+
 class NicSpec(WireModel):
     """A NIC plugged into a Linux bridge."""
 
@@ -123,6 +162,10 @@ class NicSpec(WireModel):
     mtu: int | None = Field(default=None, ge=68, le=65535)
     l3_network_uuid: Uuid | None = None
     ip: IPv4 | None = None
+    security_groups: list[Uuid] | None = Field(
+        default=None, max_length=32,
+        description="groups of this NIC: ingress is denied but what their rules allow, egress too; "
+                    "null: no security groups (the anti-spoofing filter only)")
 
     @field_validator("device_name")
     @classmethod
@@ -166,6 +209,8 @@ class StartVmCmd(Command, Returns[StartVmReply], path="/vm/start"):
     nics: list[NicSpec] = Field(default_factory=list, max_length=16)
     vnc: VncSpec | None = Field(default_factory=VncSpec)
     create_paused: bool = False
+    security_groups: list[SecurityGroupSpec] = Field(
+        default_factory=list, max_length=256, description="every group the NICs name, with its rules")
 
     @field_validator("memory_size")
     @classmethod
@@ -184,7 +229,18 @@ class StartVmCmd(Command, Returns[StartVmReply], path="/vm/start"):
         macs = [n.mac for n in self.nics]
         if len(set(macs)) != len(macs):
             raise ValueError("nics: MAC addresses must be unique")
+        _groups_given(self.nics, self.security_groups)
         return self
+
+
+def _groups_given(nics: Sequence[NicSpec | NicGroupsSpec], groups: list[SecurityGroupSpec],
+                  field: str = "securityGroups") -> None:
+    """Every group a NIC names comes with its rules."""
+    given = {g.uuid.replace("-", "").lower() for g in groups}
+    for i, nic in enumerate(nics):
+        for g in nic.security_groups or []:
+            if g.replace("-", "").lower() not in given:
+                raise ValueError(f"nics[{i}].securityGroups: {g} is not in {field}")
 
 
 class VmCmd(Command):
@@ -361,6 +417,12 @@ class NicReply(Reply):
 
 class NicCmd(VmCmd, Returns[NicReply], path="/vm/nic/attach"):
     nic: NicSpec
+    security_groups: list[SecurityGroupSpec] = Field(default_factory=list, max_length=32)
+
+    @model_validator(mode="after")
+    def _groups(self) -> NicCmd:
+        _groups_given([self.nic], self.security_groups)
+        return self
 
 
 class DetachNicCmd(VmCmd, Returns[NicReply], path="/vm/nic/detach"):
@@ -543,3 +605,38 @@ class DhcpReleaseCmd(DhcpNetworkCmd, Returns[DhcpReply], path="/network/dhcp/rel
 
     macs: list[Mac] = Field(min_length=1)
 
+
+
+# -- security groups -----------------------------------------------------------
+
+class NicGroupsSpec(WireModel):
+    """The security groups of one VM NIC on this host."""
+
+    vm_uuid: Uuid
+    mac: Mac
+    ip: IPv4 | None = None
+    security_groups: list[Uuid] = Field(default_factory=list, max_length=32)
+
+
+class SecurityGroupsReply(Reply):
+    groups: list[str] = Field(default_factory=list, description="filters of groups defined or removed")
+    nics: list[str] = Field(default_factory=list, description="MACs whose filter was set")
+
+
+class ApplySecurityGroupsCmd(Command, Returns[SecurityGroupsReply], path="/network/security-groups/apply"):
+    """Define or update groups (their rules take effect on running NICs at once) and set
+    which groups NICs are in; idempotent."""
+
+    groups: list[SecurityGroupSpec] = Field(default_factory=list, max_length=256)
+    nics: list[NicGroupsSpec] = Field(default_factory=list, max_length=1024)
+
+    @model_validator(mode="after")
+    def _given(self) -> ApplySecurityGroupsCmd:
+        _groups_given(self.nics, self.groups, "groups")
+        return self
+
+
+class DeleteSecurityGroupsCmd(Command, Returns[SecurityGroupsReply], path="/network/security-groups/delete"):
+    """Remove groups' filters from this host; an absent one is success, one a NIC still uses is a 409."""
+
+    group_uuids: list[Uuid] = Field(min_length=1, max_length=256)

@@ -10,6 +10,7 @@ import libvirt
 from agentcore.errors import Conflict, InvalidRequest, NotFound
 from agentcore.plugin import Plugin, command
 from agentcore.task import TaskContext
+from kvmagent import secgroups
 from kvmagent.blockjobs import wait_block_job
 from kvmagent.domain_spec import cdrom_for, disk_for, domain_name, interface_for, target_dev
 from kvmagent.domain_xml import DiskSnapshot, to_string
@@ -195,7 +196,10 @@ class DevicePlugin(Plugin):
         """Hot-plug a NIC on a bridge; a NIC with this MAC already there is success."""
         dom = self.hv.require(cmd.vm_uuid)
         if self.hv.nic_element(dom, cmd.nic.mac) is None:
-            nic = interface_for(cmd.nic, anti_spoofing=self.host.config.anti_spoofing)
+            anti_spoofing = self.host.config.anti_spoofing
+            guarded = secgroups.nics_with_groups(cmd.vm_uuid, [cmd.nic])
+            self.hv.call(lambda c: secgroups.prepare(c, cmd.security_groups, guarded, anti_spoofing=anti_spoofing))
+            nic = interface_for(cmd.nic, anti_spoofing=anti_spoofing)
             self.hv.attach(dom, to_string(nic.to_element()))
         return self._nic_reply(dom, cmd.vm_uuid, cmd.nic.mac)
 
@@ -209,6 +213,8 @@ class DevicePlugin(Plugin):
         if el is not None:
             self.hv.detach(dom, to_string(el))
             self._wait_gone(ctx, lambda: self.hv.nic_element(dom, cmd.mac), cmd.mac)
+        name = secgroups.nic_filter_name(cmd.mac)
+        self.hv.call(lambda c: secgroups.undefine(c, [name], in_use_ok=True))
         return NicReply(vm_uuid=cmd.vm_uuid, mac=cmd.mac)
 
     def _nic_reply(self, dom: libvirt.virDomain, vm_uuid: str, mac: str) -> NicReply:

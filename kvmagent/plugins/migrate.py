@@ -19,6 +19,7 @@ import libvirt
 from agentcore.errors import AgentError
 from agentcore.plugin import Plugin, command
 from agentcore.task import TaskContext
+from kvmagent import secgroups
 from kvmagent.domain_spec import domain_name
 from kvmagent.models import MigrateVmCmd, MigrateVmReply
 from kvmagent.services import KvmHost
@@ -61,6 +62,7 @@ class MigratePlugin(Plugin):
             flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
         if cmd.unsafe:
             flags |= libvirt.VIR_MIGRATE_UNSAFE
+        filters = secgroups.nic_filters_of(self.host.hv.xml_of(dom))
         done = threading.Event()
         watcher = threading.Thread(target=self._watch, args=(ctx, dom, cmd, done), daemon=True)
         ctx.on_stop(lambda: _abort(dom))
@@ -75,6 +77,8 @@ class MigratePlugin(Plugin):
         finally:
             done.set()
         self.host.events.remember(cmd.vm_uuid, "Stopped")
+        # the destination has its own copy of the NIC filters (the controller applied them there)
+        self.host.hv.call(lambda c: secgroups.undefine(c, filters, in_use_ok=True))
         ctx.progress(100.0, stage="migrated", force=True)
         return reply
 

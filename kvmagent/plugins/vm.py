@@ -10,6 +10,7 @@ import libvirt
 from agentcore.errors import NotFound
 from agentcore.plugin import Plugin, command
 from agentcore.task import TaskContext
+from kvmagent import secgroups
 from kvmagent.domain_spec import build_domain, domain_name
 from kvmagent.events import RUNNING, STOPPED
 from kvmagent.hypervisor import Hypervisor, kill_leftover_qemu
@@ -66,6 +67,10 @@ class VmPlugin(Plugin):
             raise NotFound("ISO file does not exist", field="iso.path", path=cmd.iso.path)
         log = self.console_log(cmd.vm_uuid)
         log.parent.mkdir(parents=True, exist_ok=True)
+        anti_spoofing = self.host.config.anti_spoofing
+        guarded = secgroups.nics_with_groups(cmd.vm_uuid, cmd.nics)
+        self.hv.call(lambda c: secgroups.prepare(c, cmd.security_groups, guarded, anti_spoofing=anti_spoofing),
+                     vm_uuid=cmd.vm_uuid)
         xml = build_domain(cmd, domain_type=self.host.domain_type, console_log=log,
                            anti_spoofing=self.host.config.anti_spoofing).to_xml()
         ctx.check()
@@ -100,7 +105,7 @@ class VmPlugin(Plugin):
             if dom is not None:
                 if self.hv.state_of(dom) != "Stopped":
                     ctx.log.info("VM %s is still up: forcing it off", cmd.vm_uuid)
-                self.hv.destroy(dom)
+                self._destroy(dom)
             killed = kill_leftover_qemu(name)
             if killed:
                 ctx.log.warning("killed leftover QEMU processes %s of %s", killed, name)
@@ -114,10 +119,16 @@ class VmPlugin(Plugin):
         with self.host.events.own(cmd.vm_uuid, name, STOPPED):
             dom = self.hv.lookup(cmd.vm_uuid)
             if dom is not None:
-                self.hv.destroy(dom)
+                self._destroy(dom)
             kill_leftover_qemu(name)
         self.host.events.remember(cmd.vm_uuid, "Stopped")
         return VmStateReply(vm_uuid=cmd.vm_uuid, state="Stopped")
+
+    def _destroy(self, dom: libvirt.virDomain) -> None:
+        """Power off and undefine, then drop the VM's NIC filters (its start defines them again)."""
+        filters = secgroups.nic_filters_of(self.hv.xml_of(dom))
+        self.hv.destroy(dom)
+        self.hv.call(lambda c: secgroups.undefine(c, filters, in_use_ok=True))
 
     @command(lock=_vm_lock)
     def reboot(self, ctx: TaskContext, cmd: RebootVmCmd) -> VmStateReply:

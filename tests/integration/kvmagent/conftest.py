@@ -9,10 +9,12 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pyroute2 import IPRoute, netns
 
 from tests.conftest import ENV_DIR
 from tests.support.agents import AgentProcess, CallbackReceiver, python_agent, wait_until
@@ -188,3 +190,30 @@ def wait_event(receiver: CallbackReceiver, vm_uuid: str, state: str, timeout: fl
         return next((e for e in events_for(receiver, vm_uuid) if e["state"] == state), None)
     return dict(wait_until(found, timeout, interval=0.1, what=f"event {state} of {vm_uuid}"))
 
+
+
+@contextmanager
+def peer_namespace(agent: AgentProcess, bridge: str, name: str, veth: str, address: str) -> Iterator[str]:
+    """A namespace on the agent's novlan ``bridge`` (created here) at ``address``/24,
+    through the veth pair ``<veth>o``/``<veth>i``; its interface is ``peer``."""
+    assert agent.call("/network/l2/create", {"type": "novlan", "bridgeName": bridge})["success"]
+    netns.create(name)
+    outer, inner = f"{veth}o", f"{veth}i"
+    try:
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=outer, kind="veth", peer=inner)
+            ipr.link("set", index=ipr.link_lookup(ifname=inner)[0], net_ns_fd=name)
+            ipr.link("set", index=ipr.link_lookup(ifname=outer)[0],
+                     master=ipr.link_lookup(ifname=bridge)[0], state="up")
+        with IPRoute(netns=name) as ipr:
+            idx = ipr.link_lookup(ifname=inner)[0]
+            ipr.link("set", index=idx, ifname="peer")
+            ipr.addr("add", index=idx, address=address, prefixlen=24)
+            ipr.link("set", index=idx, state="up")
+        yield name
+    finally:
+        netns.remove(name)  # takes the veth pair with it
+
+
+def in_namespace(name: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", name, *argv], capture_output=True, text=True, timeout=timeout)

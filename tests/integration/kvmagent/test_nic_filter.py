@@ -21,11 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute, netns
 
 from tests.integration.kvmagent.conftest import (
     console_log,
     ensure_destroyed,
+    in_namespace,
+    peer_namespace,
     scripted_guest,
     start_agent,
     virsh,
@@ -78,23 +79,8 @@ def agent(workdir: Path, receiver: CallbackReceiver, libvirt_env: dict[str, str]
 @pytest.fixture(scope="module")
 def peer(agent: AgentProcess) -> Iterator[str]:
     """A namespace on the bridge at PEER_IP."""
-    assert agent.call("/network/l2/create", {"type": "novlan", "bridgeName": BRIDGE})["success"]
-    netns.create(PEER_NS)
-    outer, inner = f"kvp{TAG}o", f"kvp{TAG}i"
-    try:
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=outer, kind="veth", peer=inner)
-            ipr.link("set", index=ipr.link_lookup(ifname=inner)[0], net_ns_fd=PEER_NS)
-            ipr.link("set", index=ipr.link_lookup(ifname=outer)[0],
-                     master=ipr.link_lookup(ifname=BRIDGE)[0], state="up")
-        with IPRoute(netns=PEER_NS) as ipr:
-            idx = ipr.link_lookup(ifname=inner)[0]
-            ipr.link("set", index=idx, ifname="peer")
-            ipr.addr("add", index=idx, address=PEER_IP, prefixlen=24)
-            ipr.link("set", index=idx, state="up")
-        yield PEER_NS
-    finally:
-        netns.remove(PEER_NS)  # takes the veth pair with it
+    with peer_namespace(agent, BRIDGE, PEER_NS, f"kvp{TAG}", PEER_IP) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +102,8 @@ def attacker(agent: AgentProcess, peer: str, workdir: Path, guest_env: dict[str,
     return log
 
 
-def in_peer(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", PEER_NS, *argv], capture_output=True, text=True, timeout=timeout)
+def in_peer(*argv: str) -> subprocess.CompletedProcess[str]:
+    return in_namespace(PEER_NS, *argv)
 
 
 def ping(ip: str, count: int = 3) -> bool:
