@@ -73,10 +73,14 @@ DEPENDANTS: dict[str, list[Dependant]] = {
     "images": [Dependant("vms", "image_uuid", "detach")],
     "vm-backups": [Dependant("volume-backups", "vm_backup_uuid", "delete")],
     "backup-storages": [Dependant("backup-policies", "backup_storage_uuid", "delete")],
+    "security-groups": [Dependant("security-group-rules", "security_group_uuid", "delete"),
+                        Dependant("security-group-rules", "remote_group_uuid", "delete")],
 }
 
 #: children before parents (hosts late: networks and storage are cleaned up through them)
-RANK = ["backup-policies", "volume-backups", "vm-backups", "snapshots", "vm-nics", "vms", "volumes", "ip-ranges",
+# a group before its rules: its step takes its NICs out first, then removes its rules itself
+RANK = ["security-groups", "security-group-rules",
+        "backup-policies", "volume-backups", "vm-backups", "snapshots", "vm-nics", "vms", "volumes", "ip-ranges",
         "l3-networks", "l2-networks",
         "primary-storages", "hosts", "clusters", "backup-storages", "images",
         "instance-offerings", "disk-offerings", "zones"]

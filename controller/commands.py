@@ -84,16 +84,17 @@ def file_volume(ps: PrimaryStorage, vol: Volume, device_id: int) -> km.FileVolum
                          format="raw" if vol.format == "raw" else "qcow2")
 
 
-def nic_spec(nic: VmNic, l2: L2Network) -> km.NicSpec:
+def nic_spec(nic: VmNic, l2: L2Network, security_groups: Sequence[str] = ()) -> km.NicSpec:
+    """A NIC with a filter of its own on the host, in ``security_groups`` (none: open)."""
     return km.NicSpec(mac=nic.mac, bridge_name=bridge_name(l2), l3_network_uuid=nic.l3_network_uuid,
-                      ip=nic.ip)
+                      ip=nic.ip, security_groups=list(security_groups))
 
 
 def start_vm(vm: Vm, root: km.VolumeSpec, data: Sequence[km.VolumeSpec],
-             nics: list[km.NicSpec]) -> km.StartVmCmd:
+             nics: list[km.NicSpec], security_groups: Sequence[km.SecurityGroupSpec] = ()) -> km.StartVmCmd:
     return km.StartVmCmd(vm_uuid=vm.uuid, vm_name=vm.name[:128], cpu_num=vm.cpu_num,
                          memory_size=vm.memory_size, root_volume=root, data_volumes=list(data),
-                         nics=nics)
+                         nics=nics, security_groups=list(security_groups))
 
 
 def l2_create(l2: L2Network, vtep_ip: str | None = None, peers: Sequence[str] = ()) -> km.CreateL2Cmd:

@@ -84,7 +84,7 @@ def interface_for(nic: NicSpec, *, anti_spoofing: bool = True) -> Interface:
     """
     params = [("IP", nic.ip)] if nic.ip is not None else []
     ref = None
-    if nic.security_groups is not None:
+    if nic.security_groups or (nic.security_groups is not None and anti_spoofing):
         ref = FilterRef(nic_filter_name(nic.mac), params)  # see kvmagent.secgroups
     elif anti_spoofing:
         ref = FilterRef(NIC_FILTER, params)

@@ -124,25 +124,35 @@ def _cidr(v: str) -> str:
 Cidr = Annotated[str, AfterValidator(_cidr)]
 
 
+SecurityGroupDirection = Literal["ingress", "egress"]
+SecurityGroupProtocol = Literal["tcp", "udp", "icmp", "all"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
 class SecurityGroupRuleSpec(WireModel):
     """One allow rule of a security group; the controller expands a rule naming
     another group into one rule per member address (``/32``)."""
 
-    direction: Literal["ingress", "egress"]
-    protocol: Literal["tcp", "udp", "icmp", "all"]
-    port_start: int | None = Field(default=None, ge=1, le=65535, description="tcp/udp only")
-    port_end: int | None = Field(default=None, ge=1, le=65535, description="defaults to portStart")
+    direction: SecurityGroupDirection
+    protocol: SecurityGroupProtocol
+    port_start: Port | None = Field(default=None, description="tcp/udp only")
+    port_end: Port | None = Field(default=None, description="defaults to portStart")
     cidr: Cidr = Field(default="0.0.0.0/0", description="the peer: source (ingress) or destination (egress)")
 
     @model_validator(mode="after")
     def _ports(self) -> SecurityGroupRuleSpec:
-        if self.protocol not in ("tcp", "udp") and (self.port_start is not None or self.port_end is not None):
-            raise ValueError("portStart and portEnd are only for tcp and udp")
-        if self.port_end is not None and self.port_start is None:
-            raise ValueError("portEnd needs portStart")
-        if self.port_start is not None and self.port_end is not None and self.port_end < self.port_start:
-            raise ValueError("portEnd must not be below portStart")
+        check_rule_ports(self.protocol, self.port_start, self.port_end)
         return self
+
+
+def check_rule_ports(protocol: str, port_start: int | None, port_end: int | None) -> None:
+    """Ports only for tcp and udp, an end only with a start and not below it."""
+    if protocol not in ("tcp", "udp") and (port_start is not None or port_end is not None):
+        raise ValueError("portStart and portEnd are only for tcp and udp")
+    if port_end is not None and port_start is None:
+        raise ValueError("portEnd needs portStart")
+    if port_start is not None and port_end is not None and port_end < port_start:
+        raise ValueError("portEnd must not be below portStart")
 
 
 class SecurityGroupSpec(WireModel):

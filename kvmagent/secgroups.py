@@ -137,10 +137,12 @@ def nic_filters_of(domain: etree._Element) -> list[str]:
             if str(f.get("filter", "")).startswith(NIC_PREFIX)]
 
 
-def nics_with_groups(vm_uuid: str, nics: Iterable[NicSpec]) -> list[NicGroupsSpec]:
-    """The NICs of a VM spec that are under security groups (``securityGroups`` not null)."""
+def nics_with_groups(vm_uuid: str, nics: Iterable[NicSpec], *, anti_spoofing: bool = True) -> list[NicGroupsSpec]:
+    """The NICs of a VM spec that get a filter of their own (see ``domain_spec.interface_for``):
+    ``securityGroups`` not null, and not empty on a host without anti-spoofing (whose
+    libvirt may have no nwfilter driver: a NIC in no group needs no filter there)."""
     return [NicGroupsSpec(vm_uuid=vm_uuid, mac=n.mac, ip=n.ip, security_groups=n.security_groups)
-            for n in nics if n.security_groups is not None]
+            for n in nics if n.security_groups or (n.security_groups is not None and anti_spoofing)]
 
 
 def prepare(conn: libvirt.virConnect, groups: list[SecurityGroupSpec], nics: list[NicGroupsSpec], *,

@@ -97,6 +97,9 @@ class SimAgent:
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     l2: dict[str, dict[str, Any]] = field(default_factory=dict)
     dhcp: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: security groups defined on the host: group uuid -> its rules; and each NIC's groups by MAC
+    security_groups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    nic_groups: dict[str, list[str]] = field(default_factory=dict)
     #: storages mounted on this host (by storage uuid)
     mounts: dict[str, str] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)

@@ -16,6 +16,13 @@ from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_val
 from agentcore.digest import normalise as normalise_digest
 from agentcore.models import WireModel
 from cephagent.models import CephUser, Fsid, KeyRef, Monitor, PoolName
+from kvmagent.models import (
+    Cidr,
+    Port,
+    SecurityGroupDirection,
+    SecurityGroupProtocol,
+    check_rule_ports,
+)
 
 Name = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
 Description = Annotated[str | None, Field(default=None, max_length=2048)]
@@ -597,6 +604,41 @@ class ClusterAction(Body):
 
 class ZoneAction(Body):
     zone_uuid: Uuid
+
+
+# -- security groups ------------------------------------------------------------
+
+
+class SecurityGroupCreate(Named):
+    """A security group. It starts with one rule allowing all egress (delete that rule to
+    restrict egress); a NIC attached to it gets no ingress but what its groups allow."""
+
+
+class SecurityGroupRuleCreate(Body):
+    """An allow rule: ingress from or egress to ``cidr`` or the NICs of ``remoteGroupUuid``
+    (exactly one; neither: ``0.0.0.0/0``). Hosts running the group's NICs get it at once."""
+
+    security_group_uuid: Uuid
+    direction: SecurityGroupDirection
+    protocol: SecurityGroupProtocol
+    port_start: Port | None = Field(default=None, description="tcp and udp only")
+    port_end: Port | None = Field(default=None, description="default: portStart")
+    cidr: Cidr | None = None
+    remote_group_uuid: Uuid | None = None
+    description: Description = None
+
+    @model_validator(mode="after")
+    def _peer(self) -> Self:
+        check_rule_ports(self.protocol, self.port_start, self.port_end)
+        if self.cidr is not None and self.remote_group_uuid is not None:
+            raise ValueError("give cidr or remoteGroupUuid, not both")
+        return self
+
+
+class SecurityGroupNics(Body):
+    """VM NICs to attach to or detach from a security group (running ones change at once)."""
+
+    vm_nic_uuids: list[Uuid] = Field(min_length=1, max_length=1000)
 
 
 # -- accounts (controller/api/accounts.py) --------------------------------------

@@ -35,6 +35,7 @@ from controller.db.infra import (
 )
 from controller.db.jobs import Job
 from controller.db.network import IpRange, L2Network, L2NetworkClusterRef, L3Network, UsedIp
+from controller.db.secgroups import SecurityGroup, SecurityGroupRule, VmNicSecurityGroupRef
 
 #: API collection name → model, in the order a fresh cloud is built.
 RESOURCES: dict[str, type[ResourceMixin]] = {
@@ -56,6 +57,8 @@ RESOURCES: dict[str, type[ResourceMixin]] = {
     "vm-backups": VmBackup,
     "volume-backups": VolumeBackup,
     "backup-policies": BackupPolicy,
+    "security-groups": SecurityGroup,
+    "security-group-rules": SecurityGroupRule,
 }
 
 __all__ = [
@@ -64,7 +67,8 @@ __all__ = [
     "BackupStorageZoneRef", "Base", "Cluster", "DiskOffering",
     "Host", "Image", "ImageBackupStorageRef", "ImageCache", "InstanceOffering", "IpRange",
     "Job", "L2Network", "L2NetworkClusterRef", "L3Network", "PrimaryStorage",
-    "PrimaryStorageClusterRef", "ResourceMixin", "Snapshot", "Tag", "UsedIp", "Vm", "VmBackup",
-    "VmBackupPolicyRef", "VmNic",
+    "PrimaryStorageClusterRef", "ResourceMixin", "SecurityGroup", "SecurityGroupRule", "Snapshot", "Tag",
+    "UsedIp", "Vm", "VmBackup",
+    "VmBackupPolicyRef", "VmNic", "VmNicSecurityGroupRef",
     "Volume", "VolumeBackup", "VolumeBackupStorageRef", "Zone",
 ]

@@ -19,7 +19,7 @@ from controller.db.models import Host, PrimaryStorage, Vm, Volume
 from controller.flows.base import Flow, Step
 from controller.jobs import JobContext
 from controller.primary import Op, prepare_host_for_vm
-from controller.services import allocate
+from controller.services import allocate, sgspecs
 from controller.services.common import require, to_dict
 from controller.services.vmhelpers import (
     apply_dhcp,
@@ -94,6 +94,7 @@ def move(st: MigrateVm) -> None:
         for l3_uuid in st.l3s:
             apply_dhcp(st.ctl, st.ctx, dst.uuid, dst.agent_url, l3_uuid)  # the bridge first
         prepare_host_for_vm(Op(st.ctl, st.ctx), dst, uuid)
+        sgspecs.prepare_destination(st.ctl, st.ctx, dst, uuid)  # libvirt needs the NIC filters there
         st.ctx.call(src.agent_url, km.MigrateVmCmd(
             vm_uuid=uuid, dest_host_ip=dst.management_ip,
             unsafe=_on_shared_mount_point(st.ctl, uuid)))

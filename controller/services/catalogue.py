@@ -11,6 +11,7 @@ from controller.services import (
     policies,
     primary_storages,
     resources,
+    secgroups,
     storages,
     vms,
     volumes,
@@ -27,4 +28,5 @@ CATALOGUE = Catalogue.collect(
     volumes.DECLARATIONS,
     backups.DECLARATIONS,
     policies.DECLARATIONS,
+    secgroups.DECLARATIONS,
 )

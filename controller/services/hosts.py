@@ -16,7 +16,7 @@ from controller.db.models import Cluster, Host, PrimaryStorage, PrimaryStorageCl
 from controller.declarations import Action, Create, Update
 from controller.errors import BadRequest
 from controller.jobs import JobContext
-from controller.services import networks, vms, vxlan
+from controller.services import networks, sgspecs, vms, vxlan
 from controller.services.common import require, to_dict
 from controller.services.deploying import agent_config, default_agent_url, deploy_role, register_token
 from controller.services.vmhelpers import forget_host
@@ -125,6 +125,10 @@ def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
     ctl.tracker.connected(host_uuid)
     ctl.tracker.sync_vms(host_uuid)
     vxlan.host_joined(ctl, host_uuid)
+    with ctl.db.read() as s:
+        filters = sgspecs.host_command(s, host_uuid)
+    if filters is not None:  # rules may have changed while the host was unreachable
+        agents.call_sync(host.agent_url, filters, CONNECT_TIMEOUT)
     with ctl.db.read() as s:
         return to_dict(require(s, Host, host_uuid, "hostUuid"))
 

@@ -28,7 +28,7 @@ from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import ApiError, Conflict
 from controller.jobs import JobContext
 from controller.primary import Op, backend_for
-from controller.services import vxlan
+from controller.services import sgspecs, vxlan
 from controller.services.allocate import L3_RANGES, dhcp_server_ip
 from kvmagent import models as km
 
@@ -140,12 +140,13 @@ def start_cmd(s: Session, vm: Vm) -> km.StartVmCmd:
         assert ps is not None
         specs.append(backend_for(ps).volume_spec(ps, v, v.device_id or 0))
     nics = []
+    groups, group_specs = sgspecs.vm_groups(s, vm.uuid)
     for nic in s.scalars(select(VmNic).where(VmNic.vm_uuid == vm.uuid).order_by(VmNic.device_id)):
         l3 = s.get(L3Network, nic.l3_network_uuid)
         l2 = s.get(L2Network, l3.l2_network_uuid) if l3 else None
         if l2 is not None:
-            nics.append(commands.nic_spec(nic, l2))
-    return commands.start_vm(vm, specs[0], specs[1:], nics)
+            nics.append(commands.nic_spec(nic, l2, groups.get(nic.uuid, [])))
+    return commands.start_vm(vm, specs[0], specs[1:], nics, group_specs)
 
 
 def nic_l3s(s: Session, vm_uuid: str) -> list[tuple[str, str]]:

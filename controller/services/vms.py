@@ -33,6 +33,7 @@ from controller.flows import attach_nic, create_vm, vm_state
 from controller.flows import migrate_vm as migrate
 from controller.flows import start_vm as start
 from controller.jobs import JobContext
+from controller.services import sgspecs
 from controller.services.allocate import mark_stopped
 from controller.services.common import require, require_row, to_dict
 from controller.services.vmhelpers import (
@@ -275,6 +276,7 @@ def delete_vm(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
         host = s.get(Host, vm.host_uuid) if vm.host_uuid else None
         vols = list(s.scalars(select(Volume).where(Volume.vm_uuid == uuid)))
         nics = nic_l3s(s, uuid)
+        groups = sgspecs.groups_of_vm_nics(s, s.scalars(select(VmNic.uuid).where(VmNic.vm_uuid == uuid)))
     if host is not None and host.status == "Connected":
         _set(ctl, uuid, state="Destroying")
         ctx.call(host.agent_url, km.DestroyVmCmd(vm_uuid=uuid))
@@ -283,6 +285,7 @@ def delete_vm(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     ctl.db.transaction(lambda s: _delete_rows(s, uuid))
     if host is not None and host.status == "Connected":
         resend_leases(ctl, ctx, host.uuid, host.agent_url, list(dict.fromkeys(l3 for l3, _ in nics)))
+    sgspecs.nics_gone(ctl, ctx, groups)  # its addresses leave the rules naming its groups
 
 
 def _delete_rows(s: Session, uuid: str) -> None:
@@ -315,6 +318,7 @@ def detach_nic(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
         nic = s.get(VmNic, uuid)
         vm = s.get(Vm, nic.vm_uuid) if nic else None
         host = s.get(Host, vm.host_uuid) if vm and vm.host_uuid else None
+        groups = sgspecs.groups_of_vm_nics(s, [uuid])
     if nic is None or vm is None:
         return
     if host is not None and vm.state == "Running":
@@ -327,6 +331,7 @@ def detach_nic(ctl: Controller, ctx: JobContext, coll: str, uuid: str) -> None:
     ctl.db.transaction(drop_rows)
     if host is not None and vm.state == "Running":
         resend_leases(ctl, ctx, host.uuid, host.agent_url, [nic.l3_network_uuid])
+    sgspecs.nics_gone(ctl, ctx, groups)
 
 
 def attach_nic_action(ctl: Controller, uuid: str, body: sc.NicAttachAction) -> Job:

@@ -197,7 +197,7 @@ class DevicePlugin(Plugin):
         dom = self.hv.require(cmd.vm_uuid)
         if self.hv.nic_element(dom, cmd.nic.mac) is None:
             anti_spoofing = self.host.config.anti_spoofing
-            guarded = secgroups.nics_with_groups(cmd.vm_uuid, [cmd.nic])
+            guarded = secgroups.nics_with_groups(cmd.vm_uuid, [cmd.nic], anti_spoofing=anti_spoofing)
             self.hv.call(lambda c: secgroups.prepare(c, cmd.security_groups, guarded, anti_spoofing=anti_spoofing))
             nic = interface_for(cmd.nic, anti_spoofing=anti_spoofing)
             self.hv.attach(dom, to_string(nic.to_element()))

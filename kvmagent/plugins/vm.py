@@ -68,7 +68,7 @@ class VmPlugin(Plugin):
         log = self.console_log(cmd.vm_uuid)
         log.parent.mkdir(parents=True, exist_ok=True)
         anti_spoofing = self.host.config.anti_spoofing
-        guarded = secgroups.nics_with_groups(cmd.vm_uuid, cmd.nics)
+        guarded = secgroups.nics_with_groups(cmd.vm_uuid, cmd.nics, anti_spoofing=anti_spoofing)
         self.hv.call(lambda c: secgroups.prepare(c, cmd.security_groups, guarded, anti_spoofing=anti_spoofing),
                      vm_uuid=cmd.vm_uuid)
         xml = build_domain(cmd, domain_type=self.host.domain_type, console_log=log,

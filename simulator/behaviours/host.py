@@ -311,3 +311,32 @@ def dhcp_delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
     l3 = str(body.need("l3NetworkUuid"))
     agent.dhcp.pop(l3, None)
     return _dhcp_reply(agent, l3)
+
+
+@behaves("/network/security-groups/apply")
+def security_groups_apply(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    """Groups' rules replace the previous ones; NICs' groups are set (filters are not simulated)."""
+    groups = [g for g in body.list("groups") if isinstance(g, dict)]
+    for g in groups:
+        agent.security_groups[_hex(g["uuid"])] = list(g.get("rules") or [])
+    nics = [n for n in body.list("nics") if isinstance(n, dict)]
+    for n in nics:
+        agent.nic_groups[str(n["mac"])] = [_hex(g) for g in n.get("securityGroups") or []]
+    return {"groups": [_hex(g["uuid"]) for g in groups], "nics": [str(n["mac"]) for n in nics]}
+
+
+@behaves("/network/security-groups/delete")
+def security_groups_delete(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    gone = [_hex(g) for g in body.list("groupUuids")]
+    # a stopped or gone VM's NIC filters are gone with it, as on a real host
+    live = {mac for d in agent.domains.values() if d.state != "Stopped" for mac in d.nics}
+    busy = [g for g in gone if any(g in groups for mac, groups in agent.nic_groups.items() if mac in live)]
+    if busy:
+        raise Conflict("security groups are still used by NICs on this host", groups=busy)
+    for g in gone:
+        agent.security_groups.pop(g, None)
+    return {"groups": gone}
+
+
+def _hex(uuid: object) -> str:
+    return str(uuid).replace("-", "").lower()

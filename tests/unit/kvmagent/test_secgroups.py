@@ -89,6 +89,11 @@ def test_a_nic_in_groups_references_its_own_filter_with_its_address() -> None:
     assert ref is not None and ref.filter == "kvmcloud-nic-525400aabb01" and ref.parameters == [("IP", "10.1.0.5")]
     plain = interface_for(NicSpec.model_validate({"mac": MAC, "bridgeName": "br0"})).filterref
     assert plain is not None and plain.filter == NIC_FILTER
+    # no anti-spoofing (perhaps no nwfilter driver): a NIC in no group has no filter at all
+    open_nic = NicSpec.model_validate({"mac": MAC, "bridgeName": "br0", "securityGroups": []})
+    assert interface_for(open_nic, anti_spoofing=False).filterref is None
+    assert secgroups.nics_with_groups(G2, [open_nic], anti_spoofing=False) == []
+    assert [n.mac for n in secgroups.nics_with_groups(G2, [open_nic])] == [MAC]
 
 
 class FakeConn:

@@ -1,0 +1,160 @@
+"""Security groups through the API on the fake hosts: what the hosts are sent when
+rules change, NICs join and leave, VMs start, migrate and go, and groups are
+deleted; bad bodies are 400s naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.unit.controller.fakeagent import FakeHost
+from tests.unit.controller.harness import Cloud
+
+APPLY = "/network/security-groups/apply"
+
+
+def _vm(cloud: Cloud, name: str) -> tuple[dict[str, Any], dict[str, Any], FakeHost]:
+    status, data = cloud.call("POST", "/v1/vms", cloud.vm_body(name), wait="1")
+    assert status == 200 and data["job"]["state"] == "succeeded", data
+    vm = cloud.ok("GET", f"/v1/vms/{data['resource']['uuid']}")
+    nic = cloud.ok("GET", "/v1/vm-nics", q=f"vmUuid={vm['uuid']}")["items"][0]
+    host = next(h for h in cloud.hosts.values() if h.host_uuid == vm["hostUuid"])
+    return vm, nic, host
+
+
+def _group(cloud: Cloud, name: str) -> str:
+    return str(cloud.ok("POST", "/v1/security-groups", {"name": name})["uuid"])
+
+
+def _applies(host: FakeHost) -> list[dict[str, Any]]:
+    return [b for p, b in host.calls if p == APPLY]
+
+
+def _rule(cloud: Cloud, group: str, **rule: Any) -> dict[str, Any]:
+    return cloud.job("POST", "/v1/security-group-rules", {"securityGroupUuid": group, **rule})
+
+
+def test_a_new_group_allows_all_egress_and_nothing_reaches_hosts_until_a_nic_joins(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    _vm(cloud, "web1")
+    g = _group(cloud, "web")
+    [rule] = cloud.ok("GET", "/v1/security-group-rules", q=f"securityGroupUuid={g}")["items"]
+    assert (rule["direction"], rule["protocol"], rule["cidr"]) == ("egress", "all", "0.0.0.0/0")
+    job = _rule(cloud, g, direction="ingress", protocol="tcp", portStart=22)
+    assert job["state"] == "succeeded", job
+    assert all(not _applies(h) for h in cloud.hosts.values()), "no NIC in the group: no host needs it"
+
+
+def test_attaching_a_nic_sends_its_filter_and_rules_follow_live(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    vm, nic, host = _vm(cloud, "web1")
+    g = _group(cloud, "web")
+    job = cloud.job("POST", f"/v1/security-groups/{g}/actions/attach", {"vmNicUuids": [nic["uuid"]]})
+    assert job["state"] == "succeeded" and job["result"]["vmNicUuids"] == [nic["uuid"]], job
+    [sent] = _applies(host)
+    assert sent["nics"] == [{"vmUuid": vm["uuid"], "mac": nic["mac"], "ip": nic["ip"], "securityGroups": [g]}]
+    assert [x["uuid"] for x in sent["groups"]] == [g]
+    _rule(cloud, g, direction="ingress", protocol="tcp", portStart=80, portEnd=81, cidr="10.0.0.0/8")
+    last = _applies(host)[-1]
+    assert last["nics"] == [] and last["groups"][0]["rules"][-1] == {
+        "direction": "ingress", "protocol": "tcp", "portStart": 80, "portEnd": 81, "cidr": "10.0.0.0/8"}
+    # a stop and start carries the NIC's groups in the start
+    cloud.succeeded("POST", f"/v1/vms/{vm['uuid']}/actions/stop", {})
+    cloud.succeeded("POST", f"/v1/vms/{vm['uuid']}/actions/start", {})
+    start = [b for p, b in host.calls if p == "/vm/start"][-1]
+    assert start["nics"][0]["securityGroups"] == [g]
+    assert [x["uuid"] for x in start["securityGroups"]] == [g] and len(start["securityGroups"][0]["rules"]) == 2
+    # a reconnecting host is sent its group NICs again (rules may have changed meanwhile)
+    before = len(_applies(host))
+    cloud.succeeded("POST", f"/v1/hosts/{host.host_uuid}/actions/reconnect", {})
+    assert len(_applies(host)) == before + 1 and _applies(host)[-1]["nics"][0]["mac"] == nic["mac"]
+    # leaving the group: the NIC's filter with no groups (open again)
+    cloud.succeeded("POST", f"/v1/security-groups/{g}/actions/detach", {"vmNicUuids": [nic["uuid"]]})
+    assert _applies(host)[-1]["nics"][0]["securityGroups"] == []
+
+
+def test_a_rule_naming_a_group_follows_its_members(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    _, web_nic, host = _vm(cloud, "web1")
+    _, app_nic, _ = _vm(cloud, "app1")
+    web, app = _group(cloud, "web"), _group(cloud, "app")
+    cloud.succeeded("POST", f"/v1/security-groups/{web}/actions/attach", {"vmNicUuids": [web_nic["uuid"]]})
+    _rule(cloud, web, direction="ingress", protocol="tcp", portStart=5432, remoteGroupUuid=app)
+    rules = _applies(host)[-1]["groups"][0]["rules"]
+    assert not [r for r in rules if r.get("portStart") == 5432], "app has no member yet: no address"
+    cloud.succeeded("POST", f"/v1/security-groups/{app}/actions/attach", {"vmNicUuids": [app_nic["uuid"]]})
+    web_sent = [b for b in _applies(host) if b["groups"] and b["groups"][0]["uuid"] == web][-1]
+    assert {"direction": "ingress", "protocol": "tcp", "portStart": 5432,
+            "cidr": f"{app_nic['ip']}/32"} in web_sent["groups"][0]["rules"]
+    # the app VM goes: its address leaves web's rules
+    cloud.succeeded("DELETE", f"/v1/vms/{app_nic['vmUuid']}?confirm=1")
+    web_sent = [b for b in _applies(host) if b["groups"] and b["groups"][0]["uuid"] == web][-1]
+    assert not [r for r in web_sent["groups"][0]["rules"] if r.get("portStart") == 5432]
+
+
+def test_a_migration_prepares_the_nic_filters_on_the_destination_first(cloud: Cloud) -> None:
+    cloud.basic(hosts=2)
+    vm, nic, src = _vm(cloud, "web1")
+    dst = next(h for h in cloud.hosts.values() if h is not src)
+    g = _group(cloud, "web")
+    cloud.succeeded("POST", f"/v1/security-groups/{g}/actions/attach", {"vmNicUuids": [nic["uuid"]]})
+    cloud.succeeded("POST", f"/v1/vms/{vm['uuid']}/actions/migrate", {})
+    paths = [p for p, _ in dst.calls]
+    assert APPLY in paths
+    [prepared] = _applies(dst)
+    assert prepared["nics"][0]["mac"] == nic["mac"] and prepared["nics"][0]["securityGroups"] == [g]
+    assert [p for p, _ in src.calls].index("/vm/migrate") >= 0
+
+
+def test_a_failed_push_undoes_the_attach_and_the_rule(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    _, nic, host = _vm(cloud, "web1")
+    g = _group(cloud, "web")
+    host.faults[APPLY] = "HYPERVISOR_BUSY"
+    job = cloud.job("POST", f"/v1/security-groups/{g}/actions/attach", {"vmNicUuids": [nic["uuid"]]})
+    assert job["state"] == "failed" and job["error"]["code"] == "HYPERVISOR_BUSY", job
+    del host.faults[APPLY]
+    cloud.succeeded("POST", f"/v1/security-groups/{g}/actions/attach", {"vmNicUuids": [nic["uuid"]]})
+    host.faults[APPLY] = "HYPERVISOR_BUSY"
+    job = _rule(cloud, g, direction="ingress", protocol="udp", portStart=53)
+    assert job["state"] == "failed", job
+    del host.faults[APPLY]
+    rules = cloud.ok("GET", "/v1/security-group-rules", q=f"securityGroupUuid={g}")["items"]
+    assert [r["protocol"] for r in rules] == ["all"], "the failed rule must not stay"
+
+
+def test_deleting_a_group_takes_its_nics_out_and_removes_it_from_the_hosts(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    _, nic, host = _vm(cloud, "web1")
+    web, app = _group(cloud, "web"), _group(cloud, "app")
+    cloud.succeeded("POST", f"/v1/security-groups/{web}/actions/attach", {"vmNicUuids": [nic["uuid"]]})
+    _rule(cloud, web, direction="ingress", protocol="tcp", portStart=1, portEnd=65535, remoteGroupUuid=app)
+    preview = cloud.ok("DELETE", f"/v1/security-groups/{app}")
+    assert {i["type"] for i in preview["affected"]} == {"security-groups", "security-group-rules"}, preview
+    cloud.succeeded("DELETE", f"/v1/security-groups/{app}?confirm=1")
+    assert [r["protocol"] for r in cloud.ok("GET", "/v1/security-group-rules",
+                                             q=f"securityGroupUuid={web}")["items"]] == ["all"]
+    cloud.succeeded("DELETE", f"/v1/security-groups/{web}?confirm=1")
+    assert _applies(host)[-1]["nics"][0]["securityGroups"] == []
+    deleted = [b["groupUuids"] for p, b in host.calls if p == "/network/security-groups/delete"]
+    assert deleted == [[app], [web]]
+    assert cloud.ok("GET", "/v1/security-groups")["items"] == []
+
+
+def test_bad_bodies_name_the_field(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    g = _group(cloud, "web")
+    for body, field in (
+        ({"direction": "in", "protocol": "tcp"}, "direction"),
+        ({"direction": "ingress", "protocol": "icmp", "portStart": 8}, "portStart"),
+        ({"direction": "ingress", "protocol": "tcp", "portStart": 90, "portEnd": 80}, "portEnd"),
+        ({"direction": "ingress", "protocol": "tcp", "cidr": "10.0.0.1/8"}, "cidr"),
+        ({"direction": "ingress", "protocol": "tcp", "cidr": "10.0.0.0/8", "remoteGroupUuid": g}, "remoteGroupUuid"),
+        ({"direction": "ingress", "protocol": "tcp", "remoteGroupUuid": "0" * 32}, "remoteGroupUuid"),
+    ):
+        status, data = cloud.call("POST", "/v1/security-group-rules", {"securityGroupUuid": g, **body})
+        assert status == 400 and field in str(data), (body, status, data)
+    status, data = cloud.call("POST", "/v1/security-group-rules",
+                              {"securityGroupUuid": "0" * 32, "direction": "ingress", "protocol": "all"})
+    assert status == 400 and "securityGroupUuid" in str(data)
+    status, data = cloud.call("POST", f"/v1/security-groups/{g}/actions/attach", {"vmNicUuids": ["1" * 32]})
+    assert status == 400 and "vmNicUuids.0" in str(data), data
