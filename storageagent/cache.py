@@ -29,7 +29,7 @@ from agentcore.task import TaskContext
 from storageagent.layout import CACHE_DIR, META_DIR, StorageRoot, atomic_write_json
 from storageagent.models import CachedImage
 from storageagent.qcow2 import children_of, read_header
-from storageagent.qemuimg import ImageTool
+from storageagent.qemuimg import ImageInfo, ImageTool
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +132,7 @@ class ImageCache:
             return have, False
         tmp = self.sr.tmp_file(f"cache-{image_id}")
         try:
-            got = fetch(ctx, tmp)
-            if got.digest != digest:
-                raise DigestMismatch(field="digest", expected=digest, actual=got.digest)
-            if size is not None and got.size != size:
-                raise DigestMismatch("the downloaded image has another size", field="size",
-                                     expected=size, actual=got.size)
-            ctx.check()
-            fmt = sniff_format(tmp)
-            info = self.tool.info_chain(ctx, tmp, fmt)[0]
-            if info.backing_filename:
-                # a backing file could name any file of the host: refuse it
-                raise InvalidRequest("an image with a backing file cannot be cached",
-                                     field="source", backing=info.backing_filename)
+            got, fmt, info = fetch_checked(ctx, self.tool, tmp, digest, size, fetch)
             make_dirs(self.sr.cache, SHARED)
             if self._dir() is None:
                 raise PathEscape("the image cache is not a directory of the storage",
@@ -179,6 +167,32 @@ class ImageCache:
         _unlink_entry(meta)
         _unlink_entry(path)
         return True
+
+
+def fetch_checked(ctx: TaskContext, tool: ImageTool, tmp: Path, digest: str, size: int | None,
+                  fetch: Fetcher) -> tuple[Fetched, str, ImageInfo]:
+    """Fetch an untrusted image into ``tmp`` and check it: the digest (and
+    size) the command named, a format read from its first bytes, no external
+    data file and no backing file (either could name any file of the host).
+    Returns what was fetched, the format and qemu-img's word on the file."""
+    got = fetch(ctx, tmp)
+    if got.digest != digest:
+        raise DigestMismatch(field="digest", expected=digest, actual=got.digest)
+    if size is not None and got.size != size:
+        raise DigestMismatch("the downloaded image has another size", field="size",
+                             expected=size, actual=got.size)
+    ctx.check()
+    fmt = sniff_format(tmp)
+    header = read_header(tmp) if fmt == "qcow2" else None
+    if header is not None and header.backing_file:
+        # refused before qemu-img follows the name anywhere
+        raise InvalidRequest("an image with a backing file is refused", field="source",
+                             backing=header.backing_file)
+    info = tool.info_chain(ctx, tmp, fmt)[0]
+    if info.backing_filename:
+        raise InvalidRequest("an image with a backing file is refused",
+                             field="source", backing=info.backing_filename)
+    return got, fmt, info
 
 
 def sniff_format(path: Path) -> str:

@@ -269,6 +269,17 @@ class CreateVolumeFromTemplateCmd(StorageCmd, Returns[VolumeReply], path="/stora
     size: Size | None = None
 
 
+class CreateVolumeFromStoreCmd(StorageCmd, Returns[VolumeReply], path="/storage/volume/create-from-store"):
+    """A data volume restored from an image of an SFTP backup storage: fetched
+    into the storage, its digest checked, then renamed (qcow2) or converted
+    (raw) into place at ``installPath``."""
+
+    source: SftpSource
+    install_path: InstallPath
+    digest: PrefixedDigest
+    size: Size | None = Field(default=None, description="expected size in bytes, if known")
+
+
 class VolumeCmd(StorageCmd):
     """A command on one volume.
 

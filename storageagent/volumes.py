@@ -116,8 +116,15 @@ def backing_name(backing: Path, image_dir: Path) -> str:
     return os.path.relpath(backing, image_dir)
 
 
-def install(tmp: Path, dest: Path) -> None:
-    """Move a completed file from the storage's tmp dir to its installPath."""
+def install(tmp: Path, dest: Path, durable: bool = False) -> None:
+    """Move a completed file from the storage's tmp dir to its installPath
+    (``durable``: and fsync the directory, so the rename survives a crash)."""
     make_dirs(dest.parent, SHARED)
     os.chmod(tmp, 0o644)
     os.replace(tmp, dest)
+    if durable:
+        fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

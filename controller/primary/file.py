@@ -165,22 +165,11 @@ class FileBackend(PrimaryBackend):
 
     def create_from_store(self, op: Op, ps: PrimaryStorage, host: HostLike, bs: BackupStorage,
                           stored: StoredVolume, path: str) -> int:
-        """Into the storage's cache from the store (hash-checked), a full copy at ``path``,
-        then out of the cache again."""
-        mount_path = ps.mount_path or "/"
-        op.call(storage_agent(host), sm.CacheImageCmd(
-            storage_uuid=ps.uuid, mount_path=mount_path, image_id=stored.image_id,
+        """One storageagent command: fetched from the store into the storage
+        (hash-checked) and moved into place at ``path``."""
+        reply = op.call(storage_agent(host), sm.CreateVolumeFromStoreCmd(
+            storage_uuid=ps.uuid, mount_path=ps.mount_path or "/",
             source=sm.SftpSource(host=bs.hostname, port=bs.port, user=bs.username,
                                  store_root=bs.url, image_id=stored.image_id),
-            digest=digest.normalise(stored.digest), size=stored.size or None))
-        try:
-            reply = op.call(storage_agent(host), sm.CreateVolumeFromTemplateCmd(
-                storage_uuid=ps.uuid, mount_path=mount_path, image_id=stored.image_id,
-                install_path=path))
-        finally:
-            try:
-                op.call(storage_agent(host), sm.EvictCacheCmd(
-                    storage_uuid=ps.uuid, mount_path=mount_path, image_id=stored.image_id))
-            except AgentCallError as e:
-                log.warning("evicting backup %s from %s failed: %s", stored.image_id, ps.uuid, e)
+            install_path=path, digest=digest.normalise(stored.digest), size=stored.size or None))
         return reply.volume.actual_size if reply.volume else 0

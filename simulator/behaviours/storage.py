@@ -146,6 +146,16 @@ def create_root(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
     return {"volume": _volume_info(vol)}
 
 
+@behaves("/storage/volume/create-from-store")
+def create_from_store(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    store = _store(body, fleet)
+    body.need("source")
+    body.need("digest")
+    vol = Volume(str(body.need("installPath")), int(body.get("size", default=DEFAULT_IMAGE_SIZE)))
+    _add_volume(store, vol)
+    return {"volume": _volume_info(vol)}
+
+
 @behaves("/storage/volume/create-empty")
 def create_empty(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
     store = _store(body, fleet)

@@ -10,7 +10,7 @@ from agentcore.errors import InvalidRequest, NotFound
 from agentcore.plugin import Plugin, command
 from agentcore.task import TaskContext
 from storageagent import sftp
-from storageagent.cache import ImageCache
+from storageagent.cache import ImageCache, fetch_checked
 from storageagent.layout import StorageRoot
 from storageagent.models import (
     ChainEntry,
@@ -18,6 +18,7 @@ from storageagent.models import (
     CreateEmptyVolumeCmd,
     CreateRootVolumeCmd,
     CreateTemplateCmd,
+    CreateVolumeFromStoreCmd,
     CreateVolumeFromTemplateCmd,
     DeleteVolumeCmd,
     DeleteVolumeReply,
@@ -123,6 +124,33 @@ class VolumePlugin(Plugin):
                 raise InvalidRequest("size is smaller than the image's virtual size",
                                      field="size", size=cmd.size, imageVirtualSize=vsize)
             self._convert(ctx, sr, base, base_fmt, sr, dest, "qcow2", False, grow_to=cmd.size)
+        return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, dest, "qcow2"))
+
+    @command(lock=lambda c: volume_key(c.storage_uuid, c.install_path))
+    def create_from_store(self, ctx: TaskContext, cmd: CreateVolumeFromStoreCmd) -> VolumeReply:
+        """A data volume restored from an SFTP backup storage in one pass.
+
+        The store client fetches the image into the storage's tmp dir (same
+        filesystem as the volume), checking the digest as the bytes arrive;
+        the file's format is read from its header (a backing file or an
+        external data file is refused), then a qcow2 is renamed into place and
+        a raw image converted to qcow2. A failed or cancelled fetch leaves
+        nothing at ``installPath`` and no partial file.
+        """
+        sr = self.svc.open(cmd.storage_uuid, cmd.mount_path)
+        dest = absent(sr.resolve_volume(cmd.install_path), "installPath", cmd.install_path)
+        tmp = sr.tmp_file("restore")
+        try:
+            fetch = sftp.fetcher(self.svc.config, cmd.source, cmd.digest)
+            _, fmt, _ = fetch_checked(ctx, self.svc.tool, tmp, cmd.digest, cmd.size, fetch)
+            if fmt == "qcow2":
+                ctx.check()
+                install(tmp, dest, durable=True)  # the client fsynced the data
+            else:
+                self._convert(ctx, sr, tmp, fmt, sr, dest, "qcow2", False)
+        finally:
+            tmp.unlink(missing_ok=True)
+            (tmp.parent / f".{tmp.name}.part").unlink(missing_ok=True)  # the client's partial file
         return VolumeReply(volume=volume_info(ctx, self.svc.tool, sr, dest, "qcow2"))
 
     def _convert(self, ctx: TaskContext, src_sr: StorageRoot, src: Path, src_fmt: str,

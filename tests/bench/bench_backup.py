@@ -13,8 +13,8 @@ content-addressed store reached over SFTP (the sshd component's chroot).
   written half), the bytes of new chunks the second backup adds to the store,
   for a qcow2 copy and for a raw copy (the store's chunks are 1 MiB: a
   scattered 64 KiB write costs a whole chunk);
-- restore: the backup brought back into primary storage (cache from the
-  store, hash-checked, then a standalone volume made from it) vs OpenSSH
+- restore: the backup brought back into primary storage (one
+  ``create-from-store``: fetched hash-checked, renamed into place) vs OpenSSH
   ``sftp get`` of the flattened file + ``cp`` into place.
 """
 
@@ -194,11 +194,8 @@ def restore(rig: Rig, vol: str) -> list[Result]:
 
     def ours(i: int) -> float:
         def go() -> None:
-            rig.call("/storage/cache-image", imageId=up["imageId"], source=source,
-                     digest=digest, size=up["size"])
-            rig.call("/storage/volume/create-from-template", imageId=up["imageId"],
-                     installPath=f"restored/{i}.qcow2")
-            rig.call("/storage/cache/evict", imageId=up["imageId"])
+            rig.call("/storage/volume/create-from-store", source=source, digest=digest,
+                     size=up["size"], installPath=f"restored/{i}.qcow2")
         return _timed(go)
 
     def bare(i: int) -> float:

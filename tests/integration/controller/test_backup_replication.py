@@ -174,10 +174,12 @@ def test_a_vm_is_rebuilt_in_the_second_zone_from_the_replicated_backup(sites: Si
     assert [v["size"] for v in vols] == [b["size"] for b in sites.backups]
     for v in vols:
         assert (sites.ps_b, v["installPath"]) in cloud.storage.files
-    # each volume came from store B (zone B's), hash-checked, and left the cache again
-    cache = [b for p, b in sites.host_b.calls if p == "/storage/cache-image"]
-    assert [(c["source"]["host"], c["source"]["imageId"], c["digest"]) for c in cache] == [
-        (sites.agent_b.ip, b["uuid"], RECORDED) for b in sites.backups]
+    # each volume came from store B (zone B's), hash-checked, straight to its path
+    restores = [b for p, b in sites.host_b.calls if p == "/storage/volume/create-from-store"]
+    assert [(r["source"]["host"], r["source"]["imageId"], r["digest"], r["installPath"])
+            for r in restores] == [
+        (sites.agent_b.ip, b["uuid"], RECORDED, v["installPath"])
+        for b, v in zip(sites.backups, vols, strict=True)]
     assert not any(k[0] == sites.ps_b for k in cloud.storage.cache)
     nics = cloud.ok("GET", "/v1/vm-nics", q=f"vmUuid={vm['uuid']}")["items"]
     old = cloud.ok("GET", "/v1/vm-nics", q=f"vmUuid={sites.vm['uuid']}")["items"]
@@ -197,8 +199,8 @@ def test_a_vm_from_a_backup_in_its_own_zone_takes_the_backed_up_vms_networks(sit
     assert vm["instanceOfferingUuid"] == sites.cloud.ids["offering"]
     nics = sites.cloud.ok("GET", "/v1/vm-nics", q=f"vmUuid={vm['uuid']}")["items"]
     assert [n["l3NetworkUuid"] for n in nics] == [sites.cloud.ids["l3"]]
-    cache = [b for p, b in sites.host_a.calls if p == "/storage/cache-image"]
-    assert {c["source"]["host"] for c in cache[-2:]} == {sites.agent_a.ip}
+    restores = [b for p, b in sites.host_a.calls if p == "/storage/volume/create-from-store"]
+    assert {r["source"]["host"] for r in restores[-2:]} == {sites.agent_a.ip}
 
 
 @pytest.mark.parametrize("body,field", [
@@ -220,8 +222,8 @@ def test_bad_create_vm_from_backup_bodies_are_400s_naming_the_field(
     assert sites.counts() == counts
 
 
-@pytest.mark.parametrize("fault", ["/storage/cache-image", "/storage/volume/create-from-template",
-                                   "/network/dhcp/apply", "/vm/start"])
+@pytest.mark.parametrize("fault", ["/storage/volume/create-from-store", "/network/dhcp/apply",
+                                   "/vm/start"])
 def test_a_failed_create_vm_from_backup_leaves_no_vm_volume_ip_or_lease(sites: Sites, fault: str) -> None:
     cloud = sites.cloud
     assert sites.replicate()["state"] == "succeeded"
@@ -242,12 +244,12 @@ def test_a_create_vm_from_backup_failing_on_the_data_volume_removes_the_root_one
     assert sites.replicate()["state"] == "succeeded"
     counts, files = sites.counts(), dict(sites.cloud.storage.files)
     host, seen = sites.host_b, []
-    original = host.do_storage_volume_create_from_template
+    original = host.do_storage_volume_create_from_store
 
     def second_fails(c: Any) -> dict[str, Any]:
         seen.append(c.install_path)
         return original(c) if len(seen) == 1 else fail("NO_SPACE")
-    host.do_storage_volume_create_from_template = second_fails  # type: ignore[method-assign]
+    host.do_storage_volume_create_from_store = second_fails  # type: ignore[method-assign]
     job = _create(sites, zoneUuid=sites.zone_b, l3NetworkUuids=[sites.l3_b])
     assert job["state"] == "failed" and job["error"]["code"] == "NO_SPACE", job
     assert len(seen) == 2 and sites.counts() == counts and sites.cloud.storage.files == files

@@ -168,15 +168,17 @@ def test_restore_replaces_the_volumes_of_a_stopped_vm_and_it_starts(cloud: Cloud
         assert n["installPath"] != o["installPath"] and n["installPath"].startswith(f"volumes/{o['uuid']}-")
         assert (ps, n["installPath"]) in cloud.storage.files
         assert (ps, o["installPath"]) not in cloud.storage.files
-    assert not agent.held() & {image for (_, image) in cloud.storage.cache}  # evicted
-    cache = [b for p, b in host.calls if p == "/storage/cache-image"]
-    assert {c["source"]["kind"] for c in cache} == {"sftp"} and cache[0]["digest"] == STORED_DIGEST
+    restores = [b for p, b in host.calls if p == "/storage/volume/create-from-store"]
+    assert [r["installPath"] for r in restores] == [n["installPath"] for n in new]
+    assert {r["source"]["kind"] for r in restores} == {"sftp"}
+    assert {r["digest"] for r in restores} == {STORED_DIGEST}
+    assert not [p for p, _ in host.calls if p.startswith("/storage/cache")]  # the cache is not used
     cloud.succeeded("POST", f"/v1/vms/{vm['uuid']}/actions/start", {})
     start = [b for p, b in host.calls if p == "/vm/start"][-1]
     assert start["rootVolume"]["installPath"] == "/mnt/nfs1/" + new[0]["installPath"]
 
 
-@pytest.mark.parametrize("fault", ["/storage/cache-image", "/storage/volume/create-from-template"])
+@pytest.mark.parametrize("fault", ["/storage/volume/create-from-store"])
 def test_a_failed_restore_leaves_the_vms_volumes_untouched(cloud: Cloud, fault: str) -> None:
     vm, host, agent, bs = _setup(cloud, running=False)
     vb = _backup(cloud, vm["uuid"], bs)
@@ -191,12 +193,12 @@ def test_a_restore_failing_on_the_second_volume_removes_the_first_new_one(cloud:
     vm, host, agent, bs = _setup(cloud, running=False)
     vb = _backup(cloud, vm["uuid"], bs)
     files, vols = dict(cloud.storage.files), _volumes(cloud, vm["uuid"])
-    original, seen = host.do_storage_volume_create_from_template, []
+    original, seen = host.do_storage_volume_create_from_store, []
 
     def second_fails(c: Any) -> dict[str, Any]:
         seen.append(c.install_path)
         return original(c) if len(seen) == 1 else fail("NO_SPACE")
-    host.do_storage_volume_create_from_template = second_fails  # type: ignore[method-assign]
+    host.do_storage_volume_create_from_store = second_fails  # type: ignore[method-assign]
     job = cloud.job("POST", f"/v1/vm-backups/{vb['uuid']}/actions/restore", {})
     assert job["state"] == "failed" and job["error"]["code"] == "NO_SPACE"
     assert len(seen) == 2 and _volumes(cloud, vm["uuid"]) == vols and cloud.storage.files == files
@@ -299,9 +301,9 @@ def test_deleting_a_volume_backup_waits_for_a_restore_from_it(cloud: Cloud) -> N
     vm, host, agent, bs = _setup(cloud, running=False)
     vb = _backup(cloud, vm["uuid"], bs)
     one = cloud.ok("GET", "/v1/volume-backups", q=f"vmBackupUuid={vb['uuid']}")["items"][0]
-    host.hang.add("/storage/volume/create-from-template")
+    host.hang.add("/storage/volume/create-from-store")
     restore = cloud.ok("POST", f"/v1/vm-backups/{vb['uuid']}/actions/restore", {})["job"]
-    wait_until(lambda: any(p == "/storage/volume/create-from-template" for p, _ in host.calls), 10,
+    wait_until(lambda: any(p == "/storage/volume/create-from-store" for p, _ in host.calls), 10,
                what="restore under way")
     delete = cloud.ok("DELETE", f"/v1/volume-backups/{one['uuid']}", confirm="1")["job"]
     assert cloud.ok("GET", f"/v1/jobs/{delete['uuid']}")["job"]["state"] == "queued"

@@ -310,6 +310,13 @@ class FakeHost:
             return fail("NOT_FOUND", "image not cached")
         return self._create(c.storage_uuid, c.install_path, c.size or (1 << 30))
 
+    def do_storage_volume_create_from_store(self, c: sm.CreateVolumeFromStoreCmd) -> dict[str, Any]:
+        src = c.source
+        image_at = getattr(FakeHost.registry.get(src.host), "image_at", None)
+        if image_at is not None and image_at(src.store_root, src.image_id) is None:
+            return fail("NOT_FOUND", f"no image {src.image_id} in the store")
+        return self._create(c.storage_uuid, c.install_path, 1 << 30)
+
     def do_storage_volume_create_empty(self, c: sm.CreateEmptyVolumeCmd) -> dict[str, Any]:
         return self._create(c.storage_uuid, c.install_path, c.size)
 
