@@ -42,7 +42,7 @@ from sftpbackup.errors import ChunkCorrupt, DigestMismatch, ImageExists, ImageNo
 from sftpbackup.imageinfo import detect
 from sftpbackup.manifest import CHUNK_SIZE, Manifest, chunk_relpath, manifest_relpath, zero_digest
 from sftpbackup.models import check_image_id
-from sftpbackup.sftpcli import BatchJob, BatchStream, SftpCli, SftpTarget, quote
+from sftpbackup.sftpcli import BatchStream, SftpCli, SftpTarget, quote
 from sftpbackup.store import fsync_dir
 
 __all__ = ["FetchResult", "ImageRef", "SftpTarget", "StoreClient"]
@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 20.0
 #: seconds a bulk transfer may take per GiB before it is killed (plus a floor)
 SECONDS_PER_GIB = 600.0
-POLL = 0.01
+#: a chunk stream's own time limit: it starts before its transfer's size is known, so
+#: the getter holds each transfer to :func:`transfer_timeout` of its size instead
+STREAM_LIMIT = 7 * 24 * 3600.0
 #: OpenSSH connections a bulk transfer is split over (see docs/sftpbackup.md)
 STREAMS = 3
 
@@ -116,18 +118,24 @@ class StoreClient:
         self.cli = SftpCli(target, self.key_file, self.known_hosts)
         self._ssh: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._connecting = threading.Lock()
 
     # -- connection -------------------------------------------------------
 
     def __enter__(self) -> StoreClient:
-        self.connect()
-        return self
+        return self  # the SFTP session opens on first use (a fetch opens it beside its streams)
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
 
     def connect(self) -> None:
+        """Open the SFTP session for metadata; :class:`TransferFailed` if the host refuses."""
+        with self._connecting:
+            if self._sftp is None:
+                self._connect()
+
+    def _connect(self) -> None:
         ssh = paramiko.SSHClient()
         ssh.load_host_keys(str(self.known_hosts))
         ssh.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -153,14 +161,14 @@ class StoreClient:
 
     def open_channel(self) -> paramiko.SFTPClient:
         """Another SFTP session over the same SSH connection (for another thread)."""
-        if self._ssh is None:
-            raise RuntimeError("StoreClient is not connected")
+        self.connect()
+        assert self._ssh is not None
         return self._ssh.open_sftp()
 
     @property
     def sftp(self) -> paramiko.SFTPClient:
-        if self._sftp is None:
-            raise RuntimeError("StoreClient is not connected")
+        self.connect()
+        assert self._sftp is not None
         return self._sftp
 
     def path(self, rel: str) -> str:
@@ -222,27 +230,40 @@ class StoreClient:
 
     def fetch(self, image_id: str, dest: Path, ctx: TaskContext | None = None,
               seeds: Iterable[Path] = (), expected_digest: str | None = None) -> FetchResult:
-        """Fetch an image into ``dest``: chunks verified one by one, the whole at the end.
+        """Fetch an image into ``dest``; its bytes are hashed once, as they are written.
 
         The whole file's sha256 is computed in one pass while the chunks are
         written (in file order; see :class:`OrderedDigest`) and must equal
         ``expected_digest`` (hex; the digest the caller recorded for the image)
         and the manifest's; a manifest naming another digest is refused before
-        any chunk moves. A mismatch raises :class:`DigestMismatch` and leaves
-        neither ``dest`` nor a partial file. The returned digest is always the
-        one computed from the bytes written, never the manifest's claim.
+        any chunk moves. That one hash proves every byte, so a fetched chunk is
+        not hashed on its own as well: only when the whole does not match are
+        the chunks re-hashed from the file, to name a corrupt one
+        (:class:`ChunkCorrupt`) or else blame the manifest
+        (:class:`DigestMismatch`). Either leaves neither ``dest`` nor a partial
+        file. The returned digest is always the one computed from the bytes
+        written, never the manifest's claim.
 
-        A partial file left by an interrupted fetch (``.<name>.part``) is reused:
-        its chunks that already match are not fetched again; so are chunks found
-        in ``seeds`` (local files such as an earlier version of the image in an
-        image cache). All-zero chunks are not transferred and leave the file
-        sparse.
+        The OpenSSH streams are started before the manifest is read, so their
+        handshakes overlap it. A partial file left by an interrupted fetch
+        (``.<name>.part``) is reused: its chunks that already match are not
+        fetched again; so are chunks found in ``seeds`` (local files such as an
+        earlier version of the image in an image cache). All-zero chunks are
+        not transferred and leave the file sparse.
         """
+        dest = Path(dest)
+        getter = _ChunkGetter(self, dest.parent, ctx)
+        try:
+            return self._fetch(getter, image_id, dest, ctx, seeds, expected_digest)
+        finally:
+            getter.close()
+
+    def _fetch(self, getter: _ChunkGetter, image_id: str, dest: Path, ctx: TaskContext | None,
+               seeds: Iterable[Path], expected_digest: str | None) -> FetchResult:
         m = self.manifest(image_id)
         if expected_digest is not None and m.digest != expected_digest:
             raise DigestMismatch("the store's manifest names another digest than the image's",
                                  image_id=image_id, expected=expected_digest, manifest=m.digest)
-        dest = Path(dest)
         part = dest.parent / f".{dest.name}.part"
         reused = part.exists()
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
@@ -268,13 +289,16 @@ class StoreClient:
             sizes = m.unique_digests()
             for d in _copy_from_seeds(seeds, want, sizes, fd, whole):
                 del want[d]
-            fetched = self.download({d: sizes[d] for d in want}, dest.parent, sink, ctx)
+            fetched = getter.get({d: sizes[d] for d in want}, sink, verify=False)
             actual = whole.hexdigest()
             if actual != m.digest:
+                bad = _corrupt_chunk(fd, m)
+                if bad is not None:
+                    raise ChunkCorrupt(chunk=bad, store=f"{self.target.host}:{self.target.store_root}")
                 raise DigestMismatch("the image assembled from the store's chunks does not match its digest",
                                      image_id=image_id, expected=m.digest, actual=actual)
             os.fsync(fd)
-        except DigestMismatch:
+        except (DigestMismatch, ChunkCorrupt):
             os.close(fd)
             fd = -1
             part.unlink(missing_ok=True)
@@ -291,59 +315,20 @@ class StoreClient:
         """Get chunks into a staging directory, verify each and hand it to ``sink``.
 
         The chunks are split over ``streams`` OpenSSH connections; each chunk
-        is verified and handed to ``sink`` (digest, file, bytes) while later
-        ones are in flight. A
-        chunk whose bytes do not hash to its name fails the whole transfer
-        with :class:`ChunkCorrupt`. ``sink`` may move the file away (it may be
-        called from several threads at once). The staging directory's name
-        ends in ``tag``. Returns the bytes transferred.
+        is hashed and handed to ``sink`` (digest, file, bytes) as soon as it
+        has landed, while later ones are in flight. A chunk whose bytes do not
+        hash to its name fails the whole transfer with :class:`ChunkCorrupt`.
+        ``sink`` may move the file away (it may be called from several threads
+        at once). The staging directory's name ends in ``tag``. Returns the
+        bytes transferred.
         """
         if not digests:
             return 0
-        order = list(digests)
-        total = sum(digests.values())
-        staging = Path(workdir) / f".chunks-{tag or uuid.uuid4().hex}"
-        staging.mkdir(parents=True)
-        progress = _Progress(ctx, total, "fetch")
-        batches = [order[i::self.streams] for i in range(min(self.streams, len(order)))]
-        jobs: list[BatchJob] = []
+        getter = _ChunkGetter(self, workdir, ctx, tag)
         try:
-            for batch in batches:
-                lines = [f"get {quote(self.path(chunk_relpath(d)))} {quote(staging / d)}" for d in batch]
-                jobs.append(self.cli.start(lines, ctx, transfer_timeout(total), staging))
-            with ThreadPoolExecutor(len(jobs), thread_name_prefix="chunk-verify") as pool:
-                futures = [pool.submit(self._consume, job, batch, staging, digests, sink, ctx, progress)
-                           for job, batch in zip(jobs, batches, strict=True)]
-                try:
-                    for f in as_completed(futures):
-                        f.result()
-                except BaseException:
-                    for job in jobs:
-                        job.stop()
-                    raise
+            return getter.get(digests, sink, verify=True)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return progress.done
-
-    def _consume(self, job: BatchJob, batch: list[str], staging: Path, sizes: dict[str, int],
-                 sink: ChunkSink, ctx: TaskContext | None, progress: _Progress) -> None:
-        """Follow one sftp batch: chunk k is complete once chunk k+1's file exists."""
-        for k, d in enumerate(batch):
-            nxt = staging / batch[k + 1] if k + 1 < len(batch) else None
-            while not job.done.is_set() and not (nxt is not None and nxt.exists()):
-                if ctx is not None:
-                    ctx.check()
-                time.sleep(POLL)
-            if job.done.is_set():
-                job.join()
-            path = staging / d
-            data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != d:
-                raise ChunkCorrupt(chunk=d, store=f"{self.target.host}:{self.target.store_root}")
-            sink(d, path, data)
-            path.unlink(missing_ok=True)
-            progress.add(sizes[d])
-        job.join()
+            getter.close()
 
     # -- upload -----------------------------------------------------------
 
@@ -580,6 +565,143 @@ class _StreamingUpload:
             log.warning("could not remove pending file %s", self._pending_path)
 
 
+class _GetStream:
+    """One OpenSSH connection getting chunks into a staging directory, in the order asked.
+
+    sftp echoes each batch command as it starts it: the echo of a ``get``
+    says the one before it is complete, and a batch that ended cleanly says
+    its last one is.
+    """
+
+    def __init__(self, cli: SftpCli, staging: Path, ctx: TaskContext | None) -> None:
+        self._asked: list[str] = []
+        self._begun = 0
+        self._reported = 0
+        self._ended = False
+        self._cv = threading.Condition()
+        self.stream = cli.stream(ctx, STREAM_LIMIT, staging, self._echo)
+
+    def get(self, remote: str, local: Path, digest: str) -> None:
+        with self._cv:
+            self._asked.append(digest)
+        self.stream.send([f"get {quote(remote)} {quote(local)}"])
+
+    def _echo(self, line: str) -> None:
+        if line.startswith("sftp> get "):
+            with self._cv:
+                self._begun += 1
+                self._cv.notify()
+
+    def _complete(self) -> int:
+        return len(self._asked) if self._ended else max(self._begun - 1, 0)
+
+    def landed(self, timeout: float) -> str | None:
+        """The next chunk that has landed; None if none did within ``timeout``.
+
+        Raises the batch's failure if it ended on one."""
+        with self._cv:
+            if self._reported >= self._complete():
+                self._cv.wait(timeout)
+            if self._reported >= self._complete() and self.stream.job.done.is_set():
+                self.stream.job.join()
+                self._ended = True
+            if self._reported < self._complete():
+                self._reported += 1
+                return self._asked[self._reported - 1]
+        return None
+
+
+class _ChunkGetter:
+    """Chunks got over the client's OpenSSH streams into a staging directory.
+
+    The streams start at once, so their handshakes overlap whatever the
+    caller does next (a fetch reads the manifest). :meth:`get` deals the
+    chunks' ``get`` lines round robin in the order given (file order, so they
+    land roughly in order) and a thread per stream hands each chunk on as it
+    lands (see :class:`_GetStream`), while later ones are in flight.
+    """
+
+    def __init__(self, client: StoreClient, workdir: Path, ctx: TaskContext | None,
+                 tag: str | None = None) -> None:
+        self.client = client
+        self.ctx = ctx
+        self.staging = Path(workdir) / f".chunks-{tag or uuid.uuid4().hex}"
+        self.staging.mkdir(parents=True)
+        self._streams: list[_GetStream] = []
+        self._error: BaseException | None = None
+        try:
+            for _ in range(client.streams):
+                self._streams.append(_GetStream(client.cli, self.staging, ctx))
+        except BaseException:
+            self.close()
+            raise
+
+    def get(self, digests: dict[str, int], sink: ChunkSink, verify: bool) -> int:
+        """Get ``digests`` (with their sizes) and hand each to ``sink``; returns the bytes got.
+
+        A chunk of another size than asked fails with :class:`ChunkCorrupt`;
+        so does one whose bytes do not hash to its name, if ``verify``.
+        """
+        if not digests:
+            return 0
+        order = list(digests)
+        total = sum(digests.values())
+        progress = _Progress(self.ctx, total, "fetch")
+        deadline = time.monotonic() + transfer_timeout(total)
+        streams = self._streams[:len(order)]
+        counts = [len(order[i::len(streams)]) for i in range(len(streams))]
+        with ThreadPoolExecutor(len(streams), thread_name_prefix="chunk-land") as pool:
+            futures = [pool.submit(self._consume, s, n, digests, sink, verify, progress, deadline)
+                       for s, n in zip(streams, counts, strict=True)]
+            try:
+                for k, d in enumerate(order):
+                    streams[k % len(streams)].get(self.client.path(chunk_relpath(d)), self.staging / d, d)
+                for s in streams:
+                    s.stream.end()
+                for f in as_completed(futures):
+                    f.result()
+            except BaseException as e:
+                self.stop()
+                raise self._error or e from None
+        return progress.done
+
+    def _consume(self, s: _GetStream, count: int, sizes: dict[str, int], sink: ChunkSink,
+                 verify: bool, progress: _Progress, deadline: float) -> None:
+        try:
+            for _ in range(count):
+                while (d := s.landed(0.2)) is None:
+                    if self.ctx is not None:
+                        self.ctx.check()
+                    if time.monotonic() > deadline:
+                        raise TransferFailed("the transfer took too long", host=self.client.target.host)
+                self._land(d, sizes[d], sink, verify)
+                progress.add(sizes[d])
+        except BaseException as e:
+            self._error = self._error or e
+            self.stop()  # the other streams' threads and the sender stop at once
+            raise
+
+    def _land(self, digest: str, size: int, sink: ChunkSink, verify: bool) -> None:
+        path = self.staging / digest
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise TransferFailed(f"chunk {digest} did not arrive", host=self.client.target.host) from None
+        if len(data) != size or (verify and hashlib.sha256(data).hexdigest() != digest):
+            raise ChunkCorrupt(chunk=digest, store=f"{self.client.target.host}:{self.client.target.store_root}")
+        sink(digest, path, data)
+        path.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        for s in self._streams:
+            s.stream.stop()
+
+    def close(self) -> None:
+        """Stop the streams (ending any still running) and remove the staging directory."""
+        self.stop()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
 def _matching_chunks(fd: int, m: Manifest, whole: OrderedDigest) -> set[int]:
     """Indices of the chunks a partial file already holds intact (added to ``whole``)."""
     ok: set[int] = set()
@@ -592,6 +714,14 @@ def _matching_chunks(fd: int, m: Manifest, whole: OrderedDigest) -> set[int]:
             ok.add(i)
             whole.add(off, data)
     return ok
+
+
+def _corrupt_chunk(fd: int, m: Manifest) -> str | None:
+    """The digest of the first chunk of the file that does not hash to its name, if any."""
+    for off, c in m.offsets():
+        if hashlib.sha256(os.pread(fd, c.size, off)).hexdigest() != c.digest:
+            return c.digest
+    return None
 
 
 def _copy_from_seeds(seeds: Iterable[Path], want: dict[str, list[int]], sizes: dict[str, int],

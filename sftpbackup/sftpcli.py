@@ -144,6 +144,7 @@ class BatchStream:
         os.mkfifo(path, 0o600)
         # read-write: never blocks on open, and sftp sees EOF once we close it
         self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self._mu = threading.Lock()
         self.job = BatchJob(argv_for(path), path, child_context(ctx, "sftp"), timeout, on_line).start()
 
     def check(self) -> None:
@@ -156,22 +157,28 @@ class BatchStream:
         data = memoryview(("\n".join(lines) + "\n").encode())
         while data:
             self.check()
-            try:
-                data = data[os.write(self._fd, data):]
-            except BlockingIOError:
-                select.select([], [self._fd], [], 0.1)
+            with self._mu:  # another thread may end or stop the batch meanwhile
+                if self._fd < 0:
+                    raise TransferFailed("the sftp batch was stopped")
+                try:
+                    data = data[os.write(self._fd, data):]
+                except BlockingIOError:
+                    select.select([], [self._fd], [], 0.05)
+
+    def end(self) -> None:
+        """End the batch: sftp runs the lines sent so far, then exits."""
+        with self._mu:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def close(self) -> None:
         """End the batch and wait for it to finish."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self.end()
         self.job.join()
 
     def stop(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self.end()
         self.job.stop()
 
 

@@ -132,9 +132,14 @@ def test_corrupt_chunk_is_found_by_verify_and_refused_by_fetch(
     assert v["badChunks"] == [victim.name]
     assert v["badImages"] == ["img"]
     dest = tmp_path / "out.raw"
+    with sshd.client(store_a.rel) as c, pytest.raises(ChunkCorrupt) as e:
+        c.fetch("img", dest)
+    assert e.value.details["chunk"] == victim.name  # found by re-hashing once the whole failed
+    assert list(tmp_path.iterdir()) == []  # no dest, no .part, no staging
+    victim.write_bytes(bytes(data[:4096]))  # a short chunk fails as it lands
     with sshd.client(store_a.rel) as c, pytest.raises(ChunkCorrupt):
         c.fetch("img", dest)
-    assert not dest.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fetch_resumes_from_a_partial_file(
