@@ -212,6 +212,11 @@ class OrderedDigest:
             self._next += 1
             self._hashed_upto = off + c.size
 
+    @property
+    def hashed_upto(self) -> int:
+        """The end of the prefix of the file hashed so far."""
+        return self._hashed_upto
+
     def hexdigest(self) -> str:
         """The digest of the whole file; every non-zero chunk must have been added."""
         with self._mu:
