@@ -145,6 +145,7 @@ class BatchStream:
         # read-write: never blocks on open, and sftp sees EOF once we close it
         self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
         self._mu = threading.Lock()
+        self._ended = False
         self.job = BatchJob(argv_for(path), path, child_context(ctx, "sftp"), timeout, on_line).start()
 
     def check(self) -> None:
@@ -166,20 +167,36 @@ class BatchStream:
                     select.select([], [self._fd], [], 0.05)
 
     def end(self) -> None:
-        """End the batch: sftp runs the lines sent so far, then exits."""
+        """End the batch: sftp runs the lines sent so far, then exits.
+
+        The end is a ``bye`` line, not EOF: the FIFO stays open until the run
+        is over, since closing it before sftp has opened it would drop the
+        lines already written and leave sftp waiting for a writer forever.
+        """
+        if not self._ended:
+            self._ended = True
+            self.send(["bye"])
+
+    def close(self) -> None:
+        """End the batch and wait for it to finish."""
+        try:
+            self.end()
+        except TransferFailed:
+            pass  # the run ended early: join() says why
+        try:
+            self.job.join()
+        finally:
+            self._close_fifo()
+
+    def stop(self) -> None:
+        self._close_fifo()
+        self.job.stop()
+
+    def _close_fifo(self) -> None:
         with self._mu:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-
-    def close(self) -> None:
-        """End the batch and wait for it to finish."""
-        self.end()
-        self.job.join()
-
-    def stop(self) -> None:
-        self.end()
-        self.job.stop()
 
 
 class SftpCli:
