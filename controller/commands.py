@@ -127,11 +127,11 @@ def dhcp_apply(l3: L3Network, l2: L2Network, rng: IpRange, server_ip: str,
         l3_network_uuid=l3.uuid, bridge_name=bridge_name(l2), server_ip=server_ip,
         prefix_length=prefix, gateway=rng.gateway,
         dns_servers=[d for d in (l3.dns or "").split(",") if d], dns_domain=l3.dns_domain,
-        leases=[_lease(m, i, h) for m, i, h in leases])
+        leases=[lease(m, i, h) for m, i, h in leases])
 
 
 @functools.lru_cache(maxsize=65536)
-def _lease(mac: str, ip: str, hostname: str | None) -> km.DhcpLease:
+def lease(mac: str, ip: str, hostname: str | None) -> km.DhcpLease:
     """A lease, validated once: a host's full lease set is sent for each VM started on it."""
     return km.DhcpLease(mac=mac, ip=ip, hostname=hostname)
 

@@ -11,17 +11,24 @@ its bridges and secrets.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+
+#: a DHCP lease: (MAC, IP address, hostname)
+Lease = tuple[str, str, str | None]
 
 
 class DhcpCoalescer:
-    """Group commit of DHCP lease sets for one (host, L3 network).
+    """Group commit of DHCP work for one (host, L3 network): full lease sets and adds.
 
-    A caller needs an apply that *started after* its lease rows were
-    committed. One caller at a time sends the full set; callers that arrive
-    meanwhile wait, and the next apply covers all of them at once, so a burst
-    of VMs on one host costs a few applies, not one each.
+    One caller at a time talks to the agent; callers that arrive meanwhile
+    wait, and the next call covers all of them at once, so a burst of VMs on
+    one host costs a few commands, not one each. A caller that adds leases
+    (its rows committed first) is covered by an add carrying them or by a full
+    set read after it asked; a caller that needs the full set (a VM left the
+    host) by a full set that started after it asked. Until one full set was
+    sent (since this process started, or since the host reconnected), adds
+    are sent as a full set, so an agent that lost its server gets it whole.
     """
 
     def __init__(self) -> None:
@@ -29,28 +36,69 @@ class DhcpCoalescer:
         self.requested = 0
         self.done = 0
         self.running = False
+        self.synced = False  # a full set was sent since start or reconnect
+        self._adds: dict[int, list[Lease]] = {}  # leases of callers not covered yet
+        self._full = 0  # the last caller that wants a full set
 
-    def run(self, apply: Callable[[], None]) -> None:
+    def run(self, full: Callable[[], None]) -> None:
+        """Send the full lease set (read after this call) through ``full``."""
+        self._submit(None, full, None)
+
+    def add(self, leases: list[Lease], add: Callable[[list[Lease]], bool],
+            full: Callable[[], None]) -> None:
+        """Send ``leases`` (rows committed), with other callers' that wait, through ``add``;
+        it returns False when the agent has no server for them, and the full set is sent."""
+        self._submit(leases, full, add)
+
+    def unsync(self) -> None:
+        """The host reconnected: the next call sends the full set."""
+        with self.cv:
+            self.synced = False
+
+    def _submit(self, leases: list[Lease] | None, full: Callable[[], None],
+                add: Callable[[list[Lease]], bool] | None) -> None:
         with self.cv:
             self.requested += 1
             mine = self.requested
+            if leases is None:
+                self._full = mine
+            else:
+                self._adds[mine] = leases
             while True:
                 if self.done >= mine:
                     return
                 if not self.running:
                     self.running, target = True, self.requested
+                    send_full = add is None or self._full > self.done or not self.synced
+                    batch = _merge(ls for t, ls in sorted(self._adds.items()) if t <= target)
                     break
                 self.cv.wait()
         ok = False
         try:
-            apply()
+            if send_full or add is None or not add(batch):
+                full()
             ok = True
         finally:
             with self.cv:
                 self.running = False
                 if ok:
-                    self.done = max(self.done, target)
-                self.cv.notify_all()  # on failure a waiter takes over and tries itself
+                    self.done, self.synced = max(self.done, target), True
+                    for t in [t for t in self._adds if t <= target]:
+                        del self._adds[t]
+                else:  # this caller fails (its leases with it); a waiter takes over and tries
+                    self._adds.pop(mine, None)
+                self.cv.notify_all()
+
+
+def _merge(lease_lists: Iterable[list[Lease]]) -> list[Lease]:
+    """The leases in order, a later one replacing an earlier of the same MAC or address."""
+    by_mac: dict[str, Lease] = {}
+    for leases in lease_lists:
+        for lease in leases:
+            by_mac.pop(lease[0], None)
+            by_mac[lease[0]] = lease
+    by_ip = {lease[1]: lease for lease in by_mac.values()}
+    return list(by_ip.values())
 
 
 class HostNetworkState:
@@ -76,6 +124,10 @@ class HostNetworkState:
             self.l2_realised.discard(key)
         for key in [k for k in self.done_on_host.copy() if k[0] == host_uuid]:
             self.done_on_host.discard(key)
+        with self._mu:
+            coalescers = [c for k, c in self._dhcp.items() if k[0] == host_uuid]
+        for c in coalescers:
+            c.unsync()
 
     def once(self, host_uuid: str, key: str, do: Callable[[], object]) -> None:
         """Run ``do`` for ``key`` on a host once (remembered until the host reconnects)."""
@@ -95,7 +147,7 @@ class HostNetworkState:
             return self._vxlan_locks.setdefault(l2_uuid, threading.Lock())
 
     def dhcp(self, host_uuid: str, l3_uuid: str) -> DhcpCoalescer:
-        """The coalescer of one (host, L3 network)'s lease-set applies."""
+        """The coalescer of one (host, L3 network)'s lease sets and adds."""
         with self._mu:
             return self._dhcp.setdefault((host_uuid, l3_uuid), DhcpCoalescer())
 

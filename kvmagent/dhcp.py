@@ -4,7 +4,8 @@ As ZStack's flat network provider does, dnsmasq runs in a network namespace
 of its own, plugged into the L3 network's bridge with a veth pair, and hands
 out only static leases (``dhcp-host``) from the controller's IP allocation, so
 a VM gets exactly the address the controller chose. The lease set is a
-hosts file dnsmasq rereads on SIGHUP; dnsmasq is a daemon of its own, so an
+hosts file dnsmasq rereads on SIGHUP: the controller sends the full set once, then
+adds each VM's lease alone (appended). dnsmasq is a daemon of its own, so an
 agent restart neither stops it nor forgets it.
 
 dnsmasq faces guest traffic, so it drops root for an unprivileged user
@@ -231,6 +232,27 @@ class DhcpServers:
         if pid is not None:
             os.kill(pid, signal.SIGHUP)
         return len(keep)
+
+    def add(self, l3_uuid: str, leases: list[DhcpLease]) -> int:
+        """Add leases to the running server (one of the same MAC or address is replaced);
+        returns how many leases it serves. Appends to the hosts file when nothing is
+        replaced, so a host's cost per VM does not grow with its VMs."""
+        names = self.names(l3_uuid)
+        wd = self.workdir(names)
+        hosts = self.hosts(names)
+        pid = _alive(wd / "dnsmasq.pid", str(wd / "dnsmasq.conf"))
+        if pid is None or not hosts.exists():
+            raise NotFound("no DHCP server for this L3 network on this host", l3_network_uuid=l3_uuid)
+        have = parse_hosts_file(hosts.read_text())
+        macs, ips = {lease.mac for lease in leases}, {lease.ip for lease in leases}
+        keep = [lease for lease in have if lease.mac not in macs and lease.ip not in ips]
+        if len(keep) == len(have):
+            with open(hosts, "a") as f:
+                f.write(hosts_file(leases))
+        else:
+            _write(hosts, hosts_file(keep + leases))
+        os.kill(pid, signal.SIGHUP)  # reread the hosts file
+        return len(keep) + len(leases)
 
     def delete(self, l3_uuid: str) -> None:
         """Stop the network's dnsmasq and remove its namespace, veth and files."""

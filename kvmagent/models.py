@@ -610,6 +610,23 @@ class DhcpApplyCmd(DhcpNetworkCmd, Returns[DhcpReply], path="/network/dhcp/apply
         return self
 
 
+class DhcpAddCmd(DhcpNetworkCmd, Returns[DhcpReply], path="/network/dhcp/add"):
+    """Add leases (VMs placed here) to a running DHCP server without resending the others.
+
+    A lease replaces one of the same MAC or address. The server must exist (an
+    earlier apply made it): else NOT_FOUND, and the controller sends the full set."""
+
+    leases: list[DhcpLease] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> DhcpAddCmd:
+        for what in ("mac", "ip"):
+            values = [getattr(lease, what) for lease in self.leases]
+            if len(set(values)) != len(values):
+                raise ValueError(f"leases: a{'n' if what == 'ip' else ''} {what.upper()} appears twice")
+        return self
+
+
 class DhcpReleaseCmd(DhcpNetworkCmd, Returns[DhcpReply], path="/network/dhcp/release"):
     """Remove leases (VMs gone) without touching the others."""
 

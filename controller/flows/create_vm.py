@@ -45,7 +45,7 @@ from controller.primary import CachedImage, Op, PrimaryBackend, backend_for
 from controller.services import allocate
 from controller.services.allocate import HostRef
 from controller.services.common import row_dict
-from controller.services.vmhelpers import apply_dhcp, random_mac
+from controller.services.vmhelpers import add_dhcp, apply_dhcp, random_mac
 from kvmagent import models as km
 
 log = logging.getLogger(__name__)
@@ -284,9 +284,17 @@ def delete_data(st: CreateVm) -> None:
 
 
 def realise_network(st: CreateVm) -> None:
+    """The L2 bridges and the NICs' leases on the host (an add each, not the host's full set)."""
     assert st.host is not None
+    hostname = commands.hostname(st.vm_name)
     for l3_uuid in dict.fromkeys(st.l3_uuids):
-        apply_dhcp(st.ctl, st.ctx, st.host.uuid, st.agent, l3_uuid)
+        l2 = st.l2s.get(l3_uuid)
+        if l2 is None:  # no L2 network: the full set's path names the problem
+            apply_dhcp(st.ctl, st.ctx, st.host.uuid, st.agent, l3_uuid)
+            continue
+        leases = [(n.mac, str(n.ip), hostname) for n in st.nics
+                  if n.l3_network_uuid == l3_uuid and n.ip is not None]
+        add_dhcp(st.ctl, st.ctx, st.host.uuid, st.agent, l2, l3_uuid, leases)
 
 
 def unrealise_network(st: CreateVm) -> None:

@@ -27,6 +27,7 @@ from controller.db.models import (
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import ApiError, Conflict
 from controller.jobs import JobContext
+from controller.netstate import Lease
 from controller.primary import Op, backend_for
 from controller.services import sgspecs, vxlan
 from controller.services.allocate import L3_RANGES, dhcp_server_ip
@@ -89,6 +90,34 @@ def apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
     """Send the full lease set of one L3 network on one host (coalesced per pair)."""
     coalescer = ctl.host_network.dhcp(host_uuid, l3_uuid)
     coalescer.run(lambda: _apply_dhcp(ctl, ctx, host_uuid, agent_url, l3_uuid))
+
+
+def add_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,
+             l2: L2Network, l3_uuid: str, leases: list[Lease]) -> None:
+    """Add a VM's leases (its rows committed) to one L3 network's DHCP server on a host.
+
+    One add, coalesced per pair, carries no other VM's lease, so its cost does not grow
+    with the host's VMs; the full set is sent instead the first time, after the host
+    reconnected, or when the agent has no server for the network."""
+    realise_l2(ctl, ctx, host_uuid, agent_url, l2)
+    ctl.host_network.dhcp(host_uuid, l3_uuid).add(
+        leases, lambda batch: _send_add(ctx, agent_url, l3_uuid, batch),
+        lambda: _apply_dhcp(ctl, ctx, host_uuid, agent_url, l3_uuid))
+
+
+def _send_add(ctx: JobContext, agent_url: str, l3_uuid: str, leases: list[Lease]) -> bool:
+    """False when the agent serves no DHCP for the network (the full set is sent then)."""
+    if not leases:
+        return True
+    try:
+        ctx.call(agent_url, km.DhcpAddCmd(l3_network_uuid=l3_uuid,
+                                          leases=[commands.lease(*lease) for lease in leases]))
+    except AgentCallError as e:
+        if e.code != "NOT_FOUND":
+            raise
+        log.info("no DHCP server of %s on %s: sending its full lease set", l3_uuid, agent_url)
+        return False
+    return True
 
 
 def _apply_dhcp(ctl: Controller, ctx: JobContext, host_uuid: str, agent_url: str,

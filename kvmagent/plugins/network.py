@@ -13,6 +13,7 @@ from kvmagent.models import (
     CreateL2Cmd,
     DeleteDhcpCmd,
     DeleteL2Cmd,
+    DhcpAddCmd,
     DhcpApplyCmd,
     DhcpNetworkCmd,
     DhcpReleaseCmd,
@@ -73,6 +74,14 @@ class NetworkPlugin(Plugin):
         """Serve exactly this lease set for the L3 network (dnsmasq in a namespace on the bridge)."""
         names, pid = self._dhcp(ctx).apply(cmd)
         return DhcpReply(namespace=names.namespace, leases=len(cmd.leases), pid=pid)
+
+    @command(lock=_l3_lock)
+    def add_dhcp(self, ctx: TaskContext, cmd: DhcpAddCmd) -> DhcpReply:
+        """Add leases to the running DHCP server (NOT_FOUND when there is none)."""
+        servers = self._dhcp(ctx)
+        total = servers.add(cmd.l3_network_uuid, cmd.leases)
+        return DhcpReply(namespace=servers.names(cmd.l3_network_uuid).namespace, leases=total,
+                         pid=servers.pid(cmd.l3_network_uuid))
 
     @command(lock=_l3_lock)
     def release_dhcp(self, ctx: TaskContext, cmd: DhcpReleaseCmd) -> DhcpReply:

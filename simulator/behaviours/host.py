@@ -297,6 +297,19 @@ def dhcp_apply(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
     return _dhcp_reply(agent, l3)
 
 
+@behaves("/network/dhcp/add")
+def dhcp_add(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    """Leases join the running server's set, replacing any of the same MAC or address."""
+    l3 = str(body.need("l3NetworkUuid"))
+    if l3 not in agent.dhcp:
+        raise NotFound("no DHCP server for this L3 network on this host", l3_network_uuid=l3)
+    new = [lease for lease in body.list("leases") if isinstance(lease, dict)]
+    macs, ips = {str(n.get("mac")) for n in new}, {str(n.get("ip")) for n in new}
+    agent.dhcp[l3] = [lease for lease in agent.dhcp[l3]
+                      if str(lease.get("mac")) not in macs and str(lease.get("ip")) not in ips] + new
+    return _dhcp_reply(agent, l3)
+
+
 @behaves("/network/dhcp/release")
 def dhcp_release(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
     l3 = str(body.need("l3NetworkUuid"))

@@ -238,6 +238,16 @@ class FakeHost:
         self.leases[c.l3_network_uuid] = {lease.mac: lease.ip for lease in c.leases}
         return ok(leases=len(c.leases))
 
+    def do_network_dhcp_add(self, c: km.DhcpAddCmd) -> dict[str, Any]:
+        if c.l3_network_uuid not in self.leases:
+            return fail("NOT_FOUND", f"no DHCP server for {c.l3_network_uuid}")
+        have = self.leases[c.l3_network_uuid]
+        ips = {lease.ip for lease in c.leases}
+        for mac in [m for m, ip in have.items() if ip in ips]:
+            del have[mac]
+        have.update({lease.mac: lease.ip for lease in c.leases})
+        return ok(leases=len(have))
+
     def do_network_dhcp_release(self, c: km.DhcpReleaseCmd) -> dict[str, Any]:
         for mac in c.macs:
             self.leases.get(c.l3_network_uuid, {}).pop(mac, None)

@@ -16,7 +16,7 @@ from tests.unit.controller.harness import Cloud
 from tests.unit.controller.statements import counting
 
 #: statements for one VM (one L3 network, no data disk), in the steady state
-CREATE_VM_STATEMENTS = 20
+CREATE_VM_STATEMENTS = 18
 
 
 def test_create_vm_statement_count(cloud: Cloud) -> None:

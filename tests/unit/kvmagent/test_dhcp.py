@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kvmagent.dhcp import DhcpNames, RunAs, dnsmasq_conf, hosts_file, parse_hosts_file
-from kvmagent.models import DhcpApplyCmd, DhcpLease
+from agentcore.errors import NotFound
+from kvmagent.dhcp import DhcpNames, DhcpServers, RunAs, dnsmasq_conf, hosts_file, parse_hosts_file
+from kvmagent.models import DhcpAddCmd, DhcpApplyCmd, DhcpLease
 
 L3 = "7a1c2e3f-4b5d-4e6f-8a9b-0c1d2e3f4a5b"
 
@@ -93,3 +98,81 @@ def test_a_mac_twice_is_refused() -> None:
 
 def test_lease_macs_are_normalised_to_lower_case() -> None:
     assert DhcpLease(mac="52:54:00:AB:CD:EF", ip="10.0.0.1").mac == "52:54:00:ab:cd:ef"
+
+
+def add_cmd(*leases: tuple[str, str]) -> DhcpAddCmd:
+    return DhcpAddCmd.model_validate({"l3NetworkUuid": L3, "leases": [
+        {"mac": mac, "ip": ip} for mac, ip in leases]})
+
+
+@pytest.mark.parametrize("leases", [
+    [("52:54:00:00:00:01", "10.20.0.10"), ("52:54:00:00:00:01", "10.20.0.11")],
+    [("52:54:00:00:00:01", "10.20.0.10"), ("52:54:00:00:00:02", "10.20.0.10")],
+    [],
+])
+def test_an_add_refuses_a_mac_or_address_twice_and_nothing(leases: list[tuple[str, str]]) -> None:
+    with pytest.raises(ValueError, match=r"twice|at least 1"):
+        add_cmd(*leases)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[DhcpServers, Path]]:
+    """A DHCP server's files with a stand-in for dnsmasq (a process running its config,
+    which notes each SIGHUP in a file)."""
+    servers = DhcpServers(tmp_path / "state", "dnsmasq", lambda argv: None,
+                          hosts_dir=tmp_path / "hosts")
+    names = servers.names(L3)
+    wd = servers.workdir(names)
+    wd.mkdir(parents=True)
+    hosts_dir = tmp_path / "hosts"
+    hosts_dir.mkdir()
+    servers.hosts(names).write_text(hosts_file(apply_cmd().leases))
+    hups = tmp_path / "hups"
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGHUP, lambda *a: open(sys.argv[1], 'a').write('hup\\n'))\n"
+            "open(sys.argv[1], 'w').close()\n"
+            "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(hups), f"--conf-file={wd / 'dnsmasq.conf'}"])
+    (wd / "dnsmasq.pid").write_text(f"{proc.pid}\n")
+    for _ in range(500):  # until it runs the interpreter (and has its SIGHUP handler)
+        if f"--conf-file={wd}".encode() in Path(f"/proc/{proc.pid}/cmdline").read_bytes() and \
+                hups.exists():
+            break
+        time.sleep(0.01)
+    yield servers, hups
+    proc.kill()
+    proc.wait()
+
+
+def _hups(hups: Path) -> int:
+    for _ in range(500):  # the signal is delivered asynchronously
+        if hups.read_text():
+            break
+        time.sleep(0.01)
+    return len(hups.read_text().splitlines())
+
+
+def test_an_add_appends_to_the_hosts_file_and_rereads_it(served: tuple[DhcpServers, Path]) -> None:
+    servers, hups = served
+    path = servers.hosts(servers.names(L3))
+    before = path.read_text()
+    assert servers.add(L3, add_cmd(("52:54:00:00:00:03", "10.20.0.12")).leases) == 3
+    assert path.read_text() == before + "52:54:00:00:00:03,10.20.0.12\n"
+    assert _hups(hups) == 1
+
+
+def test_an_add_replaces_a_lease_of_the_same_mac_or_address(served: tuple[DhcpServers, Path]) -> None:
+    servers, _ = served
+    # 00:01 had 10.20.0.10, 00:02 had 10.20.0.11 (vm2)
+    left = servers.add(L3, add_cmd(("52:54:00:00:00:01", "10.20.0.20"),
+                                   ("52:54:00:00:00:09", "10.20.0.11")).leases)
+    text = servers.hosts(servers.names(L3)).read_text()
+    assert left == 2
+    assert text == "52:54:00:00:00:01,10.20.0.20\n52:54:00:00:00:09,10.20.0.11\n"
+
+
+def test_an_add_without_a_running_server_is_not_found(tmp_path: Path) -> None:
+    servers = DhcpServers(tmp_path / "state", "dnsmasq", lambda argv: None,
+                          hosts_dir=tmp_path / "hosts")
+    with pytest.raises(NotFound):
+        servers.add(L3, add_cmd(("52:54:00:00:00:03", "10.20.0.12")).leases)

@@ -351,6 +351,21 @@ def test_dhcp_apply_replaces_the_lease_set_and_release_removes_macs() -> None:
     assert sim.agents["host-00001"].dhcp[l3] == []
 
 
+def test_dhcp_add_joins_the_set_replacing_a_mac_or_address_and_needs_a_server() -> None:
+    sim, _ = make_sim()
+    l3 = str(uuid.uuid4())
+    add = {"l3NetworkUuid": l3, "leases": [{"mac": "52:54:00:00:00:0c", "ip": "10.0.0.10"}]}
+    missing = call(sim, "host-00001", "/network/dhcp/add", add).body
+    assert missing is not None and missing["error"]["code"] == "NOT_FOUND", missing
+    net = {"l3NetworkUuid": l3, "bridgeName": "br0", "serverIp": "10.0.0.2", "prefixLength": 24}
+    call(sim, "host-00001", "/network/dhcp/apply", {**net, "leases": [
+        {"mac": "52:54:00:00:00:0a", "ip": "10.0.0.10"}, {"mac": "52:54:00:00:00:0b", "ip": "10.0.0.11"}]})
+    added = call(sim, "host-00001", "/network/dhcp/add", add).body
+    assert added is not None and added["success"] and added["leases"] == 2, added
+    assert [lease["mac"] for lease in sim.agents["host-00001"].dhcp[l3]] == [
+        "52:54:00:00:00:0b", "52:54:00:00:00:0c"]
+
+
 def test_l2_check_reports_whether_the_bridge_was_created() -> None:
     sim, _ = make_sim()
     l2 = {"type": "vlan", "bridgeName": "br_eth0_10", "physicalInterface": "eth0", "vlanId": 10}
