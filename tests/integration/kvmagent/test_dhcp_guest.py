@@ -1,6 +1,6 @@
 """Flat-network DHCP end to end: a guest on a bridge asks by DHCP (busybox
-udhcpc) and gets exactly the address the controller allocated from the
-agent's dnsmasq (running as user dnsmasq); the host reaches it from the DHCP
+udhcpc) and gets exactly the address the controller allocated (its lease
+added to the running server) from the agent's dnsmasq (running as user dnsmasq); the host reaches it from the DHCP
 namespace; the DHCP server survives an agent restart (kill -9)."""
 
 from __future__ import annotations
@@ -51,11 +51,12 @@ def dhcp_body(leases: list[dict[str, str]]) -> dict[str, object]:
 def test_a_guest_gets_its_allocated_address_and_answers_ping(agent: AgentProcess, workdir: Path,
                                                               guest_env: dict[str, str]) -> None:
     assert agent.call("/network/l2/create", {"type": "novlan", "bridgeName": BRIDGE})["success"]
-    applied = agent.call("/network/dhcp/apply", dhcp_body([
-        {"mac": "52:54:00:d4:c0:09", "ip": "10.251.17.9"},
-        {"mac": MAC, "ip": IP, "hostname": "vm1"},
-    ]))
-    assert applied["success"] and applied["leases"] == 2, applied
+    applied = agent.call("/network/dhcp/apply", dhcp_body([{"mac": "52:54:00:d4:c0:09", "ip": "10.251.17.9"}]))
+    assert applied["success"] and applied["leases"] == 1, applied
+    # the guest's lease comes as an add: appended to the hosts file, reread on SIGHUP
+    added = agent.call("/network/dhcp/add", {"l3NetworkUuid": L3, "leases": [
+        {"mac": MAC, "ip": IP, "hostname": "vm1"}]})
+    assert added["success"] and added["leases"] == 2 and added["pid"] == applied["pid"], added
     root = linked_clone(guest_env, workdir / "dhcp-root.qcow2")
     started = agent.call("/vm/start", vm_body(VM, root, nics=[{"mac": MAC, "bridgeName": BRIDGE}]))
     assert started["success"], started
