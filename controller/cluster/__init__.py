@@ -1,0 +1,1 @@
+"""Several controller nodes on one database: membership, the hash ring, takeover, forwarding."""
