@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, true, update
 
 from controller.agent_tokens import AgentTokens
 from controller.backup_schedule import BackupJobs, BackupSchedule
+from controller.cluster.membership import Membership, Takeover
 from controller.db.base import Database
 from controller.db.lookups import NetworkLookups
 from controller.db.models import (
     BackupStorage,
     Host,
     Image,
+    Job,
     PrimaryStorage,
     Vm,
     VmBackup,
@@ -64,13 +67,23 @@ class Controller:
             poll_after=settings.poll_after)
         self.agents = AgentClient(self.dispatcher)
         self.queues = ResourceQueues(settings.job_workers)
-        self.jobs = JobManager(self.db, self.agents, self.queues, settings.command_timeout)
+        self.jobs = JobManager(self.db, self.agents, self.queues, settings.command_timeout,
+                               node_id=settings.node_id)
+        #: with a node id: this node's lease and the ring of the nodes sharing the database
+        self.membership = (Membership(self.db, settings.node_id, settings.callback_base,
+                                      lease=settings.node_lease, interval=settings.heartbeat_interval,
+                                      on_takeover=self._take_over, on_fenced=self._fenced)
+                           if settings.node_id is not None else None)
+        if self.membership is not None:
+            self.membership.join()  # before recovering: a peer no longer takes this node's jobs
         #: VM backups a previous process left Creating: deleted (cleaned up) at start
         self.cut_short_backups: list[str] = []
         #: jobs a previous process left unfinished (failed now): their agent tasks are stopped at start
         self.dead_jobs = self.jobs.recover()
         if self.dead_jobs:
-            self._recover_resources()
+            # on several nodes only what this node's jobs worked on: the peers' work goes on
+            self._recover_resources(self._job_resources(self.dead_jobs)
+                                    if self.membership is not None else None)
         self.tracker = HostTracker(self, connect_host)
         self.db_backups = (DbBackupSchedule(settings.db_url, Path(settings.db_backup_dir),
                                             settings.db_backup_interval, settings.db_backup_keep)
@@ -79,17 +92,51 @@ class Controller:
                                                settings.backup_schedule_period)
                                 if backup_jobs is not None else None)
 
-    def _recover_resources(self) -> None:
-        """Resources a dead process left mid-operation: the tracker's next sync settles them."""
+    def owns(self, resource_uuid: str) -> bool:
+        """Whether this node owns the resource (always, on a single node)."""
+        return self.membership is None or self.membership.owns(resource_uuid)
+
+    def _job_resources(self, jobs: list[str]) -> list[str]:
+        with self.db.read() as s:
+            return sorted({r for r in s.scalars(select(Job.resource_uuid).where(Job.uuid.in_(jobs)))
+                           if r})
+
+    def _recover_resources(self, resources: list[str] | None) -> None:
+        """Resources a dead process left mid-operation (every one, or those of ``resources``:
+        what a dead node's jobs worked on): the tracker's next sync settles them."""
+        def scope(*cols: Any) -> Any:
+            return true() if resources is None else or_(*(c.in_(resources) for c in cols))
         with self.db.write() as s:
-            s.execute(update(Vm).where(Vm.state == "Creating").values(state="Error"))
-            s.execute(update(Vm).where(Vm.state.in_(TRANSITIONAL)).values(state="Unknown"))
+            s.execute(update(Vm).where(Vm.state == "Creating", scope(Vm.uuid)).values(state="Error"))
+            s.execute(update(Vm).where(Vm.state.in_(TRANSITIONAL), scope(Vm.uuid))
+                      .values(state="Unknown"))
             # an add cut short: which stores got it is unknown; delete the image to clean up
-            s.execute(update(Image).where(Image.status == "Downloading").values(status="Error"))
+            s.execute(update(Image).where(Image.status == "Downloading", scope(Image.uuid))
+                      .values(status="Error"))
             # a backup cut short: deleted at start (its copy, overlay and stored chunks go)
-            self.cut_short_backups = list(s.scalars(select(VmBackup.uuid).where(VmBackup.status == "Creating")))
-            s.execute(update(VolumeBackup).where(VolumeBackup.status == "Creating").values(status="Error"))
-            s.execute(update(VmBackup).where(VmBackup.status == "Creating").values(status="Error"))
+            backups = list(s.scalars(select(VmBackup.uuid).where(
+                VmBackup.status == "Creating", scope(VmBackup.uuid, VmBackup.vm_uuid))))
+            self.cut_short_backups += backups
+            s.execute(update(VolumeBackup).where(
+                VolumeBackup.status == "Creating",
+                scope(VolumeBackup.uuid, VolumeBackup.vm_backup_uuid, VolumeBackup.volume_uuid))
+                .values(status="Error"))
+            s.execute(update(VmBackup).where(VmBackup.uuid.in_(backups)).values(status="Error"))
+
+    def _take_over(self, taken: Takeover) -> None:
+        """A peer node was lost (its jobs ended ``CONTROLLER_LOST`` by the sweep): recovery
+        as after a restart, for what its jobs worked on."""
+        if not taken.jobs:
+            return
+        self._recover_resources(taken.resources)
+        self.jobs.submit("recover-agent-tasks", "controller", None,
+                         [f"controller:takeover:{'+'.join(taken.nodes)}"],
+                         lambda ctx: self._settle_jobs(ctx, taken.jobs))
+
+    def _fenced(self) -> None:
+        """A peer ended this node's jobs: none of them may go on here (no job runs twice)."""
+        log.critical("exiting: controller node %s lost its lease", self.settings.node_id)
+        os._exit(75)
 
     @property
     def events_url(self) -> str:
@@ -103,15 +150,17 @@ class Controller:
             self.db_backups.start()
         if self.backup_schedule is not None and self.settings.backup_schedule:
             self.backup_schedule.start()
+        if self.membership is not None:
+            self.membership.start()
         if self.dead_jobs:
+            dead, self.dead_jobs = self.dead_jobs, []
             self.jobs.submit("recover-agent-tasks", "controller", None, ["controller:recovery"],
-                             self._settle_dead_jobs)
+                             lambda ctx: self._settle_jobs(ctx, dead))
 
-    def _settle_dead_jobs(self, ctx: JobContext) -> dict[str, Any]:
-        """The previous process's unfinished jobs: their tasks on every agent cancelled and
-        waited for (an agent still copying into a store would otherwise undo the cleanup),
-        then the backups they cut short deleted."""
-        dead, self.dead_jobs = self.dead_jobs, []
+    def _settle_jobs(self, ctx: JobContext, dead: list[str]) -> dict[str, Any]:
+        """Unfinished jobs of a previous process or a lost node: their tasks on every agent
+        cancelled and waited for (an agent still copying into a store would otherwise undo
+        the cleanup), then the backups they cut short deleted."""
         with self.db.read() as s:
             urls = {u for q in (select(Host.agent_url), select(Host.storage_agent_url),
                                 select(PrimaryStorage.agent_url), select(BackupStorage.agent_url))
@@ -120,16 +169,19 @@ class Controller:
                                   ctx.progress)
         deleted = []
         if self.backup_schedule is not None:
-            for uuid in self.cut_short_backups:
+            cut_short, self.cut_short_backups = self.cut_short_backups, []
+            for uuid in cut_short:
                 try:
                     deleted.append(self.backup_schedule.jobs.delete(self, uuid).uuid)
                 except ApiError as e:
                     log.warning("backup %s cut short by the restart stays: %s", uuid, e)
-        self.cut_short_backups = []
         return {"deadJobs": len(dead), "agents": len(urls), "tasksLeftRunning": left,
                 "backupDeleteJobs": deleted}
 
     def close(self) -> None:
+        if self.membership is not None:
+            self.membership.stop()
+            self.membership.leave()
         self.tracker.stop()
         if self.db_backups is not None:
             self.db_backups.stop()

@@ -21,6 +21,9 @@ CONTROLLER_CODES: Mapping[str, ErrorCode] = {
     "NO_CAPACITY": ErrorCode(409, "no host or storage can take the request"),
     "DEPLOY_FAILED": ErrorCode(409, "an agent's playbook failed; details.task names the task"),
     "CONTROLLER_RESTARTED": ErrorCode(500, "the controller restarted while the job ran"),
+    "CONTROLLER_LOST": ErrorCode(500, "the controller node running the job stopped heartbeating"),
+    "OWNER_UNREACHABLE": ErrorCode(
+        503, "the controller node owning the resource could not be reached (retry)"),
     "AGENT_UNREACHABLE": ErrorCode(502, "the agent could not be reached"),
     "BAD_REPLY": ErrorCode(502, "the agent answered with something that is not a reply, or a reply its model refuses"),
     "SHUTDOWN": ErrorCode(503, "the controller is stopping"),
@@ -82,6 +85,13 @@ class NoCapacity(ApiError):
 
     code = "NO_CAPACITY"
     default_message = "no host or storage has the capacity"
+
+
+class OwnerUnreachable(ApiError):
+    """A request forwarded to the node owning its resource found that node gone."""
+
+    code = "OWNER_UNREACHABLE"
+    default_message = "the controller node owning the resource could not be reached; retry"
 
 
 class InternalError(ApiError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select, true, update
 from sqlalchemy.orm import Session
 
 from agentcore.models import Returns
@@ -156,8 +156,10 @@ class JobManager:
     """Creates, runs, waits for and cancels jobs."""
 
     def __init__(self, db: Database, agents: AgentClient, queues: ResourceQueues,
-                 command_timeout: float = 300.0) -> None:
+                 command_timeout: float = 300.0, node_id: str | None = None) -> None:
         self.db = db
+        #: written into every job this manager starts (the node that runs it)
+        self.node_id = node_id
         self.agents = agents
         self.queues = queues
         self.command_timeout = command_timeout
@@ -166,13 +168,15 @@ class JobManager:
         self._mu = threading.Lock()
 
     def recover(self) -> list[str]:
-        """Fail jobs left unfinished by a previous process; returns their uuids."""
+        """Fail jobs left unfinished by a previous process (of this node, on several
+        nodes); returns their uuids."""
         def fail_unfinished(s: Session) -> list[str]:
-            left = list(s.scalars(select(Job.uuid).where(Job.state.in_(("queued", "running")))))
+            mine = Job.node_id == self.node_id if self.node_id is not None else true()
+            left = list(s.scalars(select(Job.uuid).where(Job.state.in_(("queued", "running")), mine)))
             if not left:
                 return left
             s.execute(
-                update(Job).where(Job.state.in_(("queued", "running"))).values(
+                update(Job).where(Job.uuid.in_(left)).values(
                     state="failed", last_op_date=utcnow(),
                     error={"code": "CONTROLLER_RESTARTED",
                            "message": "the controller restarted while the job ran",
@@ -189,13 +193,13 @@ class JobManager:
         job = self.db.transaction(lambda s: self.prepare(s, kind, resource_type, resource_uuid))
         return self.start(job, keys, fn)
 
-    @staticmethod
-    def prepare(s: Session | Connection, kind: str, resource_type: str, resource_uuid: str | None) -> Job:
+    def prepare(self, s: Session | Connection, kind: str, resource_type: str,
+                resource_uuid: str | None) -> Job:
         """Write a job row in the caller's transaction; :meth:`start` it after the commit."""
         now = utcnow()
         job = Job(uuid=new_uuid(), kind=kind, resource_type=resource_type,
                   resource_uuid=resource_uuid, state="queued", stage=None, percent=None,
-                  result=None, error=None, create_date=now, last_op_date=now)
+                  result=None, error=None, create_date=now, last_op_date=now, node_id=self.node_id)
         insert_row(s, job)
         return job
 
@@ -246,7 +250,7 @@ class JobManager:
                 live.row = Job(uuid=r.uuid, kind=r.kind, resource_type=r.resource_type,
                                resource_uuid=r.resource_uuid, state=state, stage=r.stage,
                                percent=percent, result=result, error=error,
-                               create_date=r.create_date, last_op_date=when)
+                               create_date=r.create_date, last_op_date=when, node_id=r.node_id)
                 live.final = True
         finally:
             with self._mu:

@@ -35,6 +35,7 @@ from controller.api.callbacks import CallbackRoute
 from controller.api.http import error_response, json_response
 from controller.api.openapi import build_openapi
 from controller.backup_schedule import BackupJobs
+from controller.cluster.forward import ForwardToOwner
 from controller.core import Controller
 from controller.dispatch.transport import Transport
 from controller.errors import for_http_status
@@ -64,6 +65,10 @@ def create_app(settings: Settings, transport: Transport | None = None,
     app.register_error_handler(HTTPException, lambda e: error_response(
         for_http_status(e.code or 500, e.description or e.name)))
     app.wsgi_app = CallbackRoute(app.wsgi_app, ctl)  # type: ignore[method-assign]
+    if ctl.membership is not None:  # several nodes: hand work to the node owning it
+        app.wsgi_app = ForwardToOwner(  # type: ignore[method-assign]
+            app.wsgi_app, ctl.membership, ctl.db,
+            lambda task: ctl.dispatcher.agent_of(task) is not None)
     # tags are listed as a collection, but their create was never in the document
     creates = {c: m for c, m in CATALOGUE.create_bodies().items() if c != "tags"}
     doc = build_openapi(creates, CATALOGUE.action_bodies(),

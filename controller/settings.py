@@ -52,6 +52,14 @@ class Settings(BaseModel):
         default=60.0, ge=1, description="seconds between the backup scheduler's ticks")
     backup_schedule_max_jobs: int = Field(
         default=4, ge=1, le=1024, description="scheduled backup jobs in flight at most")
+    node_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description=(
+            "this controller node's id, to run several nodes on one PostgreSQL or MariaDB "
+            "database (unset: a single node, as on SQLite)"))
+    heartbeat_interval: float = Field(
+        default=2.0, gt=0, le=60, description="seconds between a node's lease renewals")
+    node_lease: float = Field(
+        default=8.0, gt=0, le=600, description="seconds a node stays in the ring without renewing")
     ceph_key_dir: str | None = Field(
         default=None, description="directory of bare cephx key files, named by a Ceph primary "
         "storage's keyRef (the controller sets them as libvirt secrets on the hosts)")
@@ -69,6 +77,15 @@ class Settings(BaseModel):
         if self.insecure_no_auth and not is_loopback(self.listen):
             raise ValueError(f"insecure_no_auth (--insecure-no-auth) needs a loopback listen "
                              f"address (127.0.0.1:PORT, [::1]:PORT), not {self.listen}")
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_server_database(self) -> Self:
+        if self.node_id is not None and self.db_url.startswith("sqlite"):
+            raise ValueError("node_id (--node-id) needs a PostgreSQL or MariaDB database: "
+                             "SQLite runs one controller node")
+        if self.node_lease <= self.heartbeat_interval:
+            raise ValueError("node_lease must be longer than heartbeat_interval")
         return self
 
     @property

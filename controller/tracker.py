@@ -92,6 +92,8 @@ class HostTracker(Background):
         with self.ctl.db.read() as s:
             hosts = list(s.execute(select(Host.uuid, Host.status)))
         for uuid, status in hosts:
+            if not self.ctl.owns(uuid):  # another controller node tracks it
+                continue
             with self._mu:
                 due = self._next_ping.get(uuid, 0.0) <= now and uuid not in self._inflight
                 if due:

@@ -51,10 +51,14 @@ def cli(ctx: click.Context, url: str | None, token: str | None, config_file: str
               help="serve calls without a token as admin (development; loopback --listen only)")
 @click.option("--agent-token", envvar="KVMCLOUD_AGENT_TOKEN", help="bearer token of the agents")
 @click.option("--public-url", help="base URL agents call back (default: http://LISTEN)")
+@click.option("--node-id", envvar="KVMCLOUD_NODE_ID",
+              help="this node's id, to run several nodes on one PostgreSQL/MariaDB database "
+              "(each needs its own --public-url or --listen that its peers reach)")
 @click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE",
               help="any other controller setting, e.g. ping_interval=10")
 def serve(listen: str, db_url: str, api_tokens: tuple[str, ...], insecure_no_auth: bool,
-          agent_token: str | None, public_url: str | None, settings: tuple[str, ...]) -> None:
+          agent_token: str | None, public_url: str | None, node_id: str | None,
+          settings: tuple[str, ...]) -> None:
     """Run the controller (granian) until stopped.
 
     It refuses to start without API credentials (a bootstrap token or an
@@ -72,6 +76,8 @@ def serve(listen: str, db_url: str, api_tokens: tuple[str, ...], insecure_no_aut
         extra["agent_token"] = agent_token
     if public_url:
         extra["public_url"] = public_url
+    if node_id:
+        extra["node_id"] = node_id
     check_serve_settings(listen, db_url, extra)
     run(listen, db_url, **extra)
 

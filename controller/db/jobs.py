@@ -28,3 +28,5 @@ class Job(Base):
     error: Mapped[dict | None] = mapped_column(JSON, default=None)
     create_date: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     last_op_date: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    #: the controller node running the job (None: a single-node controller)
+    node_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)

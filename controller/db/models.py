@@ -11,6 +11,7 @@ from controller.db.backups import (
     VolumeBackupStorageRef,
 )
 from controller.db.base import Base, ResourceMixin
+from controller.db.cluster import ControllerNode
 from controller.db.compute import (
     DiskOffering,
     Image,
@@ -64,7 +65,7 @@ RESOURCES: dict[str, type[ResourceMixin]] = {
 __all__ = [
     "RESOURCES", "Account", "AccountToken", "AgentCredential", "AuditEvent", "BackupPolicy",
     "BackupStorage",
-    "BackupStorageZoneRef", "Base", "Cluster", "DiskOffering",
+    "BackupStorageZoneRef", "Base", "Cluster", "ControllerNode", "DiskOffering",
     "Host", "Image", "ImageBackupStorageRef", "ImageCache", "InstanceOffering", "IpRange",
     "Job", "L2Network", "L2NetworkClusterRef", "L3Network", "PrimaryStorage",
     "PrimaryStorageClusterRef", "ResourceMixin", "SecurityGroup", "SecurityGroupRule", "Snapshot", "Tag",

@@ -3,6 +3,7 @@ tests of this package."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -23,16 +24,21 @@ DIGEST = "sha256:" + "cd" * 32
 class Controller:
     """``python -m controller.cli serve`` on a loopback port."""
 
-    def __init__(self, workdir: Path, **settings: Any) -> None:
+    def __init__(self, workdir: Path, db_url: str | None = None, node_id: str | None = None,
+                 **settings: Any) -> None:
+        """On ``workdir``'s SQLite file by default; ``node_id``: one of several nodes on ``db_url``."""
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.log = workdir / "controller.log"
+        self.log = workdir / f"controller{'-' + node_id if node_id else ''}.log"
         extra = [a for k, v in settings.items() for a in ("--setting", f"{k}={v}")]
+        if node_id:
+            extra += ["--node-id", node_id]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "controller.cli", "serve", "--listen", f"127.0.0.1:{port}",
-                 "--db", f"sqlite:///{workdir / 'c.db'}", "--api-token", API_TOKEN,
-                 "--agent-token", SIM_TOKEN, *extra], stdout=out, stderr=subprocess.STDOUT)
+                 "--db", db_url or f"sqlite:///{workdir / 'c.db'}", "--api-token", API_TOKEN,
+                 "--agent-token", SIM_TOKEN, *extra], stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)  # its own group: kill() takes granian's worker too
         self.http = httpx.Client(base_url=f"{self.url}/v1", headers=API, timeout=60)
 
         def up() -> bool:
@@ -55,6 +61,11 @@ class Controller:
             assert answer["job"]["state"] == "succeeded", answer["job"]
             return dict(answer["resource"])
         return dict(answer)
+
+    def kill(self) -> None:
+        """``kill -9`` the server and its worker process, as a crash would."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)  # the server's graceful shutdown
