@@ -140,7 +140,8 @@ class BackupSchedule(Background):
         due = []
         for r in rows:
             when = next_run(r.last_run_at or r.attach_date, r.interval_seconds, r.cron_expression)
-            if when <= now and r.state in BACKUP_STATES and r.vm_uuid not in self._inflight:
+            if when <= now and r.state in BACKUP_STATES and r.vm_uuid not in self._inflight \
+                    and self.ctl.owns(r.vm_uuid):  # on several nodes, the VM's owner backs it up
                 due.append((when, r))
         for when, r in sorted(due, key=lambda d: (d[0], d[1].id)):
             if len(self._inflight) >= self.max_jobs:
@@ -180,7 +181,7 @@ class BackupSchedule(Background):
             if r.status == "Ready" and kept.get(r.vm_uuid, 0) < r.retention_count:
                 kept[r.vm_uuid] = kept.get(r.vm_uuid, 0) + 1
                 continue
-            if r.uuid in self._deleting:
+            if r.uuid in self._deleting or not self.ctl.owns(r.vm_uuid):
                 continue
             try:
                 self._deleting[r.uuid] = out.pruned[r.uuid] = self.jobs.delete(self.ctl, r.uuid).uuid

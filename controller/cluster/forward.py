@@ -5,7 +5,10 @@ node owning the resource's UUID in the ring (its queue serialises the
 resource's operations); work of a job runs on the node that started it (its
 waiters, pending agent calls and cancel live in that process). So:
 
-- ``POST``/``PATCH``/``DELETE /v1/<coll>/<uuid>...`` go to the ring owner of ``uuid``;
+- ``POST``/``PATCH``/``DELETE /v1/<coll>/<uuid>...`` go to the ring owner of ``uuid``,
+  unless a live node still has an unfinished job on that resource: then to that node,
+  so the resource's work stays in one queue while the ring changes (a node joined,
+  or the resource was created by the node the request came to);
 - ``POST /v1/agent-events/<host>`` goes to the ring owner of the host (its tracker);
 - ``GET /v1/jobs/<job>`` and ``POST /v1/jobs/<job>/cancel`` go to the node running the
   job, and so does an agent callback (``taskuuid`` is ``<job>.<n>``).
@@ -30,7 +33,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from controller.cluster.membership import Membership
+from controller.cluster.membership import UNFINISHED, Membership
 from controller.db.base import Database
 from controller.db.jobs import Job
 from controller.errors import OwnerUnreachable
@@ -53,13 +56,13 @@ class ForwardToOwner:
     """Serves a request here, or relays it to the node owning its work and relays the answer."""
 
     def __init__(self, app: WsgiApp, membership: Membership, db: Database,
-                 mine: Callable[[str], bool]) -> None:
+                 mine: Callable[[str], bool], client: httpx.Client | None = None) -> None:
         """``mine(task_uuid)``: whether this process sent that agent task (its callback is here)."""
         self.app = app
         self.membership = membership
         self.db = db
         self._mine = mine
-        self.client = httpx.Client(timeout=httpx.Timeout(10.0, read=READ_TIMEOUT))
+        self.client = client or httpx.Client(timeout=httpx.Timeout(10.0, read=READ_TIMEOUT))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         target = None if environ.get("HTTP_" + FORWARDED.upper().replace("-", "_")) \
@@ -82,7 +85,7 @@ class ForwardToOwner:
             node = self.membership.owner(m["host"])[0]
         elif method in ("POST", "PATCH", "DELETE") and (m := _RESOURCE.match(path)) \
                 and m["coll"] != "jobs":
-            node = self.membership.owner(m["uuid"])[0]
+            node = self._busy_node(m["uuid"]) or self.membership.owner(m["uuid"])[0]
         if node is None or node == self.membership.node_id:
             return None
         return self.membership.urls.get(node)  # a node out of the ring: served here
@@ -90,6 +93,14 @@ class ForwardToOwner:
     def _job_node(self, job_uuid: str) -> str | None:
         with self.db.read() as s:
             return s.scalar(select(Job.node_id).where(Job.uuid == job_uuid))
+
+    def _busy_node(self, resource_uuid: str) -> str | None:
+        """A live node with an unfinished job on the resource (None: none)."""
+        with self.db.read() as s:
+            nodes = set(s.scalars(select(Job.node_id).where(
+                Job.resource_uuid == resource_uuid, Job.state.in_(UNFINISHED))))
+        live = sorted(n for n in nodes if n in self.membership.urls)
+        return live[0] if live else None
 
     def _relay(self, base: str, environ: dict[str, Any],
                start_response: StartResponse) -> Iterable[bytes]:
