@@ -12,12 +12,18 @@ arbiter; nodes never vote.
 
 A node that finds its own row ``lost`` (it stalled past its lease and a peer
 ended its jobs) is fenced: its jobs may not go on, so it must stop.
+
+A node sweeps only once it has renewed its own lease without a failure for
+``settle`` seconds (a lease, by default): after the database was out of
+reach for longer than a lease, every lease looks run out, and a node sweeping
+at once would take over peers that are alive and about to renew.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -64,7 +70,8 @@ class Membership(Background):
     join_timeout = 5.0
 
     def __init__(self, db: Database, node_id: str, url: str, *, lease: float = 8.0,
-                 interval: float = 2.0, on_takeover: Callable[[Takeover], None] = lambda t: None,
+                 interval: float = 2.0, settle: float | None = None,
+                 on_takeover: Callable[[Takeover], None] = lambda t: None,
                  on_fenced: Callable[[], None] = lambda: None) -> None:
         super().__init__()
         self.db = db
@@ -72,6 +79,9 @@ class Membership(Background):
         self.url = url.rstrip("/")
         self.lease = timedelta(seconds=lease)
         self.interval = interval
+        self.settle = lease if settle is None else settle
+        #: since when (monotonic) every renewal succeeded; None after a failure
+        self._steady_since: float | None = None
         self._on_takeover = on_takeover
         self._on_fenced = on_fenced
         self._mu = threading.Lock()
@@ -184,7 +194,12 @@ class Membership(Background):
             self._stop.set()
             self._on_fenced()
             return
+        now = time.monotonic()
+        if self._steady_since is None:
+            self._steady_since = now
         self.refresh()
+        if now - self._steady_since < self.settle:
+            return
         taken = self.sweep()
         if taken.nodes:
             self.refresh()
@@ -195,4 +210,5 @@ class Membership(Background):
             try:
                 self.tick()
             except Exception:
+                self._steady_since = None  # sweep again only a settle period after recovering
                 log.exception("controller membership tick failed")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -68,11 +66,8 @@ class Setup:
 
 
 @pytest.fixture
-def cl(tmp_path: Path) -> Iterator[Setup]:
-    db = Database(f"sqlite:///{tmp_path}/c.db")
-    db.create_all()
-    yield Setup(db)
-    db.dispose()
+def cl(db: Database) -> Setup:
+    return Setup(db)
 
 
 def test_a_change_on_a_peers_resource_is_relayed_to_it(cl: Setup) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -16,14 +14,6 @@ from controller.db.cluster import ControllerNode
 from controller.db.jobs import Job
 from controller.jobs import JobManager
 from controller.settings import Settings
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    d = Database(f"sqlite:///{tmp_path}/c.db")
-    d.create_all()
-    yield d
-    d.dispose()
 
 
 def node(db: Database, name: str, **kw: object) -> Membership:
@@ -90,7 +80,7 @@ def test_a_node_never_takes_itself_over_nor_a_live_peer(db: Database) -> None:
 def test_a_node_declared_lost_is_fenced_at_its_next_heartbeat(db: Database) -> None:
     fenced: list[bool] = []
     taken: list[Takeover] = []
-    a = node(db, "a", on_takeover=taken.append)
+    a = node(db, "a", on_takeover=taken.append, settle=0.0)
     b = node(db, "b", on_fenced=lambda: fenced.append(True))
     add_job(db, "b", "running", "vm1")
     expire(db, "b")
@@ -131,3 +121,16 @@ def test_a_node_id_needs_a_server_database() -> None:
     with pytest.raises(ValidationError, match="node_id"):
         Settings(db_url="postgresql+psycopg://h/db", node_id="bad id!")
     assert Settings(db_url="postgresql+psycopg://h/db", node_id="n1").node_id == "n1"
+
+
+def test_a_node_sweeps_only_after_renewing_steadily_for_a_lease(db: Database) -> None:
+    """After the database was out of reach, every lease looks run out: a node waits a
+    lease of its own renewals before taking anyone over (the live peers renew meanwhile)."""
+    taken: list[Takeover] = []
+    a = node(db, "a", on_takeover=taken.append, lease=3600.0)
+    node(db, "b")
+    expire(db, "b")
+    a.tick()
+    assert taken == []
+    with db.read() as s:
+        assert s.scalar(select(ControllerNode.state).where(ControllerNode.node_id == "b")) == "up"
