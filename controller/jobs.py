@@ -176,7 +176,7 @@ class JobManager:
             if not left:
                 return left
             s.execute(
-                update(Job).where(Job.uuid.in_(left)).values(
+                update(Job).where(Job.state.in_(("queued", "running")), mine).values(
                     state="failed", last_op_date=utcnow(),
                     error={"code": "CONTROLLER_RESTARTED",
                            "message": "the controller restarted while the job ran",

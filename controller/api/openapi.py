@@ -92,6 +92,9 @@ def build_openapi(creates: dict[str, type[BaseModel]],
                                         "responses": {"200": {"description": "{job}"}, **errors}}}
     paths["/v1/jobs/{uuid}/cancel"] = {"post": {"summary": "Cancel a job",
                                                 "responses": {"200": {"description": "{job}"}}}}
+    paths["/v1/cluster"] = {"get": {
+        "summary": "The controller nodes, their state and their share of the ring",
+        "responses": {"200": {"description": "{nodeId, ringSkew, nodes: [...]}"}, **errors}}}
     paths.update(_account_paths(body, errors))
     return {"openapi": "3.1.0", "info": {"title": "kvmcloud controller", "version": "1"},
             "paths": paths, "components": {"schemas": schemas,

@@ -174,7 +174,7 @@ class Membership(Background):
             jobs = s.execute(select(Job.uuid, Job.resource_uuid).where(
                 Job.node_id.in_(dead), Job.state.in_(UNFINISHED))).all()
             if jobs:
-                s.execute(update(Job).where(Job.uuid.in_([u for u, _ in jobs])).values(
+                s.execute(update(Job).where(Job.node_id.in_(dead), Job.state.in_(UNFINISHED)).values(
                     state="failed", last_op_date=now,
                     error={"code": "CONTROLLER_LOST",
                            "message": "the controller node running the job stopped heartbeating",
