@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from controller.db.base import detached
@@ -30,7 +30,7 @@ class NetworkLookups:
         self._l3: dict[str, L3Network] = {}
         self._mu = threading.Lock()
 
-    def l2s(self, s: Session | Connection, l3_uuids: list[str]) -> dict[str, L2Network]:
+    def l2s(self, s: Session, l3_uuids: list[str]) -> dict[str, L2Network]:
         """L3 UUID → its L2 network, for those of ``l3_uuids`` that exist."""
         with self._mu:
             out = {u: self._l2_of_l3[u] for u in l3_uuids if u in self._l2_of_l3}

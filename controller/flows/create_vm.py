@@ -148,20 +148,20 @@ def _reserve_once(st: CreateVm) -> tuple[
     and the rolled-back transaction leaves nothing behind."""
     for _ in range(MAC_ATTEMPTS - 1):
         try:
-            return st.ctl.db.transaction_core(lambda conn: _reserve_rows(st, conn))
+            return st.ctl.db.transaction(lambda s: _reserve_rows(st, s))
         except IntegrityError:
             log.info("create-vm %s: a NIC's MAC is taken; reserving again", st.vm_uuid)
-    return st.ctl.db.transaction_core(lambda conn: _reserve_rows(st, conn))
+    return st.ctl.db.transaction(lambda s: _reserve_rows(st, s))
 
 
-def _reserve_rows(st: CreateVm, s: Connection) -> tuple[
+def _reserve_rows(st: CreateVm, s: Session) -> tuple[
         HostRef, PrimaryStorage, list[Volume], list[VmNic], dict[str, L2Network], Any]:
-    """Core statements only, on a bare connection (no session's cost)."""
     host = allocate.reserve_host(s, st.cpu, st.memory, st.zone_uuid, st.cluster_uuid,
                                  st.want_host)
     root_uuid = new_uuid()
-    s.execute(_PLACE_VM, {"vm": st.vm_uuid, "host_uuid": host.uuid,
-                          "cluster_uuid": host.cluster_uuid, "root_volume_uuid": root_uuid})
+    s.connection().execute(_PLACE_VM, {"vm": st.vm_uuid, "host_uuid": host.uuid,
+                                       "cluster_uuid": host.cluster_uuid,
+                                       "root_volume_uuid": root_uuid})
     size = st.image_size + sum(st.data_sizes)
     ps = allocate.reserve_primary_storage(s, host.cluster_uuid, size, st.want_ps)
     vols = [_volume(st, ps, "Root", st.image_size, f"ROOT-for-{st.vm_name}"[:255], 0, root_uuid)]
@@ -180,7 +180,7 @@ def _reserve_rows(st: CreateVm, s: Connection) -> tuple[
     l2s = st.ctl.networks.l2s(s, st.l3_uuids)
     if not st.image_uuid:
         return host, ps, vols, nics, l2s, None
-    ref = s.execute(_IMAGE_REF, {"ps": ps.uuid, "image": st.image_uuid}).first()
+    ref = s.connection().execute(_IMAGE_REF, {"ps": ps.uuid, "image": st.image_uuid}).first()
     if ref is None:
         raise Conflict(f"image {st.image_uuid} is on no backup storage")
     return host, ps, vols, nics, l2s, ref

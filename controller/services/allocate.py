@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, bindparam, insert, select, update
+from sqlalchemy import Select, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controller.db.base import core, fetch_all, new_uuid
+from controller.db.base import fetch_all, new_uuid
 from controller.db.models import Host, IpRange, L3Network, PrimaryStorage, PrimaryStorageClusterRef, UsedIp, Vm
 from controller.errors import NoCapacity
 
@@ -70,11 +70,11 @@ TAKE_HOST = update(HOSTS).where(
          available_memory=HOSTS.c.available_memory - bindparam("memory"))
 
 
-def reserve_host(s: Session | Connection, cpu: int, memory: int, zone_uuid: str | None = None,
+def reserve_host(s: Session, cpu: int, memory: int, zone_uuid: str | None = None,
                  cluster_uuid: str | None = None, host_uuid: str | None = None,
                  exclude: tuple[str, ...] = ()) -> HostRef:
     """Pick a connected, enabled host with room and take ``cpu``/``memory`` from it."""
-    conn = core(s)
+    conn = s.connection()
     params = {"cpu": cpu, "memory": memory, "zone": zone_uuid, "cluster": cluster_uuid,
               "host": host_uuid, "exclude": list(exclude)}
     stmt = _candidates(bool(zone_uuid), bool(cluster_uuid), bool(host_uuid), bool(exclude))
@@ -118,14 +118,14 @@ def mark_stopped(s: Session, vm_uuid: str) -> None:
     vm.state = "Stopped"
 
 
-def reserve_primary_storage(s: Session | Connection, cluster_uuid: str, size: int,
+def reserve_primary_storage(s: Session, cluster_uuid: str, size: int,
                             ps_uuid: str | None = None) -> PrimaryStorage:
     """A primary storage attached to the cluster with room for ``size``."""
     stmt = _STORAGES_ONE if ps_uuid else _STORAGES
     for ps in fetch_all(s, PrimaryStorage, stmt, {"cluster": cluster_uuid, "ps": ps_uuid}):
         if ps.total_capacity == 0:
             return ps  # capacity unknown: not enforced
-        if core(s).execute(TAKE_STORAGE, {"ps": ps.uuid, "size": size}).rowcount:
+        if s.connection().execute(TAKE_STORAGE, {"ps": ps.uuid, "size": size}).rowcount:
             return ps
     raise NoCapacity(f"no primary storage attached to cluster {cluster_uuid} has {size} bytes",
                      cluster=cluster_uuid, size=size)
@@ -158,13 +158,13 @@ L3_RANGES = select(*RANGES.c).where(RANGES.c.l3_network_uuid == bindparam("l3"))
 _INSERT_IP = insert(USED_IPS)
 
 
-def _free_in_range(s: Session | Connection, rng: IpRange) -> int | None:
+def _free_in_range(s: Session, rng: IpRange) -> int | None:
     lo = int(ipaddress.IPv4Address(rng.start_ip))
     hi = int(ipaddress.IPv4Address(rng.end_ip))
     gw = int(ipaddress.IPv4Address(rng.gateway))
     # the highest address taken in the range, by the (network, address) unique index:
     # O(log n), where max() over the range's rows read every one of them
-    top = core(s).execute(_TOP_IP, {"l3": rng.l3_network_uuid, "lo": lo,
+    top = s.connection().execute(_TOP_IP, {"l3": rng.l3_network_uuid, "lo": lo,
                                            "hi": hi}).scalar()
     start = lo if top is None else top + 1
     for cand in range(start, hi + 1):  # fast path: after the highest taken
@@ -177,7 +177,7 @@ def _free_in_range(s: Session | Connection, rng: IpRange) -> int | None:
     return None
 
 
-def allocate_ip(s: Session | Connection, l3_uuid: str) -> tuple[UsedIp, IpRange]:
+def allocate_ip(s: Session, l3_uuid: str) -> tuple[UsedIp, IpRange]:
     """Take a free address of the L3 network (unique per network, retried on a race)."""
     ranges = fetch_all(s, IpRange, L3_RANGES, {"l3": l3_uuid})
     for _ in range(16):
@@ -189,15 +189,14 @@ def allocate_ip(s: Session | Connection, l3_uuid: str) -> tuple[UsedIp, IpRange]
                          ip=str(ipaddress.IPv4Address(cand)), ip_int=cand)
             values = {"uuid": row.uuid, "ip_range_uuid": row.ip_range_uuid,
                       "l3_network_uuid": l3_uuid, "ip": row.ip, "ip_int": cand}
-            conn = core(s)
-            if conn.dialect.name == "sqlite":
+            if s.get_bind().dialect.name == "sqlite":
                 # SQLite has one writer at a time (BEGIN IMMEDIATE): nobody can have taken
                 # the address since we looked, so no savepoint is needed to retry
-                conn.execute(_INSERT_IP, values)
+                s.connection().execute(_INSERT_IP, values)
                 return row, rng
             try:
                 with s.begin_nested():
-                    conn.execute(_INSERT_IP, values)
+                    s.connection().execute(_INSERT_IP, values)
             except IntegrityError:
                 break  # someone took it; look again
             return row, rng
