@@ -79,17 +79,13 @@ class NetworkPlugin(Plugin):
     def add_dhcp(self, ctx: TaskContext, cmd: DhcpAddCmd) -> DhcpReply:
         """Add leases to the running DHCP server (NOT_FOUND when there is none)."""
         servers = self._dhcp(ctx)
-        total = servers.add(cmd.l3_network_uuid, cmd.leases)
-        return DhcpReply(namespace=servers.names(cmd.l3_network_uuid).namespace, leases=total,
-                         pid=servers.pid(cmd.l3_network_uuid))
+        return _dhcp_reply(servers, cmd.l3_network_uuid, servers.add(cmd.l3_network_uuid, cmd.leases))
 
     @command(lock=_l3_lock)
     def release_dhcp(self, ctx: TaskContext, cmd: DhcpReleaseCmd) -> DhcpReply:
         """Remove the leases of these MACs (VMs gone), keeping the others."""
         servers = self._dhcp(ctx)
-        left = servers.release(cmd.l3_network_uuid, cmd.macs)
-        return DhcpReply(namespace=servers.names(cmd.l3_network_uuid).namespace, leases=left,
-                         pid=servers.pid(cmd.l3_network_uuid))
+        return _dhcp_reply(servers, cmd.l3_network_uuid, servers.release(cmd.l3_network_uuid, cmd.macs))
 
     @command(lock=_l3_lock)
     def delete_dhcp(self, ctx: TaskContext, cmd: DeleteDhcpCmd) -> DhcpReply:
@@ -97,3 +93,9 @@ class NetworkPlugin(Plugin):
         servers = self._dhcp(ctx)
         servers.delete(cmd.l3_network_uuid)
         return DhcpReply(namespace=servers.names(cmd.l3_network_uuid).namespace, leases=0)
+
+
+def _dhcp_reply(servers: DhcpServers, l3_uuid: str, leases: int) -> DhcpReply:
+    """The reply of a change to an L3's lease set: its namespace, lease count and dnsmasq pid."""
+    return DhcpReply(namespace=servers.names(l3_uuid).namespace, leases=leases,
+                     pid=servers.pid(l3_uuid))
