@@ -1,4 +1,11 @@
-"""The controller suite runs three times: on SQLite, and on real PostgreSQL and MariaDB servers."""
+"""The controller suite runs on SQLite and on real PostgreSQL and MariaDB servers.
+
+Every test that takes ``db_url`` (or ``cloud``) runs on all three, except in modules marked
+``sqlite_only``: those test a feature's flows, which reach the database only through the layers
+that test_databases, test_contention, test_query_and_input, the migrations and the rollback
+tests check on every server; they run on SQLite, which keeps the suite inside CI's time. A test
+there marked ``every_database`` (a migration's, say) still runs on all three.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +53,14 @@ def mariadb_database(component_env: Callable[[str], dict[str, str]],
     run(f"CREATE DATABASE `{name}` CHARACTER SET {charset}")
     base, _, query = env["MARIADB_URL"].partition("?")
     return base.rstrip("/") + "/" + name + "?" + query, lambda: run(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if ("db_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("sqlite_only")
+            and not metafunc.definition.get_closest_marker("every_database")):
+        # as a mark: the fixture manager then leaves db_url's own params aside
+        metafunc.definition.add_marker(pytest.mark.parametrize("db_url", ["sqlite"], indirect=True))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),

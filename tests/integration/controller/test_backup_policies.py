@@ -22,6 +22,8 @@ from tests.integration.controller.test_backups import _setup
 from tests.support.agents import wait_until
 from tests.unit.controller.harness import Cloud
 
+pytestmark = pytest.mark.sqlite_only
+
 HOUR = dt.timedelta(hours=1)
 TABLES = {"backup_policies", "vm_backup_policy_refs"}
 
@@ -378,6 +380,7 @@ def test_deleting_a_policy_detaches_it_and_deleting_a_vm_drops_its_attachment(cl
     assert ("backup-policies", policy) in [(i["type"], i["uuid"]) for i in plan]
 
 
+@pytest.mark.every_database
 def test_migration_0010_makes_the_policy_tables_and_takes_them_back(db_url: str) -> None:
     db = Database(db_url)
     try:

@@ -15,6 +15,8 @@ from controller.db.models import L3Network, UsedIp, Vm, VmNic, Volume, VolumeBac
 from tests.unit.controller.fakeagent import FakeHost, fail
 from tests.unit.controller.harness import Cloud, GiB
 
+pytestmark = pytest.mark.sqlite_only
+
 RECORDED = "sha256:" + "cd" * 32  # what the fake storageagent's upload answers
 
 

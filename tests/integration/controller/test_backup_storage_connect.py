@@ -15,6 +15,8 @@ from controller.dispatch.transport import flask_handler
 from sftpbackup.app import Config, make_plugins
 from tests.unit.controller.harness import AGENT_TOKEN, Cloud
 
+pytestmark = pytest.mark.sqlite_only
+
 AGENT_URL = "http://store.test:7171"
 
 

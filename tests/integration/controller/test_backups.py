@@ -20,6 +20,8 @@ from tests.unit.controller.fakeagent import FakeHost, fail
 from tests.unit.controller.fakebackup import FakeBackupAgent
 from tests.unit.controller.harness import Cloud
 
+pytestmark = pytest.mark.sqlite_only
+
 STORED_DIGEST = "sha256:" + "cd" * 32  # what the fake storageagent's upload answers
 TABLES = {"vm_backups", "volume_backups", "volume_backup_storage_refs"}
 
@@ -253,6 +255,7 @@ def test_deleting_a_vm_backup_deletes_its_volume_backups_from_the_store(cloud: C
     assert status == 200 and data["status"] == "Ready"
 
 
+@pytest.mark.every_database
 def test_migration_0009_makes_the_backup_tables_and_takes_them_back(db_url: str) -> None:
     db = Database(db_url)
     try:
@@ -291,7 +294,7 @@ def test_a_backup_cut_short_by_a_controller_restart_is_error_and_can_be_deleted(
     assert {b["status"] for b in second.ok("GET", "/v1/volume-backups")["items"]} == {"Error"}
     second.transport = first.transport
     second.ctl.dispatcher.transport = first.transport
-    agent.deliver = second.deliver
+    agent.deliver = host.deliver = second.deliver  # the agents answer the controller now running
     assert second.job("DELETE", f"/v1/vm-backups/{vb['uuid']}?confirm=1")["state"] == "succeeded"
     deleted = {b["imageUuid"] for p, b in agent.calls if p == "/backup/image/delete"}
     assert len(deleted) == 2  # whatever of them reached the store is gone from it

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from controller.db.models import RESOURCES, UsedIp, VmNic
 from tests.unit.controller.harness import Cloud
+
+pytestmark = pytest.mark.sqlite_only
 
 
 def _vm(cloud: Cloud, name: str) -> str:

@@ -15,6 +15,8 @@ import pytest
 from tests.unit.controller.cephcloud import KEY, KEY_REF, SimAgents, build, ps_body, write_key
 from tests.unit.controller.harness import Cloud
 
+pytestmark = pytest.mark.sqlite_only
+
 
 @pytest.fixture
 def ceph(make_cloud: Callable[..., Cloud], tmp_path: Path) -> Iterator[tuple[Cloud, SimAgents, dict[str, str]]]:

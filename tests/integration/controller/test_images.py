@@ -14,6 +14,8 @@ from controller.db.models import Image, ImageBackupStorageRef
 from tests.unit.controller.fakebackup import DIGEST_HEX, FILE_SIZE, VIRTUAL_SIZE, FakeBackupAgent
 from tests.unit.controller.harness import Cloud
 
+pytestmark = pytest.mark.sqlite_only
+
 URL = "http://files.example/guest.qcow2"
 
 

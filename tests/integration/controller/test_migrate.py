@@ -13,6 +13,8 @@ import pytest
 from tests.unit.controller.fakeagent import FakeHost
 from tests.unit.controller.harness import API_TOKEN, Cloud
 
+pytestmark = pytest.mark.sqlite_only
+
 ROUNDS = 6
 PER_HOST = 4
 

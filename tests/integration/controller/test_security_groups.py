@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.unit.controller.fakeagent import FakeHost
 from tests.unit.controller.harness import Cloud
+
+pytestmark = pytest.mark.sqlite_only
 
 APPLY = "/network/security-groups/apply"
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.unit.controller.harness import Cloud
+
+pytestmark = pytest.mark.sqlite_only
 
 
 def _create(cloud: Cloud, name: str = "web1", **extra: object) -> dict:

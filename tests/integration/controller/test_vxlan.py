@@ -21,6 +21,8 @@ from controller.db.models import Host
 from tests.unit.controller.fakeagent import FakeHost
 from tests.unit.controller.harness import AGENT_TOKEN, API_TOKEN, Cloud
 
+pytestmark = pytest.mark.sqlite_only
+
 VNI = 5001
 
 
@@ -174,6 +176,7 @@ def test_a_vni_is_unique_in_its_zone_and_a_vtep_must_be_ipv4(cloud: Cloud) -> No
     assert status == 400 and "vtepIp" in str(data["error"]), data
 
 
+@pytest.mark.every_database
 def test_migration_0007_moves_old_vnis_and_gives_hosts_their_ipv4_as_vtep(db_url: str) -> None:
     db = Database(db_url)
     try:
