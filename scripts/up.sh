@@ -27,7 +27,9 @@ export KVMCLOUD_TEST_ENV=${KVMCLOUD_TEST_ENV:-/var/tmp/kvmcloud-test}
 IFACE=kcup0
 T0=$(date +%s.%N)
 step() { printf '[%6.1fs] %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
-running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=lib/pidfile.sh
+. "$(dirname "$0")/lib/pidfile.sh"
+running() { pid_alive "$@"; }   # running PIDFILE NEEDLE
 
 step "installing Debian packages and the venv"
 bash scripts/install-deps.sh
@@ -66,7 +68,7 @@ UsePAM no
 Subsystem sftp internal-sftp
 Include $UP/ssh/sshd_config.d/*.conf
 CONF
-if ! running "$UP/ssh/sshd.pid"; then
+if ! running "$UP/ssh/sshd.pid" "$UP/ssh/sshd_config"; then
   mkdir -p /run/sshd
   /usr/sbin/sshd -t -f "$UP/ssh/sshd_config"
   /usr/sbin/sshd -f "$UP/ssh/sshd_config" -E "$UP/ssh/sshd.log"
@@ -84,7 +86,7 @@ export KVMCLOUD_CONTROLLER_ADDRESSES=127.0.0.1
 GUEST_DIR=$(dirname "$GUEST_IMAGE")
 export KVMCLOUD_DEPLOY_AGENT_CONFIG="{\"sftpbackup\": {\"file_url_roots\": [\"$GUEST_DIR\"]}}"
 export KVMCLOUD_DEPLOY_HOST_VARS="{\"sftpbackup_store_root\": \"$UP/store\", \"sftpbackup_sshd_config_dir\": \"$UP/ssh/sshd_config.d\", \"sftpbackup_sshd_pidfile\": \"$UP/ssh/sshd.pid\"}"
-if ! running "$UP/controller.pid"; then
+if ! running "$UP/controller.pid" "controller.cli serve"; then
   (
     umask 077   # the database and the log are the controller's only (this subshell's umask)
     KVMCLOUD_API_TOKENS=$(cat "$UP/api-token") KVMCLOUD_AGENT_TOKEN=$(cat "$UP/agent-token") \
@@ -95,7 +97,7 @@ if ! running "$UP/controller.pid"; then
 fi
 for _ in $(seq 300); do
   curl -sf -o /dev/null -H "Authorization: Bearer $(cat "$UP/api-token")" "$API/v1/zones" && break
-  running "$UP/controller.pid" || { tail -20 "$UP/controller.log"; echo "the controller exited" >&2; exit 1; }
+  running "$UP/controller.pid" "controller.cli serve" || { tail -20 "$UP/controller.log"; echo "the controller exited" >&2; exit 1; }
   sleep 0.2
 done
 

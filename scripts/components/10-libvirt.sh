@@ -12,7 +12,10 @@ LIBVIRTD_PID=/run/libvirtd.pid
 VIRTLOGD_PID=/run/virtlogd.pid
 mkdir -p "$ENV_DIR"
 
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=../lib/pidfile.sh
+. "$(dirname "$0")/../lib/pidfile.sh"
+# alive PIDFILE: its daemon (libvirtd or virtlogd, the file's own name) runs
+alive() { pid_alive "$1" "$(basename "$1" .pid)"; }
 
 domain_type() {
   # /dev/kvm may exist without hardware virtualisation (e.g. a PVM host): require vmx/svm too
@@ -85,7 +88,7 @@ down() {
   fi
   for f in "$LIBVIRTD_PID" "$VIRTLOGD_PID"; do
     if alive "$f"; then
-      pid=$(cat "$f"); kill "$pid"
+      pid=$(pid_of "$f" "$(basename "$f" .pid)"); kill "$pid"
       for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
   done

@@ -26,9 +26,9 @@ ID=$(printf '%s' "$S" | sha256sum | cut -c1-12)
 CHROOT=/run/kvmcloud-sftp/$ID
 PIDFILE=$S/sshd.pid
 
-running() {
-  [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
-}
+# shellcheck source=../lib/pidfile.sh
+. "$(dirname "$0")/../lib/pidfile.sh"
+running() { pid_alive "$PIDFILE" "$S/sshd_config"; }
 
 mounted() {
   grep -qs " $CHROOT " /proc/self/mounts
@@ -102,7 +102,7 @@ EOF
 
 down() {
   if running; then
-    kill "$(cat "$PIDFILE")"
+    kill "$(pid_of "$PIDFILE" "$S/sshd_config")"
     for _ in $(seq 100); do running || break; sleep 0.05; done
   fi
   rm -f "$PIDFILE"

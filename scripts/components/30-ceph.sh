@@ -16,17 +16,18 @@ ENV_FILE="$ENV_ROOT/ceph.env"
 MON_ADDR="127.0.0.1:6789"
 action=${1:-up}
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=../lib/pidfile.sh
+. "$(dirname "$0")/../lib/pidfile.sh"
 
 status() {
-  pid_alive "$C/run/mon.a.pid" && pid_alive "$C/run/osd.0.pid" && pid_alive "$C/run/mgr.x.pid" \
+  pid_alive "$C/run/mon.a.pid" ceph-mon && pid_alive "$C/run/osd.0.pid" ceph-osd && pid_alive "$C/run/mgr.x.pid" ceph-mgr \
     && CEPH_CONF="$C/ceph.conf" timeout 10 ceph osd stat 2>/dev/null | grep -q "1 up"
 }
 
 down() {
-  local pids=() f
+  local pids=() f pid
   for f in "$C"/run/*.pid; do
-    [ -s "$f" ] && pids+=("$(cat "$f")")
+    pid=$(pid_of "$f" ceph-) && pids+=("$pid")
   done
   for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
   for _ in $(seq 100); do

@@ -25,9 +25,9 @@ EXPORT=$D/export
 PIDFILE=$D/ganesha.pid
 RPCBIND_PIDFILE=$D/rpcbind.pid
 
-running() {
-  [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
-}
+# shellcheck source=../lib/pidfile.sh
+. "$(dirname "$0")/../lib/pidfile.sh"
+running() { pid_alive "$PIDFILE" "$D/ganesha.conf"; }
 
 rpcbind_up() {
   rpcinfo -p "$HOST" >/dev/null 2>&1
@@ -94,13 +94,13 @@ down() {
     umount "$m" || true
   done
   if running; then
-    kill "$(cat "$PIDFILE")"
+    kill "$(pid_of "$PIDFILE" "$D/ganesha.conf")"
     for _ in $(seq 100); do running || break; sleep 0.05; done
   fi
   rm -f "$PIDFILE"
   # stop rpcbind only if this script started it
-  if [ -s "$RPCBIND_PIDFILE" ] && kill -0 "$(cat "$RPCBIND_PIDFILE")" 2>/dev/null; then
-    kill "$(cat "$RPCBIND_PIDFILE")"
+  if pid_alive "$RPCBIND_PIDFILE" rpcbind; then
+    kill "$(pid_of "$RPCBIND_PIDFILE" rpcbind)"
   fi
   rm -f "$RPCBIND_PIDFILE" "$ENV_DIR/nfs.env"
 }

@@ -15,7 +15,9 @@ BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 PIDFILE=$DATA/postmaster.pid
 mkdir -p "$ENV_DIR"
 
-alive() { [ -s "$PIDFILE" ] && kill -0 "$(head -1 "$PIDFILE")" 2>/dev/null; }
+# shellcheck source=../lib/pidfile.sh
+. "$(dirname "$0")/../lib/pidfile.sh"
+alive() { pid_alive "$PIDFILE" "$DATA"; }
 as_pg() { su postgres -s /bin/bash -c "$*"; }
 
 up() {

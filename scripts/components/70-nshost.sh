@@ -41,12 +41,13 @@ Match User $PWUSER
     PasswordAuthentication yes
     AuthorizedKeysFile .ssh/authorized_keys
 CONF
-  if ! { [ -f "$h/sshd.pid" ] && kill -0 "$(cat "$h/sshd.pid")" 2>/dev/null; }; then
+  if ! pid_alive "$h/sshd.pid" "$h/sshd_config"; then
+    rm -f "$h/sshd.pid"
     mkdir -p /run/sshd
     /usr/sbin/sshd -t -f "$h/sshd_config"
     ip netns exec "$ns" /usr/sbin/sshd -f "$h/sshd_config" -E "$h/sshd.log"
   else
-    kill -HUP "$(cat "$h/sshd.pid")"   # re-read the config written above
+    kill -HUP "$(pid_of "$h/sshd.pid" "$h/sshd_config")"   # re-read the config written above
   fi
   wait_sshd "$ip"
   {

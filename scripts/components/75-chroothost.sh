@@ -84,7 +84,8 @@ host_up() {
   root_ssh_access "$H" "$NSHOST_KEY.pub" "$IP"
   mkdir -p "$H/run/sshd"
   echo "UsePAM no" >> "$H/etc/ssh/sshd_config.d/00-kvmcloud-test.conf"
-  if ! { [ -f "$H/run/sshd.pid" ] && kill -0 "$(cat "$H/run/sshd.pid")" 2>/dev/null; }; then
+  if ! pid_alive "$H/run/sshd.pid" "-E /var/log/sshd.log"; then
+    rm -f "$H/run/sshd.pid"
     chroot "$H" /usr/sbin/sshd -t
     ip netns exec "$NS" chroot "$H" /usr/sbin/sshd -E /var/log/sshd.log
   fi

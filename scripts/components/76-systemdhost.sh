@@ -38,13 +38,13 @@ build_pristine() {
   mv "$PRISTINE.tmp" "$PRISTINE"
 }
 
-running() { [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
+running() { pid_alive "$PIDF" systemd-nspawn; }
 
 host_down() {
   if running; then
-    kill -TERM "$(cat "$PIDF")" 2>/dev/null || true   # nspawn asks the container's systemd to power off
+    kill -TERM "$(pid_of "$PIDF" systemd-nspawn)" 2>/dev/null || true   # nspawn asks the container's systemd to power off
     for _ in $(seq 100); do running || break; sleep 0.1; done
-    running && kill -KILL "$(cat "$PIDF")" 2>/dev/null || true
+    running && kill -KILL "$(pid_of "$PIDF" systemd-nspawn)" 2>/dev/null || true
   fi
   rm -f "$PIDF"
   netns_host_down "$NS" "$VETH"

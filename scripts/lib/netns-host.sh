@@ -1,4 +1,6 @@
 # shellcheck shell=bash
+# shellcheck source=pidfile.sh
+. "$(dirname "${BASH_SOURCE[0]}")/pidfile.sh"
 # Sourced by the component scripts whose "hosts" are network namespaces on a bridge.
 
 # netns_host NS VETH BRIDGE ADDRESS/PREFIX GATEWAY: the namespace NS with eth0 (the
@@ -28,12 +30,13 @@ netns_host_down() {
   ip link del "$veth" 2>/dev/null || true
 }
 
-# wait_sshd ADDRESS: wait (up to 5 s) until an sshd answers there.
+# wait_sshd ADDRESS: wait (up to 10 s) until an sshd answers there; fail when none does.
 wait_sshd() {
-  for _ in $(seq 50); do
-    ssh-keyscan -T 1 -t ed25519 "$1" >/dev/null 2>&1 && return 0; sleep 0.1
+  for _ in $(seq 100); do
+    ssh-keyscan -T 1 -t ed25519 "$1" 2>/dev/null | grep -q . && return 0; sleep 0.1
   done
-  return 0
+  echo "no sshd answers on $1:22" >&2
+  return 1
 }
 
 # root_ssh_access ROOT PUBKEY ADDRESS: in the root filesystem ROOT, root logs in with
