@@ -414,6 +414,9 @@ class VmCreate(Named):
     cluster_uuid: Uuid | None = None
     host_uuid: Uuid | None = None
     primary_storage_uuid: Uuid | None = None
+    security_group_uuids: list[Uuid] = Field(
+        default_factory=list, max_length=16,
+        description="security groups every NIC of the VM joins before it first starts")
 
 
 class VolumeCreate(Named):

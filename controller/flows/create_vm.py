@@ -36,13 +36,14 @@ from controller.db.models import (
     Vm,
     VmBackupPolicyRef,
     VmNic,
+    VmNicSecurityGroupRef,
     Volume,
 )
 from controller.errors import Conflict
 from controller.flows.base import Flow, Step
 from controller.jobs import JobContext
 from controller.primary import CachedImage, Op, PrimaryBackend, backend_for
-from controller.services import allocate
+from controller.services import allocate, sgspecs
 from controller.services.allocate import HostRef
 from controller.services.common import row_dict
 from controller.services.vmhelpers import add_dhcp, apply_dhcp, random_mac
@@ -76,6 +77,7 @@ class CreateVm:
     want_ps: str | None = None
     image_size: int = 0
     vm_name: str = ""
+    security_groups: list[str] = field(default_factory=list)  # every NIC joins them
     host: HostRef | None = None
     ps: PrimaryStorage | None = None
     ps_uuid: str | None = None
@@ -177,6 +179,9 @@ def _reserve_rows(st: CreateVm, s: Session) -> tuple[
                     netmask=rng.netmask, gateway=rng.gateway, mac=random_mac(), device_id=i)
         insert_row(s, nic)
         nics.append(nic)
+    if st.security_groups:
+        s.add_all(VmNicSecurityGroupRef(vm_nic_uuid=nic.uuid, security_group_uuid=group)
+                  for nic in nics for group in st.security_groups)
     l2s = st.ctl.networks.l2s(s, st.l3_uuids)
     if not st.image_uuid:
         return host, ps, vols, nics, l2s, None
@@ -199,6 +204,10 @@ def release(st: CreateVm) -> None:
     """Give back what :func:`reserve` took: IPs, volume rows left, storage, host."""
     if st.host is not None:
         st.ctl.db.transaction(lambda s: _release_rows(st, s))
+        if st.started and st.security_groups:  # its addresses leave the rules naming its groups
+            with st.ctl.db.read() as s:
+                followers = sgspecs.naming(s, st.security_groups)
+            sgspecs.push_groups(st.ctl, st.ctx, followers)
 
 
 def _release_rows(st: CreateVm, s: Session) -> None:
@@ -212,6 +221,7 @@ def _release_rows(st: CreateVm, s: Session) -> None:
     if st.nic_uuids:
         used = [u for u in s.scalars(select(VmNic.used_ip_uuid).where(
             VmNic.uuid.in_(st.nic_uuids))) if u]
+        s.execute(delete(VmNicSecurityGroupRef).where(VmNicSecurityGroupRef.vm_nic_uuid.in_(st.nic_uuids)))
         s.execute(delete(VmNic).where(VmNic.uuid.in_(st.nic_uuids)))
         if used:
             s.execute(delete(UsedIp).where(UsedIp.uuid.in_(used)))
@@ -315,13 +325,21 @@ def start(st: CreateVm) -> None:
     st.backend.prepare_host(st.op, st.ps, st.host)
     vols = [st.backend.volume_spec(st.ps, st.volumes[u], st.volumes[u].device_id or 0)
             for u in [st.root_uuid, *st.data_uuids]]
-    nics = [commands.nic_spec(nic, st.l2s[nic.l3_network_uuid]) for nic in st.nics
+    nics = [commands.nic_spec(nic, st.l2s[nic.l3_network_uuid], st.security_groups) for nic in st.nics
             if nic.l3_network_uuid in st.l2s]
+    groups: list[km.SecurityGroupSpec] = []
+    followers: set[str] = set()
+    if st.security_groups:
+        with st.ctl.db.read() as s:
+            groups = sgspecs.group_specs(s, st.security_groups)
+            followers = sgspecs.naming(s, st.security_groups)
     cmd = km.StartVmCmd(vm_uuid=st.vm_uuid, vm_name=st.vm_name[:128], cpu_num=st.cpu,
                         memory_size=st.memory, root_volume=vols[0], data_volumes=vols[1:],
-                        nics=nics)
+                        nics=nics, security_groups=groups)
     st.ctx.call(st.agent, cmd)
     st.started = True
+    # the groups whose rules name the VM's groups let its addresses in from now on
+    sgspecs.push_groups(st.ctl, st.ctx, followers)
     st.result = st.ctl.db.transaction_core(lambda conn: _running(st, conn))
 
 

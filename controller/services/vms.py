@@ -18,6 +18,7 @@ from controller.db.models import (
     Image,
     InstanceOffering,
     L3Network,
+    SecurityGroup,
     Snapshot,
     Tag,
     UsedIp,
@@ -60,7 +61,8 @@ def create(ctl: Controller, body: sc.VmCreate) -> tuple[Job, dict[str, Any]]:
         vm_uuid=out["uuid"], cpu=offering.cpu_num, memory=offering.memory_size,
         image_uuid=image.uuid, l3_uuids=list(body.l3_network_uuids), data_sizes=sizes,
         zone_uuid=zone_uuid, cluster_uuid=body.cluster_uuid, want_host=body.host_uuid,
-        want_ps=body.primary_storage_uuid, image_size=image.size, vm_name=body.name)
+        want_ps=body.primary_storage_uuid, image_size=image.size, vm_name=body.name,
+        security_groups=list(dict.fromkeys(body.security_group_uuids)))
 
     def run(ctx: JobContext) -> dict[str, Any]:
         st.ctx = ctx
@@ -85,6 +87,8 @@ def _create_rows(ctl: Controller, s: Connection, body: sc.VmCreate) -> tuple[
     zone_uuid = zones.pop()
     if body.host_uuid:
         require_row(s, Host, body.host_uuid, "hostUuid")
+    for i, group in enumerate(body.security_group_uuids):
+        require_row(s, SecurityGroup, group, f"securityGroupUuids.{i}")
     now = utcnow()
     vm = Vm(uuid=new_uuid(), name=body.name, description=body.description,
             zone_uuid=zone_uuid, image_uuid=image.uuid, instance_offering_uuid=offering.uuid,

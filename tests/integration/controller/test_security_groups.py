@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from controller.db.models import VmNicSecurityGroupRef
 from tests.unit.controller.fakeagent import FakeHost
 from tests.unit.controller.harness import Cloud
 
@@ -31,6 +33,12 @@ def _group(cloud: Cloud, name: str) -> str:
 
 def _applies(host: FakeHost) -> list[dict[str, Any]]:
     return [b for p, b in host.calls if p == APPLY]
+
+
+def _members(cloud: Cloud, group: str) -> list[str]:
+    with cloud.ctl.db.read() as s:
+        return list(s.scalars(select(VmNicSecurityGroupRef.vm_nic_uuid).where(
+            VmNicSecurityGroupRef.security_group_uuid == group)))
 
 
 def _rule(cloud: Cloud, group: str, **rule: Any) -> dict[str, Any]:
@@ -162,3 +170,67 @@ def test_bad_bodies_name_the_field(cloud: Cloud) -> None:
     assert status == 400 and "securityGroupUuid" in str(data)
     status, data = cloud.call("POST", f"/v1/security-groups/{g}/actions/attach", {"vmNicUuids": ["1" * 32]})
     assert status == 400 and "vmNicUuids.0" in str(data), data
+
+
+def test_a_vm_created_in_groups_starts_with_their_filters_and_joins_the_rules_naming_them(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    db_vm, db_nic, host = _vm(cloud, "db1")
+    web, dbg = _group(cloud, "web"), _group(cloud, "db")
+    cloud.succeeded("POST", f"/v1/security-groups/{dbg}/actions/attach", {"vmNicUuids": [db_nic["uuid"]]})
+    _rule(cloud, dbg, direction="ingress", protocol="tcp", portStart=5432, remoteGroupUuid=web)
+    _rule(cloud, web, direction="ingress", protocol="tcp", portStart=443)
+
+    body = cloud.vm_body("web1", securityGroupUuids=[web, web])  # a repeat is one membership
+    status, data = cloud.call("POST", "/v1/vms", body, wait="1")
+    assert status == 200 and data["job"]["state"] == "succeeded", data
+    vm = data["resource"]
+    nic = cloud.ok("GET", "/v1/vm-nics", q=f"vmUuid={vm['uuid']}")["items"][0]
+    assert _members(cloud, web) == [nic["uuid"]]
+    start = [b for p, b in host.calls if p == "/vm/start" and b["vmUuid"] == vm["uuid"]][-1]
+    assert start["nics"][0]["securityGroups"] == [web]
+    assert [g["uuid"] for g in start["securityGroups"]] == [web]
+    assert {"direction": "ingress", "protocol": "tcp", "portStart": 443,
+            "cidr": "0.0.0.0/0"} in start["securityGroups"][0]["rules"]
+    # db's rule naming web now lets the new VM's address in, on the host running db1
+    db_sent = [b for b in _applies(host) if b["groups"] and b["groups"][0]["uuid"] == dbg][-1]
+    assert {"direction": "ingress", "protocol": "tcp", "portStart": 5432,
+            "cidr": f"{nic['ip']}/32"} in db_sent["groups"][0]["rules"]
+    assert db_vm["uuid"] != vm["uuid"]
+
+
+def test_a_create_naming_an_unknown_group_is_a_400_and_writes_nothing(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    web = _group(cloud, "web")
+    missing = "0" * 32
+    status, data = cloud.call("POST", "/v1/vms", cloud.vm_body("web1", securityGroupUuids=[web, missing]))
+    assert status == 400 and data["error"]["details"]["field"] == "securityGroupUuids.1", data
+    assert cloud.ok("GET", "/v1/vms")["items"] == []
+    status, data = cloud.call("POST", "/v1/vms", cloud.vm_body("web1", securityGroupUuids=["not a uuid"]))
+    assert status == 400 and "securityGroupUuids" in str(data["error"]), data
+
+
+class _Once(dict[str, str]):
+    """Faults that fail the next call of their path only."""
+
+    def __getitem__(self, path: str) -> str:
+        return self.pop(path)
+
+
+def test_a_create_failing_after_its_start_leaves_no_membership_and_takes_its_address_back(
+        cloud: Cloud) -> None:
+    cloud.basic(hosts=2)
+    _, db_nic, db_host = _vm(cloud, "db1")
+    other = next(h for h in cloud.hosts.values() if h is not db_host)
+    web, dbg = _group(cloud, "web"), _group(cloud, "db")
+    cloud.succeeded("POST", f"/v1/security-groups/{dbg}/actions/attach", {"vmNicUuids": [db_nic["uuid"]]})
+    _rule(cloud, dbg, direction="ingress", protocol="tcp", portStart=5432, remoteGroupUuid=web)
+    # the VM starts on the other host; telling db1's host of its address fails once
+    db_host.faults = _Once({APPLY: "INJECTED"})
+    status, data = cloud.call("POST", "/v1/vms", cloud.vm_body("web1", securityGroupUuids=[web],
+                                                               hostUuid=other.host_uuid), wait="1")
+    assert status == 200 and data["job"]["state"] == "failed", data
+    assert data["job"]["error"]["code"] == "INJECTED", data["job"]
+    assert [p for p, _ in other.calls].count("/vm/start") == 1 and not other.domains  # started, destroyed
+    assert _members(cloud, web) == []
+    db_sent = [b for b in _applies(db_host) if b["groups"] and b["groups"][0]["uuid"] == dbg][-1]
+    assert not [r for r in db_sent["groups"][0]["rules"] if r.get("portStart") == 5432]
