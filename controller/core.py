@@ -34,7 +34,7 @@ from controller.netstate import HostNetworkState
 from controller.queues import ResourceQueues
 from controller.recovery import settle_agent_tasks
 from controller.settings import Settings
-from controller.tracker import ConnectHost, HostTracker
+from controller.tracker import ConnectHost, HostDead, HostTracker
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,11 @@ class Controller:
     """Everything behind the API of one controller process."""
 
     def __init__(self, settings: Settings, transport: Transport | None = None, *,
-                 connect_host: ConnectHost, backup_jobs: BackupJobs | None = None) -> None:
+                 connect_host: ConnectHost, backup_jobs: BackupJobs | None = None,
+                 host_dead: HostDead | None = None) -> None:
         """``connect_host(ctl, host_uuid)`` connects a host's agents again (the tracker's
         reconnect): the services' ``hosts.connect``, handed in because they import this;
+        ``host_dead(ctl, host_uuid)``: what follows a host declared Dead (HA; None: nothing);
         ``backup_jobs``: how the backup policies' scheduler submits (None: no scheduler)."""
         self.settings = settings
         self.db = Database(settings.db_url)
@@ -84,7 +86,7 @@ class Controller:
             # on several nodes only what this node's jobs worked on: the peers' work goes on
             self._recover_resources(self._job_resources(self.dead_jobs)
                                     if self.membership is not None else None)
-        self.tracker = HostTracker(self, connect_host)
+        self.tracker = HostTracker(self, connect_host, host_dead)
         self.db_backups = (DbBackupSchedule(settings.db_url, Path(settings.db_backup_dir),
                                             settings.db_backup_interval, settings.db_backup_keep)
                            if settings.db_backup_dir else None)

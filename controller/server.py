@@ -39,6 +39,7 @@ from controller.cluster.forward import ForwardToOwner
 from controller.core import Controller
 from controller.dispatch.transport import Transport
 from controller.errors import for_http_status
+from controller.ha import restart
 from controller.services import hosts, policies
 from controller.services.catalogue import CATALOGUE
 from controller.settings import Settings
@@ -56,7 +57,7 @@ def create_app(settings: Settings, transport: Transport | None = None,
                controller: Controller | None = None) -> Flask:
     """The controller's Flask app; ``app.extensions["kvmcloud"]`` is the :class:`Controller`."""
     ctl = controller or Controller(settings, transport, connect_host=hosts.connect,
-                                   backup_jobs=BACKUP_JOBS)
+                                   backup_jobs=BACKUP_JOBS, host_dead=restart.host_dead)
     app = Flask("kvmcloud")
     app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
     app.extensions["kvmcloud"] = ctl

@@ -41,6 +41,9 @@ class Settings(BaseModel):
     ping_interval: float = Field(default=30.0, gt=0, description="seconds between host pings")
     ping_jitter: float = Field(default=0.2, ge=0, le=1, description="fraction of random jitter")
     sync_interval: float = Field(default=300.0, gt=0, description="seconds between full VM syncs")
+    host_dead_after: float = Field(default=30.0, gt=0, le=86400, description=(
+        "seconds a host's agent stays unreachable (from its first missed ping) before the host "
+        "is declared Dead and its VMs with haLevel restart are started on other hosts"))
     tracker: bool = Field(default=True, description="run the host tracker (ping, reconnect, sync)")
     threads: int = Field(default=64, ge=1, le=1024, description="HTTP threads")
     db_backup_dir: str | None = Field(

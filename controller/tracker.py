@@ -4,12 +4,17 @@ Every connected host is pinged every ``ping_interval`` (± jitter) with a
 synchronous ``/host/ping``. A host whose agent does not answer twice in a row
 becomes Disconnected (its VMs' states become Unknown); a host whose agent
 answers with another host UUID, or none (it restarted without its identity),
-is reconnected. Disconnected hosts are retried at each tick. VM states come
+is reconnected. Disconnected hosts are retried at each tick. A host unreachable
+for ``host_dead_after`` seconds (from its first missed ping) is declared Dead,
+once, and handed to ``host_dead`` (HA: :mod:`controller.ha`); a Dead host is
+still retried, and stays Dead until a reconnect succeeds. VM states come
 from events the agents push (``POST /v1/agent-events/<hostUuid>``) and from a
 full ``/vm/sync`` at connect and every ``sync_interval``. A VM with an
 operation in its queue is left alone: the operation decides its state. A VM
 stopped in the database that the agent reports running on its last host (a
-start whose outcome was lost with a killed agent) is adopted by that host.
+start whose outcome was lost with a killed agent) is adopted by that host. A
+domain on a host whose VM another host owns now (restarted there while this
+host was Dead) is a stale copy: the sync destroys it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from sqlalchemy.orm import Session
 from controller.background import Background
 from controller.db.models import Host, Vm
 from controller.dispatch.dispatcher import AgentCallError
+from controller.ha.policy import is_dead, stale_copies
 from controller.services.allocate import mark_stopped
 from kvmagent import models as km
 
@@ -40,6 +46,8 @@ MISSES_TO_DISCONNECT = 2
 PING_TIMEOUT = 10.0
 #: connects a host's agents again (``services.hosts.connect``, handed in by whoever builds the controller)
 ConnectHost = Callable[["Controller", str], object]
+#: what follows a host declared Dead (``ha.restart.host_dead``, handed in likewise)
+HostDead = Callable[["Controller", str], object]
 AGENT_STATES = {"Running": "Running", "Paused": "Paused", "Stopped": "Stopped",
                 "Crashed": "Crashed", "Unknown": "Unknown"}
 
@@ -50,10 +58,13 @@ class HostTracker(Background):
     thread_name = "host-tracker"
     join_timeout = 5.0
 
-    def __init__(self, ctl: Controller, connect: ConnectHost) -> None:
+    def __init__(self, ctl: Controller, connect: ConnectHost, host_dead: HostDead | None = None) -> None:
         super().__init__()
         self.ctl = ctl
         self._connect = connect
+        self._host_dead = host_dead
+        #: when each unreachable host first missed a ping (monotonic), for the dead grace
+        self._down_since: dict[str, float] = {}
         self._next_ping: dict[str, float] = {}
         self._next_sync: dict[str, float] = {}
         self._misses: dict[str, int] = {}
@@ -74,6 +85,7 @@ class HostTracker(Background):
         now = time.monotonic()
         with self._mu:
             self._misses[host_uuid] = 0
+            self._down_since.pop(host_uuid, None)
             self._next_ping[host_uuid] = now + self._jittered(self.ctl.settings.ping_interval)
             self._next_sync[host_uuid] = now + self._jittered(self.ctl.settings.sync_interval)
 
@@ -111,8 +123,8 @@ class HostTracker(Background):
                 if sync_due:
                     self.connected(host_uuid)
                     self.sync_vms(host_uuid)
-            elif status == "Disconnected":
-                self.reconnect(host_uuid)
+            elif status in ("Disconnected", "Dead"):
+                self.reconnect(host_uuid, status)
         except Exception:
             log.exception("checking host %s failed", host_uuid)
         finally:
@@ -130,12 +142,14 @@ class HostTracker(Background):
             with self._mu:
                 self._misses[host_uuid] = self._misses.get(host_uuid, 0) + 1
                 misses = self._misses[host_uuid]
+                self._down_since.setdefault(host_uuid, time.monotonic())
             log.warning("host %s ping failed (%d): %s", host_uuid, misses, e)
             if misses >= MISSES_TO_DISCONNECT:
                 self.disconnected(host_uuid, str(e))
             return
         with self._mu:
             self._misses[host_uuid] = 0
+            self._down_since.pop(host_uuid, None)
         if reply.host_uuid != host_uuid:
             log.warning("host %s answers as %r: the agent restarted or was replaced; reconnecting",
                         host_uuid, reply.host_uuid)
@@ -150,13 +164,37 @@ class HostTracker(Background):
                       .values(state="Unknown"))
         log.warning("host %s is disconnected: %s", host_uuid, reason)
 
-    def reconnect(self, host_uuid: str) -> None:
+    def reconnect(self, host_uuid: str, status: str = "Disconnected") -> None:
+        """Connect the host again; a failure leaves it Disconnected (Dead if it was), and
+        one past the grace declares it Dead."""
         try:
             self._connect(self.ctl, host_uuid)
             log.info("host %s reconnected", host_uuid)
+            return
         except Exception as e:
             log.warning("reconnecting host %s failed: %s", host_uuid, e)
+            if status == "Dead":
+                with self.ctl.db.write() as s:  # the connect made it Connecting
+                    s.execute(update(Host).where(Host.uuid == host_uuid, Host.status != "Connected")
+                              .values(status="Dead"))
+                return
             self.disconnected(host_uuid, str(e))
+        with self._mu:
+            since = self._down_since.setdefault(host_uuid, time.monotonic())
+        if is_dead(since, time.monotonic(), self.ctl.settings.host_dead_after):
+            self.declare_dead(host_uuid)
+
+    def declare_dead(self, host_uuid: str) -> None:
+        """A Disconnected host is Dead: once (one winner among nodes), then HA takes over."""
+        with self.ctl.db.write() as s:
+            won = s.connection().execute(update(Host).where(
+                Host.uuid == host_uuid, Host.status == "Disconnected").values(status="Dead")).rowcount
+        if not won:
+            return
+        log.warning("host %s is dead: unreachable for more than %.0f s", host_uuid,
+                    self.ctl.settings.host_dead_after)
+        if self._host_dead is not None:
+            self._host_dead(self.ctl, host_uuid)
 
     # -- VM states ------------------------------------------------------------
 
@@ -173,6 +211,14 @@ class HostTracker(Background):
         states: dict[str, str] = {k.replace("-", ""): v for k, v in reply.states.items()}
         busy = set(self._busy_vms())
         live = [u for u, st in states.items() if st in ("Running", "Paused")]
+        with self.ctl.db.read() as s:
+            owners: dict[str, str | None] = {u: h for u, h in s.execute(
+                select(Vm.uuid, Vm.host_uuid).where(Vm.uuid.in_(list(states))))}
+        for uuid in stale_copies(host_uuid, states, owners, busy):
+            log.warning("vm %s is host %s's now: destroying its stale copy on host %s",
+                        uuid, owners[uuid], host_uuid)
+            self.ctl.agents.call_sync(host.agent_url, km.DestroyVmCmd(vm_uuid=uuid), 60.0)
+            states.pop(uuid)
         with self.ctl.db.write() as s:
             # a VM the database thinks stopped may run here after all: its start's
             # outcome was lost with a killed agent; it is this host's again

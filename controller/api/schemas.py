@@ -403,6 +403,11 @@ class DiskOfferingCreate(Named):
     disk_size: Bytes
 
 
+HaLevel = Annotated[Literal["none", "restart"], Field(description=(
+    "what the controller does when the VM's host dies: none (the VM stays Unknown until its "
+    "host comes back), restart (it is started on another host of its cluster)"))]
+
+
 class VmCreate(Named):
     """Create and start a VM from an image."""
 
@@ -417,6 +422,13 @@ class VmCreate(Named):
     security_group_uuids: list[Uuid] = Field(
         default_factory=list, max_length=16,
         description="security groups every NIC of the VM joins before it first starts")
+    ha_level: HaLevel = "none"
+
+
+class VmUpdate(UpdateBody):
+    """PATCH a VM: name, description, haLevel."""
+
+    ha_level: HaLevel = "none"
 
 
 class VolumeCreate(Named):

@@ -65,7 +65,8 @@ class ImageCache(Base):
 
 class Vm(ResourceMixin, Base):
     """A virtual machine. ``state``: Creating, Starting, Running, Stopping,
-    Stopped, Rebooting, Migrating, Paused, Unknown, Destroying, Error."""
+    Stopped, Rebooting, Migrating, Paused, Unknown, Destroying, Error.
+    ``ha_level``: ``none``, or ``restart`` (started on another host when its host dies)."""
 
     __tablename__ = "vms"
     __table_args__ = (Index("ix_vms_state_create_date", "state", "create_date"),)
@@ -80,6 +81,7 @@ class Vm(ResourceMixin, Base):
     cpu_num: Mapped[int] = mapped_column(Integer)
     memory_size: Mapped[int] = mapped_column(BigInteger, index=True)
     platform: Mapped[str] = mapped_column(String(32), default="Linux")
+    ha_level: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
 
 
 class VmNic(ResourceMixin, Base):

@@ -27,7 +27,7 @@ from controller.db.models import (
     VmNic,
     Volume,
 )
-from controller.declarations import Action, CascadeStep, Create
+from controller.declarations import Action, CascadeStep, Create, Update
 from controller.dispatch.dispatcher import AgentCallError
 from controller.errors import BadRequest, Conflict
 from controller.flows import attach_nic, create_vm, vm_state
@@ -93,7 +93,7 @@ def _create_rows(ctl: Controller, s: Connection, body: sc.VmCreate) -> tuple[
     vm = Vm(uuid=new_uuid(), name=body.name, description=body.description,
             zone_uuid=zone_uuid, image_uuid=image.uuid, instance_offering_uuid=offering.uuid,
             cpu_num=offering.cpu_num, memory_size=offering.memory_size,
-            platform=image.platform, state="Creating", cluster_uuid=None, host_uuid=None,
+            platform=image.platform, ha_level=body.ha_level, state="Creating", cluster_uuid=None, host_uuid=None,
             last_host_uuid=None, root_volume_uuid=None, create_date=now, last_op_date=now)
     insert_row(s, vm)
     out = to_dict(vm)
@@ -366,6 +366,7 @@ def detach_nic_action(ctl: Controller, uuid: str, body: sc.NicDetachAction) -> J
 
 DECLARATIONS = (
     Create("vms", sc.VmCreate, create),
+    Update("vms", sc.VmUpdate),
     Action("vms", "start", sc.MigrateAction, start_action),
     Action("vms", "stop", sc.StopAction, stop_action),
     Action("vms", "reboot", sc.EmptyAction,
