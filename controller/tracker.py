@@ -6,8 +6,10 @@ becomes Disconnected (its VMs' states become Unknown); a host whose agent
 answers with another host UUID, or none (it restarted without its identity),
 is reconnected. Disconnected hosts are retried at each tick. A host unreachable
 for ``host_dead_after`` seconds (from its first missed ping) is declared Dead,
-once, and handed to ``host_dead`` (HA: :mod:`controller.ha`); a Dead host is
-still retried, and stays Dead until a reconnect succeeds. VM states come
+and handed to ``host_dead`` (HA: :mod:`controller.ha`); a Dead host is still
+retried, and stays Dead until a reconnect succeeds. Each tracker hands a Dead
+host over once: the first failed retry of a host found Dead (after a restart,
+or taken over from another node) hands it over again. VM states come
 from events the agents push (``POST /v1/agent-events/<hostUuid>``) and from a
 full ``/vm/sync`` at connect and every ``sync_interval``. A VM with an
 operation in its queue is left alone: the operation decides its state. A VM
@@ -65,6 +67,8 @@ class HostTracker(Background):
         self._host_dead = host_dead
         #: when each unreachable host first missed a ping (monotonic), for the dead grace
         self._down_since: dict[str, float] = {}
+        #: the Dead hosts this tracker handed to ``host_dead``
+        self._handed_over: set[str] = set()
         self._next_ping: dict[str, float] = {}
         self._next_sync: dict[str, float] = {}
         self._misses: dict[str, int] = {}
@@ -86,6 +90,7 @@ class HostTracker(Background):
         with self._mu:
             self._misses[host_uuid] = 0
             self._down_since.pop(host_uuid, None)
+            self._handed_over.discard(host_uuid)
             self._next_ping[host_uuid] = now + self._jittered(self.ctl.settings.ping_interval)
             self._next_sync[host_uuid] = now + self._jittered(self.ctl.settings.sync_interval)
 
@@ -177,6 +182,7 @@ class HostTracker(Background):
                 with self.ctl.db.write() as s:  # the connect made it Connecting
                     s.execute(update(Host).where(Host.uuid == host_uuid, Host.status != "Connected")
                               .values(status="Dead"))
+                self._hand_over(host_uuid)
                 return
             self.disconnected(host_uuid, str(e))
         with self._mu:
@@ -193,6 +199,14 @@ class HostTracker(Background):
             return
         log.warning("host %s is dead: unreachable for more than %.0f s", host_uuid,
                     self.ctl.settings.host_dead_after)
+        self._hand_over(host_uuid)
+
+    def _hand_over(self, host_uuid: str) -> None:
+        """Give a Dead host to ``host_dead``, once per tracker (its VMs' jobs check again)."""
+        with self._mu:
+            if host_uuid in self._handed_over:
+                return
+            self._handed_over.add(host_uuid)
         if self._host_dead is not None:
             self._host_dead(self.ctl, host_uuid)
 

@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from controller.ha import restart
+from controller.services.hosts import connect
+from controller.tracker import HostTracker
 from tests.unit.controller.fakeagent import FakeHost
 from tests.unit.controller.harness import Cloud
 
@@ -108,3 +111,27 @@ def test_ha_level_is_set_at_create_changed_by_patch_and_checked(cloud: Cloud) ->
         assert status == 400 and body["error"]["details"]["field"] == "haLevel", body
     assert cloud.ok("GET", f"/v1/vms/{vm}")["haLevel"] == "none"
     assert [v["uuid"] for v in cloud.ok("GET", "/v1/vms", q="haLevel=none")["items"]] == [vm]
+
+
+def test_a_restarted_controller_hands_a_dead_host_over_again(cloud: Cloud) -> None:
+    cloud.basic(hosts=2)
+    h1, h2 = cloud.hosts["h1"], cloud.hosts["h2"]
+    ha = vm_on(cloud, h1, "ha", haLevel="restart")
+    cloud.succeeded("POST", f"/v1/hosts/{h2.uuid}/actions/disable", {})  # type: ignore[attr-defined]
+    dead = kill(cloud, h1)
+    assert finished(cloud, dead["result"]["restarts"][ha])["state"] == "failed"
+    cloud.succeeded("POST", f"/v1/hosts/{h2.uuid}/actions/enable", {})  # type: ignore[attr-defined]
+    cloud.ctl.tracker.reconnect(h1.uuid, "Dead")  # type: ignore[attr-defined]
+    assert len(cloud.ok("GET", "/v1/jobs", q="kind=host-dead")["items"]) == 1  # once per tracker
+
+    restarted = HostTracker(cloud.ctl, connect, restart.host_dead)  # as after a restart
+    try:
+        restarted.reconnect(h1.uuid, "Dead")  # type: ignore[attr-defined]
+    finally:
+        restarted.stop()
+    jobs = cloud.ok("GET", "/v1/jobs", q=["kind=host-dead"], sort="createDate")["items"]
+    assert len(jobs) == 2
+    again = finished(cloud, jobs[1]["uuid"])
+    assert finished(cloud, again["result"]["restarts"][ha])["state"] == "succeeded"
+    got = cloud.ok("GET", f"/v1/vms/{ha}")
+    assert (got["hostUuid"], got["state"]) == (h2.uuid, "Running")  # type: ignore[attr-defined]
