@@ -16,7 +16,8 @@ operation in its queue is left alone: the operation decides its state. A VM
 stopped in the database that the agent reports running on its last host (a
 start whose outcome was lost with a killed agent) is adopted by that host. A
 domain on a host whose VM another host owns now (restarted there while this
-host was Dead) is a stale copy: the sync destroys it.
+host was Dead) is a stale copy: the sync destroys it once that host says it
+runs the VM.
 """
 
 from __future__ import annotations
@@ -228,8 +229,8 @@ class HostTracker(Background):
         with self.ctl.db.read() as s:
             owners: dict[str, str | None] = {u: h for u, h in s.execute(
                 select(Vm.uuid, Vm.host_uuid).where(Vm.uuid.in_(list(states))))}
-        for uuid in stale_copies(host_uuid, states, owners, busy):
-            log.warning("vm %s is host %s's now: destroying its stale copy on host %s",
+        for uuid in self._running_elsewhere(stale_copies(host_uuid, states, owners, busy), owners):
+            log.warning("vm %s runs on host %s: destroying its stale copy on host %s",
                         uuid, owners[uuid], host_uuid)
             self.ctl.agents.call_sync(host.agent_url, km.DestroyVmCmd(vm_uuid=uuid), 60.0)
             states.pop(uuid)
@@ -249,6 +250,33 @@ class HostTracker(Background):
                 if new != state:
                     log.info("vm %s: %s -> %s (sync of host %s)", uuid, state, new, host_uuid)
                     self._set_state(s, uuid, new)
+
+    def _running_elsewhere(self, vm_uuids: list[str], owners: dict[str, str | None]) -> list[str]:
+        """Those of ``vm_uuids`` whose owner host says it runs them: a copy is destroyed
+        only when another one is known to run (a migration whose outcome was lost may
+        have left the only copy on a host the database does not name)."""
+        if not vm_uuids:
+            return []
+        by_owner: dict[str, list[str]] = {}
+        for uuid in vm_uuids:
+            by_owner.setdefault(str(owners[uuid]), []).append(uuid)
+        with self.ctl.db.read() as s:
+            urls = dict(s.execute(select(Host.uuid, Host.agent_url).where(
+                Host.uuid.in_(list(by_owner)), Host.status == "Connected")).tuples().all())
+        running: list[str] = []
+        for owner, uuids in sorted(by_owner.items()):
+            if owner not in urls:
+                log.info("vms %s: their host %s is not connected; the copies stay", uuids, owner)
+                continue
+            try:
+                reply = self.ctl.agents.call_sync(urls[owner], km.CheckVmStateCmd(vm_uuids=uuids), 60.0)
+            except AgentCallError as e:
+                log.warning("host %s cannot tell whether it runs %s (%s); the copies stay",
+                            owner, uuids, e)
+                continue
+            there = {k.replace("-", ""): v for k, v in reply.states.items()}
+            running += [u for u in uuids if there.get(u) in ("Running", "Paused")]
+        return running
 
     def host_agents(self, host_uuid: str) -> list[str]:
         """The URLs of a host's agents: only their tokens may push that host's events."""

@@ -194,6 +194,9 @@ class FakeHost:
     def do_vm_sync(self, c: km.SyncVmCmd) -> dict[str, Any]:
         return ok(states=dict(self.domains))
 
+    def do_vm_check_state(self, c: km.CheckVmStateCmd) -> dict[str, Any]:
+        return ok(states={u: self.domains.get(u, "Stopped") for u in c.vm_uuids})
+
     def do_vm_migrate(self, c: km.MigrateVmCmd) -> dict[str, Any]:
         dest = FakeHost.registry.get(c.dest_host_ip)
         if dest is None or c.vm_uuid not in self.domains:
