@@ -261,8 +261,8 @@ class HostTracker(Background):
         for uuid in vm_uuids:
             by_owner.setdefault(str(owners[uuid]), []).append(uuid)
         with self.ctl.db.read() as s:
-            urls = dict(s.execute(select(Host.uuid, Host.agent_url).where(
-                Host.uuid.in_(list(by_owner)), Host.status == "Connected")).tuples().all())
+            urls: dict[str, str] = {u: url for u, url in s.execute(select(Host.uuid, Host.agent_url).where(
+                Host.uuid.in_(list(by_owner)), Host.status == "Connected"))}
         running: list[str] = []
         for owner, uuids in sorted(by_owner.items()):
             if owner not in urls:

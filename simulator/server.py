@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,7 @@ async def agent_command(request: web.Request) -> web.StreamResponse:
     agent = _agent(request, path, auth=False)
     if agent.down:
         return drop(request)
+    agent.last_up = time.time()
     if not sim.authorised(agent, request.headers.get("Authorization", "")):
         raise Unauthorized()
     headers = {"taskuuid": request.headers.get("taskuuid", ""),

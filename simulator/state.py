@@ -90,6 +90,8 @@ class SimAgent:
     urls: list[str] = field(default_factory=list)
     events_url: str | None = None
     down: bool = False
+    #: when it last answered a command (time.time()): while up it writes its heartbeats
+    last_up: float = field(default_factory=time.time)
     #: the management IP the controller knows the host by (migration targets it)
     ip: str = ""
     domains: dict[str, Domain] = field(default_factory=dict)
@@ -184,6 +186,8 @@ class StorageState:
     #: image id -> size, in the image cache
     cache: dict[str, int] = field(default_factory=dict)
     initialised: bool = False
+    #: NFS heartbeats: host uuid -> the id of the agent writing it (mounted with its host uuid)
+    heartbeats: dict[str, str] = field(default_factory=dict)
     #: the sizes of ``volumes`` summed, kept by the methods below (a create checks the
     #: capacity, and summing every volume of a storage each time grew with the fleet)
     _volume_bytes: int = field(default=0, repr=False)

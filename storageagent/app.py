@@ -48,6 +48,8 @@ class Config(AgentConfig):
         "and metadata addresses (127.0.0.0/8, ::1, 169.254.0.0/16, fe80::/10); for single-host "
         "labs and tests whose image server runs on 127.0.0.1",
     )
+    heartbeat_interval: float = Field(
+        default=5.0, gt=0, le=300, description="seconds between a mounted NFS storage's heartbeat writes")
     sftp_key_file: Path | None = Field(default=None, description="private key for SFTP backup storage")
     sftp_known_hosts: Path | None = Field(default=None, description="known_hosts for SFTP backup storage")
 

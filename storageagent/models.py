@@ -105,6 +105,9 @@ class MountCmd(Command, Returns[MountReply], path="/storage/mount"):
     url: NfsUrl
     nfs_version: Literal["3", "4", "4.0", "4.1", "4.2"] = "4.1"
     options: list[MountOption] = Field(default_factory=list, max_length=32)
+    host_uuid: Uuid | None = Field(default=None, description=(
+        "the host this agent serves: while mounted, its heartbeat file on the share is "
+        "rewritten every few seconds (HA fencing, see /storage/heartbeat/age)"))
 
 
 class UnmountReply(Reply):
@@ -127,6 +130,18 @@ class InitCmd(StorageCmd, Returns[InitReply], path="/storage/init"):
     """Claim a local directory or an operator-mounted shared filesystem."""
 
     type: Literal["local", "sharedmountpoint"]
+
+
+class HeartbeatAgeReply(Reply):
+    age: float | None = Field(default=None, description=(
+        "seconds since the host last wrote its heartbeat file (None: it never did)"))
+
+
+class HeartbeatAgeCmd(Command, Returns[HeartbeatAgeReply], path="/storage/heartbeat/age"):
+    """How long ago a host last wrote its heartbeat on a mounted NFS storage."""
+
+    storage_uuid: Uuid
+    host_uuid: Uuid
 
 
 class PingReply(Reply):

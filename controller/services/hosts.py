@@ -110,7 +110,7 @@ def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
     cap = agents.call_sync(host.agent_url, km.CapacityCmd(), CONNECT_TIMEOUT)
     if host.storage_agent_url:
         for ps in storages:
-            mount_storage(ctl, host.storage_agent_url, ps)
+            mount_storage(ctl, host.storage_agent_url, ps, host_uuid)
     cpu_total = cap.cpu_total or facts.cpu_count
     mem_total = cap.memory_total or facts.memory_total
     with ctl.db.write() as s:
@@ -133,16 +133,18 @@ def connect(ctl: Controller, host_uuid: str) -> dict[str, Any]:
         return to_dict(require(s, Host, host_uuid, "hostUuid"))
 
 
-def mount_storage(ctl: Controller, storage_agent_url: str, ps: PrimaryStorage) -> None:
+def mount_storage(ctl: Controller, storage_agent_url: str, ps: PrimaryStorage,
+                  host_uuid: str | None = None) -> None:
     """Make a primary storage available on one host (NFS mount, or init a directory).
 
     The storageagent mounts an NFS export where its config says
     (``<mount_base>/<storageUuid>``); a storage added without ``mountPath``
-    gets that path from the first host that mounts it.
+    gets that path from the first host that mounts it. With ``host_uuid`` the agent
+    writes the host's heartbeat on an NFS share while it is mounted (HA fencing).
     """
     if ps.type == "nfs":
-        reply = ctl.agents.call_sync(storage_agent_url, sm.MountCmd(storage_uuid=ps.uuid, url=ps.url),
-                                     CONNECT_TIMEOUT)
+        cmd = sm.MountCmd(storage_uuid=ps.uuid, url=ps.url, host_uuid=host_uuid)
+        reply = ctl.agents.call_sync(storage_agent_url, cmd, CONNECT_TIMEOUT)
         mounted = reply.mount_path
         if not ps.mount_path and mounted:
             with ctl.db.write() as s:

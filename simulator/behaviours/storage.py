@@ -71,8 +71,21 @@ def mount(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
     uuid = store.uuid
     already = uuid in agent.mounts
     agent.mounts[uuid] = f"/var/lib/kvmcloud/mnt/{uuid}"
+    if body.get("hostUuid"):
+        store.heartbeats[str(body.get("hostUuid"))] = agent.id
     return {"mount_path": agent.mounts[uuid], "already_mounted": already,
             "capacity": _capacity(store)}
+
+
+@behaves("/storage/heartbeat/age")
+def heartbeat_age(agent: SimAgent, body: Body, fleet: Fleet) -> dict[str, Any]:
+    """A simulated host writes its heartbeat while its agent is up (answering commands)."""
+    store = _store(body, fleet)
+    beater_id = store.heartbeats.get(str(body.need("hostUuid")))
+    beater = fleet.find_agent(beater_id) if beater_id else None
+    if beater is None:
+        return {"age": None}
+    return {"age": max(0.0, time.time() - beater.last_up) if beater.down else 0.0}
 
 
 @behaves("/storage/unmount")

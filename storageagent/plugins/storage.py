@@ -14,11 +14,14 @@ from agentcore.errors import AgentError, Conflict, InUse, ProcessFailed
 from agentcore.fsmode import SHARED, make_dirs, unsearchable_ancestor
 from agentcore.plugin import Plugin, command
 from agentcore.task import TaskContext
+from storageagent.heartbeat import Heartbeats, age_of
 from storageagent.layout import META_DIR, StorageRoot
 from storageagent.models import (
     Capacity,
     CapacityCmd,
     CapacityReply,
+    HeartbeatAgeCmd,
+    HeartbeatAgeReply,
     InitCmd,
     InitReply,
     MountCmd,
@@ -85,9 +88,13 @@ class StoragePlugin(Plugin):
         self.svc = service
         self._probes: dict[str, threading.Thread] = {}
         self._probe_mu = threading.Lock()
+        self.heartbeats = Heartbeats(service.config.heartbeat_interval)
 
     def start(self) -> None:
         self.svc.sweep()
+
+    def stop(self) -> None:
+        self.heartbeats.stop_all()
 
     @command(lock=lambda c: f"storage:{c.storage_uuid}")
     def mount(self, ctx: TaskContext, cmd: MountCmd) -> MountReply:
@@ -118,12 +125,15 @@ class StoragePlugin(Plugin):
             raise
         self.svc.remember(sr)
         _warn_if_unsearchable(sr)
+        if cmd.host_uuid is not None:
+            self.heartbeats.start(cmd.storage_uuid, sr.root, cmd.host_uuid)
         return MountReply(mount_path=str(sr.root), already_mounted=already, capacity=capacity(sr))
 
     @command(lock=lambda c: f"storage:{c.storage_uuid}")
     def unmount(self, ctx: TaskContext, cmd: UnmountCmd) -> UnmountReply:
         """Unmount the storage's export; a no-op when nothing is mounted there."""
         target = self.svc.mount_path_of(cmd.storage_uuid)
+        self.heartbeats.stop(cmd.storage_uuid)
         if not self.svc.mounter.is_mounted(target):
             self.svc.forget(cmd.storage_uuid)
             return UnmountReply(mount_path=str(target), was_mounted=False)
@@ -203,6 +213,14 @@ class StoragePlugin(Plugin):
                 raise errors[0]
             raise StorageUnreachable(f"write-and-read test failed: {errors[0]}",
                                      storageUuid=storage_uuid)
+
+    @command()
+    def heartbeat_age(self, ctx: TaskContext, cmd: HeartbeatAgeCmd) -> HeartbeatAgeReply:
+        """How long ago ``hostUuid`` last wrote its heartbeat on the mounted NFS storage
+        (by this host's clock: hosts' clocks are assumed kept in step by NTP)."""
+        sr = self.svc.open(cmd.storage_uuid, str(self.svc.mount_path_of(cmd.storage_uuid)),
+                           field="storageUuid")
+        return HeartbeatAgeReply(age=age_of(sr.root, cmd.host_uuid))
 
     @command()
     def capacity(self, ctx: TaskContext, cmd: CapacityCmd) -> CapacityReply:

@@ -11,6 +11,7 @@ nothing is left behind, and injects faults per command path.
 from __future__ import annotations
 
 import threading
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +81,12 @@ class FakeHost:
         self.hang: set[str] = set()
         self.drop_callback: set[str] = set()
         self.down = False
+        #: when it last answered; its NFS heartbeats are that old while it is down...
+        self.last_up = time.time()
+        #: ...unless it still writes the share (only its management network is cut)
+        self.still_writes = False
+        #: storages it mounted with its host uuid: it writes heartbeats there
+        self.beating: set[str] = set()
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.tasks: dict[str, dict[str, Any]] = {}
         self._mu = threading.Lock()
@@ -93,6 +100,7 @@ class FakeHost:
 
         if self.down:
             raise TransportError(f"connection refused: {req.agent_url}")
+        self.last_up = time.time()
         if req.headers.get("Authorization") != f"Bearer {self.token}":
             return AgentResponse(401, fail("UNAUTHORIZED"))
         if req.method == "GET" and req.path.startswith("/tasks/"):
@@ -260,7 +268,16 @@ class FakeHost:
 
     def do_storage_mount(self, c: sm.MountCmd) -> dict[str, Any]:
         self.storage.mounted.add((self.ip, c.storage_uuid))
+        if c.host_uuid is not None:
+            self.beating.add(c.storage_uuid)
         return ok(mountPath=f"/mnt/{c.storage_uuid}")
+
+    def do_storage_heartbeat_age(self, c: sm.HeartbeatAgeCmd) -> dict[str, Any]:
+        beater = next((h for h in FakeHost.registry.values() if h.host_uuid == c.host_uuid
+                       and c.storage_uuid in h.beating), None)
+        if beater is None:
+            return ok(age=None)
+        return ok(age=time.time() - beater.last_up if beater.down and not beater.still_writes else 0.0)
 
     def do_storage_init(self, c: sm.InitCmd) -> dict[str, Any]:
         self.storage.mounted.add((self.ip, c.storage_uuid))

@@ -1,6 +1,6 @@
 """VM HA against simulated agents over real HTTP, the tracker on its own clock: a
-host whose agent goes silent past the grace is declared Dead, its haLevel=restart VM
-starts on the other host and its haLevel=none VM does not; when the agent answers
+host whose agent goes silent past the grace is declared Dead, its NFS heartbeat is
+found stale, its haLevel=restart VM starts on the other host and its haLevel=none VM does not; when the agent answers
 again the stale copy of the restarted VM is destroyed on it.
 """
 
@@ -26,7 +26,11 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     ctl = Controller(tmp_path_factory.mktemp("controller"), ping_interval=0.5, ping_jitter=0,
                      sync_interval=1, host_dead_after=2)
     try:
-        yield sim, ctl, build_cloud(sim, ctl, hosts=2)
+        env = build_cloud(sim, ctl, hosts=2)
+        for host in ctl.call("GET", "/hosts")["items"]:  # added before the NFS storage: mount it
+            job = ctl.call("POST", f"/hosts/{host['uuid']}/actions/reconnect", {}, wait=1)["job"]
+            assert job["state"] == "succeeded", job
+        yield sim, ctl, env
     finally:
         ctl.stop()
         sim.stop()
@@ -60,6 +64,9 @@ def test_a_dead_host_s_ha_vm_restarts_on_the_other_host_and_only_once(cloud: Clo
     wait_until(lambda: get(ctl, "vms", ha)["hostUuid"] == h2, 30, what="the HA VM on host 2")
     wait_until(lambda: get(ctl, "vms", ha)["state"] == "Running", 30, what="the HA VM Running")
     assert domains(sim, "host-00002") == {ha: "Running"}
+    [dead] = ctl.call("GET", "/jobs", q=["kind=host-dead"])["items"]
+    dead = ctl.call("GET", f"/jobs/{dead['uuid']}", wait=1)["job"]
+    assert set(dead["result"]["fencing"].values()) == {"fenced"}, dead  # its NFS heartbeat stopped
     [job] = ctl.call("GET", "/jobs", q=["kind=ha-restart"])["items"]
     job = ctl.call("GET", f"/jobs/{job['uuid']}", wait=1)["job"]
     assert (job["resourceUuid"], job["state"]) == (ha, "succeeded"), job

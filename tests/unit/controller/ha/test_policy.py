@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from controller.ha.fencing import heartbeat_verdict
 from controller.ha.policy import Verdict, VmOnDeadHost, combine, decide, is_dead, stale_copies
 
 NFS = ("ps-nfs", "nfs")
@@ -68,3 +69,14 @@ def test_stale_copies_are_the_domains_another_host_owns_now() -> None:
     assert stale_copies("host-1", domains, owners, busy=set()) == ["b", "d"]
     assert stale_copies("host-1", domains, owners, busy={"d"}) == ["b"]  # a migration's
     assert stale_copies("host-2", domains, owners, busy=set()) == ["a"]
+
+
+@pytest.mark.parametrize(("age", "want"), [
+    (None, Verdict.UNKNOWN),  # never written: a share mounted before heartbeats, or by hand
+    (0.0, Verdict.ALIVE),
+    (29.9, Verdict.ALIVE),
+    (30.0, Verdict.FENCED),
+    (600.0, Verdict.FENCED),
+])
+def test_an_nfs_heartbeat_older_than_the_grace_fences(age: float | None, want: Verdict) -> None:
+    assert heartbeat_verdict(age, 30.0) is want

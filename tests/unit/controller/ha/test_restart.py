@@ -63,7 +63,7 @@ def test_a_dead_hosts_ha_vm_restarts_elsewhere_and_its_stale_copy_goes(cloud: Cl
     assert dead["state"] == "succeeded", dead
     assert set(dead["result"]["restarts"]) == {ha}
     assert "haLevel is none" in dead["result"]["left"][plain]
-    assert dead["result"]["fencing"] == {cloud.ids["ps"]: "unknown"}  # NFS: no fencer yet
+    assert dead["result"]["fencing"] == {cloud.ids["ps"]: "fenced"}  # its NFS heartbeat stopped
     restart = finished(cloud, dead["result"]["restarts"][ha])
     assert (restart["kind"], restart["state"]) == ("ha-restart", "succeeded"), restart
     got = cloud.ok("GET", f"/v1/vms/{ha}")
@@ -81,6 +81,20 @@ def test_a_dead_hosts_ha_vm_restarts_elsewhere_and_its_stale_copy_goes(cloud: Cl
     assert h2.domains.get(ha) == "Running"
     assert cloud.ok("GET", f"/v1/vms/{plain}")["state"] == "Running"  # it ran there all along
     assert cloud.ok("GET", f"/v1/vms/{ha}")["hostUuid"] == h2.uuid  # type: ignore[attr-defined]
+
+
+def test_a_host_that_still_writes_its_nfs_heartbeat_keeps_its_vms(cloud: Cloud) -> None:
+    cloud.basic(hosts=2)
+    h1, h2 = cloud.hosts["h1"], cloud.hosts["h2"]
+    ha = vm_on(cloud, h1, "ha", haLevel="restart")
+    h1.still_writes = True  # only its management network is cut: it runs the VM on the share
+    dead = kill(cloud, h1)
+    assert dead["result"]["fencing"] == {cloud.ids["ps"]: "alive"}
+    assert dead["result"]["restarts"] == {}
+    assert "not fenced" in dead["result"]["left"][ha]
+    got = cloud.ok("GET", f"/v1/vms/{ha}")
+    assert (got["hostUuid"], got["state"]) == (h1.uuid, "Unknown")  # type: ignore[attr-defined]
+    assert ha not in h2.domains
 
 
 def test_a_restart_with_no_host_to_go_to_rolls_back(cloud: Cloud) -> None:
