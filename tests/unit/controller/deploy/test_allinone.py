@@ -45,11 +45,23 @@ def test_an_error_vm_is_made_again_and_a_stopped_one_started(cloud: Cloud, tmp_p
     def booted(uuid: str) -> None:
         (tmp_path / f"{uuid}.log").write_text("old boot BOOTED\n")
 
-    # the console must show the marker: the fake host boots nothing, so write it as a guest would
-    timer = threading.Timer(1.0, lambda: [booted(v["uuid"]) for v in cloud.ok("GET", "/v1/vms")["items"]])
-    timer.start()
-    vm, console = _running_vm(api, 0.0, args, body)
-    timer.join()
+    # the console must show the marker: the fake host boots nothing, so write it as a guest
+    # would, once, when the new VM runs (a fixed delay raced the re-create on a loaded machine)
+    done = threading.Event()
+
+    def guest() -> None:
+        while not done.wait(0.1):
+            for v in cloud.ok("GET", "/v1/vms")["items"]:
+                if v["uuid"] != first and v["state"] == "Running" and not (tmp_path / f"{v['uuid']}.log").exists():
+                    booted(v["uuid"])
+
+    writer = threading.Thread(target=guest)
+    writer.start()
+    try:
+        vm, console = _running_vm(api, 0.0, args, body)
+    finally:
+        done.set()
+        writer.join()
     assert vm["uuid"] != first
     assert [v["uuid"] for v in cloud.ok("GET", "/v1/vms")["items"]] == [vm["uuid"]]
 
