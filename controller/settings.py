@@ -26,6 +26,10 @@ class Settings(BaseModel):
     listen: str = Field(default="127.0.0.1:8080", description="HOST:PORT of the API")
     public_url: str | None = Field(
         default=None, description="base URL agents call back (default: http://<listen>)")
+    agent_controller_urls: list[str] = Field(
+        default_factory=list, max_length=32, description=(
+            "more controller URLs every deployed agent admits callbacks to, besides this node's "
+            "and the nodes up in the cluster at deploy time (a load balancer's, nodes to come)"))
     api_tokens: list[str] = Field(
         default_factory=list, description="bootstrap bearer tokens, each an admin (besides the "
         "accounts kept in the database)")
@@ -81,6 +85,14 @@ class Settings(BaseModel):
             raise ValueError(f"insecure_no_auth (--insecure-no-auth) needs a loopback listen "
                              f"address (127.0.0.1:PORT, [::1]:PORT), not {self.listen}")
         return self
+
+    @field_validator("agent_controller_urls")
+    @classmethod
+    def _agent_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("http://", "https://")) or len(url) > 255:
+                raise ValueError(f"a controller URL is http(s)://HOST[:PORT][/PATH]: {url!r}")
+        return [u.rstrip("/") for u in v]
 
     @model_validator(mode="after")
     def _cluster_needs_a_server_database(self) -> Self:

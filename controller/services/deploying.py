@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from controller.api.schemas import check_host, parse_agent_url
 from controller.core import Controller
+from controller.db.cluster import ControllerNode
 from controller.errors import ApiError, BadRequest
 from controller.jobs import JobContext
 
@@ -62,6 +65,16 @@ def deploy_role(ctx: JobContext, target: DeployTarget, role: str, config: dict[s
     return result
 
 
+def controller_urls(ctl: Controller) -> list[str]:
+    """Where a deployed agent may send callbacks: this node, the nodes up in the cluster (any
+    of them may own the agent's resources later) and the operator's extra URLs."""
+    with ctl.db.read() as s:
+        nodes = list(s.scalars(select(ControllerNode.url).where(ControllerNode.state == "up")
+                               .order_by(ControllerNode.node_id)))
+    urls = [ctl.settings.callback_base, *nodes, *ctl.settings.agent_controller_urls]
+    return list(dict.fromkeys(u.rstrip("/") for u in urls))
+
+
 def agent_config(ctl: Controller, agent_url: str, **fields: Any) -> dict[str, Any]:
     """The config a deployed agent gets: the controller's callback URL, where it listens
     (``agent_url``'s host:port) and its own token if an earlier deploy gave it one (else
@@ -73,7 +86,7 @@ def agent_config(ctl: Controller, agent_url: str, **fields: Any) -> dict[str, An
         listen = parse_agent_url(agent_url).listen
     except ValueError as e:
         raise BadRequest(f"agentUrl: {e}", field="agentUrl") from None
-    config: dict[str, Any] = {"controller_urls": [ctl.settings.callback_base], "listen": listen, **fields}
+    config: dict[str, Any] = {"controller_urls": controller_urls(ctl), "listen": listen, **fields}
     token = ctl.agent_tokens.known(agent_url)
     if token:
         config["token"] = token

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from controller.db.cluster import ControllerNode
 from controller.deploy import DeployTarget
 from controller.errors import BadRequest
 from controller.services import deploying
+from controller.settings import Settings
 from tests.unit.controller.harness import Cloud
 
 
@@ -54,3 +56,16 @@ def test_default_agent_urls_bracket_ipv6_and_use_the_roles_ports() -> None:
     assert default_agent_url("10.0.0.5", "kvmagent") == "http://10.0.0.5:7070"
     assert default_agent_url("fd00::5", "storageagent") == "http://[fd00::5]:7071"
     assert default_agent_url("host-a.example", "sftpbackup") == "http://host-a.example:7171"
+
+
+def test_agents_admit_callbacks_from_every_node_up_and_the_operators_urls(cloud: Cloud) -> None:
+    with cloud.ctl.db.write() as s:
+        s.add(ControllerNode(node_id="b", url="http://10.0.0.12:8080", state="up"))
+        s.add(ControllerNode(node_id="c", url="http://10.0.0.13:8080", state="lost"))
+    cloud.ctl.settings = cloud.ctl.settings.model_copy(
+        update={"agent_controller_urls": ["https://kvmcloud.example/", "http://10.0.0.12:8080"]})
+    config = deploying.agent_config(cloud.ctl, "http://10.0.0.5:7070")
+    assert config["controller_urls"] == [cloud.ctl.settings.callback_base, "http://10.0.0.12:8080",
+                                         "https://kvmcloud.example"]
+    with pytest.raises(ValueError, match="agent_controller_urls"):
+        Settings(agent_controller_urls=["ftp://x"])
