@@ -178,7 +178,17 @@ def _free_in_range(s: Session, rng: IpRange) -> int | None:
 
 
 def allocate_ip(s: Session, l3_uuid: str) -> tuple[UsedIp, IpRange]:
-    """Take a free address of the L3 network (unique per network, retried on a race)."""
+    """Take a free address of the L3 network (unique per network, retried on a race).
+
+    On PostgreSQL and MariaDB the network's row is locked first, so the creates taking
+    addresses of one network do so one after the other: unlocked, dozens at once (every
+    job worker, on every controller node) read the same highest address, and all but
+    one lose the race for the next, again and again, until they give up."""
+    if s.get_bind().dialect.name != "sqlite":
+        # FOR NO KEY UPDATE on PostgreSQL: the foreign key checks of inserts naming the
+        # network (FOR KEY SHARE) go on; MariaDB: FOR UPDATE
+        s.execute(select(L3Network.uuid).where(L3Network.uuid == l3_uuid)
+                  .with_for_update(key_share=True))
     ranges = fetch_all(s, IpRange, L3_RANGES, {"l3": l3_uuid})
     for _ in range(16):
         for rng in ranges:
