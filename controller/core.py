@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import or_, select, true, update
+from sqlalchemy.orm import Session
 
 from controller.agent_tokens import AgentTokens
 from controller.backup_schedule import BackupJobs, BackupSchedule
@@ -22,6 +23,7 @@ from controller.db.models import (
     PrimaryStorage,
     Vm,
     VmBackup,
+    Volume,
     VolumeBackup,
 )
 from controller.db_schedule import DbBackupSchedule
@@ -74,7 +76,8 @@ class Controller:
         #: with a node id: this node's lease and the ring of the nodes sharing the database
         self.membership = (Membership(self.db, settings.node_id, settings.callback_base,
                                       lease=settings.node_lease, interval=settings.heartbeat_interval,
-                                      on_takeover=self._take_over, on_fenced=self._fenced)
+                                      recover=self._recover_rows, on_takeover=self._take_over,
+                                      on_fenced=self._fenced)
                            if settings.node_id is not None else None)
         if self.membership is not None:
             self.membership.join()  # before recovering: a peer no longer takes this node's jobs
@@ -106,31 +109,43 @@ class Controller:
     def _recover_resources(self, resources: list[str] | None) -> None:
         """Resources a dead process left mid-operation (every one, or those of ``resources``:
         what a dead node's jobs worked on): the tracker's next sync settles them."""
+        with self.db.write() as s:
+            self.cut_short_backups += self._recover_rows(s, resources)
+
+    @staticmethod
+    def _recover_rows(s: Session, resources: list[str] | None) -> list[str]:
+        """:meth:`_recover_resources` in the caller's transaction (a takeover's: the jobs end
+        and their resources leave Creating at one commit); the backups to delete."""
         def scope(*cols: Any) -> Any:
             return true() if resources is None else or_(*(c.in_(resources) for c in cols))
-        with self.db.write() as s:
-            s.execute(update(Vm).where(Vm.state == "Creating", scope(Vm.uuid)).values(state="Error"))
-            s.execute(update(Vm).where(Vm.state.in_(TRANSITIONAL), scope(Vm.uuid))
-                      .values(state="Unknown"))
-            # an add cut short: which stores got it is unknown; delete the image to clean up
-            s.execute(update(Image).where(Image.status == "Downloading", scope(Image.uuid))
-                      .values(status="Error"))
-            # a backup cut short: deleted at start (its copy, overlay and stored chunks go)
-            backups = list(s.scalars(select(VmBackup.uuid).where(
-                VmBackup.status == "Creating", scope(VmBackup.uuid, VmBackup.vm_uuid))))
-            self.cut_short_backups += backups
-            s.execute(update(VolumeBackup).where(
-                VolumeBackup.status == "Creating",
-                scope(VolumeBackup.uuid, VolumeBackup.vm_backup_uuid, VolumeBackup.volume_uuid))
-                .values(status="Error"))
-            s.execute(update(VmBackup).where(VmBackup.uuid.in_(backups)).values(status="Error"))
+        # the volumes of a create cut short: whether their files are on the storage is
+        # unknown; Error lets deleting the VM (or the volume) remove them (deleting a file
+        # never made is no error), where Creating ones would be left there for good
+        creating = select(Vm.uuid).where(Vm.state == "Creating", scope(Vm.uuid))
+        s.execute(update(Volume).where(Volume.status == "Creating", Volume.vm_uuid.in_(creating))
+                  .values(status="Error"))
+        s.execute(update(Vm).where(Vm.state == "Creating", scope(Vm.uuid)).values(state="Error"))
+        s.execute(update(Vm).where(Vm.state.in_(TRANSITIONAL), scope(Vm.uuid))
+                  .values(state="Unknown"))
+        # an add cut short: which stores got it is unknown; delete the image to clean up
+        s.execute(update(Image).where(Image.status == "Downloading", scope(Image.uuid))
+                  .values(status="Error"))
+        # a backup cut short: deleted at start (its copy, overlay and stored chunks go)
+        backups = list(s.scalars(select(VmBackup.uuid).where(
+            VmBackup.status == "Creating", scope(VmBackup.uuid, VmBackup.vm_uuid))))
+        s.execute(update(VolumeBackup).where(
+            VolumeBackup.status == "Creating",
+            scope(VolumeBackup.uuid, VolumeBackup.vm_backup_uuid, VolumeBackup.volume_uuid))
+            .values(status="Error"))
+        s.execute(update(VmBackup).where(VmBackup.uuid.in_(backups)).values(status="Error"))
+        return backups
 
     def _take_over(self, taken: Takeover) -> None:
         """A peer node was lost (its jobs ended ``CONTROLLER_LOST`` by the sweep): recovery
         as after a restart, for what its jobs worked on."""
         if not taken.jobs:
             return
-        self._recover_resources(taken.resources)
+        self.cut_short_backups += taken.backups  # the sweep recovered the resources' rows
         self.jobs.submit("recover-agent-tasks", "controller", None,
                          [f"controller:takeover:{'+'.join(taken.nodes)}"],
                          lambda ctx: self._settle_jobs(ctx, taken.jobs))

@@ -6,8 +6,9 @@ ahead, so a node that stops renewing drops out of every peer's ring within
 ``lease + interval`` seconds. A peer then takes the dead node over: in one
 transaction it locks the node's row (``SELECT ... FOR UPDATE SKIP LOCKED``:
 of several peers sweeping at once exactly one gets it, the others skip it),
-marks it ``lost`` and ends its unfinished jobs ``CONTROLLER_LOST``. Commit or
-nothing: a job is ended once, by one node. The database's locks are the only
+marks it ``lost``, ends its unfinished jobs ``CONTROLLER_LOST`` and runs
+``recover`` on what they worked on (a VM being created becomes Error...).
+Commit or nothing: a job is ended once, by one node, with its resources. The database's locks are the only
 arbiter; nodes never vote.
 
 A node that finds its own row ``lost`` (it stalled past its lease and a peer
@@ -43,11 +44,13 @@ UNFINISHED = ("queued", "running")
 
 @dataclass
 class Takeover:
-    """What one sweep took from dead peers: their ids, their ended jobs and those jobs' resources."""
+    """What one sweep took from dead peers: their ids, their ended jobs, those jobs'
+    resources, and what the recovery of those resources left to do (backups to delete)."""
 
     nodes: list[str] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
     resources: list[str] = field(default_factory=list)
+    backups: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Membership(Background):
 
     def __init__(self, db: Database, node_id: str, url: str, *, lease: float = 8.0,
                  interval: float = 2.0, settle: float | None = None,
+                 recover: Callable[[Session, list[str]], list[str]] = lambda s, r: [],
                  on_takeover: Callable[[Takeover], None] = lambda t: None,
                  on_fenced: Callable[[], None] = lambda: None) -> None:
         super().__init__()
@@ -82,6 +86,7 @@ class Membership(Background):
         self.settle = lease if settle is None else settle
         #: since when (monotonic) every renewal succeeded; None after a failure
         self._steady_since: float | None = None
+        self._recover = recover
         self._on_takeover = on_takeover
         self._on_fenced = on_fenced
         self._mu = threading.Lock()
@@ -179,7 +184,11 @@ class Membership(Background):
                     error={"code": "CONTROLLER_LOST",
                            "message": "the controller node running the job stopped heartbeating",
                            "details": {"nodes": dead, "takenOverBy": self.node_id}}))
-            return Takeover(dead, [u for u, _ in jobs], sorted({r for _, r in jobs if r}))
+            resources = sorted({r for _, r in jobs if r})
+            # in the same transaction: a job never ends with its resource left Creating
+            # (a sweeper dying after the commit would leave it so for good)
+            backups = self._recover(s, resources) if resources else []
+            return Takeover(dead, [u for u, _ in jobs], resources, backups)
         taken = self.db.transaction(body)
         if taken.nodes:
             log.warning("took over lost controller node(s) %s: %d unfinished job(s) ended",

@@ -195,8 +195,9 @@ def delete_volume_files(ctl: Controller, ctx: JobContext, host: Host | None,
                         vols: Iterable[Volume]) -> None:
     """Delete volumes on their storage (file storage: through ``host`` or any connected one)."""
 
-    for v in vols:
-        if v.install_path is None or v.primary_storage_uuid is None or v.status != "Ready":
+    for v in vols:  # Error: cut short by a lost controller, the file may be there
+        if v.install_path is None or v.primary_storage_uuid is None \
+                or v.status not in ("Ready", "Error"):
             continue
         with ctl.db.read() as s:
             ps = s.get(PrimaryStorage, v.primary_storage_uuid)
