@@ -118,11 +118,11 @@ class Controller:
         and their resources leave Creating at one commit); the backups to delete."""
         def scope(*cols: Any) -> Any:
             return true() if resources is None else or_(*(c.in_(resources) for c in cols))
-        # the volumes of a create cut short: whether their files are on the storage is
+        # volumes whose making was cut short: whether their files are on the storage is
         # unknown; Error lets deleting the VM (or the volume) remove them (deleting a file
         # never made is no error), where Creating ones would be left there for good
-        creating = select(Vm.uuid).where(Vm.state == "Creating", scope(Vm.uuid))
-        s.execute(update(Volume).where(Volume.status == "Creating", Volume.vm_uuid.in_(creating))
+        s.execute(update(Volume).where(Volume.status == "Creating",
+                                       scope(Volume.uuid, Volume.vm_uuid))
                   .values(status="Error"))
         s.execute(update(Vm).where(Vm.state == "Creating", scope(Vm.uuid)).values(state="Error"))
         s.execute(update(Vm).where(Vm.state.in_(TRANSITIONAL), scope(Vm.uuid))

@@ -34,6 +34,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from controller.background import Background
+from controller.db.jobs import Job
 from controller.db.models import Host, Vm
 from controller.dispatch.dispatcher import AgentCallError
 from controller.ha.policy import is_dead, stale_copies
@@ -214,7 +215,15 @@ class HostTracker(Background):
     # -- VM states ------------------------------------------------------------
 
     def _busy_vms(self) -> list[str]:
-        return [k.split(":", 1)[1] for k in self.ctl.queues.busy() if k.startswith("vms:")]
+        """VMs with work under way: in this process's queues and, on several nodes, with a
+        peer's unfinished job (a VM a peer is creating on one of this node's hosts has
+        no domain yet: a sync would make it Stopped under the peer's create)."""
+        busy = [k.split(":", 1)[1] for k in self.ctl.queues.busy() if k.startswith("vms:")]
+        if self.ctl.membership is not None:
+            with self.ctl.db.read() as s:
+                busy += [u for u in s.scalars(select(Job.resource_uuid).where(
+                    Job.resource_type == "vms", Job.state.in_(("queued", "running")))) if u]
+        return busy
 
     def sync_vms(self, host_uuid: str) -> None:
         """Ask the agent for every domain's state and correct the database."""
