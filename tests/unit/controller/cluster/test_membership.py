@@ -134,3 +134,25 @@ def test_a_node_sweeps_only_after_renewing_steadily_for_a_lease(db: Database) ->
     assert taken == []
     with db.read() as s:
         assert s.scalar(select(ControllerNode.state).where(ControllerNode.node_id == "b")) == "up"
+
+
+def test_the_recovery_of_a_takeover_commits_with_it_or_not_at_all(db: Database) -> None:
+    seen: list[list[str]] = []
+
+    def recover(s: object, resources: list[str]) -> list[str]:
+        seen.append(resources)
+        if len(seen) == 1:
+            raise RuntimeError("the recovery failed")
+        return ["backup-1"]
+
+    a, _b = node(db, "a", recover=recover), node(db, "b")
+    job = add_job(db, "b", "running", "vm1")
+    expire(db, "b")
+    with pytest.raises(RuntimeError):
+        a.sweep()
+    assert job_states(db)[job] == ("running", None)  # rolled back with the recovery
+    assert {n.node_id: n.state for n in a.nodes()}["b"] == "up"
+    taken = a.sweep()
+    assert (taken.jobs, taken.resources, taken.backups) == ([job], ["vm1"], ["backup-1"])
+    assert seen == [["vm1"], ["vm1"]]
+    assert job_states(db)[job] == ("failed", "CONTROLLER_LOST")
