@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import os
 import random
 import signal
@@ -33,13 +32,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.bench.common import Result, percentile, write
+from tests.bench.common import Result, keep, percentile
 from tests.support.agents import AgentProcess, free_port, python_agent, wait_until
 
 ZSTACK_SECONDS = {1: 0.51, 10: 1.55, 100: 11.33, 1000: 103.0, 10000: 23 * 60.0}
@@ -363,10 +361,7 @@ def main() -> None:
             print(f"controller log tail:\n{(d / 'controller.log').read_text()[-3000:]}", flush=True)
             raise
         finally:
-            if results and not PARTIAL:
-                write("controller", results, command="make bench BENCH=controller")
-            elif results:  # a smaller run does not replace the committed results
-                print(json.dumps([asdict(r) for r in results], indent=1))
+            keep("controller", results, PARTIAL)
             ctl.stop()
             sim.stop()
 

@@ -28,7 +28,6 @@ leaves ``bench/results/controller_cluster.json`` alone.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
 import sys
@@ -38,7 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ from sqlalchemy import create_engine, text
 
 from controller.cluster.ring import HashRing
 from tests.bench.bench_controller import API_TOKEN, SIM_TOKEN, Api, Proc, setup
-from tests.bench.common import Result, write
+from tests.bench.common import Result, keep
 from tests.conftest import read_component_env
 from tests.support.agents import free_port, wait_until
 
@@ -380,10 +379,7 @@ def main() -> None:
                 print(f"{log.name} tail:\n{log.read_text()[-3000:]}", flush=True)
             raise
         finally:
-            if results and not PARTIAL:
-                write("controller_cluster", results, command="make bench BENCH=controller_cluster")
-            elif results:  # a smaller run does not replace the committed results
-                print(json.dumps([asdict(r) for r in results], indent=1))
+            keep("controller_cluster", results, PARTIAL)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,14 @@ def write(benchmark: str, results: list[Result], command: str | None = None) -> 
     return out
 
 
+def keep(benchmark: str, results: list[Result], partial: bool) -> None:
+    """A full run's results replace the committed ones; a smaller run's are only printed."""
+    if results and not partial:
+        write(benchmark, results, command=f"make bench BENCH={benchmark}")
+    elif results:
+        print(json.dumps([asdict(r) for r in results], indent=1))
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
