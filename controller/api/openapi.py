@@ -95,6 +95,9 @@ def build_openapi(creates: dict[str, type[BaseModel]],
     paths["/v1/cluster"] = {"get": {
         "summary": "The controller nodes, their state and their share of the ring",
         "responses": {"200": {"description": "{nodeId, ringSkew, nodes: [...]}"}, **errors}}}
+    paths["/v1/security-groups/{uuid}/members"] = {"get": {
+        "summary": "The NICs in a security group, with their VMs and addresses",
+        "responses": {"200": {"description": "{securityGroupUuid, total, members: [...]}"}, **errors}}}
     paths.update(_account_paths(body, errors))
     return {"openapi": "3.1.0", "info": {"title": "kvmcloud controller", "version": "1"},
             "paths": paths, "components": {"schemas": schemas,

@@ -23,6 +23,7 @@ from controller.api.accounts import account_routes, listing
 from controller.api.auth import ApiAuth, NoCredentials, bearer
 from controller.api.cluster import cluster_routes
 from controller.api.http import error_response, flag, json_response, parse_body, wait_timeout
+from controller.api.secgroups import secgroup_routes
 from controller.core import Controller
 from controller.db.jobs import FINAL_STATES, Job
 from controller.db.models import RESOURCES, Tag
@@ -99,6 +100,7 @@ def make_blueprint(ctl: Controller, catalogue: Catalogue) -> Blueprint:
     _action_routes(bp, ctl, catalogue)
     _job_routes(bp, ctl)
     cluster_routes(bp, ctl)
+    secgroup_routes(bp, ctl)
     _agent_routes(bp, ctl)
     return bp
 

@@ -24,7 +24,7 @@ from controller.db.models import Host, SecurityGroup, SecurityGroupRule, VmNic, 
 from controller.declarations import Action, CascadeStep, Create
 from controller.flows import security_groups as sg_flows
 from controller.jobs import JobContext
-from controller.services.common import require, to_dict
+from controller.services.common import get_or_404, require, to_dict
 from controller.services.resources import record
 from controller.services.sgspecs import push_groups
 from kvmagent import models as km
@@ -110,6 +110,17 @@ def _detach(ctl: Controller, ctx: JobContext, uuid: str, nic_uuids: list[str]) -
                                                       VmNicSecurityGroupRef.vm_nic_uuid.in_(gone)))
         return gone
     sg_flows.membership_changed(ctl, ctx, uuid, ctl.db.transaction(drop))
+
+
+def member_nics(ctl: Controller, uuid: str) -> list[dict[str, Any]]:
+    """The group's NICs with their VMs and addresses, by NIC UUID; 404 for no such group."""
+    with ctl.db.read() as s:
+        get_or_404(s, SecurityGroup, uuid)
+        rows = s.execute(select(VmNic).join(
+            VmNicSecurityGroupRef, VmNicSecurityGroupRef.vm_nic_uuid == VmNic.uuid).where(
+            VmNicSecurityGroupRef.security_group_uuid == uuid).order_by(VmNic.uuid)).scalars()
+        return [{"vmNicUuid": n.uuid, "vmUuid": n.vm_uuid, "l3NetworkUuid": n.l3_network_uuid,
+                 "ip": n.ip, "mac": n.mac} for n in rows]
 
 
 def members(ctl: Controller, uuid: str) -> list[str]:

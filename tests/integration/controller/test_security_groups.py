@@ -84,6 +84,24 @@ def test_attaching_a_nic_sends_its_filter_and_rules_follow_live(cloud: Cloud) ->
     assert _applies(host)[-1]["nics"][0]["securityGroups"] == []
 
 
+def test_a_groups_members_are_read_with_their_vms_and_addresses(cloud: Cloud) -> None:
+    cloud.basic(hosts=1)
+    web_vm, web_nic, _ = _vm(cloud, "web1")
+    _, other_nic, _ = _vm(cloud, "web2")
+    g = _group(cloud, "web")
+    assert cloud.ok("GET", f"/v1/security-groups/{g}/members") == {
+        "securityGroupUuid": g, "total": 0, "members": []}
+    cloud.succeeded("POST", f"/v1/security-groups/{g}/actions/attach", {"vmNicUuids": [web_nic["uuid"]]})
+    assert cloud.ok("GET", f"/v1/security-groups/{g}/members")["members"] == [{
+        "vmNicUuid": web_nic["uuid"], "vmUuid": web_vm["uuid"], "l3NetworkUuid": web_nic["l3NetworkUuid"],
+        "ip": web_nic["ip"], "mac": web_nic["mac"]}]
+    cloud.succeeded("POST", f"/v1/security-groups/{g}/actions/attach", {"vmNicUuids": [other_nic["uuid"]]})
+    read = cloud.ok("GET", f"/v1/security-groups/{g}/members")
+    assert read["total"] == 2 and {m["vmNicUuid"] for m in read["members"]} == set(_members(cloud, g))
+    status, err = cloud.call("GET", "/v1/security-groups/00000000-0000-4000-8000-000000000000/members")
+    assert status == 404, err
+
+
 def test_a_rule_naming_a_group_follows_its_members(cloud: Cloud) -> None:
     cloud.basic(hosts=1)
     _, web_nic, host = _vm(cloud, "web1")
